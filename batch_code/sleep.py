@@ -1,0 +1,12 @@
+"""Print a line a second: for timeouts, cancellation and preemption."""
+
+import argparse
+import time
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--seconds", type=int, default=30)
+parser.add_argument("--message", default="tick")
+args = parser.parse_args()
+for i in range(args.seconds):
+    print(f"{args.message} {i + 1}/{args.seconds}", flush=True)
+    time.sleep(1)

@@ -1,0 +1,1 @@
+"""The agent: runs on the instance, depends only on mlbatch.core."""

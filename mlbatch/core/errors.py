@@ -1,0 +1,50 @@
+"""Errors that carry the exit code a scheduler branches on (see README, "Exit codes")."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Reserved exit codes of mlbatch commands; the job's own codes pass through as-is.
+
+    They sit high (above the codes jobs commonly use, below 126 where shells start
+    reserving) so a scheduler can tell "the job failed" from "mlbatch could not run it".
+    """
+
+    OK = 0
+    BAD_INPUT = 100  # invalid version, job, params or settings; nothing was started
+    NOT_FOUND = 101  # release or run does not exist
+    ALREADY_EXISTS = 102  # immutable thing exists (a second release of a version)
+    STEP_FAILED = 103  # a release step failed (message names the step)
+    FETCH_FAILED = 104  # instance could not pull the container or fetch/verify the code
+    PREEMPTED = 105  # preempted more often than the job's retries allow
+    NO_CAPACITY = 106  # no zone had capacity
+    QUOTA_EXCEEDED = 107
+    TIMEOUT = 108  # the job outlived its timeout and was stopped
+    CANCELLED = 109  # the controller got SIGINT/SIGTERM; instance removed
+    INFRA_FAILED = 110  # provider error that is neither the job's nor the above
+    PERMISSION_DENIED = 111
+
+
+class MlbatchError(Exception):
+    """An error with a message meant for a person and an exit code meant for a scheduler."""
+
+    exit_code: ExitCode = ExitCode.INFRA_FAILED
+
+    def __init__(self, message: str, exit_code: ExitCode | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class BadInput(MlbatchError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class NotFound(MlbatchError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class AlreadyExists(MlbatchError):
+    exit_code = ExitCode.ALREADY_EXISTS

@@ -1,0 +1,99 @@
+"""The release manifest: the one object that pins everything a run uses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from mlbatch.core.bucket import Bucket
+from mlbatch.core.catalog import Job, job_from_dict
+from mlbatch.core.errors import NotFound
+from mlbatch.core.versions import parse_version, sort_key
+
+SCHEMA = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    name: str
+    repository: str
+    digest: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclasses.dataclass(frozen=True)
+class VmImage:
+    name: str
+    ref: str  # local profile: docker image tag; gcp: the image's self link
+    input_hash: str
+    baked_by_version: str  # the release that baked it (an identical bake may be reused)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeBundle:
+    uri: str
+    sha256: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    version: str
+    git_sha: str
+    created: str
+    profile: str
+    vm_image: VmImage
+    containers: dict[str, Container]
+    code: CodeBundle
+    jobs: dict[str, Job]
+    schema: int = SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            version=data["version"],
+            git_sha=data["git_sha"],
+            created=data["created"],
+            profile=data["profile"],
+            vm_image=VmImage(**data["vm_image"]),
+            containers={k: Container(**v) for k, v in data["containers"].items()},
+            code=CodeBundle(**data["code"]),
+            jobs={k: job_from_dict(v) for k, v in data["jobs"].items()},
+            schema=data.get("schema", SCHEMA),
+        )
+
+
+def manifest_key(version: str) -> str:
+    return f"releases/{version}/manifest.json"
+
+
+def publish(bucket: Bucket, manifest: Manifest) -> None:
+    """Write the manifest once; a second write of the same version raises AlreadyExists."""
+    bucket.write(manifest_key(manifest.version), manifest.to_json().encode(), immutable=True)
+
+
+def load(bucket: Bucket, version: str) -> Manifest:
+    parse_version(version)
+    try:
+        return Manifest.from_json(bucket.read(manifest_key(version)).decode())
+    except NotFound:
+        raise NotFound(f"release {version} does not exist in {bucket.uri} (see `invoke releases`)") from None
+
+
+def list_versions(bucket: Bucket) -> list[str]:
+    versions = {key.split("/")[1] for key in bucket.list("releases") if key.endswith("/manifest.json")}
+    return sorted(versions, key=sort_key)
+
+
+def iter_manifests(bucket: Bucket) -> Iterator[Manifest]:
+    for version in list_versions(bucket):
+        yield load(bucket, version)

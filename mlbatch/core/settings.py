@@ -1,0 +1,127 @@
+"""Settings: one validated object built from the `mlbatch` section of invoke's config.
+
+invoke merges invoke.yaml, user config files and INVOKE_MLBATCH_* environment variables;
+this module turns the result into a frozen `Settings` and refuses bad values once, early,
+with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlbatch.core.errors import BadInput
+from mlbatch.core.names import GCE_NAME
+
+PROFILES = ("local", "gcp")
+# Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
+EMULATOR_PROFILES = ("local", "test")
+_ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    profile: str
+    project_root: Path
+    state_dir: Path  # local state: registry data, bucket folder, instance work dirs
+    bucket: str  # file:///abs/path or gs://name[/prefix]
+    registry: str  # host[:port]/path where containers are pushed
+    base_image: str  # FROM of the VM image bake and of our containers
+    image_family: str
+    ca_bundle: Path | None  # extra CA bundle for images that fetch over TLS
+    # gcp only
+    project: str = ""
+    region: str = ""
+    zones: tuple[str, ...] = ()
+    service_account: str = ""
+    network: str = "default"
+    subnetwork: str = ""
+    compute_endpoint: str = ""  # tests point this at the fake Compute API
+
+    @property
+    def is_local(self) -> bool:
+        return self.profile == "local"
+
+
+def _abs(root: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (root / path)
+
+
+def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from invoke's `mlbatch` config section."""
+    env = os.environ if env is None else env
+    profile = str(config.get("profile") or "local")
+    if profile not in PROFILES:
+        raise BadInput(f"invalid mlbatch.profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    profiles = config.get("profiles") or {}
+    values: Mapping[str, Any] = profiles.get(profile) or {}
+
+    def get(key: str, default: Any = "") -> Any:
+        value = values.get(key, default)
+        return default if value is None else value
+
+    state_dir = _abs(project_root, str(config.get("state_dir") or ".mlbatch")).resolve()
+    bucket = str(get("bucket"))
+    if bucket.startswith("file://"):
+        bucket = "file://" + str(_abs(project_root, bucket[len("file://") :]).resolve())
+    elif not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$", bucket):
+        raise BadInput(
+            f"invalid mlbatch.profiles.{profile}.bucket {bucket!r}: expected file:///path or gs://bucket-name[/prefix]"
+        )
+    ca_bundle = get("ca_bundle", None)
+    settings = Settings(
+        profile=profile,
+        project_root=project_root,
+        state_dir=state_dir,
+        bucket=bucket,
+        registry=str(get("registry")).rstrip("/"),
+        base_image=str(get("base_image", "debian:bookworm-slim")),
+        image_family=str(get("image_family", "mlbatch")),
+        ca_bundle=_abs(project_root, str(ca_bundle)) if ca_bundle else None,
+        project=str(get("project")),
+        region=str(get("region")),
+        zones=tuple(get("zones", ()) or ()),
+        service_account=str(get("service_account")),
+        network=str(get("network", "default")),
+        subnetwork=str(get("subnetwork")),
+        compute_endpoint=str(get("compute_endpoint")),
+    )
+    _validate(settings, env)
+    return settings
+
+
+def _validate(s: Settings, env: Mapping[str, str]) -> None:
+    where = f"mlbatch.profiles.{s.profile}"
+    if not s.registry:
+        raise BadInput(f"{where}.registry is empty: expected host[:port][/path], e.g. 127.0.0.1:5000")
+    if not GCE_NAME.match(s.image_family):
+        raise BadInput(f"invalid {where}.image_family {s.image_family!r}: expected a GCE name, e.g. mlbatch")
+    if s.ca_bundle is not None and not s.ca_bundle.is_file():
+        raise BadInput(f"{where}.ca_bundle {str(s.ca_bundle)!r} is not a file: expected a PEM bundle or null")
+    if s.profile not in EMULATOR_PROFILES:
+        if env.get("STORAGE_EMULATOR_HOST"):
+            raise BadInput(
+                f"STORAGE_EMULATOR_HOST is set but profile {s.profile!r} is not local: "
+                "unset it, or use the local profile"
+            )
+        if s.compute_endpoint.startswith("http://") and env.get("MLBATCH_ALLOW_FAKE_COMPUTE") != "1":
+            raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is plain http: refused outside tests")
+    if s.profile == "gcp":
+        if not GCE_NAME.match(s.project or "-"):
+            raise BadInput(f"invalid {where}.project {s.project!r}: expected a GCP project id, e.g. my-ml-project")
+        if not _REGION.match(s.region):
+            raise BadInput(f"invalid {where}.region {s.region!r}: expected e.g. europe-west4")
+        if not s.zones or not all(_ZONE.match(z) and z.startswith(s.region + "-") for z in s.zones):
+            raise BadInput(f"invalid {where}.zones {list(s.zones)!r}: expected zones of {s.region}, e.g. [{s.region}-a]")
+        if not s.bucket.startswith("gs://"):
+            raise BadInput(f"invalid {where}.bucket {s.bucket!r}: the gcp profile needs gs://bucket-name")
+        if not re.match(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$", s.service_account):
+            raise BadInput(
+                f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"
+            )

@@ -1,0 +1,50 @@
+"""Release versions: git tags of the form vMAJOR.MINOR.PATCH[-pre]."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from mlbatch.core.errors import BadInput
+
+# semver.org's grammar, with the leading "v" of a git tag and no build metadata
+# (a "+" has no place in GCE names or labels, where the version must go).
+_SEMVER_TAG = re.compile(
+    r"^v(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
+    r"(?:-(?P<pre>(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
+    r"(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
+)
+EXPECTED_FORM = "vMAJOR.MINOR.PATCH or vMAJOR.MINOR.PATCH-PRERELEASE, e.g. v1.4.0 or v1.4.0-rc.1"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Version:
+    major: int
+    minor: int
+    patch: int
+    pre: str = ""
+
+    @property
+    def tag(self) -> str:
+        return f"v{self.major}.{self.minor}.{self.patch}" + (f"-{self.pre}" if self.pre else "")
+
+    @property
+    def slug(self) -> str:
+        """The version as a GCE name fragment and label value: v1.4.0-rc.1 -> v1-4-0-rc-1."""
+        return re.sub(r"[^a-z0-9]+", "-", self.tag.lower()).strip("-")
+
+    def __str__(self) -> str:
+        return self.tag
+
+
+def parse_version(text: str) -> Version:
+    match = _SEMVER_TAG.match(text or "")
+    if not match or len(text) > 40:
+        raise BadInput(f"invalid version {text!r}: expected {EXPECTED_FORM}")
+    return Version(int(match["major"]), int(match["minor"]), int(match["patch"]), match["pre"] or "")
+
+
+def sort_key(tag: str) -> tuple:
+    """Order release tags as semver does: a pre-release sorts before its release."""
+    v = parse_version(tag)
+    return (v.major, v.minor, v.patch, v.pre == "", v.pre)

@@ -1,0 +1,1 @@
+"""The local profile's infrastructure: Docker engine, registry, base images."""

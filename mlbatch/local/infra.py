@@ -1,0 +1,289 @@
+"""`invoke local.up/status/down`: bring up what the local profile needs, idempotently.
+
+- the Docker engine (installed with apt and started when we are root on Debian/Ubuntu),
+- a registry on 127.0.0.1:5000 (Debian's `docker-registry`, else the `registry:2` image),
+- the base image (pulled, else built offline with debootstrap + `docker import`), with
+  the configured extra CA bundle layered on so that pip and requests trust a TLS proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from mlbatch.core.errors import MlbatchError
+from mlbatch.core.settings import Settings
+from mlbatch.ui import Say
+
+CA_LABEL = "org.mlbatch.ca-bundle-sha256"
+CA_PATH = "/usr/local/share/mlbatch/ca-bundle.crt"
+# Containers created by mlbatch carry this label; `local.down` and `gc` find them by it.
+MANAGED_LABEL = "managed-by=mlbatch"
+_DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+class InfraError(MlbatchError):
+    pass
+
+
+def _is_debian_root() -> bool:
+    return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
+
+
+def _apt_install(*packages: str, say: Say) -> None:
+    say(f"installing {' '.join(packages)} with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float, say: Say) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise InfraError(f"{what} did not become ready within {timeout:.0f}s")
+        time.sleep(0.5)
+    say(f"{what}: ready")
+
+
+def _spawn(argv: list[str], log: Path, pidfile: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+
+
+def _stop_pidfile(pidfile: Path) -> bool:
+    if not pidfile.exists():
+        return False
+    with contextlib.suppress(ProcessLookupError, ValueError):
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+    pidfile.unlink()
+    return True
+
+
+# --- Docker engine -----------------------------------------------------------------
+
+
+def docker_client():
+    import docker
+
+    return docker.from_env(timeout=600)
+
+
+def engine_running() -> bool:
+    try:
+        return bool(docker_client().ping())
+    except Exception:
+        return False
+
+
+def ensure_engine(settings: Settings, say: Say) -> None:
+    if engine_running():
+        say("docker engine: running")
+        return
+    if not _is_debian_root():
+        raise InfraError(
+            "the Docker engine is not reachable. Install and start it "
+            "(Debian/Ubuntu: `sudo apt-get install docker.io && sudo systemctl start docker`), "
+            "make sure your user may use it (`sudo usermod -aG docker $USER`), then run `invoke local.up` again"
+        )
+    if not shutil.which("dockerd"):
+        _apt_install("docker.io", say=say)
+    if Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "start", "docker"], check=True)
+    else:  # containers and CI machines have no systemd: run dockerd ourselves
+        say("starting dockerd")
+        _spawn(["dockerd"], settings.state_dir / "logs" / "dockerd.log", settings.state_dir / "dockerd.pid")
+    _wait("docker engine", engine_running, 60, say)
+
+
+# --- Registry ----------------------------------------------------------------------
+
+_REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: {addr}
+"""
+
+
+def registry_running(registry: str) -> bool:
+    host = registry.split("/")[0]
+    try:
+        with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def ensure_registry(settings: Settings, say: Say) -> None:
+    addr = settings.registry.split("/")[0]
+    if registry_running(settings.registry):
+        say(f"registry {addr}: running")
+        return
+    if not addr.startswith(("127.0.0.1:", "localhost:")):
+        raise InfraError(f"registry {addr} is not reachable, and only a loopback registry can be started locally")
+    if not shutil.which("docker-registry") and _is_debian_root():
+        _apt_install("docker-registry", say=say)
+    if shutil.which("docker-registry"):
+        root = settings.state_dir / "registry"
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "config.yml"
+        config.write_text(_REGISTRY_CONFIG.format(root=root / "data", addr=addr))
+        say(f"starting docker-registry on {addr}")
+        _spawn(["docker-registry", "serve", str(config)], settings.state_dir / "logs" / "registry.log", root / "pid")
+    else:
+        say(f"starting the registry:2 container on {addr}")
+        docker_client().containers.run(
+            "registry:2", detach=True, name="mlbatch-registry", network_mode="host",
+            environment={"REGISTRY_HTTP_ADDR": addr}, labels={"managed-by": "mlbatch"}, restart_policy={"Name": "always"},
+        )
+    _wait(f"registry {addr}", lambda: registry_running(settings.registry), 30, say)
+
+
+# --- Base image ----------------------------------------------------------------------
+
+
+def _image_exists(client, ref: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _pristine_ref(base: str) -> str:
+    repo, _, tag = base.rpartition(":") if ":" in base.split("/")[-1] else (base, "", "latest")
+    return f"{repo}:{tag}-mlbatch-pristine"
+
+
+def _debootstrap_image(base: str, settings: Settings, say: Say) -> None:
+    suite = base.split(":")[-1].split("-")[0]  # debian:bookworm-slim -> bookworm
+    if not shutil.which("debootstrap"):
+        if not _is_debian_root():
+            raise InfraError(f"cannot pull {base} and debootstrap is missing: install it, or make {base} available")
+        _apt_install("debootstrap", say=say)
+    with tempfile.TemporaryDirectory(dir=settings.state_dir, prefix="rootfs-") as rootfs:
+        say(f"building {base} offline with debootstrap ({suite}, about a minute)")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", suite, rootfs, _DEBIAN_MIRROR],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        # Debian's slim images drop docs; keep the image small the same way.
+        for sub in ("usr/share/doc", "usr/share/man", "var/cache/apt/archives", "var/lib/apt/lists"):
+            shutil.rmtree(Path(rootfs, sub), ignore_errors=True)
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "--change", 'CMD ["bash"]', "-", base], stdin=tar.stdout, check=True,
+                       stdout=subprocess.DEVNULL)
+        if tar.wait() != 0:
+            raise InfraError("tar of the debootstrap root failed")
+
+
+def _layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, say: Say) -> None:
+    say(f"adding the CA bundle {ca_bundle} to {base}")
+    dockerfile = (
+        f"FROM {pristine}\n"
+        f"COPY ca-bundle.crt {CA_PATH}\n"
+        # pip, requests (google-auth) and OpenSSL each read their own variable.
+        f"ENV PIP_CERT={CA_PATH} REQUESTS_CA_BUNDLE={CA_PATH} SSL_CERT_FILE={CA_PATH}\n"
+        f'LABEL {CA_LABEL}="{digest}"\n'
+    )
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile.encode()), ("ca-bundle.crt", ca_bundle.read_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=base, rm=True)
+
+
+def ensure_base_image(settings: Settings, say: Say) -> None:
+    """Make `settings.base_image` usable by ordinary Dockerfiles, CA bundle included."""
+    import docker.errors
+
+    client = docker_client()
+    base, pristine = settings.base_image, _pristine_ref(settings.base_image)
+    if not _image_exists(client, pristine):
+        if _image_exists(client, base) and CA_LABEL not in (client.images.get(base).labels or {}):
+            client.images.get(base).tag(pristine)
+        else:
+            try:
+                say(f"pulling {base}")
+                client.images.pull(base).tag(pristine)
+            except docker.errors.APIError:
+                say(f"cannot pull {base}")
+                _debootstrap_image(pristine, settings, say)
+    current = (client.images.get(base).labels or {}).get(CA_LABEL, "") if _image_exists(client, base) else None
+    if settings.ca_bundle is None:
+        if current != "":  # missing, or carrying a CA layer no longer configured
+            client.images.get(pristine).tag(base)
+        say(f"base image {base}: ready")
+        return
+    digest = hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest()
+    if current != digest:
+        _layer_ca(client, base, pristine, settings.ca_bundle, digest, say)
+    say(f"base image {base}: ready (with CA bundle {settings.ca_bundle})")
+
+
+# --- The commands --------------------------------------------------------------------
+
+
+def up(settings: Settings, say: Say) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_engine(settings, say)
+    ensure_registry(settings, say)
+    ensure_base_image(settings, say)
+    if settings.bucket.startswith("file://"):
+        Path(settings.bucket[len("file://") :]).mkdir(parents=True, exist_ok=True)
+        say(f"bucket {settings.bucket}: ready")
+
+
+def status(settings: Settings) -> dict[str, str]:
+    engine = engine_running()
+    out = {
+        "docker engine": "running" if engine else "not running",
+        f"registry {settings.registry}": "running" if registry_running(settings.registry) else "not running",
+        f"bucket {settings.bucket}": "ready"
+        if not settings.bucket.startswith("file://") or Path(settings.bucket[7:]).is_dir()
+        else "missing",
+    }
+    if engine:
+        client = docker_client()
+        out[f"base image {settings.base_image}"] = "present" if _image_exists(client, settings.base_image) else "missing"
+        instances = client.containers.list(all=True, filters={"label": MANAGED_LABEL})
+        out["mlbatch containers"] = str(len(instances))
+    return out
+
+
+def down(settings: Settings, say: Say) -> None:
+    """Stop what `up` started and remove mlbatch's containers; data and images stay."""
+    if engine_running():
+        for container in docker_client().containers.list(all=True, filters={"label": MANAGED_LABEL}):
+            say(f"removing container {container.name}")
+            container.remove(force=True)
+    if _stop_pidfile(settings.state_dir / "registry" / "pid"):
+        say("registry: stopped")
+    if _stop_pidfile(settings.state_dir / "dockerd.pid"):
+        say("dockerd: stopped")

@@ -1,0 +1,1 @@
+"""The release flow: containers, code bundle, VM image bake, image tests, manifest."""

@@ -1,0 +1,134 @@
+"""Bake the VM image with Packer + Ansible, or reuse one baked from identical inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+
+from mlbatch.core.errors import MlbatchError
+from mlbatch.core.manifest import VmImage
+from mlbatch.ui import Say
+
+# What goes into the image: a change to any of these means a new bake.
+BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
+LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
+INPUT_HASH_LABEL = "org.mlbatch.input-hash"
+
+
+def input_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for name in BAKE_INPUTS:
+        base = root / name
+        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        for path in paths:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def packer_version() -> tuple[int, int, int]:
+    out = subprocess.run(["packer", "version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise MlbatchError(f"cannot read Packer's version from {out!r}")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def packer_template(root: Path) -> list[str]:
+    """Packer 1.6 reads the template file alone; later versions the folder with required_plugins."""
+    packer_dir = root / "packer"
+    return [str(packer_dir / "mlbatch.pkr.hcl")] if packer_version() < (1, 7, 0) else [str(packer_dir)]
+
+
+def build_wheel(root: Path, out_dir: Path) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir), str(root)],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    (wheel,) = out_dir.glob("mlbatch-*.whl")
+    return wheel
+
+
+@dataclasses.dataclass(frozen=True)
+class BakeRequest:
+    version: str
+    git_sha: str
+    image_name: str
+    image_family: str
+    base_image: str
+    ca_bundle: Path | None
+    project: str = ""
+    zone: str = ""
+
+    def variables(self, wheel: Path, digest: str, manifest_path: Path) -> dict[str, str]:
+        return {
+            "version": self.version, "git_sha": self.git_sha, "image_name": self.image_name,
+            "image_family": self.image_family, "input_hash": digest, "agent_wheel": str(wheel),
+            "ca_bundle": str(self.ca_bundle or ""), "manifest_path": str(manifest_path),
+            "base_image": self.base_image,
+            **({"project_id": self.project, "zone": self.zone} if self.project else {}),
+        }
+
+
+def find_local_image(client, digest: str) -> VmImage | None:
+    for image in client.images.list(filters={"label": f"{INPUT_HASH_LABEL}={digest}"}):
+        labels = image.labels or {}
+        name = labels.get("org.mlbatch.image-name", "")
+        ref = f"{LOCAL_IMAGE_REPOSITORY}:{name}"
+        if name and ref in image.tags:
+            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=labels.get("org.mlbatch.version", ""))
+    return None
+
+
+def run_packer(root: Path, request: BakeRequest, source: str, say: Say) -> tuple[dict, str]:
+    """Run `packer build -only=<source>`; return the manifest post-processor's last build and the input hash."""
+    digest = input_hash(root)
+    with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
+        wheel = build_wheel(root, Path(tmp))
+        manifest_path = Path(tmp, "packer-manifest.json")
+        argv = ["packer", "build", "-color=false", f"-only={source}"]
+        for key, value in request.variables(wheel, digest, manifest_path).items():
+            argv += ["-var", f"{key}={value}"]
+        template = packer_template(root)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               "ANSIBLE_NOCOLOR": "1", "PACKER_NO_COLOR": "1"}
+        if template[0].endswith("packer"):
+            subprocess.run(["packer", "init", *template], check=True, env=env)
+        _stream(argv + template, env, say)
+        data = json.loads(manifest_path.read_text())
+    return data["builds"][-1], digest
+
+
+def _stream(argv: list[str], env: dict[str, str], say: Say) -> None:
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail.append(line.rstrip())
+        # Task names and Packer's own step lines are the progress worth showing.
+        if "TASK [" in line or "==> " in line and ": " in line and "Provisioning" in line or "PLAY RECAP" in line:
+            say(line.strip().split("==> ")[-1].rstrip("*").strip())
+    if proc.wait() != 0:
+        raise MlbatchError("packer build failed; its last lines:\n" + "\n".join(tail))
+
+
+def bake_local(client, root: Path, request: BakeRequest, say: Say) -> tuple[VmImage, bool]:
+    """Bake with the docker source; returns the image and whether an existing one was reused."""
+    existing = find_local_image(client, input_hash(root))
+    if existing:
+        say(f"an image with the same inputs exists: {existing.ref} (baked by {existing.baked_by_version}); skipping the bake")
+        return existing, True
+    build, digest = run_packer(root, request, "docker.local", say)
+    ref = f"{LOCAL_IMAGE_REPOSITORY}:{request.image_name}"
+    client.images.get(build["artifact_id"]).tag(LOCAL_IMAGE_REPOSITORY, tag=request.image_name)
+    return VmImage(name=request.image_name, ref=ref, input_hash=digest, baked_by_version=request.version), False

@@ -1,0 +1,50 @@
+"""Build every containers/*/Dockerfile with the docker SDK, push it, pin it by digest."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from mlbatch.core.errors import MlbatchError
+from mlbatch.core.manifest import Container
+from mlbatch.ui import Say
+
+
+def container_names(containers_dir: Path) -> list[str]:
+    return sorted(p.parent.name for p in containers_dir.glob("*/Dockerfile"))
+
+
+def build_and_push(client, containers_dir: Path, registry: str, version: str, say: Say) -> dict[str, Container]:
+    pinned = {}
+    for name in container_names(containers_dir):
+        repository = f"{registry}/{name}"
+        say(f"building {repository}:{version}")
+        _build(client, containers_dir / name, f"{repository}:{version}", version, say)
+        say(f"pushing {repository}:{version}")
+        digest = _push(client, repository, version)
+        say(f"{name}: {repository}@{digest}")
+        pinned[name] = Container(name=name, repository=repository, digest=digest)
+    return pinned
+
+
+def _build(client, context: Path, tag: str, version: str, say: Say) -> None:
+    tail: deque[str] = deque(maxlen=25)  # kept for the error message
+    for chunk in client.api.build(path=str(context), tag=tag, rm=True, forcerm=True, decode=True,
+                                  labels={"org.mlbatch.version": version}):
+        if "error" in chunk:
+            raise MlbatchError(f"docker build of {tag} failed: {chunk['error'].strip()}\n" + "".join(tail))
+        line = chunk.get("stream", "")
+        tail.append(line)
+        if line.startswith("Step "):
+            say(line.strip())
+
+
+def _push(client, repository: str, tag: str) -> str:
+    digest = ""
+    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in chunk:
+            raise MlbatchError(f"docker push of {repository}:{tag} failed: {chunk['error']}")
+        digest = chunk.get("aux", {}).get("Digest", digest)
+    if not digest.startswith("sha256:"):
+        raise MlbatchError(f"docker push of {repository}:{tag} reported no digest")
+    return digest

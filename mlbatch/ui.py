@@ -1,0 +1,56 @@
+"""What a person sees: step lines with timings, spinners on long waits, summary tables."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, soft_wrap=True)
+Say = Callable[[str], None]
+
+
+def say(message: str) -> None:
+    console.print(f"  {message}", markup=False)
+
+
+@contextlib.contextmanager
+def spinner(message: str) -> Iterator[None]:
+    """A live spinner on a terminal; a plain line in CI logs (rich decides)."""
+    if console.is_terminal:
+        with console.status(message):
+            yield
+    else:
+        console.print(f"  {message} ...", markup=False)
+        yield
+
+
+class Steps:
+    """Times named steps and collects one summary row per step."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, float]] = []
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[list[str]]:
+        console.print(f"[bold]▶ {name}[/bold]")
+        outcome: list[str] = []
+        start = time.monotonic()
+        try:
+            yield outcome
+        finally:
+            elapsed = time.monotonic() - start
+            self.rows.append((name, "; ".join(outcome) or "failed", elapsed))
+            console.print(f"  [dim]{name}: {elapsed:.1f}s[/dim]")
+
+    def table(self, title: str) -> Table:
+        table = Table(title=title, title_justify="left")
+        table.add_column("step")
+        table.add_column("outcome")
+        table.add_column("time", justify="right")
+        for name, outcome, seconds in self.rows:
+            table.add_row(name, outcome, f"{seconds:.1f}s")
+        return table

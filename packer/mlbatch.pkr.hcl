@@ -1,0 +1,154 @@
+# The mlbatch VM image: one build over two sources with the same Ansible provisioner.
+#   googlecompute.vm  -> a GCE image in family var.image_family (gcp profile)
+#   docker.local      -> a Docker image of the same roles (local profile)
+# mlbatch.release.bake passes every variable; `packer validate` works with the defaults.
+# Validations stay structural: Packer 1.6 has no regex functions in validation blocks,
+# and mlbatch checks the exact forms before Packer runs.
+# Packer >= 1.7 also reads required_plugins.pkr.hcl beside this file (packer init);
+# Packer 1.6 has the plugins built in and is given this file alone.
+
+variable "version" {
+  type        = string
+  description = "Release version (git tag) baked into /etc/mlbatch-release."
+  default     = "v0.0.0-dev"
+  validation {
+    condition     = substr(var.version, 0, 1) == "v" && length(split(".", var.version)) >= 3
+    error_message = "The version must be a semver git tag such as v1.4.0 or v1.4.0-rc.1."
+  }
+}
+
+variable "image_name" {
+  type        = string
+  description = "Name of the image: mlbatch-<version slug>-<UTC timestamp>."
+  default     = "mlbatch-v0-0-0-dev"
+  validation {
+    condition     = lower(var.image_name) == var.image_name && length(var.image_name) <= 63 && length(split(" ", var.image_name)) == 1
+    error_message = "The image_name must be a GCE name: [a-z]([-a-z0-9]{0,61}[a-z0-9])?."
+  }
+}
+
+variable "image_family" {
+  type        = string
+  description = "GCE image family that run-batch resolves at release time."
+  default     = "mlbatch"
+}
+
+variable "git_sha" {
+  type        = string
+  description = "Commit the release was built from."
+  default     = "unknown"
+}
+
+variable "input_hash" {
+  type        = string
+  description = "sha256 of packer/, ansible/ and the agent source: an identical bake may be skipped."
+  default     = "none"
+}
+
+variable "agent_wheel" {
+  type        = string
+  description = "Path to this version's mlbatch wheel, installed as the agent."
+  default     = "dist/mlbatch.whl"
+}
+
+variable "ca_bundle" {
+  type        = string
+  description = "Extra CA bundle to trust inside the image (TLS proxies); empty for none."
+  default     = ""
+}
+
+variable "manifest_path" {
+  type        = string
+  description = "Where the manifest post-processor writes the artifact for the next step."
+  default     = "packer-manifest.json"
+}
+
+# --- docker (local profile) ---
+variable "base_image" {
+  type        = string
+  description = "Base Docker image of the local bake."
+  default     = "debian:bookworm-slim"
+}
+
+# --- googlecompute (gcp profile) ---
+variable "project_id" {
+  type        = string
+  description = "GCP project that owns the image."
+  default     = "mlbatch-validate"
+}
+
+variable "zone" {
+  type        = string
+  description = "Zone of the temporary build VM."
+  default     = "europe-west4-a"
+}
+
+variable "source_image_family" {
+  type        = string
+  description = "Public image family the GCE bake starts from."
+  default     = "debian-12"
+}
+
+locals {
+  # GCE label values: lowercase, [a-z0-9_-], at most 63 characters.
+  labels = {
+    managed-by = "mlbatch"
+    version    = lower(replace(var.version, ".", "-"))
+    git-sha    = substr(var.git_sha, 0, 40)
+    input-hash = substr(var.input_hash, 0, 63)
+  }
+}
+
+source "googlecompute" "vm" {
+  project_id          = var.project_id
+  zone                = var.zone
+  source_image_family = var.source_image_family
+  image_name          = var.image_name
+  image_family        = var.image_family
+  image_labels        = local.labels
+  machine_type        = "e2-standard-2"
+  disk_size           = 20
+  ssh_username        = "packer"
+  omit_external_ip    = false
+  use_internal_ip     = false
+}
+
+source "docker" "local" {
+  image  = var.base_image
+  pull   = false
+  commit = true
+  # The commit would keep the base image's /bin/sh entry point: make the agent the
+  # entry point, as systemd starts it on a VM.
+  changes = [
+    "ENTRYPOINT [\"/opt/mlbatch/venv/bin/mlbatch-agent\"]",
+    "CMD []",
+    "LABEL org.mlbatch.image-name=${var.image_name}",
+    "LABEL org.mlbatch.version=${var.version}",
+    "LABEL org.mlbatch.git-sha=${var.git_sha}",
+    "LABEL org.mlbatch.input-hash=${var.input_hash}",
+  ]
+}
+
+build {
+  sources = ["source.googlecompute.vm", "source.docker.local"]
+
+  provisioner "ansible" {
+    playbook_file = "${path.root}/../ansible/playbook.yml"
+    # Packer's SSH proxy offers only ssh-rsa host keys, which current OpenSSH refuses.
+    extra_arguments = [
+      "--ssh-extra-args", "-o HostKeyAlgorithms=+ssh-rsa -o PubkeyAcceptedKeyTypes=+ssh-rsa",
+      "--extra-vars", "mlbatch_version=${var.version} mlbatch_git_sha=${var.git_sha} mlbatch_image_name=${var.image_name}",
+      "--extra-vars", "agent_wheel=${var.agent_wheel} base_ca_bundle=${var.ca_bundle}",
+    ]
+    ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../ansible/ansible.cfg"]
+  }
+
+  post-processor "manifest" {
+    output     = var.manifest_path
+    strip_path = true
+    custom_data = {
+      image_name = var.image_name
+      input_hash = var.input_hash
+    }
+  }
+}

@@ -109,4 +109,102 @@ def show(c, version):
 
 releases = Collection("releases", list_releases, show)
 
-ns = Collection(release, local, releases)
+
+# --- runs ----------------------------------------------------------------------------
+
+
+def _run(c, request):
+    """Run (or attach to) a batch; print the summary; return the outcome."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.providers import get_provider
+    from mlbatch.run.controller import Controller, summary_rows
+    from mlbatch.ui import console, echo, say, summary
+
+    settings = _settings(c)
+    bucket = open_bucket(settings.bucket)
+    controller = Controller(bucket, get_provider(settings), say, echo)
+    outcome = controller.run(request)
+    console.print(summary(f"run-batch {request.job} {request.version}", summary_rows(outcome)))
+    return outcome
+
+
+@task(
+    iterable=["param"],
+    help={
+        "job": "job name from the release's batch_code/jobs.yaml, e.g. train-digits",
+        "version": "released version to run, e.g. v1.4.0 (see `invoke releases`)",
+        "param": "job parameter as name=value; repeat for several (validated against the catalog)",
+        "timeout": "seconds the job may run, overriding the catalog's timeout_seconds",
+        "idempotency_key": "a trigger's id (schedule slot, Rundeck execution id): the same key never starts two runs",
+    },
+)
+def run_batch(c, job, version, param=None, timeout=None, idempotency_key=""):
+    """Run JOB of release VERSION on a throw-away instance; exit with the job's exit code."""
+    from mlbatch.run.controller import RunRequest
+
+    with _errors():
+        request = RunRequest(job=job, version=version, params=tuple(param or ()),
+                             timeout_seconds=int(timeout) if timeout is not None else None,
+                             idempotency_key=idempotency_key)
+        outcome = _run(c, request)
+    if outcome.exit_code:
+        raise Exit(code=outcome.exit_code)
+
+
+@task(help={"job": "only runs of this job"})
+def runs(c, job=None):
+    """List runs from the bucket's records, oldest first."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.run.records import list_runs
+
+    with _errors():
+        for row in list_runs(open_bucket(_settings(c).bucket), job):
+            print(f"{row.run_id}\t{row.version}\t{row.status}\t{row.exit_code}\t{row.created}")
+
+
+@task(help={"run_id": "the run, as `invoke runs` lists it"})
+def logs(c, run_id):
+    """Print a run's log from the bucket (every attempt), after its instance is gone."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run.records import read_logs
+
+    with _errors():
+        job_of_run_id(run_id)
+        print(read_logs(open_bucket(_settings(c).bucket), run_id), end="")
+
+
+@task(help={"dry_run": "only say what would be removed"})
+def gc(c, dry_run=False):
+    """Remove instances that are mlbatch's and expired or orphaned; nothing else."""
+    from mlbatch.providers import get_provider
+    from mlbatch.run.records import collect_garbage
+    from mlbatch.ui import say
+
+    with _errors():
+        removed = collect_garbage(get_provider(_settings(c)), dry_run)
+        for name, reason in removed:
+            say(f"{'would remove' if dry_run else 'removed'} {name}: {reason}")
+        say(f"{len(removed)} instance(s) {'to remove' if dry_run else 'removed'}")
+
+
+@task(help={"version": "pre-release version to create; default v0.0.0-demo.<UTC timestamp>"})
+def demo(c, version=None):
+    """The one-command demo: local.up, a release, run-batch train-digits, then the metrics."""
+    import datetime as dt
+
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.run.controller import RunRequest
+    from mlbatch.run.demo import show_metrics
+
+    version = version or "v0.0.0-demo." + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    up(c)
+    release(c, version)
+    with _errors():
+        outcome = _run(c, RunRequest(job="train-digits", version=version))
+        show_metrics(open_bucket(_settings(c).bucket), outcome)
+    if outcome.exit_code:
+        raise Exit(code=outcome.exit_code)
+
+
+ns = Collection(release, run_batch, runs, logs, gc, demo, local, releases)

@@ -49,8 +49,22 @@ class Steps:
     def table(self, title: str) -> Table:
         table = Table(title=title, title_justify="left")
         table.add_column("step")
-        table.add_column("outcome")
+        table.add_column("outcome", overflow="fold")
         table.add_column("time", justify="right")
         for name, outcome, seconds in self.rows:
             table.add_row(name, outcome, f"{seconds:.1f}s")
         return table
+
+
+def echo(line: str) -> None:
+    """A line of the instance's console, as it came."""
+    console.print(f"  │ {line}", markup=False)
+
+
+def summary(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

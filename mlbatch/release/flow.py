@@ -18,7 +18,8 @@ from mlbatch.core.manifest import CodeBundle, Manifest
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
-from mlbatch.release import bake, bundle, containers, imagetest
+from mlbatch.core import bundle
+from mlbatch.release import bake, containers, imagetest
 from mlbatch.ui import Steps, say, spinner
 
 
@@ -121,7 +122,7 @@ def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:
             profile=settings.profile, vm_image=image, containers=pinned, code=code_bundle, jobs=catalog,
         )
         manifests.publish(bucket, manifest)
-        outcome.append(f"wrote {bucket.url(manifests.manifest_key(version))}")
+        outcome.append(f"wrote {manifests.manifest_key(version)}")
         return manifest
 
     return run("manifest", publish)

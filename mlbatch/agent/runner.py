@@ -1,0 +1,185 @@
+"""One attempt on the instance: pull, fetch, run, upload, record (DESIGN.md, agent contract)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mlbatch.core import runs
+from mlbatch.core.bucket import open_bucket
+from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.bundle import extract_bundle
+
+JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
+CONTAINER_CODE_DIR = "/code"
+CONTAINER_RESULTS_DIR = "/results"
+
+
+class Preempted(BaseException):
+    """Raised from the SIGTERM handler; a BaseException so no `except Exception` swallows it."""
+
+
+class FetchFailed(Exception):
+    pass
+
+
+def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
+    env = {
+        "MLBATCH_RESULTS_DIR": CONTAINER_RESULTS_DIR,
+        "MLBATCH_RUN_ID": spec.run_id,
+        "MLBATCH_VERSION": spec.version,
+        "MLBATCH_ATTEMPT": str(attempt),
+        "MLBATCH_JOB": spec.job,
+    }
+    env.update({f"MLBATCH_PARAM_{k.upper()}": str(v) for k, v in spec.params.items()})
+    return env
+
+
+class Attempt:
+    def __init__(self, spec: runs.RunSpec, attempt: int, instance: str, workdir: Path):
+        self.spec, self.attempt, self.instance = spec, attempt, instance
+        self.workdir = workdir
+        self.bucket = open_bucket(spec.bucket)
+        self.phases: dict[str, float] = {}
+        self.container: Any = None
+        self.started = runs.now_iso()
+        workdir.mkdir(parents=True, exist_ok=True)
+        from mlbatch.agent.logsink import LogSink
+
+        self.log = LogSink(self.bucket, runs.attempt_key(spec.run_id, attempt, "log"), workdir / "attempt.log")
+
+    def timed(self, phase: str, fn, *args):
+        start = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self.phases[phase] = round(time.monotonic() - start, 3)
+
+    # --- phases ---------------------------------------------------------------------
+
+    def pull(self, client) -> None:
+        self.log.info(f"pulling {self.spec.container}")
+        try:
+            client.images.pull(self.spec.container)
+        except Exception as exc:
+            raise FetchFailed(f"cannot pull {self.spec.container}: {exc}") from exc
+
+    def fetch(self) -> Path:
+        self.log.info(f"fetching code {self.bucket.url(self.spec.code_key)}")
+        try:
+            data = self.bucket.read(self.spec.code_key)
+        except Exception as exc:
+            raise FetchFailed(f"cannot fetch the code bundle: {exc}") from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.spec.code_sha256:
+            raise FetchFailed(f"code bundle sha256 {digest} does not match the release's {self.spec.code_sha256}")
+        code = self.workdir / "code"
+        shutil.rmtree(code, ignore_errors=True)
+        extract_bundle(data, code)
+        return code
+
+    def run(self, client, code: Path) -> tuple[str, int]:
+        results = self.workdir / "results"
+        shutil.rmtree(results, ignore_errors=True)
+        results.mkdir(parents=True)
+        self.log.info(f"running {list(self.spec.argv)} (timeout {self.spec.timeout_seconds}s)")
+        self.container = client.containers.run(
+            self.spec.container, list(self.spec.argv), detach=True, name=f"{self.instance}-job",
+            working_dir=CONTAINER_CODE_DIR, environment=_job_env(self.spec, self.attempt), network_mode="host",
+            volumes={str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
+                     str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"}},
+            labels={"managed-by": "mlbatch", "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
+        )
+        pump = threading.Thread(target=self._pump_logs, daemon=True)
+        pump.start()
+        deadline = time.monotonic() + self.spec.timeout_seconds
+        while True:
+            self.container.reload()
+            if self.container.status == "exited":
+                break
+            if time.monotonic() > deadline:
+                self.log.info(f"timeout: the job ran longer than {self.spec.timeout_seconds}s; stopping it")
+                self.container.stop(timeout=JOB_STOP_GRACE)
+                pump.join(timeout=5)
+                return runs.TIMEOUT, -1
+            time.sleep(0.5)
+        code_ = int(self.container.wait()["StatusCode"])
+        pump.join(timeout=10)
+        self.log.info(f"job exited with code {code_}")
+        return (runs.SUCCEEDED if code_ == 0 else runs.FAILED), code_
+
+    def _pump_logs(self) -> None:
+        for chunk in self.container.logs(stream=True, follow=True):
+            for line in chunk.decode(errors="replace").splitlines():
+                self.log.write(line)
+
+    def upload(self) -> int:
+        results = self.workdir / "results"
+        count = 0
+        for path in sorted(p for p in results.rglob("*") if p.is_file()):
+            self.bucket.upload(f"{runs.results_prefix(self.spec.run_id)}/{path.relative_to(results).as_posix()}", path)
+            count += 1
+        self.log.info(f"uploaded {count} result file(s) to {self.bucket.url(runs.results_prefix(self.spec.run_id))}")
+        return count
+
+    def remove_job_container(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception as exc:
+                self.log.info(f"could not remove the job container: {exc}")
+
+    # --- records --------------------------------------------------------------------
+
+    def record(self, status: str, exit_code: int, message: str = "") -> dict[str, Any]:
+        record = {
+            "run_id": self.spec.run_id, "job": self.spec.job, "version": self.spec.version,
+            "attempt": self.attempt, "instance": self.instance, "status": status, "exit_code": exit_code,
+            "message": message, "started": self.started, "finished": runs.now_iso(), "phases": self.phases,
+            "provenance": {"version": self.spec.version, "vm_image": self.spec.vm_image,
+                           "container": self.spec.container, "code_sha256": self.spec.code_sha256,
+                           "agent": os.environ.get("MLBATCH_AGENT_VERSION", "")},
+            "results": self.bucket.url(runs.results_prefix(self.spec.run_id)),
+        }
+        runs.write_json(self.bucket, runs.attempt_key(self.spec.run_id, self.attempt, "attempt.json"), record)
+        if status != runs.PREEMPTED:  # a preempted attempt is retried; anything else ends the run
+            with contextlib.suppress(AlreadyExists):  # the controller recorded the end first (cancel)
+                runs.write_json(self.bucket, runs.result_key(self.spec.run_id), record, immutable=True)
+        return record
+
+
+def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path) -> str:
+    import docker
+
+    att = Attempt(spec, attempt, instance, workdir)
+    att.log.info(f"agent on {instance}: run {spec.run_id} attempt {attempt}, release {spec.version}")
+    status, exit_code, message = runs.INFRA_FAILED, -1, ""
+    try:
+        client = docker.from_env(timeout=300)
+        att.timed("pull", att.pull, client)
+        code = att.timed("fetch", att.fetch)
+        status, exit_code = att.timed("run", att.run, client, code)
+        att.timed("upload", att.upload)
+    except Preempted as exc:
+        status, message = runs.PREEMPTED, f"instance is being stopped ({exc}): attempt preempted"
+        att.log.info(message)
+        if att.container is not None:
+            att.container.stop(timeout=JOB_STOP_GRACE)
+    except FetchFailed as exc:
+        status, message = runs.FETCH_FAILED, str(exc)
+        att.log.info(message)
+    except Exception as exc:
+        status, message = runs.INFRA_FAILED, f"{type(exc).__name__}: {exc}"
+        att.log.info(f"agent error: {message}")
+    finally:
+        att.remove_job_container()
+    att.log.info(f"attempt {attempt} {status}")
+    att.log.close()
+    att.record(status, exit_code, message)
+    return status

@@ -1,0 +1,68 @@
+"""The provider line: what the controller asks of any place that runs instances."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Protocol
+
+from mlbatch.core.catalog import Job
+from mlbatch.core.errors import ExitCode, MlbatchError
+from mlbatch.core.runs import RunSpec
+
+# Instance states as the controller sees them.
+RUNNING = "running"
+STOPPED = "stopped"  # ended, still present (local: exited container; GCE: TERMINATED)
+GONE = "gone"  # deleted, or never created
+
+
+class CapacityError(MlbatchError):
+    """No capacity in this zone: the controller tries the next one."""
+
+    exit_code = ExitCode.NO_CAPACITY
+
+
+class QuotaError(MlbatchError):
+    exit_code = ExitCode.QUOTA_EXCEEDED
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceRequest:
+    name: str
+    spec: RunSpec
+    job: Job
+    attempt: int
+    labels: dict[str, str]
+    max_run_seconds: int  # the instance deletes itself after this, controller or not
+    spot: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceInfo:
+    name: str
+    zone: str
+    state: str
+    labels: dict[str, str]
+
+
+class Provider(Protocol):
+    name: str
+    zones: tuple[str, ...]  # tried in order when a zone has no capacity
+
+    def create(self, request: InstanceRequest, zone: str) -> None:
+        """Create and start the instance in `zone`; CapacityError when the zone has none."""
+
+    def state(self, name: str) -> str:
+        """RUNNING, STOPPED or GONE."""
+
+    def was_preempted(self, name: str) -> bool:
+        """Whether the provider ended the instance (Spot preemption, maintenance)."""
+
+    def console(self, name: str, stop) -> Iterator[str]:
+        """The instance's console lines as they come, until `stop` is set or it ends."""
+
+    def delete(self, name: str) -> None:
+        """Delete the instance and anything it started; idempotent."""
+
+    def list_ours(self) -> list[InstanceInfo]:
+        """Instances labelled managed-by=mlbatch, and only those."""

@@ -1,0 +1,101 @@
+"""Local provider: an instance is a container of the baked image on this machine's engine.
+
+The agent is its entry point; it reaches the host's engine through the mounted socket,
+so every path it hands to a job container must mean the same on both sides: the work
+directory and a file:// bucket are mounted at their own paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlbatch.core.settings import Settings
+from mlbatch.local.infra import docker_client
+from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+class LocalProvider:
+    name = "local"
+    zones = ("local",)
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.client = docker_client()
+
+    def _workdir(self, name: str) -> Path:
+        return self.settings.state_dir / "instances" / name
+
+    def _get(self, name: str):
+        import docker.errors
+
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def create(self, request: InstanceRequest, zone: str) -> None:
+        workdir = self._workdir(request.name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        instance_file = workdir / "instance.json"
+        instance_file.write_text(json.dumps({
+            "spec": json.loads(request.spec.to_json()), "attempt": request.attempt,
+            "instance": request.name, "workdir": str(workdir),
+        }))
+        volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"},
+                   str(workdir): {"bind": str(workdir), "mode": "rw"}}
+        if request.spec.bucket.startswith("file://"):
+            bucket_dir = request.spec.bucket[len("file://"):]
+            volumes[bucket_dir] = {"bind": bucket_dir, "mode": "rw"}
+        env = {"MLBATCH_INSTANCE_FILE": str(instance_file)}
+        if os.environ.get("STORAGE_EMULATOR_HOST"):  # the local profile may use a GCS emulator
+            env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
+        self.client.containers.run(
+            request.spec.vm_image, name=request.name, detach=True, network_mode="host",
+            volumes=volumes, environment=env, labels=request.labels,
+        )
+
+    def state(self, name: str) -> str:
+        container = self._get(name)
+        if container is None:
+            return GONE
+        return RUNNING if container.status in ("created", "running", "restarting") else STOPPED
+
+    def was_preempted(self, name: str) -> bool:
+        # Locally a "preemption" is a SIGTERM to the instance; the agent records it.
+        return False
+
+    def console(self, name: str, stop: threading.Event) -> Iterator[str]:
+        container = self._get(name)
+        if container is None:
+            return
+        buffer = ""
+        for chunk in container.logs(stream=True, follow=True):
+            buffer += chunk.decode(errors="replace")
+            *lines, buffer = buffer.split("\n")
+            yield from lines
+            if stop.is_set():
+                return
+        if buffer:
+            yield buffer
+
+    def delete(self, name: str) -> None:
+        for container in self.client.containers.list(all=True, filters={"label": f"org.mlbatch.instance={name}"}):
+            container.remove(force=True)  # job containers the agent started
+        container = self._get(name)
+        if container is not None:
+            container.remove(force=True)
+        shutil.rmtree(self._workdir(name), ignore_errors=True)
+
+    def list_ours(self) -> list[InstanceInfo]:
+        out = []
+        for c in self.client.containers.list(all=True, filters={"label": ["managed-by=mlbatch", "role=instance"]}):
+            state = RUNNING if c.status in ("created", "running", "restarting") else STOPPED
+            out.append(InstanceInfo(name=c.name, zone="local", state=state, labels=c.labels))
+        return out

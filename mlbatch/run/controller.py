@@ -1,0 +1,293 @@
+"""`invoke run-batch`: one code path for every provider.
+
+validate (no side effect) -> idempotency key -> spec.json -> attempts:
+    create in the first zone with capacity -> stream console -> wait for the agent's
+    record, the instance's end or the deadline -> delete the instance
+    preempted: next attempt with the same run id, up to the job's retries
+-> result.json (the agent's, or the controller's when the run ended otherwise) -> exit code
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from mlbatch.core import manifest as manifests
+from mlbatch.core import runs
+from mlbatch.core.bucket import Bucket
+from mlbatch.core.catalog import Job, parse_params
+from mlbatch.core.errors import AlreadyExists, BadInput, ExitCode, MlbatchError
+from mlbatch.core.manifest import Manifest
+from mlbatch.core.names import check_job_name, instance_name, new_run_id
+from mlbatch.core.versions import parse_version
+from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
+from mlbatch.ui import Say
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+BOOT_MARGIN = 300  # seconds the controller allows beyond the job's timeout (boot, pull, upload)
+SELF_DELETE_MARGIN = 900  # the instance's max_run_duration beyond the job's timeout
+POLL = 0.5
+
+
+class Cancelled(BaseException):
+    """SIGTERM or SIGINT reached the controller (cron, Rundeck, Ctrl-C)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRequest:
+    job: str
+    version: str
+    params: tuple[str, ...] = ()
+    timeout_seconds: int | None = None
+    idempotency_key: str = ""
+
+
+@dataclasses.dataclass
+class Prepared:
+    manifest: Manifest
+    job: Job
+    params: dict[str, Any]
+    timeout_seconds: int
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    run_id: str
+    exit_code: int
+    result: dict[str, Any]
+    phases: dict[str, float]
+    attached: bool = False
+
+
+def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
+    """Every check that can refuse the run, before anything is written or created."""
+    check_job_name(request.job)
+    version = parse_version(request.version).tag
+    raw_params = parse_params(request.params)
+    if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= 7 * 24 * 3600:
+        raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {7 * 24 * 3600}")
+    if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
+        raise BadInput(f"invalid --idempotency-key {request.idempotency_key!r}: expected 1-128 of [A-Za-z0-9._:@-]")
+    manifest = manifests.load(bucket, version)
+    job = manifest.jobs.get(request.job)
+    if job is None:
+        raise BadInput(f"unknown job {request.job!r} in release {version}: expected one of {', '.join(manifest.jobs)}")
+    params = job.resolve_params(raw_params)
+    return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
+
+
+def _key_record(job: str, key: str) -> str:
+    return f"idempotency/{job}/{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+@contextlib.contextmanager
+def _cancel_on_signals() -> Iterator[None]:
+    """invoke forwards only Ctrl-C to us; cron and Rundeck send SIGTERM. Both cancel."""
+
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if not received:  # a second signal must not interrupt the teardown of the first
+            received.append(signum)
+            raise Cancelled(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Controller:
+    def __init__(self, bucket: Bucket, provider: Provider, say: Say, echo: Say):
+        self.bucket, self.provider, self.say, self.echo = bucket, provider, say, echo
+
+    # --- entry point ----------------------------------------------------------------
+
+    def run(self, request: RunRequest) -> RunOutcome:
+        prepared = prepare(self.bucket, request)
+        run_id = new_run_id(request.job)
+        if request.idempotency_key:
+            try:
+                runs.write_json(self.bucket, _key_record(request.job, request.idempotency_key),
+                                {"run_id": run_id, "created": runs.now_iso()}, immutable=True)
+            except AlreadyExists:
+                existing = runs.read_json(self.bucket, _key_record(request.job, request.idempotency_key)) or {}
+                self.say(f"idempotency key {request.idempotency_key!r} already started run {existing['run_id']}")
+                return self.attach(existing["run_id"])
+        spec = runs.RunSpec(
+            run_id=run_id, job=request.job, version=prepared.manifest.version, bucket=self.bucket.uri,
+            container=prepared.manifest.containers[prepared.job.container].ref,
+            code_key=prepared.manifest.code.uri.removeprefix(self.bucket.uri + "/"),
+            code_sha256=prepared.manifest.code.sha256, argv=tuple(prepared.job.argv(prepared.params)),
+            params=prepared.params, timeout_seconds=prepared.timeout_seconds, created=runs.now_iso(),
+            profile=prepared.manifest.profile, vm_image=prepared.manifest.vm_image.ref,
+            idempotency_key=request.idempotency_key,
+        )
+        runs.write_json(self.bucket, runs.spec_key(run_id), dataclasses.asdict(spec), immutable=True)
+        self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
+        with _cancel_on_signals():
+            return self._attempts(spec, prepared.job)
+
+    # --- attempts ---------------------------------------------------------------------
+
+    def _attempts(self, spec: runs.RunSpec, job: Job) -> RunOutcome:
+        phases: dict[str, float] = {}
+        max_attempts = 1 + job.max_preemption_retries
+        result: dict[str, Any] | None = None
+        attempt = 0
+        try:
+            for attempt in range(1, max_attempts + 1):
+                name = instance_name(spec.run_id, attempt)
+                try:
+                    result = self._one_attempt(spec, job, attempt, name, phases)
+                finally:
+                    with _timed(phases, "teardown"):
+                        self.provider.delete(name)
+                if result is not None:
+                    break
+                self.say(f"attempt {attempt} was preempted" + ("; retrying" if attempt < max_attempts else ""))
+            else:
+                result = self._final(spec, runs.PREEMPTED, attempt,
+                                     f"preempted {max_attempts} time(s); the job allows {job.max_preemption_retries} retries")
+        except Cancelled as exc:
+            result = self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
+        except CapacityError as exc:
+            result = self._final(spec, runs.NO_CAPACITY, attempt, str(exc))
+        except MlbatchError as exc:
+            status = {ExitCode.QUOTA_EXCEEDED: runs.QUOTA_EXCEEDED}.get(exc.exit_code, runs.INFRA_FAILED)
+            result = self._final(spec, status, attempt, str(exc))
+        return RunOutcome(spec.run_id, runs.exit_code_of(result), result, {**phases, **result.get("phases", {})})
+
+    def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str) -> None:
+        now = int(time.time())
+        max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
+        request = InstanceRequest(
+            name=name, spec=spec, job=job, attempt=attempt, max_run_seconds=max_run, spot=job.spot,
+            labels={"managed-by": "mlbatch", "role": "instance", "job": spec.job, "run-id": spec.run_id,
+                    "version": parse_version(spec.version).slug, "attempt": str(attempt),
+                    "expiry": str(now + max_run)},
+        )
+        errors = []
+        for zone in self.provider.zones:
+            try:
+                self.provider.create(request, zone)
+                self.say(f"instance {name} created in {zone}")
+                return
+            except CapacityError as exc:
+                errors.append(f"{zone}: {exc}")
+                self.say(f"no capacity in {zone}; trying the next zone")
+        raise CapacityError("no capacity in any zone: " + "; ".join(errors))
+
+    def _one_attempt(self, spec: runs.RunSpec, job: Job, attempt: int, name: str,
+                     phases: dict[str, float]) -> dict[str, Any] | None:
+        """Run one attempt; the final result record, or None when it was preempted."""
+        with _timed(phases, "create"):
+            self._create(spec, job, attempt, name)
+        created_at = time.time()
+        stop = threading.Event()
+        streamer = threading.Thread(target=self._stream, args=(name, stop), daemon=True)
+        streamer.start()
+        deadline = time.monotonic() + spec.timeout_seconds + BOOT_MARGIN
+        try:
+            while True:
+                result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
+                if result is not None:
+                    break
+                record = runs.read_json(self.bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"))
+                if record is not None and record["status"] == runs.PREEMPTED:
+                    return None
+                if self.provider.state(name) in (STOPPED, GONE):
+                    time.sleep(POLL)  # the agent writes its records before it ends: read once more
+                    result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
+                    if result is not None:
+                        break
+                    if self.provider.was_preempted(name) or record is None:
+                        return None  # ended without a record: the instance was taken away
+                if time.monotonic() > deadline:
+                    return self._final(spec, runs.TIMEOUT, attempt,
+                                       f"no result {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created")
+                time.sleep(POLL)
+        finally:
+            stop.set()
+        streamer.join(timeout=5)
+        if "started" in result:
+            started = dt.datetime.fromisoformat(result["started"]).timestamp()
+            phases["boot"] = round(max(0.0, started - created_at), 3)
+        return result
+
+    def _stream(self, name: str, stop: threading.Event) -> None:
+        with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
+            for line in self.provider.console(name, stop):
+                self.echo(line)
+
+    def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> dict[str, Any]:
+        """Record how the run ended when the agent could not; the first record written wins."""
+        record = {"run_id": spec.run_id, "job": spec.job, "version": spec.version, "attempt": attempt,
+                  "status": status, "exit_code": -1, "message": message, "finished": runs.now_iso(),
+                  "recorded_by": "controller", "results": self.bucket.url(runs.results_prefix(spec.run_id))}
+        try:
+            runs.write_json(self.bucket, runs.result_key(spec.run_id), record, immutable=True)
+        except AlreadyExists:
+            return runs.read_json(self.bucket, runs.result_key(spec.run_id)) or record
+        self.say(message)
+        return record
+
+    # --- attaching to an existing run ----------------------------------------------------
+
+    def attach(self, run_id: str, poll: float = 1.0) -> RunOutcome:
+        """Follow a run started elsewhere through its bucket records until it ends."""
+        spec = runs.read_json(self.bucket, runs.spec_key(run_id))
+        if spec is None:
+            raise MlbatchError(f"run {run_id} has an idempotency record but no spec.json yet")
+        deadline = time.monotonic() + spec["timeout_seconds"] + BOOT_MARGIN
+        shown: dict[str, int] = {}
+        with _cancel_on_signals():
+            while True:
+                result = runs.read_json(self.bucket, runs.result_key(run_id))
+                self._echo_new_log(run_id, shown)
+                if result is not None:
+                    return RunOutcome(run_id, runs.exit_code_of(result), result, dict(result.get("phases", {})), True)
+                if time.monotonic() > deadline:
+                    raise MlbatchError(f"run {run_id} has not ended after {spec['timeout_seconds'] + BOOT_MARGIN}s")
+                time.sleep(poll)
+
+    def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
+        for key in sorted(k for k in self.bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")):
+            data = self.bucket.read(key).decode(errors="replace")
+            for line in data[shown.get(key, 0):].splitlines():
+                self.echo(line)
+            shown[key] = len(data)
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        phases[name] = round(phases.get(name, 0.0) + time.monotonic() - start, 3)
+
+
+def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:
+    r = outcome.result
+    rows = [("run", outcome.run_id), ("status", r["status"]), ("exit code", str(outcome.exit_code)),
+            ("attempts", str(r.get("attempt", "-"))), ("results", r.get("results", "-"))]
+    if r.get("message"):
+        rows.append(("message", r["message"]))
+    order = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
+    times = ", ".join(f"{p} {outcome.phases[p]:.1f}s" for p in order if p in outcome.phases)
+    rows.append(("time", times or "-"))
+    return rows

@@ -1,0 +1,64 @@
+"""Reading runs back from the bucket after their instances are gone: runs, logs, gc."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from mlbatch.core import runs
+from mlbatch.core.bucket import Bucket
+from mlbatch.core.errors import NotFound
+from mlbatch.providers.base import STOPPED, Provider
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    job: str
+    version: str
+    created: str
+    status: str  # the result's status, or "running" while there is none
+    exit_code: str
+
+
+def list_runs(bucket: Bucket, job: str | None = None) -> list[RunRow]:
+    rows = []
+    for run_id in runs.list_run_ids(bucket, job):
+        spec = runs.read_json(bucket, runs.spec_key(run_id)) or {}
+        result = runs.read_json(bucket, runs.result_key(run_id))
+        rows.append(RunRow(run_id, spec.get("job", "?"), spec.get("version", "?"), spec.get("created", "?"),
+                           result["status"] if result else "running",
+                           str(runs.exit_code_of(result)) if result else "-"))
+    return rows
+
+
+def read_logs(bucket: Bucket, run_id: str) -> str:
+    if not bucket.exists(runs.spec_key(run_id)):
+        raise NotFound(f"run {run_id} does not exist in {bucket.uri} (see `invoke runs`)")
+    keys = sorted((k for k in bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")),
+                  key=lambda k: int(k.split("/")[-2]))
+    parts = []
+    for key in keys:
+        parts.append(f"===== attempt {key.split('/')[-2]} =====\n")
+        parts.append(bucket.read(key).decode(errors="replace"))
+    return "".join(parts)
+
+
+def collect_garbage(provider: Provider, dry_run: bool, now: float | None = None) -> list[tuple[str, str]]:
+    """Delete instances that are ours and expired, or stopped with no controller to clean them."""
+    now = time.time() if now is None else now
+    removed = []
+    for info in provider.list_ours():
+        if info.labels.get("managed-by") != "mlbatch":
+            continue  # list_ours filters on it already; never touch what is not ours
+        expiry = info.labels.get("expiry", "")
+        if expiry.isdigit() and int(expiry) < now:
+            reason = "expired"
+        elif info.state == STOPPED:
+            reason = "stopped (orphaned)"
+        else:
+            continue
+        if not dry_run:
+            provider.delete(info.name)
+        removed.append((info.name, reason))
+    return removed

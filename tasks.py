@@ -197,7 +197,7 @@ def demo(c, version=None):
     from mlbatch.run.controller import RunRequest
     from mlbatch.run.demo import show_metrics
 
-    version = version or "v0.0.0-demo." + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    version = version or "v0.0.0-demo." + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     up(c)
     release(c, version)
     with _errors():
@@ -207,4 +207,17 @@ def demo(c, version=None):
         raise Exit(code=outcome.exit_code)
 
 
-ns = Collection(release, run_batch, runs, logs, gc, demo, local, releases)
+# --- checks --------------------------------------------------------------------------
+
+
+@task
+def lint(c):
+    """ruff, yamllint, ansible-lint and packer validate: the static checks CI runs."""
+    c.run("ruff check mlbatch tests tasks.py", echo=True)
+    c.run("yamllint -s ansible batch_code invoke.yaml .drone.yml", echo=True)
+    with c.cd("ansible"):
+        c.run("ansible-lint --offline -q playbook.yml", echo=True)
+    c.run("packer validate packer/mlbatch.pkr.hcl", echo=True)
+
+
+ns = Collection(release, run_batch, runs, logs, gc, demo, lint, local, releases)

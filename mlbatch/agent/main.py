@@ -24,8 +24,8 @@ METADATA_URL = "http://metadata.google.internal/computeMetadata/v1/instance/"
 
 
 def _metadata(path: str) -> str:
-    request = urllib.request.Request(METADATA_URL + path, headers={"Metadata-Flavor": "Google"})
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - fixed http URL of the metadata server
+    request = urllib.request.Request(METADATA_URL + path, headers={"Metadata-Flavor": "Google"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the fixed metadata server URL
         return resp.read().decode()
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
-from mlbatch.core.errors import AlreadyExists
 from mlbatch.core.bundle import extract_bundle
+from mlbatch.core.errors import AlreadyExists
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
 CONTAINER_CODE_DIR = "/code"

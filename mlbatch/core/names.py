@@ -42,7 +42,7 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
 
 
 def utc_stamp(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%d%H%M%S")
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S")
 
 
 def image_name(version_slug: str, now: dt.datetime | None = None, family: str = "mlbatch") -> str:
@@ -50,7 +50,7 @@ def image_name(version_slug: str, now: dt.datetime | None = None, family: str = 
 
 
 def new_run_id(job: str, now: dt.datetime | None = None) -> str:
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M%S")
     rand = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
     return f"{check_job_name(job)}-{stamp}-{rand}"
 

@@ -41,7 +41,7 @@ STATUS_EXIT_CODES = {
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
+from mlbatch.core import bundle
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.catalog import parse_catalog
@@ -18,7 +19,6 @@ from mlbatch.core.manifest import CodeBundle, Manifest
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
-from mlbatch.core import bundle
 from mlbatch.release import bake, containers, imagetest
 from mlbatch.ui import Steps, say, spinner
 
@@ -118,7 +118,7 @@ def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:
 
     def publish(outcome):
         manifest = Manifest(
-            version=version, git_sha=sha, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            version=version, git_sha=sha, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             profile=settings.profile, vm_image=image, containers=pinned, code=code_bundle, jobs=catalog,
         )
         manifests.publish(bucket, manifest)

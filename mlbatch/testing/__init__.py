@@ -1,0 +1,1 @@
+"""Test support: emulators and fakes. Never imported by product code."""

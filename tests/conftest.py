@@ -1,0 +1,81 @@
+"""Shared fixtures. Docker tests use the real engine and registry (`invoke local.up`
+starts them; the `infra` fixture does the same), buckets live in temp folders or
+fake-gcs-server, and every test leaves no mlbatch container behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlbatch.core.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_config() -> dict:
+    return yaml.safe_load((ROOT / "invoke.yaml").read_text())["mlbatch"]
+
+
+def make_settings(bucket: str, **profile_overrides) -> Settings:
+    config = repo_config()
+    config["profiles"]["local"].update(bucket=bucket, **profile_overrides)
+    return load_settings(config, ROOT)
+
+
+def unique_version(prefix: str = "v0.0.1-test") -> str:
+    return f"{prefix}.{dt.datetime.now(dt.UTC):%H%M%S}{secrets.token_hex(2)}"
+
+
+@pytest.fixture(scope="session")
+def infra():
+    """The local profile's engine, registry and base image (idempotent, like local.up)."""
+    from mlbatch.local import infra as local_infra
+
+    settings = make_settings("file:///tmp/mlbatch-unused")
+    local_infra.up(settings, lambda message: None)
+    yield
+    leftovers = [c.name for c in local_infra.docker_client().containers.list(
+        all=True, filters={"label": local_infra.MANAGED_LABEL})]
+    assert not leftovers, f"mlbatch containers left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def file_bucket(tmp_path_factory) -> str:
+    return f"file://{tmp_path_factory.mktemp('bucket')}"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """fake-gcs-server for the session; STORAGE_EMULATOR_HOST points at it."""
+    from mlbatch.testing.gcs import fake_gcs_server
+
+    with fake_gcs_server() as endpoint:
+        previous = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+        yield endpoint
+        if previous is None:
+            del os.environ["STORAGE_EMULATOR_HOST"]
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator) -> str:
+    from mlbatch.testing.gcs import create_bucket
+
+    name = f"mlbatch-test-{secrets.token_hex(4)}"
+    create_bucket(name)
+    return f"gs://{name}"
+
+
+@pytest.fixture(params=["file", "gs"])
+def any_bucket(request, tmp_path):
+    """Each bucket kind in turn: a contract test runs against both."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'bucket'}"
+    return request.getfixturevalue("gcs_bucket")

@@ -1,0 +1,37 @@
+"""One contract, both bucket kinds: file:// and gs:// (fake-gcs-server)."""
+
+import pytest
+
+from mlbatch.core.bucket import open_bucket
+from mlbatch.core.errors import AlreadyExists, BadInput, NotFound
+
+
+def test_write_read_list(any_bucket):
+    bucket = open_bucket(any_bucket)
+    bucket.write("runs/j/r1/spec.json", b"{}")
+    bucket.write("runs/j/r1/attempts/1/log", b"line\n")
+    bucket.write("runs/j/r1/attempts/1/log", b"line\nline2\n")  # logs are rewritten while they grow
+    assert bucket.read("runs/j/r1/attempts/1/log") == b"line\nline2\n"
+    assert sorted(bucket.list("runs/j")) == ["runs/j/r1/attempts/1/log", "runs/j/r1/spec.json"]
+    assert list(bucket.list("nothing-here")) == []
+
+
+def test_immutable_objects_cannot_be_overwritten(any_bucket):
+    bucket = open_bucket(any_bucket)
+    bucket.write("releases/v1.0.0/manifest.json", b"first", immutable=True)
+    with pytest.raises(AlreadyExists, match="immutable"):
+        bucket.write("releases/v1.0.0/manifest.json", b"second", immutable=True)
+    assert bucket.read("releases/v1.0.0/manifest.json") == b"first"
+
+
+def test_missing_objects(any_bucket):
+    bucket = open_bucket(any_bucket)
+    assert not bucket.exists("nope")
+    with pytest.raises(NotFound):
+        bucket.read("nope")
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", ""])
+def test_bad_keys(any_bucket, key):
+    with pytest.raises(BadInput):
+        open_bucket(any_bucket).write(key, b"x")

@@ -4,7 +4,13 @@ import pytest
 
 from mlbatch.core.errors import BadInput, ExitCode
 from mlbatch.core.names import (
-    MAX_JOB_NAME, check_gce_name, check_labels, image_name, instance_name, job_of_run_id, new_run_id,
+    MAX_JOB_NAME,
+    check_gce_name,
+    check_labels,
+    image_name,
+    instance_name,
+    job_of_run_id,
+    new_run_id,
 )
 from mlbatch.core.versions import parse_version, sort_key
 

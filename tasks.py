@@ -13,10 +13,13 @@ from invoke import Collection, Exit, task
 ROOT = Path(__file__).resolve().parent
 
 
-def _settings(c):
+def _settings(c, profile=None):
     from mlbatch.core.settings import load_settings
 
-    return load_settings(dict(c.config.get("mlbatch", {})), ROOT)
+    config = dict(c.config.get("mlbatch", {}))
+    if profile:
+        config["profile"] = profile
+    return load_settings(config, ROOT)
 
 
 @contextlib.contextmanager
@@ -113,14 +116,14 @@ releases = Collection("releases", list_releases, show)
 # --- runs ----------------------------------------------------------------------------
 
 
-def _run(c, request):
+def _run(c, request, profile=None):
     """Run (or attach to) a batch; print the summary; return the outcome."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.providers import get_provider
     from mlbatch.run.controller import Controller, summary_rows
     from mlbatch.ui import console, echo, say, summary
 
-    settings = _settings(c)
+    settings = _settings(c, profile)
     bucket = open_bucket(settings.bucket)
     controller = Controller(bucket, get_provider(settings), say, echo)
     outcome = controller.run(request)
@@ -136,9 +139,10 @@ def _run(c, request):
         "param": "job parameter as name=value; repeat for several (validated against the catalog)",
         "timeout": "seconds the job may run, overriding the catalog's timeout_seconds",
         "idempotency_key": "a trigger's id (schedule slot, Rundeck execution id): the same key never starts two runs",
+        "profile": "settings profile: local (default), gcp, or test (gcp against emulators)",
     },
 )
-def run_batch(c, job, version, param=None, timeout=None, idempotency_key=""):
+def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", profile=None):
     """Run JOB of release VERSION on a throw-away instance; exit with the job's exit code."""
     from mlbatch.run.controller import RunRequest
 
@@ -146,7 +150,7 @@ def run_batch(c, job, version, param=None, timeout=None, idempotency_key=""):
         request = RunRequest(job=job, version=version, params=tuple(param or ()),
                              timeout_seconds=int(timeout) if timeout is not None else None,
                              idempotency_key=idempotency_key)
-        outcome = _run(c, request)
+        outcome = _run(c, request, profile)
     if outcome.exit_code:
         raise Exit(code=outcome.exit_code)
 

@@ -63,9 +63,13 @@ class Attempt:
 
     # --- phases ---------------------------------------------------------------------
 
-    def pull(self, client) -> None:
+    def pull(self, client, registry_login: bool) -> None:
         self.log.info(f"pulling {self.spec.container}")
         try:
+            if registry_login:
+                from mlbatch.agent.gce import registry_login as login
+
+                login(client, self.spec.container)
             client.images.pull(self.spec.container)
         except Exception as exc:
             raise FetchFailed(f"cannot pull {self.spec.container}: {exc}") from exc
@@ -154,7 +158,7 @@ class Attempt:
         return record
 
 
-def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path) -> str:
+def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, registry_login: bool = False) -> str:
     import docker
 
     att = Attempt(spec, attempt, instance, workdir)
@@ -162,7 +166,7 @@ def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path) 
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
         client = docker.from_env(timeout=300)
-        att.timed("pull", att.pull, client)
+        att.timed("pull", att.pull, client, registry_login)
         code = att.timed("fetch", att.fetch)
         status, exit_code = att.timed("run", att.run, client, code)
         att.timed("upload", att.upload)

@@ -58,6 +58,7 @@ class Job:
     machine_type: str = "e2-standard-4"
     spot: bool = False
     max_preemption_retries: int = 2
+    on_demand_after_preemptions: int = 0  # 0: stay on Spot; K: attempts after K preemptions run on-demand
     timeout_seconds: int = 3600
     gpu_type: str = ""
     gpu_count: int = 0
@@ -145,6 +146,9 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     retries = spec.get("max_preemption_retries", 2)
     if not isinstance(retries, int) or not 0 <= retries <= 10:
         raise _fail(name, f"max_preemption_retries {retries!r} must be an integer from 0 to 10")
+    fallback = spec.get("on_demand_after_preemptions", 0)
+    if not isinstance(fallback, int) or not 0 <= fallback <= 10:
+        raise _fail(name, f"on_demand_after_preemptions {fallback!r} must be an integer from 0 to 10")
     machine_type = spec.get("machine_type", "e2-standard-4")
     if not isinstance(machine_type, str) or not _MACHINE_TYPE.match(machine_type):
         raise _fail(name, f"machine_type {machine_type!r} is not a machine type, e.g. n2-standard-8")
@@ -162,6 +166,7 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         machine_type=machine_type,
         spot=bool(spec.get("spot", False)),
         max_preemption_retries=retries,
+        on_demand_after_preemptions=fallback,
         timeout_seconds=timeout,
         gpu_type=str(gpu.get("type", "")),
         gpu_count=int(gpu.get("count", 1)) if gpu else 0,

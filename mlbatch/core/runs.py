@@ -28,6 +28,8 @@ FETCH_FAILED = "fetch_failed"
 INFRA_FAILED = "infra_failed"
 NO_CAPACITY = "no_capacity"
 QUOTA_EXCEEDED = "quota_exceeded"
+PERMISSION_DENIED = "permission_denied"
+NOT_FOUND = "not_found"
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,
@@ -37,6 +39,8 @@ STATUS_EXIT_CODES = {
     INFRA_FAILED: ExitCode.INFRA_FAILED,
     NO_CAPACITY: ExitCode.NO_CAPACITY,
     QUOTA_EXCEEDED: ExitCode.QUOTA_EXCEEDED,
+    PERMISSION_DENIED: ExitCode.PERMISSION_DENIED,
+    NOT_FOUND: ExitCode.NOT_FOUND,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME
 
-PROFILES = ("local", "gcp")
+PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators and the fake Compute API
 # Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
 EMULATOR_PROFILES = ("local", "test")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
@@ -110,9 +110,9 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
                 f"STORAGE_EMULATOR_HOST is set but profile {s.profile!r} is not local: "
                 "unset it, or use the local profile"
             )
-        if s.compute_endpoint.startswith("http://") and env.get("MLBATCH_ALLOW_FAKE_COMPUTE") != "1":
-            raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is plain http: refused outside tests")
-    if s.profile == "gcp":
+        if s.compute_endpoint:
+            raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is for tests: refused outside the test profile")
+    if s.profile in ("gcp", "test"):
         if not GCE_NAME.match(s.project or "-"):
             raise BadInput(f"invalid {where}.project {s.project!r}: expected a GCP project id, e.g. my-ml-project")
         if not _REGION.match(s.region):
@@ -120,7 +120,7 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
         if not s.zones or not all(_ZONE.match(z) and z.startswith(s.region + "-") for z in s.zones):
             raise BadInput(f"invalid {where}.zones {list(s.zones)!r}: expected zones of {s.region}, e.g. [{s.region}-a]")
         if not s.bucket.startswith("gs://"):
-            raise BadInput(f"invalid {where}.bucket {s.bucket!r}: the gcp profile needs gs://bucket-name")
+            raise BadInput(f"invalid {where}.bucket {s.bucket!r}: the {s.profile} profile needs gs://bucket-name")
         if not re.match(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$", s.service_account):
             raise BadInput(
                 f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"

@@ -1,4 +1,5 @@
-"""Where instances run: `local` (a container of the baked image) or `gce` (Compute Engine).
+"""Where instances run: `local` (a container of the baked image) or `gce` (Compute Engine,
+for the gcp profile and the test profile that points it at the fake Compute API).
 
 Providers are imported lazily by `get_provider`, so the local path never imports the
 Compute client.

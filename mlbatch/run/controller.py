@@ -24,7 +24,7 @@ from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, ExitCode, MlbatchError
+from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, instance_name, new_run_id
 from mlbatch.core.versions import parse_version
@@ -155,7 +155,7 @@ class Controller:
                     result = self._one_attempt(spec, job, attempt, name, phases)
                 finally:
                     with _timed(phases, "teardown"):
-                        self.provider.delete(name)
+                        self._delete(name)
                 if result is not None:
                     break
                 self.say(f"attempt {attempt} was preempted" + ("; retrying" if attempt < max_attempts else ""))
@@ -167,15 +167,27 @@ class Controller:
         except CapacityError as exc:
             result = self._final(spec, runs.NO_CAPACITY, attempt, str(exc))
         except MlbatchError as exc:
-            status = {ExitCode.QUOTA_EXCEEDED: runs.QUOTA_EXCEEDED}.get(exc.exit_code, runs.INFRA_FAILED)
+            status = {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
             result = self._final(spec, status, attempt, str(exc))
         return RunOutcome(spec.run_id, runs.exit_code_of(result), result, {**phases, **result.get("phases", {})})
+
+    def _delete(self, name: str) -> None:
+        """Teardown must not hide why the attempt ended; the instance's own safety nets remain."""
+        try:
+            self.provider.delete(name)
+        except Exception as exc:
+            self.say(f"could not delete instance {name}: {exc}. It deletes itself at its max run duration, "
+                     "and `invoke gc` removes it once expired")
 
     def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str) -> None:
         now = int(time.time())
         max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
+        preemptions = attempt - 1
+        spot = job.spot and not (job.on_demand_after_preemptions and preemptions >= job.on_demand_after_preemptions)
+        if job.spot and not spot:
+            self.say(f"{preemptions} preemption(s): attempt {attempt} runs on-demand")
         request = InstanceRequest(
-            name=name, spec=spec, job=job, attempt=attempt, max_run_seconds=max_run, spot=job.spot,
+            name=name, spec=spec, job=job, attempt=attempt, max_run_seconds=max_run, spot=spot,
             labels={"managed-by": "mlbatch", "role": "instance", "job": spec.job, "run-id": spec.run_id,
                     "version": parse_version(spec.version).slug, "attempt": str(attempt),
                     "expiry": str(now + max_run)},
@@ -198,7 +210,8 @@ class Controller:
             self._create(spec, job, attempt, name)
         created_at = time.time()
         stop = threading.Event()
-        streamer = threading.Thread(target=self._stream, args=(name, stop), daemon=True)
+        shown: list[str] = []
+        streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
         streamer.start()
         deadline = time.monotonic() + spec.timeout_seconds + BOOT_MARGIN
         try:
@@ -223,15 +236,28 @@ class Controller:
         finally:
             stop.set()
         streamer.join(timeout=5)
+        self._echo_rest_of_log(spec.run_id, attempt, shown)
         if "started" in result:
             started = dt.datetime.fromisoformat(result["started"]).timestamp()
             phases["boot"] = round(max(0.0, started - created_at), 3)
         return result
 
-    def _stream(self, name: str, stop: threading.Event) -> None:
+    def _stream(self, name: str, stop: threading.Event, shown: list[str]) -> None:
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
                 self.echo(line)
+                shown.append(line)
+
+    def _echo_rest_of_log(self, run_id: str, attempt: int, shown: list[str]) -> None:
+        """The console can end before the log does (a VM that deleted itself): finish from the bucket log."""
+        try:
+            lines = self.bucket.read(runs.attempt_key(run_id, attempt, "log")).decode(errors="replace").splitlines()
+        except MlbatchError:
+            return
+        last = next((line for line in reversed(shown) if line in lines), None)
+        start = len(lines) - lines[::-1].index(last) if last is not None else 0
+        for line in lines[start:]:
+            self.echo(line)
 
     def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> dict[str, Any]:
         """Record how the run ended when the agent could not; the first record written wins."""

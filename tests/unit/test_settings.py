@@ -55,8 +55,16 @@ def test_bad_gcp_values_name_the_key(key, value, message):
 def test_production_refuses_emulators():
     with pytest.raises(BadInput, match="STORAGE_EMULATOR_HOST"):
         load_settings(gcp_config(), ROOT, env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"})
-    with pytest.raises(BadInput, match="plain http"):
+    with pytest.raises(BadInput, match="refused outside the test profile"):
         load_settings(gcp_config(compute_endpoint="http://127.0.0.1:9"), ROOT, env={})
+
+
+def test_the_test_profile_is_gcp_against_emulators():
+    config = gcp_config(compute_endpoint="http://127.0.0.1:9")
+    config["profile"] = "test"
+    config["profiles"]["test"] = config["profiles"].pop("gcp")
+    settings = load_settings(config, ROOT, env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"})
+    assert settings.compute_endpoint == "http://127.0.0.1:9" and not settings.is_local
 
 
 def test_local_profile_allows_an_emulator():

@@ -1,0 +1,93 @@
+"""Validate Compute API requests against the official compute v1 discovery document
+(shipped in google-api-python-client), the way the real API refuses bad requests."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+
+@functools.cache
+def compute_v1() -> dict[str, Any]:
+    import googleapiclient
+
+    path = Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "compute.v1.json"
+    return json.loads(path.read_text())
+
+
+def method(resource: str, name: str) -> dict[str, Any]:
+    return compute_v1()["resources"][resource]["methods"][name]
+
+
+def check_params(resource: str, name: str, params: dict[str, str]) -> list[str]:
+    """Query and path parameters: unknown names and bad values are errors."""
+    spec = method(resource, name)["parameters"]
+    errors = []
+    for key, value in params.items():
+        if key in ("alt", "prettyPrint", "$alt", "fields", "key"):  # system parameters
+            continue
+        p = spec.get(key)
+        if p is None:
+            errors.append(f"Invalid parameter: {key!r} is not a parameter of compute.{resource}.{name}")
+        elif "pattern" in p and not re.fullmatch(p["pattern"], value):
+            errors.append(f"Invalid value for {key}: {value!r} does not match {p['pattern']}")
+        elif p.get("type") == "integer" and not re.fullmatch(r"-?\d+", value):
+            errors.append(f"Invalid value for {key}: {value!r} is not an integer")
+    return errors
+
+
+def check_body(schema: str, body: Any, method_id: str) -> list[str]:
+    """Unknown fields, wrong types, enum values outside the document, bad names, missing required fields."""
+    errors: list[str] = []
+    _check(compute_v1()["schemas"][schema], body, schema[0].lower() + schema[1:], errors, method_id)
+    return errors
+
+
+def _resolve(spec: dict[str, Any]) -> dict[str, Any]:
+    return compute_v1()["schemas"][spec["$ref"]] if "$ref" in spec else spec
+
+
+def _check(spec: dict[str, Any], value: Any, where: str, errors: list[str], method_id: str) -> None:
+    spec = _resolve(spec)
+    kind = spec.get("type")
+    if kind == "object" or "properties" in spec:
+        if not isinstance(value, dict):
+            errors.append(f"Invalid value at '{where}': expected an object")
+            return
+        props = spec.get("properties")
+        if props is not None:
+            for key, item in value.items():
+                if key not in props:
+                    errors.append(f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\'')
+                else:
+                    _check(props[key], item, f"{where}.{key}", errors, method_id)
+            for key, prop in props.items():
+                if method_id in prop.get("annotations", {}).get("required", ()) and key not in value:
+                    errors.append(f"Required field '{where}.{key}' not specified")
+        elif "additionalProperties" in spec:
+            for key, item in value.items():
+                _check(spec["additionalProperties"], item, f"{where}[{key!r}]", errors, method_id)
+    elif kind == "array":
+        if not isinstance(value, list):
+            errors.append(f"Invalid value at '{where}': expected a list")
+            return
+        for i, item in enumerate(value):
+            _check(spec["items"], item, f"{where}[{i}]", errors, method_id)
+    elif kind == "string":
+        if spec.get("format") in ("int64", "uint64") and isinstance(value, int):
+            return
+        if not isinstance(value, str):
+            errors.append(f"Invalid value at '{where}' ({type(value).__name__}): expected a string")
+        elif "enum" in spec and value not in spec["enum"]:
+            errors.append(f"Invalid value at '{where}' ({value!r}): expected one of {', '.join(spec['enum'])}")
+        elif "pattern" in spec and not re.fullmatch(spec["pattern"], value):
+            errors.append(f"Invalid value at '{where}' ({value!r}): does not match {spec['pattern']}")
+    elif kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int | str) or not re.fullmatch(r"-?\d+", str(value)):
+            errors.append(f"Invalid value at '{where}' ({value!r}): expected an integer")
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            errors.append(f"Invalid value at '{where}' ({value!r}): expected a boolean")

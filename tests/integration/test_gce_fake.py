@@ -1,0 +1,271 @@
+"""The gce provider end to end against the fake Compute API (strict, with fault injection),
+fake-gcs-server as the bucket, and instances backed by containers running the real agent."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from google.cloud import compute_v1
+
+from mlbatch.core import manifest as manifests
+from mlbatch.core import runs
+from mlbatch.core.bucket import open_bucket
+from mlbatch.core.errors import ExitCode
+from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
+from mlbatch.core.settings import load_settings
+from mlbatch.providers.gce import GceProvider
+from mlbatch.release.flow import release
+from mlbatch.run.controller import SELF_DELETE_MARGIN, Controller, RunRequest
+from mlbatch.run.records import collect_garbage, read_logs
+from mlbatch.testing.fake_compute import FakeCompute, Faults
+from mlbatch.ui import Steps
+from tests.conftest import ROOT, make_settings, repo_config, unique_version
+from tests.integration.helpers import INVOKE
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
+PROJECT = "mlbatch-test"
+
+
+def gce_settings(bucket: str, endpoint: str):
+    config = repo_config()
+    config["profile"] = "test"
+    config["profiles"]["test"].update(bucket=bucket, compute_endpoint=endpoint)
+    return load_settings(config, ROOT)
+
+
+@pytest.fixture(scope="module")
+def world(infra, gcs_emulator):
+    """A release as the gcp profile writes it (VM image by self link) in fake-gcs, and the fake API."""
+    from mlbatch.testing.gcs import create_bucket
+
+    bucket = f"gs://mlbatch-gce-{int(time.time())}"
+    create_bucket(bucket[5:])
+    local = release(make_settings(bucket), unique_version(), Steps())
+    fake = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
+    link = fake.add_image(local.vm_image.name, local.vm_image.ref)
+    gcp = dataclasses.replace(local, version=local.version + ".gce", profile="test",
+                              vm_image=dataclasses.replace(local.vm_image, ref=link))
+    manifests.publish(open_bucket(bucket), gcp)
+    yield gce_settings(bucket, fake.endpoint), gcp.version, fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(world):
+    world[2].faults = Faults()
+    yield world[2]
+    world[2].faults = Faults()
+
+
+def run(world, job="sleep", params=("seconds=2",), lines=None, **kwargs):
+    settings, version, _ = world
+    provider = GceProvider(settings)
+    provider.serial_poll = 0.2
+    say = (lines.append if lines is not None else lambda line: None)
+    return Controller(open_bucket(settings.bucket), provider, say, say).run(
+        RunRequest(job, version, params=params, **kwargs))
+
+
+def cli(world, *args, **popen):
+    settings, _, fake = world
+    env = {**os.environ, "INVOKE_MLBATCH_PROFILES_TEST_BUCKET": settings.bucket,
+           "INVOKE_MLBATCH_PROFILES_TEST_COMPUTE_ENDPOINT": fake.endpoint}
+    return subprocess.Popen([INVOKE, "run-batch", "--profile", "test", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def wait_for(predicate, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_train_digits_end_to_end_through_the_cli(world, fake):
+    proc = cli(world, "--job", "train-digits", "--version", world[1], "--param", "n_estimators=10")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "metrics:" in output, "the job's output came back over the serial console"
+    assert fake.inserts_performed >= 1 and not fake.instances, "the VM deleted itself / was deleted"
+    bucket = open_bucket(world[0].bucket)
+    run_id = output.split("run ", 1)[1].split(":")[0]
+    metrics = json.loads(bucket.read(f"{runs.results_prefix(run_id)}/metrics.json"))
+    assert metrics["n_estimators"] == 10
+
+
+def test_insert_body_policy(world, fake):
+    before = len(fake.insert_bodies())
+    assert run(world).exit_code == 0
+    body = fake.insert_bodies()[before]
+    iface = body["networkInterfaces"][0]
+    assert "accessConfigs" not in iface, "no external IP by default"
+    assert body["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True,
+                                              "enableIntegrityMonitoring": True}
+    assert body["serviceAccounts"] == [{"email": world[0].service_account,
+                                        "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
+    metadata = {i["key"]: i["value"] for i in body["metadata"]["items"]}
+    assert metadata["block-project-ssh-keys"] == "true" and metadata["enable-oslogin"] == "TRUE"
+    blob = json.dumps(body).lower()
+    for secret in ("password", "private_key", "begin rsa", "begin private", "access_token", "secret"):
+        assert secret not in blob
+    labels = body["labels"]
+    assert labels["managed-by"] == "mlbatch" and {"job", "run-id", "version", "expiry"} <= set(labels)
+    assert all(LABEL_KEY.fullmatch(k) and LABEL_VALUE.fullmatch(v) for k, v in labels.items())
+    scheduling = body["scheduling"]
+    assert scheduling["provisioningModel"] == "SPOT" and scheduling["instanceTerminationAction"] == "DELETE"
+    assert int(scheduling["maxRunDuration"]["seconds"]) > 600 and scheduling["automaticRestart"] is False
+    assert body["disks"][0]["initializeParams"]["sourceImage"] == next(iter(fake.images.values()))["selfLink"]
+
+
+def test_preemption_then_success_on_attempt_two(world, fake):
+    fake.faults.preempt_attempts = {1: 4.0}
+    outcome = run(world, params=("seconds=6",))
+    assert outcome.exit_code == 0 and outcome.result["attempt"] == 2
+    bucket = open_bucket(world[0].bucket)
+    first = runs.read_json(bucket, runs.attempt_key(outcome.run_id, 1, "attempt.json"))
+    assert first["status"] == "preempted"
+    preempted = [op for op in fake.operations.values() if op["operationType"] == "compute.instances.preempted"]
+    assert preempted and preempted[-1]["targetLink"].endswith(f"mlb-{outcome.run_id}-1")
+    assert "===== attempt 2 =====" in read_logs(bucket, outcome.run_id)
+
+
+def test_preempted_beyond_retries_gives_its_exit_code(world, fake):
+    fake.faults.preempt_attempts = {1: 3.0, 2: 3.0}
+    outcome = run(world, params=("seconds=30",))
+    assert outcome.exit_code == ExitCode.PREEMPTED and outcome.result["status"] == "preempted"
+    assert not fake.instances
+
+
+def test_stockout_in_zone_a_then_zone_b(world, fake):
+    zone_a, zone_b = world[0].zones[:2]
+    fake.faults.stockout_zones = {zone_a}
+    start = len(fake.requests)
+    lines: list[str] = []
+    assert run(world, lines=lines).exit_code == 0
+    inserts = [p for m, p, _ in fake.requests[start:] if m == "POST" and p.endswith("/instances")]
+    assert [p.split("/zones/")[1].split("/")[0] for p in inserts] == [zone_a, zone_b]
+    assert any(f"no capacity in {zone_a}" in line for line in lines)
+
+
+def test_no_capacity_anywhere(world, fake):
+    fake.faults.stockout_zones = set(world[0].zones)
+    outcome = run(world)
+    assert outcome.exit_code == ExitCode.NO_CAPACITY and "ZONE_RESOURCE_POOL_EXHAUSTED" in outcome.result["message"]
+
+
+def test_quota_error_gives_its_exit_code(world, fake):
+    fake.faults.quota_exceeded = True
+    outcome = run(world)
+    assert outcome.exit_code == ExitCode.QUOTA_EXCEEDED and "Quota 'CPUS' exceeded" in outcome.result["message"]
+    assert not fake.instances
+
+
+def test_permission_denied_is_not_retried_and_names_what_is_missing(world, fake):
+    fake.faults.forbidden = True
+    start = len(fake.requests)
+    outcome = run(world)
+    assert outcome.exit_code == ExitCode.PERMISSION_DENIED and "compute.instances.insert" in outcome.result["message"]
+    assert sum(1 for m, p, _ in fake.requests[start:] if m == "POST" and p.endswith("/instances")) == 1
+
+
+def test_a_missing_image_is_reported_by_name(world, fake):
+    name, image = next(iter(fake.images.items()))
+    del fake.images[name]
+    try:
+        outcome = run(world)
+    finally:
+        fake.images[name] = image
+    assert outcome.exit_code == ExitCode.NOT_FOUND and f"global/images/{name}" in outcome.result["message"]
+
+
+def test_a_lost_insert_response_gives_exactly_one_instance(world, fake):
+    fake.faults.lose_insert_responses = 1
+    performed, start = fake.inserts_performed, len(fake.requests)
+    assert run(world).exit_code == 0
+    assert fake.inserts_performed - performed == 1
+    insert_ids = [p for m, p, _ in fake.requests[start:] if m == "POST" and p.endswith("/instances")]
+    assert len(insert_ids) == 2, "the insert was retried after its response was lost"
+
+
+def test_503_and_429_bursts_are_survived(world, fake):
+    fake.faults.http_burst = [503, 503, 429, 503, 500]
+    assert run(world).exit_code == 0
+
+
+def test_waits_that_return_early(world, fake):
+    fake.faults.early_waits = 4
+    assert run(world).exit_code == 0
+
+
+def test_serial_buffer_rollover_is_reported(world, fake):
+    fake.faults.serial_buffer_bytes = 200
+    lines: list[str] = []
+    outcome = run(world, params=("seconds=4", "message=" + "x" * 150), lines=lines)
+    assert outcome.exit_code == 0
+    assert any("serial console skipped" in line for line in lines)
+    log = read_logs(open_bucket(world[0].bucket), outcome.run_id)
+    assert all(f"{'x' * 150} {i}/4" in log for i in range(1, 5)), "the bucket log is complete"
+
+
+def _killed_controller_instance(world):
+    proc = cli(world, "--job", "sleep", "--version", world[1], "--param", "seconds=600")
+    instance = wait_for(lambda: next((i for i in world[2].instances.values() if i.status == "RUNNING"), None),
+                        what="the instance")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    time.sleep(1)
+    assert world[2].find(instance.name) is not None, "SIGKILL gave the controller no chance to clean up"
+    return instance
+
+
+def test_killed_controller_leaves_an_instance_that_deletes_itself(world, fake):
+    instance = _killed_controller_instance(world)
+    fake.advance(600 + SELF_DELETE_MARGIN)
+    wait_for(lambda: fake.find(instance.name) is None, timeout=30, what="max_run_duration to delete the instance")
+
+
+def test_gc_removes_expired_leftovers_and_nothing_else(world, fake):
+    settings = world[0]
+    provider = GceProvider(settings)
+    leftover = _killed_controller_instance(world)
+    image = next(iter(fake.images.values()))["selfLink"]
+    body = compute_v1.Instance(
+        name="someone-elses-vm", machine_type=f"zones/{settings.zones[0]}/machineTypes/e2-small",
+        labels={"owner": "data-team"},
+        disks=[compute_v1.AttachedDisk(boot=True, initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=image))])
+    provider.instances.insert(project=PROJECT, zone=settings.zones[0], instance_resource=body)
+    wait_for(lambda: fake.find("someone-elses-vm"), what="someone else's VM in the same project and zone")
+    assert collect_garbage(provider, dry_run=False) == [], "nothing has expired yet"
+    removed = collect_garbage(provider, dry_run=False, now=time.time() + 600 + SELF_DELETE_MARGIN + 60)
+    assert [name for name, _ in removed] == [leftover.name]
+    assert fake.find(leftover.name) is None and fake.find("someone-elses-vm") is not None
+    provider.delete("someone-elses-vm")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"colour": "red"}, 'Unknown name "colour"'),
+    ({"scheduling": {"provisioningModel": "CHEAP"}}, "expected one of"),
+    ({"name": "Bad_Name"}, "does not match"),
+    ({"labels": {"Owner": "x"}}, "Label keys and values"),
+])
+def test_the_fake_rejects_what_the_real_api_rejects(world, fake, change, message):
+    image = next(iter(fake.images.values()))["selfLink"]
+    body = {"name": "strict-check", "machineType": "zones/europe-west4-a/machineTypes/e2-small",
+            "disks": [{"boot": True, "initializeParams": {"sourceImage": image}}], **change}
+    request = urllib.request.Request(f"{fake.endpoint}/compute/v1/projects/{PROJECT}/zones/europe-west4-a/instances",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 400 and message in json.loads(info.value.read())["error"]["message"]
+    assert fake.find("strict-check") is None

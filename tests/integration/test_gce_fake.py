@@ -139,6 +139,22 @@ def test_preemption_then_success_on_attempt_two(world, fake):
     assert "===== attempt 2 =====" in read_logs(bucket, outcome.run_id)
 
 
+def test_on_demand_after_k_preemptions(world, fake):
+    """A release whose sleep job falls back to on-demand after one preemption."""
+    settings, version, _ = world
+    bucket = open_bucket(settings.bucket)
+    spot = manifests.load(bucket, version)
+    fallback = dataclasses.replace(spot, version=version + ".ondemand", jobs={
+        **spot.jobs, "sleep": dataclasses.replace(spot.jobs["sleep"], on_demand_after_preemptions=1)})
+    manifests.publish(bucket, fallback)
+    fake.faults.preempt_attempts = {1: 3.0, 2: 3.0}
+    before = len(fake.insert_bodies())
+    outcome = run((settings, fallback.version, fake), params=("seconds=5",))
+    assert outcome.exit_code == 0 and outcome.result["attempt"] == 2
+    models = [b["scheduling"]["provisioningModel"] for b in fake.insert_bodies()[before:]]
+    assert models == ["SPOT", "STANDARD"]
+
+
 def test_preempted_beyond_retries_gives_its_exit_code(world, fake):
     fake.faults.preempt_attempts = {1: 3.0, 2: 3.0}
     outcome = run(world, params=("seconds=30",))

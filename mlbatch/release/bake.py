@@ -21,6 +21,8 @@ from mlbatch.ui import Say
 BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
 INPUT_HASH_LABEL = "org.mlbatch.input-hash"
+# The lines of a Packer + Ansible build worth showing as progress.
+_PROGRESS = re.compile(r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP")
 
 
 def input_hash(root: Path) -> str:
@@ -115,9 +117,8 @@ def _stream(argv: list[str], env: dict[str, str], say: Say) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         tail.append(line.rstrip())
-        # Task names and Packer's own step lines are the progress worth showing.
-        if "TASK [" in line or "==> " in line and ": " in line and "Provisioning" in line or "PLAY RECAP" in line:
-            say(line.strip().split("==> ")[-1].rstrip("*").strip())
+        if progress := _PROGRESS.search(line):
+            say(progress.group(0))
     if proc.wait() != 0:
         raise MlbatchError("packer build failed; its last lines:\n" + "\n".join(tail))
 

@@ -41,6 +41,8 @@ def test_agent_does_not_import_the_compute_client(host):
 @pytest.mark.vm
 def test_agent_unit_enabled_on_vm(host):
     assert host.service("mlbatch-agent").is_enabled
+    # run-batch streams the serial console: the agent's output must reach it.
+    assert "StandardOutput=journal+console" in host.file("/etc/systemd/system/mlbatch-agent.service").content_string
 
 
 @pytest.mark.vm

@@ -216,8 +216,9 @@ def demo(c, version=None):
 
 @task
 def lint(c):
-    """ruff, yamllint, ansible-lint and packer validate: the static checks CI runs."""
+    """ruff, mypy, yamllint, ansible-lint and packer validate: the static checks CI runs."""
     c.run("ruff check mlbatch tests tasks.py", echo=True)
+    c.run("mypy mlbatch", echo=True)
     c.run("yamllint -s ansible batch_code invoke.yaml .drone.yml", echo=True)
     with c.cd("ansible"):
         c.run("ansible-lint --offline -q playbook.yml", echo=True)

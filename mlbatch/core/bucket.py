@@ -103,7 +103,7 @@ class GcsBucket:
     """gs://bucket[/prefix] through google-cloud-storage (imported only when used)."""
 
     def __init__(self, uri: str):
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         name, _, prefix = uri[len("gs://") :].partition("/")
         self.uri = uri.rstrip("/")

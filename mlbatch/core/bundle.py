@@ -14,7 +14,7 @@ _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
 def _files(root: Path) -> list[Path]:
-    out = []
+    out: list[Path] = []
     for dirpath, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
         out.extend(Path(dirpath, f) for f in files if not f.endswith(_SKIP_SUFFIXES))

@@ -23,7 +23,7 @@ DOCKER_SOCKET = "/var/run/docker.sock"
 
 class LocalProvider:
     name = "local"
-    zones = ("local",)
+    zones: tuple[str, ...] = ("local",)
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -13,6 +13,7 @@ import dataclasses
 import http.server
 import itertools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -391,7 +392,8 @@ class FakeCompute:
         proc = subprocess.Popen(["docker", "logs", "-f", instance.container], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
         assert proc.stdout is not None
-        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+        fd = proc.stdout.fileno()
+        for chunk in iter(lambda: os.read(fd, 4096), b""):
             with self._lock:
                 instance.serial += chunk
                 limit = self.faults.serial_buffer_bytes

@@ -51,6 +51,6 @@ def fake_gcs_server() -> Iterator[str]:
 
 def create_bucket(name: str) -> None:
     """Create a bucket on the emulator named by STORAGE_EMULATOR_HOST."""
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     storage.Client().create_bucket(name)

@@ -211,6 +211,41 @@ def demo(c, version=None):
         raise Exit(code=outcome.exit_code)
 
 
+# --- benchmarks ----------------------------------------------------------------------
+
+
+@task(
+    name="run",
+    iterable=["param"],
+    help={
+        "version": "release to measure; default: the newest release in the bucket",
+        "job": "job to run (default sleep, whose run time is known)",
+        "param": "job parameter as name=value; repeatable (default seconds=1 for sleep)",
+        "repeat": "rounds of baseline and run-batch, alternated (default 5)",
+    },
+)
+def bench_run(c, version=None, job="sleep", param=None, repeat=5):
+    """Ratio of run-batch to a plain `docker run` of the same job, side by side."""
+    from mlbatch.bench import bench_run as measure
+    from mlbatch.core import manifest
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.providers import get_provider
+    from mlbatch.ui import console, say, summary
+
+    with _errors():
+        settings = _settings(c)
+        bucket = open_bucket(settings.bucket)
+        version = version or (manifest.list_versions(bucket) or [None])[-1]
+        if version is None:
+            raise Exit("mlbatch: no release in the bucket: run `invoke release --version vX.Y.Z` first", code=101)
+        params = tuple(param or (("seconds=1",) if job == "sleep" else ()))
+        rows = measure(bucket, get_provider(settings), version, job, params, int(repeat), say)
+    console.print(summary("bench.run: run-batch against docker run", rows))
+
+
+bench = Collection("bench", bench_run)
+
+
 # --- checks --------------------------------------------------------------------------
 
 
@@ -225,4 +260,4 @@ def lint(c):
     c.run("packer validate packer/mlbatch.pkr.hcl", echo=True)
 
 
-ns = Collection(release, run_batch, runs, logs, gc, demo, lint, local, releases)
+ns = Collection(release, run_batch, runs, logs, gc, demo, lint, local, releases, bench)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.bundle import extract_bundle
@@ -104,24 +106,28 @@ class Attempt:
         pump.start()
         deadline = time.monotonic() + self.spec.timeout_seconds
         while True:
-            self.container.reload()
-            if self.container.status == "exited":
-                break
-            if time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 self.log.info(f"timeout: the job ran longer than {self.spec.timeout_seconds}s; stopping it")
                 self.container.stop(timeout=JOB_STOP_GRACE)
                 pump.join(timeout=5)
                 return runs.TIMEOUT, -1
-            time.sleep(0.5)
-        code_ = int(self.container.wait()["StatusCode"])
+            try:  # block on the engine rather than poll; short slices keep the deadline exact
+                code_ = int(self.container.wait(timeout=min(remaining, 10))["StatusCode"])
+                break
+            except requests.exceptions.RequestException:  # this slice timed out: the job still runs
+                continue
         pump.join(timeout=10)
         self.log.info(f"job exited with code {code_}")
         return (runs.SUCCEEDED if code_ == 0 else runs.FAILED), code_
 
     def _pump_logs(self) -> None:
-        for chunk in self.container.logs(stream=True, follow=True):
-            for line in chunk.decode(errors="replace").splitlines():
-                self.log.write(line)
+        try:
+            for chunk in self.container.logs(stream=True, follow=True):
+                for line in chunk.decode(errors="replace").splitlines():
+                    self.log.write(line)
+        except Exception as exc:  # the job container went away under us (instance deleted)
+            self.log.info(f"job output stream ended: {type(exc).__name__}")
 
     def upload(self) -> int:
         results = self.workdir / "results"

@@ -34,7 +34,7 @@ from mlbatch.ui import Say
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 BOOT_MARGIN = 300  # seconds the controller allows beyond the job's timeout (boot, pull, upload)
 SELF_DELETE_MARGIN = 900  # the instance's max_run_duration beyond the job's timeout
-POLL = 0.5
+POLL = 0.25  # seconds between reads of the run's records while waiting
 
 
 class Cancelled(BaseException):
@@ -153,6 +153,11 @@ class Controller:
                 name = instance_name(spec.run_id, attempt)
                 try:
                     result = self._one_attempt(spec, job, attempt, name, phases)
+                except Cancelled as exc:
+                    # Record first, tear down second: the agent sees its job die when the
+                    # instance goes and must find the run already ended as cancelled.
+                    self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
+                    raise
                 finally:
                     with _timed(phases, "teardown"):
                         self._delete(name)

@@ -143,7 +143,8 @@ def test_bad_input_through_the_cli_gets_its_reserved_exit_code(env):
     assert "unknown param 'x'" in result.stderr
 
 
-def test_sigterm_to_the_controller_cancels_and_cleans_up(env):
+@pytest.mark.parametrize("moment", ["[mlbatch] running", "tick 1/"], ids=["as-the-job-starts", "mid-job"])
+def test_sigterm_to_the_controller_cancels_and_cleans_up(env, moment):
     settings, version = env
     proc = subprocess.Popen([INVOKE, "run-batch", "--job", "sleep", "--version", version, "--param", "seconds=120"],
                             cwd=ROOT, env=cli_env(settings.bucket), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -151,7 +152,7 @@ def test_sigterm_to_the_controller_cancels_and_cleans_up(env):
     try:
         instance = wait_for(lambda: [c for c in instances() if c.status == "running"], what="a running instance")[0]
         run_id = instance.labels["run-id"]
-        wait_for(lambda: "tick" in instance.logs().decode(), what="the job to start")
+        wait_for(lambda: moment in instance.logs().decode(), what=moment)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:

@@ -69,8 +69,6 @@ class BakeRequest:
     image_family: str
     base_image: str
     ca_bundle: Path | None
-    project: str = ""
-    zone: str = ""
 
     def variables(self, wheel: Path, digest: str, manifest_path: Path) -> dict[str, str]:
         return {
@@ -78,7 +76,6 @@ class BakeRequest:
             "image_family": self.image_family, "input_hash": digest, "agent_wheel": str(wheel),
             "ca_bundle": str(self.ca_bundle or ""), "manifest_path": str(manifest_path),
             "base_image": self.base_image,
-            **({"project_id": self.project, "zone": self.zone} if self.project else {}),
         }
 
 

@@ -26,7 +26,7 @@ from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
 from mlbatch.core.manifest import Manifest
-from mlbatch.core.names import check_job_name, instance_name, new_run_id
+from mlbatch.core.names import check_job_name, check_labels, instance_name, new_run_id
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
 from mlbatch.ui import Say
@@ -193,9 +193,9 @@ class Controller:
             self.say(f"{preemptions} preemption(s): attempt {attempt} runs on-demand")
         request = InstanceRequest(
             name=name, spec=spec, job=job, attempt=attempt, max_run_seconds=max_run, spot=spot,
-            labels={"managed-by": "mlbatch", "role": "instance", "job": spec.job, "run-id": spec.run_id,
-                    "version": parse_version(spec.version).slug, "attempt": str(attempt),
-                    "expiry": str(now + max_run)},
+            labels=check_labels({"managed-by": "mlbatch", "role": "instance", "job": spec.job, "run-id": spec.run_id,
+                                 "version": parse_version(spec.version).slug, "attempt": str(attempt),
+                                 "expiry": str(now + max_run)}),
         )
         errors = []
         for zone in self.provider.zones:

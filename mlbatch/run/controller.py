@@ -34,7 +34,10 @@ from mlbatch.ui import Say
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 BOOT_MARGIN = 300  # seconds the controller allows beyond the job's timeout (boot, pull, upload)
 SELF_DELETE_MARGIN = 900  # the instance's max_run_duration beyond the job's timeout
-POLL = 0.25  # seconds between reads of the run's records while waiting
+POLL = 0.25  # seconds between reads of result.json while waiting
+# Seconds between asks to the provider (on GCE each is an instances.get call): records in
+# the bucket end an attempt; the instance's state only catches one that vanished without.
+STATE_CHECK_EVERY = 2.0
 
 
 class Cancelled(BaseException):
@@ -156,7 +159,7 @@ class Controller:
                 except Cancelled as exc:
                     # Record first, tear down second: the agent sees its job die when the
                     # instance goes and must find the run already ended as cancelled.
-                    self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
+                    self._cancelled(spec, attempt, exc)
                     raise
                 finally:
                     with _timed(phases, "teardown"):
@@ -167,14 +170,17 @@ class Controller:
             else:
                 result = self._final(spec, runs.PREEMPTED, attempt,
                                      f"preempted {max_attempts} time(s); the job allows {job.max_preemption_retries} retries")
-        except Cancelled as exc:
-            result = self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
+        except Cancelled as exc:  # already recorded when it came during an attempt: the first record wins
+            result = self._cancelled(spec, attempt, exc)
         except CapacityError as exc:
             result = self._final(spec, runs.NO_CAPACITY, attempt, str(exc))
         except MlbatchError as exc:
             status = {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
             result = self._final(spec, status, attempt, str(exc))
         return RunOutcome(spec.run_id, runs.exit_code_of(result), result, {**phases, **result.get("phases", {})})
+
+    def _cancelled(self, spec: runs.RunSpec, attempt: int, exc: Cancelled) -> dict[str, Any]:
+        return self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
 
     def _delete(self, name: str) -> None:
         """Teardown must not hide why the attempt ended; the instance's own safety nets remain."""
@@ -219,21 +225,24 @@ class Controller:
         streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
         streamer.start()
         deadline = time.monotonic() + spec.timeout_seconds + BOOT_MARGIN
+        next_state_check = time.monotonic() + STATE_CHECK_EVERY
         try:
             while True:
                 result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
                 if result is not None:
                     break
-                record = runs.read_json(self.bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"))
-                if record is not None and record["status"] == runs.PREEMPTED:
-                    return None
-                if self.provider.state(name) in (STOPPED, GONE):
-                    time.sleep(POLL)  # the agent writes its records before it ends: read once more
-                    result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
-                    if result is not None:
-                        break
-                    if self.provider.was_preempted(name) or record is None:
-                        return None  # ended without a record: the instance was taken away
+                if time.monotonic() >= next_state_check:
+                    next_state_check = time.monotonic() + STATE_CHECK_EVERY
+                    record = runs.read_json(self.bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"))
+                    if record is not None and record["status"] == runs.PREEMPTED:
+                        return None
+                    if self.provider.state(name) in (STOPPED, GONE):
+                        time.sleep(POLL)  # the agent writes its records before it ends: read once more
+                        result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
+                        if result is not None:
+                            break
+                        if self.provider.was_preempted(name) or record is None:
+                            return None  # ended without a record: the instance was taken away
                 if time.monotonic() > deadline:
                     return self._final(spec, runs.TIMEOUT, attempt,
                                        f"no result {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created")

@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from mlbatch.agent.logsink import LogSink
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.bundle import extract_bundle
@@ -52,16 +53,7 @@ class Attempt:
         self.container: Any = None
         self.started = runs.now_iso()
         workdir.mkdir(parents=True, exist_ok=True)
-        from mlbatch.agent.logsink import LogSink
-
         self.log = LogSink(self.bucket, runs.attempt_key(spec.run_id, attempt, "log"), workdir / "attempt.log")
-
-    def timed(self, phase: str, fn, *args):
-        start = time.monotonic()
-        try:
-            return fn(*args)
-        finally:
-            self.phases[phase] = round(time.monotonic() - start, 3)
 
     # --- phases ---------------------------------------------------------------------
 
@@ -172,10 +164,14 @@ def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, 
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
         client = docker.from_env(timeout=300)
-        att.timed("pull", att.pull, client, registry_login)
-        code = att.timed("fetch", att.fetch)
-        status, exit_code = att.timed("run", att.run, client, code)
-        att.timed("upload", att.upload)
+        with runs.timed(att.phases, "pull"):
+            att.pull(client, registry_login)
+        with runs.timed(att.phases, "fetch"):
+            code = att.fetch()
+        with runs.timed(att.phases, "run"):
+            status, exit_code = att.run(client, code)
+        with runs.timed(att.phases, "upload"):
+            att.upload()
     except Preempted as exc:
         status, message = runs.PREEMPTED, f"instance is being stopped ({exc}): attempt preempted"
         att.log.info(message)

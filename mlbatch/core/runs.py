@@ -9,9 +9,12 @@ runs/<job>/<run_id>/result.json             how the run ended; written last
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from mlbatch.core.bucket import Bucket
@@ -95,6 +98,16 @@ def attempt_key(run_id: str, attempt: int, name: str) -> str:
 
 def results_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}/results"
+
+
+@contextlib.contextmanager
+def timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    """Add the seconds the block takes to phases[name] (a run's phases span attempts)."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        phases[name] = round(phases.get(name, 0.0) + time.monotonic() - start, 3)
 
 
 def read_json(bucket: Bucket, key: str) -> dict[str, Any] | None:

@@ -162,7 +162,7 @@ class Controller:
                     self._cancelled(spec, attempt, exc)
                     raise
                 finally:
-                    with _timed(phases, "teardown"):
+                    with runs.timed(phases, "teardown"):
                         self._delete(name)
                 if result is not None:
                     break
@@ -217,7 +217,7 @@ class Controller:
     def _one_attempt(self, spec: runs.RunSpec, job: Job, attempt: int, name: str,
                      phases: dict[str, float]) -> dict[str, Any] | None:
         """Run one attempt; the final result record, or None when it was preempted."""
-        with _timed(phases, "create"):
+        with runs.timed(phases, "create"):
             self._create(spec, job, attempt, name)
         created_at = time.time()
         stop = threading.Event()
@@ -310,15 +310,6 @@ class Controller:
             for line in data[shown.get(key, 0):].splitlines():
                 self.echo(line)
             shown[key] = len(data)
-
-
-@contextlib.contextmanager
-def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
-    start = time.monotonic()
-    try:
-        yield
-    finally:
-        phases[name] = round(phases.get(name, 0.0) + time.monotonic() - start, 3)
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

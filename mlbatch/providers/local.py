@@ -21,6 +21,10 @@ from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, Instanc
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
+def _state(container) -> str:
+    return RUNNING if container.status in ("created", "running", "restarting") else STOPPED
+
+
 class LocalProvider:
     name = "local"
     zones: tuple[str, ...] = ("local",)
@@ -65,7 +69,7 @@ class LocalProvider:
         container = self._get(name)
         if container is None:
             return GONE
-        return RUNNING if container.status in ("created", "running", "restarting") else STOPPED
+        return _state(container)
 
     def was_preempted(self, name: str) -> bool:
         # Locally a "preemption" is a SIGTERM to the instance; the agent records it.
@@ -96,6 +100,5 @@ class LocalProvider:
     def list_ours(self) -> list[InstanceInfo]:
         out = []
         for c in self.client.containers.list(all=True, filters={"label": ["managed-by=mlbatch", "role=instance"]}):
-            state = RUNNING if c.status in ("created", "running", "restarting") else STOPPED
-            out.append(InstanceInfo(name=c.name, zone="local", state=state, labels=c.labels))
+            out.append(InstanceInfo(name=c.name, zone="local", state=_state(c), labels=c.labels))
         return out

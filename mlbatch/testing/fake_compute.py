@@ -410,13 +410,17 @@ class FakeCompute:
         # Like GCE: the guest gets a shutdown signal and up to ~90 s; the agent needs much less.
         self._stop_container(instance, grace=30)
         with self._lock:
-            self._destroy(instance)
-            self.instances.pop((instance.zone, instance.name), None)
+            self._remove(instance)
         self._finish(op)
 
     def _stop_container(self, instance: FakeInstance, grace: int) -> None:
         if instance.container:
             subprocess.run(["docker", "stop", "-t", str(grace), instance.container], capture_output=True)
+
+    def _remove(self, instance: FakeInstance) -> None:
+        """The instance is deleted: its container, metadata server and work dir go, and so does its name."""
+        self._destroy(instance)
+        self.instances.pop((instance.zone, instance.name), None)
 
     def _destroy(self, instance: FakeInstance) -> None:
         if instance.container:
@@ -439,8 +443,7 @@ class FakeCompute:
         with self._lock:
             action = instance.body.get("scheduling", {}).get("instanceTerminationAction", "STOP")
             if action == "DELETE":
-                self._destroy(instance)
-                self.instances.pop((instance.zone, instance.name), None)
+                self._remove(instance)
             else:
                 instance.status = "TERMINATED"
         self._finish(op)
@@ -467,8 +470,7 @@ class FakeCompute:
         with self._lock:
             if action == "DELETE":
                 self._new_operation(instance.zone, "delete", instance.name)
-                self._destroy(instance)
-                self.instances.pop((instance.zone, instance.name), None)
+                self._remove(instance)
             else:
                 self._stop_container(instance, grace=1)
                 instance.status = "TERMINATED"

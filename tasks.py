@@ -1,6 +1,6 @@
 """invoke wiring only: each task parses its options and calls the mlbatch package.
 
-    invoke --list            all tasks;  invoke --help TASK  its options
+invoke --list            all tasks;  invoke --help TASK  its options
 """
 
 from __future__ import annotations
@@ -147,9 +147,13 @@ def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", pro
     from mlbatch.run.controller import RunRequest
 
     with _errors():
-        request = RunRequest(job=job, version=version, params=tuple(param or ()),
-                             timeout_seconds=int(timeout) if timeout is not None else None,
-                             idempotency_key=idempotency_key)
+        request = RunRequest(
+            job=job,
+            version=version,
+            params=tuple(param or ()),
+            timeout_seconds=int(timeout) if timeout is not None else None,
+            idempotency_key=idempotency_key,
+        )
         outcome = _run(c, request, profile)
     if outcome.exit_code:
         raise Exit(code=outcome.exit_code)
@@ -253,6 +257,7 @@ bench = Collection("bench", bench_run)
 def lint(c):
     """ruff, mypy, yamllint, ansible-lint and packer validate: the static checks CI runs."""
     c.run("ruff check mlbatch tests tasks.py", echo=True)
+    c.run("ruff format --check mlbatch tests tasks.py", echo=True)
     c.run("mypy mlbatch", echo=True)
     c.run("yamllint -s ansible batch_code invoke.yaml .drone.yml", echo=True)
     with c.cd("ansible"):

@@ -25,15 +25,21 @@ from mlbatch.ui import Say
 def _baseline(client, container: str, argv: list[str], code: Path) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-results-") as results:
         start = time.monotonic()
-        client.containers.run(container, argv, working_dir="/code", network_mode="host", remove=True,
-                              volumes={str(code): {"bind": "/code", "mode": "ro"},
-                                       results: {"bind": "/results", "mode": "rw"}},
-                              environment={"MLBATCH_RESULTS_DIR": "/results"})
+        client.containers.run(
+            container,
+            argv,
+            working_dir="/code",
+            network_mode="host",
+            remove=True,
+            volumes={str(code): {"bind": "/code", "mode": "ro"}, results: {"bind": "/results", "mode": "rw"}},
+            environment={"MLBATCH_RESULTS_DIR": "/results"},
+        )
         return time.monotonic() - start
 
 
-def bench_run(bucket: Bucket, provider: Provider, version: str, job: str, params: tuple[str, ...],
-              repeat: int, say: Say) -> list[tuple[str, str]]:
+def bench_run(
+    bucket: Bucket, provider: Provider, version: str, job: str, params: tuple[str, ...], repeat: int, say: Say
+) -> list[tuple[str, str]]:
     manifest = manifests.load(bucket, version)
     spec = manifest.jobs[job]
     controller = Controller(bucket, provider, lambda _: None, lambda _: None)
@@ -58,9 +64,14 @@ def bench_run(bucket: Bucket, provider: Provider, version: str, job: str, params
                 phases.setdefault(name, []).append(seconds)
             say(f"round {i + 1}/{repeat}: docker run {baseline[-1]:.2f}s, run-batch {candidate[-1]:.2f}s")
     base, cand = statistics.median(baseline), statistics.median(candidate)
-    rows = [("job", f"{job} {' '.join(params)} of {version}"), ("rounds", str(repeat)),
-            ("docker run (baseline)", f"{base:.2f}s median"), ("run-batch", f"{cand:.2f}s median"),
-            ("ratio", f"{cand / base:.2f}x"), ("overhead", f"{cand - base:.2f}s")]
+    rows = [
+        ("job", f"{job} {' '.join(params)} of {version}"),
+        ("rounds", str(repeat)),
+        ("docker run (baseline)", f"{base:.2f}s median"),
+        ("run-batch", f"{cand:.2f}s median"),
+        ("ratio", f"{cand / base:.2f}x"),
+        ("overhead", f"{cand - base:.2f}s"),
+    ]
     order = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
     rows.append(("run-batch phases", ", ".join(f"{p} {statistics.median(phases[p]):.2f}s" for p in order if p in phases)))
     return rows

@@ -39,8 +39,9 @@ def infra():
     settings = make_settings("file:///tmp/mlbatch-unused")
     local_infra.up(settings, lambda message: None)
     yield
-    leftovers = [c.name for c in local_infra.docker_client().containers.list(
-        all=True, filters={"label": local_infra.MANAGED_LABEL})]
+    leftovers = [
+        c.name for c in local_infra.docker_client().containers.list(all=True, filters={"label": local_infra.MANAGED_LABEL})
+    ]
     assert not leftovers, f"mlbatch containers left behind: {leftovers}"
 
 
@@ -52,7 +53,7 @@ def file_bucket(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """fake-gcs-server for the session; STORAGE_EMULATOR_HOST points at it."""
-    from mlbatch.testing.gcs import fake_gcs_server
+    from tests.support.gcs import fake_gcs_server
 
     with fake_gcs_server() as endpoint:
         previous = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -66,7 +67,7 @@ def gcs_emulator():
 
 @pytest.fixture
 def gcs_bucket(gcs_emulator) -> str:
-    from mlbatch.testing.gcs import create_bucket
+    from tests.support.gcs import create_bucket
 
     name = f"mlbatch-test-{secrets.token_hex(4)}"
     create_bucket(name)

@@ -19,8 +19,10 @@ DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
 
 def metadata(path: str, default: str | None = None) -> str:
     host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
-    request = urllib.request.Request(f"http://{host}/computeMetadata/v1/{path}",  # noqa: S310 - metadata server
-                                     headers={"Metadata-Flavor": "Google"})
+    request = urllib.request.Request(
+        f"http://{host}/computeMetadata/v1/{path}",  # noqa: S310 - metadata server
+        headers={"Metadata-Flavor": "Google"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
             return resp.read().decode()
@@ -62,8 +64,11 @@ def delete_self(attempts: int = 5) -> None:
     name = metadata("instance/name")
     url = f"{endpoint}/compute/v1/projects/{project}/zones/{zone}/instances/{name}?requestId={uuid.uuid4()}"
     for attempt in range(attempts):
-        request = urllib.request.Request(url, method="DELETE",  # noqa: S310 - fixed API endpoint
-                                         headers={"Authorization": f"Bearer {access_token()}"})
+        request = urllib.request.Request(  # noqa: S310 - a fixed https API endpoint (or the test fake)
+            url,
+            method="DELETE",
+            headers={"Authorization": f"Bearer {access_token()}"},
+        )
         try:
             urllib.request.urlopen(request, timeout=30).close()  # noqa: S310
             return

@@ -42,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     instance, on_gce = load_instance_spec()
     spec = RunSpec.from_json(json.dumps(instance["spec"]))
-    status = run_attempt(spec, attempt=int(instance["attempt"]), instance=instance["instance"],
-                         workdir=Path(instance["workdir"]), registry_login=on_gce)
+    status = run_attempt(
+        spec,
+        attempt=int(instance["attempt"]),
+        instance=instance["instance"],
+        workdir=Path(instance["workdir"]),
+        registry_login=on_gce,
+    )
     if on_gce and status != PREEMPTED:  # a preempted VM is being stopped by the platform already
         from mlbatch.agent import gce
 

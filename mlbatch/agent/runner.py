@@ -88,10 +88,17 @@ class Attempt:
         results.mkdir(parents=True)
         self.log.info(f"running {list(self.spec.argv)} (timeout {self.spec.timeout_seconds}s)")
         self.container = client.containers.run(
-            self.spec.container, list(self.spec.argv), detach=True, name=f"{self.instance}-job",
-            working_dir=CONTAINER_CODE_DIR, environment=_job_env(self.spec, self.attempt), network_mode="host",
-            volumes={str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
-                     str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"}},
+            self.spec.container,
+            list(self.spec.argv),
+            detach=True,
+            name=f"{self.instance}-job",
+            working_dir=CONTAINER_CODE_DIR,
+            environment=_job_env(self.spec, self.attempt),
+            network_mode="host",
+            volumes={
+                str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
+                str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
+            },
             labels={"managed-by": "mlbatch", "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
         )
         pump = threading.Thread(target=self._pump_logs, daemon=True)
@@ -141,12 +148,24 @@ class Attempt:
 
     def record(self, status: str, exit_code: int, message: str = "") -> dict[str, Any]:
         record = {
-            "run_id": self.spec.run_id, "job": self.spec.job, "version": self.spec.version,
-            "attempt": self.attempt, "instance": self.instance, "status": status, "exit_code": exit_code,
-            "message": message, "started": self.started, "finished": runs.now_iso(), "phases": self.phases,
-            "provenance": {"version": self.spec.version, "vm_image": self.spec.vm_image,
-                           "container": self.spec.container, "code_sha256": self.spec.code_sha256,
-                           "agent": os.environ.get("MLBATCH_AGENT_VERSION", "")},
+            "run_id": self.spec.run_id,
+            "job": self.spec.job,
+            "version": self.spec.version,
+            "attempt": self.attempt,
+            "instance": self.instance,
+            "status": status,
+            "exit_code": exit_code,
+            "message": message,
+            "started": self.started,
+            "finished": runs.now_iso(),
+            "phases": self.phases,
+            "provenance": {
+                "version": self.spec.version,
+                "vm_image": self.spec.vm_image,
+                "container": self.spec.container,
+                "code_sha256": self.spec.code_sha256,
+                "agent": os.environ.get("MLBATCH_AGENT_VERSION", ""),
+            },
             "results": self.bucket.url(runs.results_prefix(self.spec.run_id)),
         }
         runs.write_json(self.bucket, runs.attempt_key(self.spec.run_id, self.attempt, "attempt.json"), record)

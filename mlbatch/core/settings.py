@@ -107,8 +107,7 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
     if s.profile not in EMULATOR_PROFILES:
         if env.get("STORAGE_EMULATOR_HOST"):
             raise BadInput(
-                f"STORAGE_EMULATOR_HOST is set but profile {s.profile!r} is not local: "
-                "unset it, or use the local profile"
+                f"STORAGE_EMULATOR_HOST is set but profile {s.profile!r} is not local: unset it, or use the local profile"
             )
         if s.compute_endpoint:
             raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is for tests: refused outside the test profile")

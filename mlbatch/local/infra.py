@@ -154,8 +154,13 @@ def ensure_registry(settings: Settings, say: Say) -> None:
     else:
         say(f"starting the registry:2 container on {addr}")
         docker_client().containers.run(
-            "registry:2", detach=True, name="mlbatch-registry", network_mode="host",
-            environment={"REGISTRY_HTTP_ADDR": addr}, labels={"managed-by": "mlbatch"}, restart_policy={"Name": "always"},
+            "registry:2",
+            detach=True,
+            name="mlbatch-registry",
+            network_mode="host",
+            environment={"REGISTRY_HTTP_ADDR": addr},
+            labels={"managed-by": "mlbatch"},
+            restart_policy={"Name": "always"},
         )
     _wait(f"registry {addr}", lambda: registry_running(settings.registry), 30, say)
 
@@ -188,14 +193,16 @@ def _debootstrap_image(base: str, settings: Settings, say: Say) -> None:
         say(f"building {base} offline with debootstrap ({suite}, about a minute)")
         subprocess.run(
             ["debootstrap", "--variant=minbase", suite, rootfs, _DEBIAN_MIRROR],
-            check=True, stdout=subprocess.DEVNULL,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         # Debian's slim images drop docs; keep the image small the same way.
         for sub in ("usr/share/doc", "usr/share/man", "var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(Path(rootfs, sub), ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "--change", 'CMD ["bash"]', "-", base], stdin=tar.stdout, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["docker", "import", "--change", 'CMD ["bash"]', "-", base], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL
+        )
         if tar.wait() != 0:
             raise InfraError("tar of the debootstrap root failed")
 

@@ -21,12 +21,22 @@ from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
 from mlbatch.core.settings import Settings
 from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceInfo, InstanceRequest, QuotaError
 
-CAPACITY_CODES = ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "insufficientCapacity",
-                  "UNSUPPORTED_OPERATION_ZONE_RESOURCE_POOL_EXHAUSTED")
+CAPACITY_CODES = (
+    "ZONE_RESOURCE_POOL_EXHAUSTED",
+    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+    "insufficientCapacity",
+    "UNSUPPORTED_OPERATION_ZONE_RESOURCE_POOL_EXHAUSTED",
+)
 QUOTA_CODES = ("QUOTA_EXCEEDED", "quotaExceeded")
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-TRANSIENT = (gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway, gexc.ServiceUnavailable,
-             gexc.GatewayTimeout, ConnectionError)
+TRANSIENT = (
+    gexc.TooManyRequests,
+    gexc.InternalServerError,
+    gexc.BadGateway,
+    gexc.ServiceUnavailable,
+    gexc.GatewayTimeout,
+    ConnectionError,
+)
 _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING", "REPAIRING"}
 
 
@@ -38,16 +48,23 @@ def _retry(deadline: float) -> gretry.Retry:
     """Bounded retries with exponential backoff, for transient 429/5xx only."""
     import requests
 
-    return gretry.Retry(predicate=gretry.if_exception_type(*TRANSIENT, requests.ConnectionError),
-                        initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
+    return gretry.Retry(
+        predicate=gretry.if_exception_type(*TRANSIENT, requests.ConnectionError),
+        initial=0.2,
+        maximum=5.0,
+        multiplier=2.0,
+        timeout=deadline,
+    )
 
 
 def _translate(exc: gexc.GoogleAPICallError, what: str) -> MlbatchError:
     if isinstance(exc, gexc.Forbidden | gexc.PermissionDenied):
         if any(code in str(exc) for code in QUOTA_CODES):
             return QuotaError(f"{what}: quota exceeded: {exc.message}")
-        return PermissionDenied(f"{what}: permission denied: {exc.message} "
-                                "(grant the caller compute.instanceAdmin.v1 and iam.serviceAccountUser on the runner SA)")
+        return PermissionDenied(
+            f"{what}: permission denied: {exc.message} "
+            "(grant the caller compute.instanceAdmin.v1 and iam.serviceAccountUser on the runner SA)"
+        )
     if isinstance(exc, gexc.NotFound):
         return NotFound(f"{what}: not found: {exc.message}")
     return MlbatchError(f"{what}: {type(exc).__name__}: {exc.message}")
@@ -67,8 +84,7 @@ class GceProvider:
         self.zones = settings.zones
         kwargs: dict = {"transport": "rest"}
         if settings.compute_endpoint:  # the fake Compute API in tests (settings refuse it in production)
-            kwargs.update(client_options={"api_endpoint": settings.compute_endpoint},
-                          credentials=AnonymousCredentials())
+            kwargs.update(client_options={"api_endpoint": settings.compute_endpoint}, credentials=AnonymousCredentials())
         self.instances = compute_v1.InstancesClient(**kwargs)
         self.operations = compute_v1.ZoneOperationsClient(**kwargs)
         self._zone_of: dict[str, str] = {}
@@ -102,22 +118,32 @@ class GceProvider:
             name=request.name,
             machine_type=f"zones/{zone}/machineTypes/{job.machine_type}",
             labels=request.labels,
-            disks=[compute_v1.AttachedDisk(
-                boot=True, auto_delete=True, type_="PERSISTENT",
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image=self.source_image(spec.vm_image), disk_size_gb=50,
-                    disk_type=f"zones/{zone}/diskTypes/pd-balanced"),
-            )],
+            disks=[
+                compute_v1.AttachedDisk(
+                    boot=True,
+                    auto_delete=True,
+                    type_="PERSISTENT",
+                    initialize_params=compute_v1.AttachedDiskInitializeParams(
+                        source_image=self.source_image(spec.vm_image),
+                        disk_size_gb=50,
+                        disk_type=f"zones/{zone}/diskTypes/pd-balanced",
+                    ),
+                )
+            ],
             network_interfaces=[network],  # no access config: no external IP
             service_accounts=[compute_v1.ServiceAccount(email=self.settings.service_account, scopes=[SCOPE])],
             shielded_instance_config=compute_v1.ShieldedInstanceConfig(
-                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True),
+                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+            ),
             metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]),
             scheduling=scheduling,
         )
         if job.gpu_count:
-            body.guest_accelerators = [compute_v1.AcceleratorConfig(
-                accelerator_type=f"zones/{zone}/acceleratorTypes/{job.gpu_type}", accelerator_count=job.gpu_count)]
+            body.guest_accelerators = [
+                compute_v1.AcceleratorConfig(
+                    accelerator_type=f"zones/{zone}/acceleratorTypes/{job.gpu_type}", accelerator_count=job.gpu_count
+                )
+            ]
         return body
 
     # --- operations ---------------------------------------------------------------------------
@@ -126,8 +152,9 @@ class GceProvider:
         deadline = time.monotonic() + self.operation_timeout
         while True:
             try:
-                op = self.operations.wait(project=self.project, zone=zone, operation=operation_name,
-                                          retry=_retry(self.api_deadline), timeout=60)
+                op = self.operations.wait(
+                    project=self.project, zone=zone, operation=operation_name, retry=_retry(self.api_deadline), timeout=60
+                )
             except gexc.GoogleAPICallError as exc:
                 raise _translate(exc, what) from exc
             if op.status == compute_v1.Operation.Status.DONE:
@@ -148,9 +175,9 @@ class GceProvider:
 
     def create(self, request: InstanceRequest, zone: str) -> None:
         what = f"creating {request.name} in {zone}"
-        insert = compute_v1.InsertInstanceRequest(project=self.project, zone=zone,
-                                                  instance_resource=self.instance_body(request, zone),
-                                                  request_id=str(uuid.uuid4()))
+        insert = compute_v1.InsertInstanceRequest(
+            project=self.project, zone=zone, instance_resource=self.instance_body(request, zone), request_id=str(uuid.uuid4())
+        )
         self._zone_of[request.name] = zone
         try:
             op = self.instances.insert(request=insert, retry=_retry(self.api_deadline), timeout=60)
@@ -174,8 +201,9 @@ class GceProvider:
 
     def state(self, name: str) -> str:
         try:
-            instance = self.instances.get(project=self.project, zone=self._zone(name), instance=name,
-                                          retry=_retry(self.api_deadline), timeout=30)
+            instance = self.instances.get(
+                project=self.project, zone=self._zone(name), instance=name, retry=_retry(self.api_deadline), timeout=30
+            )
         except gexc.NotFound:
             return GONE
         return RUNNING if instance.status in _RUNNING_STATES else STOPPED
@@ -183,8 +211,9 @@ class GceProvider:
     def was_preempted(self, name: str) -> bool:
         zone = self._zone(name)
         ops = self.operations.list(project=self.project, zone=zone, retry=_retry(self.api_deadline), timeout=30)
-        return any(op.operation_type == "compute.instances.preempted" and op.target_link.endswith(f"/instances/{name}")
-                   for op in ops)
+        return any(
+            op.operation_type == "compute.instances.preempted" and op.target_link.endswith(f"/instances/{name}") for op in ops
+        )
 
     def console(self, name: str, stop: threading.Event) -> Iterator[str]:
         """Serial port 1, polled with start/next; a jump in `start` means the buffer rolled over."""
@@ -193,13 +222,18 @@ class GceProvider:
             try:
                 out = self.instances.get_serial_port_output(
                     request=compute_v1.GetSerialPortOutputInstanceRequest(
-                        project=self.project, zone=self._zone(name), instance=name, port=1, start=offset),
-                    retry=_retry(self.api_deadline), timeout=30)
+                        project=self.project, zone=self._zone(name), instance=name, port=1, start=offset
+                    ),
+                    retry=_retry(self.api_deadline),
+                    timeout=30,
+                )
             except gexc.NotFound:
                 break
             if out.start > offset:
-                yield (f"[mlbatch] serial console skipped {out.start - offset} bytes (its buffer rolled over); "
-                       "`invoke logs` has the full log")
+                yield (
+                    f"[mlbatch] serial console skipped {out.start - offset} bytes (its buffer rolled over); "
+                    "`invoke logs` has the full log"
+                )
             text = partial + out.contents
             *lines, partial = text.split("\n")
             yield from lines
@@ -210,8 +244,7 @@ class GceProvider:
 
     def delete(self, name: str) -> None:
         zone = self._zone(name)
-        request = compute_v1.DeleteInstanceRequest(project=self.project, zone=zone, instance=name,
-                                                   request_id=str(uuid.uuid4()))
+        request = compute_v1.DeleteInstanceRequest(project=self.project, zone=zone, instance=name, request_id=str(uuid.uuid4()))
         try:
             op = self.instances.delete(request=request, retry=_retry(self.api_deadline), timeout=60)
         except gexc.NotFound:
@@ -223,11 +256,9 @@ class GceProvider:
     def list_ours(self) -> list[InstanceInfo]:
         out = []
         for zone in self.zones:
-            request = compute_v1.ListInstancesRequest(project=self.project, zone=zone,
-                                                      filter='labels.managed-by="mlbatch"')
+            request = compute_v1.ListInstancesRequest(project=self.project, zone=zone, filter='labels.managed-by="mlbatch"')
             for inst in self.instances.list(request=request, retry=_retry(self.api_deadline), timeout=60):
                 self._zone_of[inst.name] = zone
                 state = RUNNING if inst.status in _RUNNING_STATES else STOPPED
                 out.append(InstanceInfo(name=inst.name, zone=zone, state=state, labels=dict(inst.labels)))
         return out
-

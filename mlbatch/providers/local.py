@@ -48,21 +48,31 @@ class LocalProvider:
         workdir = self._workdir(request.name)
         workdir.mkdir(parents=True, exist_ok=True)
         instance_file = workdir / "instance.json"
-        instance_file.write_text(json.dumps({
-            "spec": json.loads(request.spec.to_json()), "attempt": request.attempt,
-            "instance": request.name, "workdir": str(workdir),
-        }))
-        volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"},
-                   str(workdir): {"bind": str(workdir), "mode": "rw"}}
+        instance_file.write_text(
+            json.dumps(
+                {
+                    "spec": json.loads(request.spec.to_json()),
+                    "attempt": request.attempt,
+                    "instance": request.name,
+                    "workdir": str(workdir),
+                }
+            )
+        )
+        volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}, str(workdir): {"bind": str(workdir), "mode": "rw"}}
         if request.spec.bucket.startswith("file://"):
-            bucket_dir = request.spec.bucket[len("file://"):]
+            bucket_dir = request.spec.bucket[len("file://") :]
             volumes[bucket_dir] = {"bind": bucket_dir, "mode": "rw"}
         env = {"MLBATCH_INSTANCE_FILE": str(instance_file)}
         if os.environ.get("STORAGE_EMULATOR_HOST"):  # the local profile may use a GCS emulator
             env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
         self.client.containers.run(
-            request.spec.vm_image, name=request.name, detach=True, network_mode="host",
-            volumes=volumes, environment=env, labels=request.labels,
+            request.spec.vm_image,
+            name=request.name,
+            detach=True,
+            network_mode="host",
+            volumes=volumes,
+            environment=env,
+            labels=request.labels,
         )
 
     def state(self, name: str) -> str:

@@ -55,7 +55,8 @@ def packer_template(root: Path) -> list[str]:
 def build_wheel(root: Path, out_dir: Path) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir), str(root)],
-        check=True, stdout=subprocess.DEVNULL,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     (wheel,) = out_dir.glob("mlbatch-*.whl")
     return wheel
@@ -72,9 +73,14 @@ class BakeRequest:
 
     def variables(self, wheel: Path, digest: str, manifest_path: Path) -> dict[str, str]:
         return {
-            "version": self.version, "git_sha": self.git_sha, "image_name": self.image_name,
-            "image_family": self.image_family, "input_hash": digest, "agent_wheel": str(wheel),
-            "ca_bundle": str(self.ca_bundle or ""), "manifest_path": str(manifest_path),
+            "version": self.version,
+            "git_sha": self.git_sha,
+            "image_name": self.image_name,
+            "image_family": self.image_family,
+            "input_hash": digest,
+            "agent_wheel": str(wheel),
+            "ca_bundle": str(self.ca_bundle or ""),
+            "manifest_path": str(manifest_path),
             "base_image": self.base_image,
         }
 
@@ -99,8 +105,12 @@ def run_packer(root: Path, request: BakeRequest, source: str, say: Say) -> tuple
         for key, value in request.variables(wheel, digest, manifest_path).items():
             argv += ["-var", f"{key}={value}"]
         template = packer_template(root)
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "ANSIBLE_NOCOLOR": "1", "PACKER_NO_COLOR": "1"}
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ANSIBLE_NOCOLOR": "1",
+            "PACKER_NO_COLOR": "1",
+        }
         if template[0].endswith("packer"):
             subprocess.run(["packer", "init", *template], check=True, env=env)
         _stream(argv + template, env, say)

@@ -29,8 +29,9 @@ def build_and_push(client, containers_dir: Path, registry: str, version: str, sa
 
 def _build(client, context: Path, tag: str, version: str, say: Say) -> None:
     tail: deque[str] = deque(maxlen=25)  # kept for the error message
-    for chunk in client.api.build(path=str(context), tag=tag, rm=True, forcerm=True, decode=True,
-                                  labels={"org.mlbatch.version": version}):
+    for chunk in client.api.build(
+        path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={"org.mlbatch.version": version}
+    ):
         if "error" in chunk:
             raise MlbatchError(f"docker build of {tag} failed: {chunk['error'].strip()}\n" + "".join(tail))
         line = chunk.get("stream", "")

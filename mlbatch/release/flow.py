@@ -31,8 +31,9 @@ def git_sha(root: Path) -> str:
     result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
     return result.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -40,8 +41,9 @@ def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, d
     """Everything that can be refused before a side effect: version, catalog, not yet released."""
     version = parse_version(version_text).tag
     root = settings.project_root
-    catalog = parse_catalog((root / "batch_code" / "jobs.yaml").read_text(),
-                            containers=set(containers.container_names(root / "containers")))
+    catalog = parse_catalog(
+        (root / "batch_code" / "jobs.yaml").read_text(), containers=set(containers.container_names(root / "containers"))
+    )
     bucket = open_bucket(settings.bucket)
     if bucket.exists(manifests.manifest_key(version)):
         raise AlreadyExists(
@@ -72,8 +74,9 @@ def upload_code(bucket: Bucket, root: Path, version: str) -> tuple[CodeBundle, s
 def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:
     version, bucket, catalog = check_release(settings, version_text)
     if not settings.is_local:
-        raise BadInput("the gcp release (Artifact Registry push, googlecompute bake) is not implemented yet; "
-                       "use the local profile")
+        raise BadInput(
+            "the gcp release (Artifact Registry push, googlecompute bake) is not implemented yet; use the local profile"
+        )
     from mlbatch.local.infra import docker_client
 
     root = settings.project_root
@@ -98,9 +101,14 @@ def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:
         return code_bundle
 
     def bake_image(outcome):
-        request = bake.BakeRequest(version=version, git_sha=sha, image_name=image_name(parse_version(version).slug,
-                                   family=settings.image_family), image_family=settings.image_family,
-                                   base_image=settings.base_image, ca_bundle=settings.ca_bundle)
+        request = bake.BakeRequest(
+            version=version,
+            git_sha=sha,
+            image_name=image_name(parse_version(version).slug, family=settings.image_family),
+            image_family=settings.image_family,
+            base_image=settings.base_image,
+            ca_bundle=settings.ca_bundle,
+        )
         with spinner("baking the VM image with Packer + Ansible"):
             image, reused = bake.bake_local(client, root, request, say)
         outcome.append(f"{'reused' if reused else 'baked'} {image.ref}")
@@ -118,8 +126,14 @@ def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:
 
     def publish(outcome):
         manifest = Manifest(
-            version=version, git_sha=sha, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            profile=settings.profile, vm_image=image, containers=pinned, code=code_bundle, jobs=catalog,
+            version=version,
+            git_sha=sha,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            profile=settings.profile,
+            vm_image=image,
+            containers=pinned,
+            code=code_bundle,
+            jobs=catalog,
         )
         manifests.publish(bucket, manifest)
         outcome.append(f"wrote {manifests.manifest_key(version)}")

@@ -13,14 +13,30 @@ from mlbatch.local.infra import MANAGED_LABEL
 def test_local_image(client, root: Path, image_ref: str, version: str) -> None:
     """Start the image with a no-op entry point and run testinfra over docker://."""
     container = client.containers.run(
-        image_ref, entrypoint=["/bin/sleep", "infinity"], detach=True, auto_remove=False,
+        image_ref,
+        entrypoint=["/bin/sleep", "infinity"],
+        detach=True,
+        auto_remove=False,
         labels=dict([MANAGED_LABEL.split("=")]) | {"org.mlbatch.role": "image-test"},
     )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", str(root / "tests" / "image"), "-q", "-p", "no:cacheprovider",
-             f"--hosts=docker://{container.id}", f"--mlbatch-version={version}", "-m", "not vm"],
-            capture_output=True, text=True, cwd=root,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(root / "tests" / "image"),
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--hosts=docker://{container.id}",
+                f"--mlbatch-version={version}",
+                "-m",
+                "not vm",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=root,
         )
     finally:
         container.remove(force=True)

@@ -124,19 +124,30 @@ class Controller:
         run_id = new_run_id(request.job)
         if request.idempotency_key:
             try:
-                runs.write_json(self.bucket, _key_record(request.job, request.idempotency_key),
-                                {"run_id": run_id, "created": runs.now_iso()}, immutable=True)
+                runs.write_json(
+                    self.bucket,
+                    _key_record(request.job, request.idempotency_key),
+                    {"run_id": run_id, "created": runs.now_iso()},
+                    immutable=True,
+                )
             except AlreadyExists:
                 existing = runs.read_json(self.bucket, _key_record(request.job, request.idempotency_key)) or {}
                 self.say(f"idempotency key {request.idempotency_key!r} already started run {existing['run_id']}")
                 return self.attach(existing["run_id"])
         spec = runs.RunSpec(
-            run_id=run_id, job=request.job, version=prepared.manifest.version, bucket=self.bucket.uri,
+            run_id=run_id,
+            job=request.job,
+            version=prepared.manifest.version,
+            bucket=self.bucket.uri,
             container=prepared.manifest.containers[prepared.job.container].ref,
             code_key=prepared.manifest.code.uri.removeprefix(self.bucket.uri + "/"),
-            code_sha256=prepared.manifest.code.sha256, argv=tuple(prepared.job.argv(prepared.params)),
-            params=prepared.params, timeout_seconds=prepared.timeout_seconds, created=runs.now_iso(),
-            profile=prepared.manifest.profile, vm_image=prepared.manifest.vm_image.ref,
+            code_sha256=prepared.manifest.code.sha256,
+            argv=tuple(prepared.job.argv(prepared.params)),
+            params=prepared.params,
+            timeout_seconds=prepared.timeout_seconds,
+            created=runs.now_iso(),
+            profile=prepared.manifest.profile,
+            vm_image=prepared.manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
         )
         runs.write_json(self.bucket, runs.spec_key(run_id), dataclasses.asdict(spec), immutable=True)
@@ -168,8 +179,12 @@ class Controller:
                     break
                 self.say(f"attempt {attempt} was preempted" + ("; retrying" if attempt < max_attempts else ""))
             else:
-                result = self._final(spec, runs.PREEMPTED, attempt,
-                                     f"preempted {max_attempts} time(s); the job allows {job.max_preemption_retries} retries")
+                result = self._final(
+                    spec,
+                    runs.PREEMPTED,
+                    attempt,
+                    f"preempted {max_attempts} time(s); the job allows {job.max_preemption_retries} retries",
+                )
         except Cancelled as exc:  # already recorded when it came during an attempt: the first record wins
             result = self._cancelled(spec, attempt, exc)
         except CapacityError as exc:
@@ -187,8 +202,10 @@ class Controller:
         try:
             self.provider.delete(name)
         except Exception as exc:
-            self.say(f"could not delete instance {name}: {exc}. It deletes itself at its max run duration, "
-                     "and `invoke gc` removes it once expired")
+            self.say(
+                f"could not delete instance {name}: {exc}. It deletes itself at its max run duration, "
+                "and `invoke gc` removes it once expired"
+            )
 
     def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str) -> None:
         now = int(time.time())
@@ -198,10 +215,23 @@ class Controller:
         if job.spot and not spot:
             self.say(f"{preemptions} preemption(s): attempt {attempt} runs on-demand")
         request = InstanceRequest(
-            name=name, spec=spec, job=job, attempt=attempt, max_run_seconds=max_run, spot=spot,
-            labels=check_labels({"managed-by": "mlbatch", "role": "instance", "job": spec.job, "run-id": spec.run_id,
-                                 "version": parse_version(spec.version).slug, "attempt": str(attempt),
-                                 "expiry": str(now + max_run)}),
+            name=name,
+            spec=spec,
+            job=job,
+            attempt=attempt,
+            max_run_seconds=max_run,
+            spot=spot,
+            labels=check_labels(
+                {
+                    "managed-by": "mlbatch",
+                    "role": "instance",
+                    "job": spec.job,
+                    "run-id": spec.run_id,
+                    "version": parse_version(spec.version).slug,
+                    "attempt": str(attempt),
+                    "expiry": str(now + max_run),
+                }
+            ),
         )
         errors = []
         for zone in self.provider.zones:
@@ -214,8 +244,9 @@ class Controller:
                 self.say(f"no capacity in {zone}; trying the next zone")
         raise CapacityError("no capacity in any zone: " + "; ".join(errors))
 
-    def _one_attempt(self, spec: runs.RunSpec, job: Job, attempt: int, name: str,
-                     phases: dict[str, float]) -> dict[str, Any] | None:
+    def _one_attempt(
+        self, spec: runs.RunSpec, job: Job, attempt: int, name: str, phases: dict[str, float]
+    ) -> dict[str, Any] | None:
         """Run one attempt; the final result record, or None when it was preempted."""
         with runs.timed(phases, "create"):
             self._create(spec, job, attempt, name)
@@ -244,8 +275,12 @@ class Controller:
                         if self.provider.was_preempted(name) or record is None:
                             return None  # ended without a record: the instance was taken away
                 if time.monotonic() > deadline:
-                    return self._final(spec, runs.TIMEOUT, attempt,
-                                       f"no result {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created")
+                    return self._final(
+                        spec,
+                        runs.TIMEOUT,
+                        attempt,
+                        f"no result {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created",
+                    )
                 time.sleep(POLL)
         finally:
             stop.set()
@@ -275,9 +310,18 @@ class Controller:
 
     def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> dict[str, Any]:
         """Record how the run ended when the agent could not; the first record written wins."""
-        record = {"run_id": spec.run_id, "job": spec.job, "version": spec.version, "attempt": attempt,
-                  "status": status, "exit_code": -1, "message": message, "finished": runs.now_iso(),
-                  "recorded_by": "controller", "results": self.bucket.url(runs.results_prefix(spec.run_id))}
+        record = {
+            "run_id": spec.run_id,
+            "job": spec.job,
+            "version": spec.version,
+            "attempt": attempt,
+            "status": status,
+            "exit_code": -1,
+            "message": message,
+            "finished": runs.now_iso(),
+            "recorded_by": "controller",
+            "results": self.bucket.url(runs.results_prefix(spec.run_id)),
+        }
         try:
             runs.write_json(self.bucket, runs.result_key(spec.run_id), record, immutable=True)
         except AlreadyExists:
@@ -307,15 +351,20 @@ class Controller:
     def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
         for key in sorted(k for k in self.bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")):
             data = self.bucket.read(key).decode(errors="replace")
-            for line in data[shown.get(key, 0):].splitlines():
+            for line in data[shown.get(key, 0) :].splitlines():
                 self.echo(line)
             shown[key] = len(data)
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:
     r = outcome.result
-    rows = [("run", outcome.run_id), ("status", r["status"]), ("exit code", str(outcome.exit_code)),
-            ("attempts", str(r.get("attempt", "-"))), ("results", r.get("results", "-"))]
+    rows = [
+        ("run", outcome.run_id),
+        ("status", r["status"]),
+        ("exit code", str(outcome.exit_code)),
+        ("attempts", str(r.get("attempt", "-"))),
+        ("results", r.get("results", "-")),
+    ]
     if r.get("message"):
         rows.append(("message", r["message"]))
     order = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")

@@ -26,17 +26,25 @@ def list_runs(bucket: Bucket, job: str | None = None) -> list[RunRow]:
     for run_id in runs.list_run_ids(bucket, job):
         spec = runs.read_json(bucket, runs.spec_key(run_id)) or {}
         result = runs.read_json(bucket, runs.result_key(run_id))
-        rows.append(RunRow(run_id, spec.get("job", "?"), spec.get("version", "?"), spec.get("created", "?"),
-                           result["status"] if result else "running",
-                           str(runs.exit_code_of(result)) if result else "-"))
+        rows.append(
+            RunRow(
+                run_id,
+                spec.get("job", "?"),
+                spec.get("version", "?"),
+                spec.get("created", "?"),
+                result["status"] if result else "running",
+                str(runs.exit_code_of(result)) if result else "-",
+            )
+        )
     return rows
 
 
 def read_logs(bucket: Bucket, run_id: str) -> str:
     if not bucket.exists(runs.spec_key(run_id)):
         raise NotFound(f"run {run_id} does not exist in {bucket.uri} (see `invoke runs`)")
-    keys = sorted((k for k in bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")),
-                  key=lambda k: int(k.split("/")[-2]))
+    keys = sorted(
+        (k for k in bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")), key=lambda k: int(k.split("/")[-2])
+    )
     parts = []
     for key in keys:
         parts.append(f"===== attempt {key.split('/')[-2]} =====\n")

@@ -17,8 +17,7 @@ def cli_env(bucket: str) -> dict[str, str]:
 
 
 def invoke(bucket: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([INVOKE, *args], cwd=ROOT, env=cli_env(bucket), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([INVOKE, *args], cwd=ROOT, env=cli_env(bucket), capture_output=True, text=True, timeout=timeout)
 
 
 def snapshot(bucket_uri: str) -> dict[str, bytes]:

@@ -25,10 +25,10 @@ from mlbatch.providers.gce import GceProvider
 from mlbatch.release.flow import release
 from mlbatch.run.controller import SELF_DELETE_MARGIN, Controller, RunRequest
 from mlbatch.run.records import collect_garbage, read_logs
-from mlbatch.testing.fake_compute import FakeCompute, Faults
 from mlbatch.ui import Steps
 from tests.conftest import ROOT, make_settings, repo_config, unique_version
 from tests.integration.helpers import INVOKE
+from tests.support.fake_compute import FakeCompute, Faults
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
 PROJECT = "mlbatch-test"
@@ -44,15 +44,16 @@ def gce_settings(bucket: str, endpoint: str):
 @pytest.fixture(scope="module")
 def world(infra, gcs_emulator):
     """A release as the gcp profile writes it (VM image by self link) in fake-gcs, and the fake API."""
-    from mlbatch.testing.gcs import create_bucket
+    from tests.support.gcs import create_bucket
 
     bucket = f"gs://mlbatch-gce-{int(time.time())}"
     create_bucket(bucket[5:])
     local = release(make_settings(bucket), unique_version(), Steps())
     fake = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
     link = fake.add_image(local.vm_image.name, local.vm_image.ref)
-    gcp = dataclasses.replace(local, version=local.version + ".gce", profile="test",
-                              vm_image=dataclasses.replace(local.vm_image, ref=link))
+    gcp = dataclasses.replace(
+        local, version=local.version + ".gce", profile="test", vm_image=dataclasses.replace(local.vm_image, ref=link)
+    )
     manifests.publish(open_bucket(bucket), gcp)
     yield gce_settings(bucket, fake.endpoint), gcp.version, fake
     fake.stop()
@@ -69,17 +70,26 @@ def run(world, job="sleep", params=("seconds=2",), lines=None, **kwargs):
     settings, version, _ = world
     provider = GceProvider(settings)
     provider.serial_poll = 0.2
-    say = (lines.append if lines is not None else lambda line: None)
-    return Controller(open_bucket(settings.bucket), provider, say, say).run(
-        RunRequest(job, version, params=params, **kwargs))
+    say = lines.append if lines is not None else lambda line: None
+    return Controller(open_bucket(settings.bucket), provider, say, say).run(RunRequest(job, version, params=params, **kwargs))
 
 
 def cli(world, *args, **popen):
     settings, _, fake = world
-    env = {**os.environ, "INVOKE_MLBATCH_PROFILES_TEST_BUCKET": settings.bucket,
-           "INVOKE_MLBATCH_PROFILES_TEST_COMPUTE_ENDPOINT": fake.endpoint}
-    return subprocess.Popen([INVOKE, "run-batch", "--profile", "test", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    env = {
+        **os.environ,
+        "INVOKE_MLBATCH_PROFILES_TEST_BUCKET": settings.bucket,
+        "INVOKE_MLBATCH_PROFILES_TEST_COMPUTE_ENDPOINT": fake.endpoint,
+    }
+    return subprocess.Popen(
+        [INVOKE, "run-batch", "--profile", "test", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def wait_for(predicate, timeout=60, what="condition"):
@@ -109,10 +119,10 @@ def test_insert_body_policy(world, fake):
     body = fake.insert_bodies()[before]
     iface = body["networkInterfaces"][0]
     assert "accessConfigs" not in iface, "no external IP by default"
-    assert body["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True,
-                                              "enableIntegrityMonitoring": True}
-    assert body["serviceAccounts"] == [{"email": world[0].service_account,
-                                        "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
+    assert body["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
+    assert body["serviceAccounts"] == [
+        {"email": world[0].service_account, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+    ]
     metadata = {i["key"]: i["value"] for i in body["metadata"]["items"]}
     assert metadata["block-project-ssh-keys"] == "true" and metadata["enable-oslogin"] == "TRUE"
     blob = json.dumps(body).lower()
@@ -144,8 +154,11 @@ def test_on_demand_after_k_preemptions(world, fake):
     settings, version, _ = world
     bucket = open_bucket(settings.bucket)
     spot = manifests.load(bucket, version)
-    fallback = dataclasses.replace(spot, version=version + ".ondemand", jobs={
-        **spot.jobs, "sleep": dataclasses.replace(spot.jobs["sleep"], on_demand_after_preemptions=1)})
+    fallback = dataclasses.replace(
+        spot,
+        version=version + ".ondemand",
+        jobs={**spot.jobs, "sleep": dataclasses.replace(spot.jobs["sleep"], on_demand_after_preemptions=1)},
+    )
     manifests.publish(bucket, fallback)
     fake.faults.preempt_attempts = {1: 3.0, 2: 3.0}
     before = len(fake.insert_bodies())
@@ -235,8 +248,9 @@ def test_serial_buffer_rollover_is_reported(world, fake):
 
 def _killed_controller_instance(world):
     proc = cli(world, "--job", "sleep", "--version", world[1], "--param", "seconds=600")
-    instance = wait_for(lambda: next((i for i in world[2].instances.values() if i.status == "RUNNING"), None),
-                        what="the instance")
+    instance = wait_for(
+        lambda: next((i for i in world[2].instances.values() if i.status == "RUNNING"), None), what="the instance"
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     time.sleep(1)
@@ -256,9 +270,11 @@ def test_gc_removes_expired_leftovers_and_nothing_else(world, fake):
     leftover = _killed_controller_instance(world)
     image = next(iter(fake.images.values()))["selfLink"]
     body = compute_v1.Instance(
-        name="someone-elses-vm", machine_type=f"zones/{settings.zones[0]}/machineTypes/e2-small",
+        name="someone-elses-vm",
+        machine_type=f"zones/{settings.zones[0]}/machineTypes/e2-small",
         labels={"owner": "data-team"},
-        disks=[compute_v1.AttachedDisk(boot=True, initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=image))])
+        disks=[compute_v1.AttachedDisk(boot=True, initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=image))],
+    )
     provider.instances.insert(project=PROJECT, zone=settings.zones[0], instance_resource=body)
     wait_for(lambda: fake.find("someone-elses-vm"), what="someone else's VM in the same project and zone")
     assert collect_garbage(provider, dry_run=False) == [], "nothing has expired yet"
@@ -268,19 +284,29 @@ def test_gc_removes_expired_leftovers_and_nothing_else(world, fake):
     provider.delete("someone-elses-vm")
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"colour": "red"}, 'Unknown name "colour"'),
-    ({"scheduling": {"provisioningModel": "CHEAP"}}, "expected one of"),
-    ({"name": "Bad_Name"}, "does not match"),
-    ({"labels": {"Owner": "x"}}, "Label keys and values"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, 'Unknown name "colour"'),
+        ({"scheduling": {"provisioningModel": "CHEAP"}}, "expected one of"),
+        ({"name": "Bad_Name"}, "does not match"),
+        ({"labels": {"Owner": "x"}}, "Label keys and values"),
+    ],
+)
 def test_the_fake_rejects_what_the_real_api_rejects(world, fake, change, message):
     image = next(iter(fake.images.values()))["selfLink"]
-    body = {"name": "strict-check", "machineType": "zones/europe-west4-a/machineTypes/e2-small",
-            "disks": [{"boot": True, "initializeParams": {"sourceImage": image}}], **change}
-    request = urllib.request.Request(f"{fake.endpoint}/compute/v1/projects/{PROJECT}/zones/europe-west4-a/instances",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    body = {
+        "name": "strict-check",
+        "machineType": "zones/europe-west4-a/machineTypes/e2-small",
+        "disks": [{"boot": True, "initializeParams": {"sourceImage": image}}],
+        **change,
+    }
+    request = urllib.request.Request(
+        f"{fake.endpoint}/compute/v1/projects/{PROJECT}/zones/europe-west4-a/instances",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 400 and message in json.loads(info.value.read())["error"]["message"]

@@ -121,6 +121,7 @@ def test_a_failing_image_test_stops_the_release_without_manifest(tmp_path, infra
 def test_ansible_lint_and_packer_validate():
     subprocess.run(["ansible-lint", "--offline", "-q", "playbook.yml"], cwd=ROOT / "ansible", check=True)
     subprocess.run(["packer", "validate", "packer/mlbatch.pkr.hcl"], cwd=ROOT, check=True)
-    bad = subprocess.run(["packer", "validate", "-var", "version=1.0", "packer/mlbatch.pkr.hcl"], cwd=ROOT,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        ["packer", "validate", "-var", "version=1.0", "packer/mlbatch.pkr.hcl"], cwd=ROOT, capture_output=True, text=True
+    )
     assert bad.returncode != 0 and "semver git tag" in bad.stdout + bad.stderr

@@ -116,15 +116,18 @@ def test_a_duplicate_trigger_attaches_to_a_running_run(env):
     assert any("tick" in line for line in lines), "the second caller followed the log"
 
 
-@pytest.mark.parametrize(("job", "version", "params", "error", "message"), [
-    ("no-such-job", None, (), BadInput, "unknown job 'no-such-job'.*expected one of"),
-    ("train-digits", "1.0", (), BadInput, "invalid version '1.0'"),
-    ("train-digits", None, ("learning_rate=0.1",), BadInput, "unknown param 'learning_rate'"),
-    ("sleep", None, ("message=hi;rm -rf /",), BadInput, "expected a value matching"),
-    ("sleep", None, ("message=$(id)",), BadInput, "expected a value matching"),
-    ("train-digits", "v99.0.0", (), NotFound, "release v99.0.0 does not exist"),
-    ("Bad_Job", None, (), BadInput, "invalid job name"),
-])
+@pytest.mark.parametrize(
+    ("job", "version", "params", "error", "message"),
+    [
+        ("no-such-job", None, (), BadInput, "unknown job 'no-such-job'.*expected one of"),
+        ("train-digits", "1.0", (), BadInput, "invalid version '1.0'"),
+        ("train-digits", None, ("learning_rate=0.1",), BadInput, "unknown param 'learning_rate'"),
+        ("sleep", None, ("message=hi;rm -rf /",), BadInput, "expected a value matching"),
+        ("sleep", None, ("message=$(id)",), BadInput, "expected a value matching"),
+        ("train-digits", "v99.0.0", (), NotFound, "release v99.0.0 does not exist"),
+        ("Bad_Job", None, (), BadInput, "invalid job name"),
+    ],
+)
 def test_bad_input_is_refused_before_anything_starts(env, job, version, params, error, message):
     settings, released = env
     bucket = open_bucket(settings.bucket)
@@ -146,9 +149,14 @@ def test_bad_input_through_the_cli_gets_its_reserved_exit_code(env):
 @pytest.mark.parametrize("moment", ["[mlbatch] running", "tick 1/"], ids=["as-the-job-starts", "mid-job"])
 def test_sigterm_to_the_controller_cancels_and_cleans_up(env, moment):
     settings, version = env
-    proc = subprocess.Popen([INVOKE, "run-batch", "--job", "sleep", "--version", version, "--param", "seconds=120"],
-                            cwd=ROOT, env=cli_env(settings.bucket), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [INVOKE, "run-batch", "--job", "sleep", "--version", version, "--param", "seconds=120"],
+        cwd=ROOT,
+        env=cli_env(settings.bucket),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         instance = wait_for(lambda: [c for c in instances() if c.status == "running"], what="a running instance")[0]
         run_id = instance.labels["run-id"]
@@ -166,11 +174,11 @@ def test_sigterm_to_the_controller_cancels_and_cleans_up(env, moment):
 def test_sigterm_to_the_instance_is_a_preemption_and_the_run_retries(env):
     settings, version = env
     outcomes = {}
-    thread = threading.Thread(target=lambda: outcomes.setdefault(
-        "run", controller(settings).run(RunRequest("sleep", version, params=("seconds=8",)))))
+    thread = threading.Thread(
+        target=lambda: outcomes.setdefault("run", controller(settings).run(RunRequest("sleep", version, params=("seconds=8",))))
+    )
     thread.start()
-    instance = wait_for(lambda: [c for c in instances() if c.name.endswith("-1") and c.status == "running"],
-                        what="attempt 1")[0]
+    instance = wait_for(lambda: [c for c in instances() if c.name.endswith("-1") and c.status == "running"], what="attempt 1")[0]
     wait_for(lambda: "tick 1/" in instance.logs().decode(), what="the job to start")
     killed_at = time.time()
     instance.kill(signal="SIGTERM")
@@ -191,14 +199,18 @@ def test_gc_removes_only_our_expired_or_orphaned_instances(env):
     client = docker_client()
     image = "debian:bookworm-slim"
     ours = {"managed-by": "mlbatch", "role": "instance"}
-    expired = client.containers.run(image, ["sleep", "300"], detach=True, name="mlb-gc-expired",
-                                    labels={**ours, "expiry": str(int(time.time()) - 10)})
-    alive = client.containers.run(image, ["sleep", "300"], detach=True, name="mlb-gc-alive",
-                                  labels={**ours, "expiry": str(int(time.time()) + 3600)})
-    orphan = client.containers.run(image, ["true"], detach=True, name="mlb-gc-orphan",
-                                   labels={**ours, "expiry": str(int(time.time()) + 3600)})
-    foreign = client.containers.run(image, ["sleep", "300"], detach=True, name="not-ours",
-                                    labels={"role": "instance", "expiry": "1"})
+    expired = client.containers.run(
+        image, ["sleep", "300"], detach=True, name="mlb-gc-expired", labels={**ours, "expiry": str(int(time.time()) - 10)}
+    )
+    alive = client.containers.run(
+        image, ["sleep", "300"], detach=True, name="mlb-gc-alive", labels={**ours, "expiry": str(int(time.time()) + 3600)}
+    )
+    orphan = client.containers.run(
+        image, ["true"], detach=True, name="mlb-gc-orphan", labels={**ours, "expiry": str(int(time.time()) + 3600)}
+    )
+    foreign = client.containers.run(
+        image, ["sleep", "300"], detach=True, name="not-ours", labels={"role": "instance", "expiry": "1"}
+    )
     try:
         orphan.wait()
         provider = LocalProvider(settings)

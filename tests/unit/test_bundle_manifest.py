@@ -58,7 +58,10 @@ def test_extract_refuses_paths_outside(tmp_path, name):
 
 def _manifest(version="v1.0.0") -> Manifest:
     return Manifest(
-        version=version, git_sha="abc", created="2026-11-23T00:00:00+00:00", profile="local",
+        version=version,
+        git_sha="abc",
+        created="2026-11-23T00:00:00+00:00",
+        profile="local",
         vm_image=VmImage("mlbatch-v1-0-0-1", "mlbatch-vm-image:mlbatch-v1-0-0-1", "h", version),
         containers={"trainer": Container("trainer", "127.0.0.1:5000/trainer", "sha256:" + "0" * 64)},
         code=CodeBundle("file:///b/batch_code/v1.0.0/batch_code.tar.gz", "f" * 64, 10),

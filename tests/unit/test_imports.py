@@ -13,8 +13,10 @@ def modules_after(imports: str) -> set[str]:
 
 
 def test_the_local_path_never_imports_the_compute_client():
-    loaded = modules_after("import tasks; from mlbatch.run import controller, records; from mlbatch.providers import local; "
-                           "from mlbatch.release import flow; from mlbatch.agent import main")
+    loaded = modules_after(
+        "import tasks; from mlbatch.run import controller, records; from mlbatch.providers import local; "
+        "from mlbatch.release import flow; from mlbatch.agent import main"
+    )
     assert "google.cloud.compute_v1" not in loaded
 
 

@@ -7,8 +7,11 @@ from mlbatch.core.settings import load_settings
 from tests.conftest import ROOT, repo_config
 
 GCP = {
-    "project": "my-ml-project", "region": "europe-west4", "zones": ["europe-west4-a", "europe-west4-b"],
-    "bucket": "gs://my-ml-project-mlbatch", "registry": "europe-west4-docker.pkg.dev/my-ml-project/mlbatch",
+    "project": "my-ml-project",
+    "region": "europe-west4",
+    "zones": ["europe-west4-a", "europe-west4-b"],
+    "bucket": "gs://my-ml-project-mlbatch",
+    "registry": "europe-west4-docker.pkg.dev/my-ml-project/mlbatch",
     "service_account": "mlbatch-runner@my-ml-project.iam.gserviceaccount.com",
 }
 
@@ -40,13 +43,16 @@ def test_unknown_profile():
         load_settings(config, ROOT, env={})
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("project", None, "project"),
-    ("zones", ["us-central1-a"], "zones"),
-    ("bucket", "file:///tmp/x", "gcp profile needs gs://"),
-    ("service_account", "me@gmail.com", "service_account"),
-    ("bucket", "gs://UPPER", "bucket"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("project", None, "project"),
+        ("zones", ["us-central1-a"], "zones"),
+        ("bucket", "file:///tmp/x", "gcp profile needs gs://"),
+        ("service_account", "me@gmail.com", "service_account"),
+        ("bucket", "gs://UPPER", "bucket"),
+    ],
+)
 def test_bad_gcp_values_name_the_key(key, value, message):
     with pytest.raises(BadInput, match=message):
         load_settings(gcp_config(**{key: value}), ROOT, env={})

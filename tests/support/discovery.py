@@ -61,7 +61,7 @@ def _check(spec: dict[str, Any], value: Any, where: str, errors: list[str], meth
         if props is not None:
             for key, item in value.items():
                 if key not in props:
-                    errors.append(f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\'')
+                    errors.append(f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}'")
                 else:
                     _check(props[key], item, f"{where}.{key}", errors, method_id)
             for key, prop in props.items():

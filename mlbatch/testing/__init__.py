@@ -1,1 +1,0 @@
-"""Test support: emulators and fakes. Never imported by product code."""

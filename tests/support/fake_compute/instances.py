@@ -1,0 +1,124 @@
+"""instances: the REST methods (insert, get, list, delete, getSerialPortOutput)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
+from tests.support.fake_compute.errors import ApiError, not_found
+from tests.support.fake_compute.state import FakeInstance
+
+_ZONE = "/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)"
+
+
+class InstancesMixin:
+    ROUTES = [
+        ("POST", _ZONE + r"/instances", "instances", "insert"),
+        ("GET", _ZONE + r"/instances", "instances", "list"),
+        ("GET", _ZONE + r"/instances/(?P<instance>[^/]+)", "instances", "get"),
+        ("DELETE", _ZONE + r"/instances/(?P<instance>[^/]+)", "instances", "delete"),
+        ("GET", _ZONE + r"/instances/(?P<instance>[^/]+)/serialPort", "instances", "getSerialPortOutput"),
+    ]
+
+    def find(self, name: str) -> FakeInstance | None:
+        with self._lock:
+            return next((i for (_, n), i in self.instances.items() if n == name), None)
+
+    def insert_bodies(self) -> list[dict[str, Any]]:
+        return [b for m, p, b in self.requests if m == "POST" and p.endswith("/instances") and b]
+
+    def _instances_insert(self, project, zone, params, body):
+        request_id = params.get("requestId", "")
+        if request_id in self.by_request_id:  # the real API deduplicates retried inserts by requestId
+            return self.operations[self.by_request_id[request_id]]
+        name = body["name"]
+        if (zone, name) in self.instances:
+            raise ApiError(
+                409, f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists", "alreadyExists"
+            )
+        for key, value in (body.get("labels") or {}).items():
+            if not LABEL_KEY.fullmatch(key) or not LABEL_VALUE.fullmatch(value):
+                raise ApiError(
+                    400,
+                    f"Invalid value for field 'resource.labels': '{key}={value}'. "
+                    "Label keys and values must be lowercase [a-z0-9_-], at most 63 characters",
+                )
+        if sum(len(i.get("value", "")) for i in body.get("metadata", {}).get("items", [])) > 512 * 1024:
+            raise ApiError(400, "Metadata exceeds the 512 KB limit")
+        source = body.get("disks", [{}])[0].get("initializeParams", {}).get("sourceImage", "")
+        image = source.rstrip("/").split("/")[-1]
+        self._image(image)  # 404 for an image that does not exist
+        op = self._new_operation(zone, "insert", name, request_id)
+        if zone in self.faults.stockout_zones:
+            self._finish(
+                op,
+                (
+                    "ZONE_RESOURCE_POOL_EXHAUSTED",
+                    f"The zone 'projects/{project}/zones/{zone}' does not have enough resources available "
+                    "to fulfill the request. Try a different zone, or try again later.",
+                ),
+            )
+            return op
+        if self.faults.quota_exceeded:
+            self._finish(op, ("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded. Limit: 8.0 in region europe-west4."))
+            return op
+        instance = FakeInstance(
+            zone=zone,
+            body={
+                **body,
+                "id": str(next(self._ids)),
+                "kind": "compute#instance",
+                "zone": self._zone_link(zone),
+                "selfLink": f"{self._zone_link(zone)}/instances/{name}",
+            },
+            created=self.now(),
+        )
+        self.instances[(zone, name)] = instance
+        self.inserts_performed += 1
+        threading.Thread(target=self._boot, args=(instance, self.images[image]["_docker_ref"], op), daemon=True).start()
+        return op
+
+    def _get_instance(self, zone: str, name: str) -> FakeInstance:
+        instance = self.instances.get((zone, name))
+        if instance is None:
+            raise not_found(f"projects/{self.project}/zones/{zone}/instances/{name}")
+        return instance
+
+    def _view(self, instance: FakeInstance) -> dict[str, Any]:
+        return {**instance.body, "status": instance.status}
+
+    def _instances_get(self, project, zone, instance, params, body):
+        return self._view(self._get_instance(zone, instance))
+
+    def _instances_list(self, project, zone, params, body):
+        items = [self._view(i) for (z, _), i in self.instances.items() if z == zone]
+        match = re.fullmatch(r"labels\.([a-z0-9_-]+)\s*=\s*\"?([a-z0-9_-]*)\"?", params.get("filter", "").strip())
+        if match:
+            items = [i for i in items if (i.get("labels") or {}).get(match[1]) == match[2]]
+        return {"kind": "compute#instanceList", "items": items}
+
+    def _instances_delete(self, project, zone, instance, params, body):
+        request_id = params.get("requestId", "")
+        if request_id in self.by_request_id:
+            return self.operations[self.by_request_id[request_id]]
+        target = self._get_instance(zone, instance)
+        target.status = "STOPPING"
+        op = self._new_operation(zone, "delete", instance, request_id)
+        threading.Thread(target=self._delete_later, args=(target, op), daemon=True).start()
+        return op
+
+    def _instances_getSerialPortOutput(self, project, zone, instance, params, body):
+        target = self._get_instance(zone, instance)
+        start = int(params.get("start", 0))
+        # Like the real API: a start older than the buffer returns from the oldest byte kept.
+        start = max(start, target.serial_dropped)
+        data = bytes(target.serial[start - target.serial_dropped :])
+        return {
+            "kind": "compute#serialPortOutput",
+            "contents": data.decode(errors="replace"),
+            "start": str(start),
+            "next": str(start + len(data)),
+            "selfLink": target.body["selfLink"],
+        }

@@ -1,0 +1,155 @@
+"""A fake Compute Engine API for tests: strict about what it accepts, able to inject the
+faults production brings, and backing each instance with a real container of the baked
+image running the real agent (with a per-instance metadata server).
+
+One module per resource (instances.py, operations.py, images.py), one for what backs an
+instance (backing.py) and one for its metadata server (metadata.py); this one holds the
+HTTP plumbing and the route table the resource modules contribute to. Every request's
+parameters and body are checked against the official discovery document.
+"""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import json
+import re
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from tests.support import discovery
+from tests.support.fake_compute.backing import BackingMixin
+from tests.support.fake_compute.errors import ApiError, error_body, not_found
+from tests.support.fake_compute.images import ImagesMixin
+from tests.support.fake_compute.instances import InstancesMixin
+from tests.support.fake_compute.operations import OperationsMixin
+from tests.support.fake_compute.state import FakeInstance, Faults
+
+
+class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
+    _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES
+
+    def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
+        self.project = project
+        self.storage_emulator = storage_emulator
+        self.docker_socket = docker_socket
+        self.faults = Faults()
+        self.clock_offset = 0.0
+        self.images: dict[str, dict[str, Any]] = {}
+        self.instances: dict[tuple[str, str], FakeInstance] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.by_request_id: dict[str, str] = {}
+        self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received
+        self.inserts_performed = 0
+        self._ids = itertools.count(1000)
+        self._lock = threading.RLock()
+        self._workroot = Path(tempfile.mkdtemp(prefix="fake-compute-"))
+        self._stop = threading.Event()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, daemon=True),
+            threading.Thread(target=self._reaper, daemon=True),
+        ]
+
+    # --- lifecycle and test controls -------------------------------------------------
+
+    def start(self) -> FakeCompute:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        with self._lock:
+            for instance in list(self.instances.values()):
+                self._destroy(instance)
+            self.instances.clear()
+        shutil.rmtree(self._workroot, ignore_errors=True)
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock: max_run_duration and preemption timers see it."""
+        self.clock_offset += seconds
+        self._enforce_timers()
+
+    # --- HTTP plumbing ------------------------------------------------------------------
+
+    def _handler(self):
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                url = urllib.parse.urlsplit(self.path)
+                params = dict(urllib.parse.parse_qsl(url.query))
+                try:
+                    body = json.loads(raw) if raw else None
+                except json.JSONDecodeError:
+                    return self._reply(400, error_body(400, "Invalid JSON payload received."))
+                status, payload = fake._dispatch(self.command, url.path, params, body)
+                self._reply(status, payload)
+
+            def _reply(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+        return Handler
+
+    def _route(self, verb: str, path: str) -> tuple[str, str, dict[str, str]] | None:
+        for route_verb, pattern, resource, name in self._ROUTES:
+            match = re.fullmatch(pattern, path)
+            if route_verb == verb and match:
+                return resource, name, match.groupdict()
+        return None
+
+    def _dispatch(self, verb: str, path: str, params: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests.append((verb, path, body))
+            if self.faults.http_burst:
+                code = self.faults.http_burst.pop(0)
+                return code, error_body(code, "injected: the service is busy, try again", "backendError")
+            route = self._route(verb, path)
+            if route is None:
+                return 404, error_body(404, f"fake compute: no route for {verb} {path}", "notFound")
+            resource, name, args = route
+            try:
+                errors = discovery.check_params(resource, name, {**params, **args})
+                spec = discovery.method(resource, name)
+                if "request" in spec:  # the body schema the discovery document names for this method
+                    errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"])
+                if errors:
+                    raise ApiError(400, "; ".join(errors))
+                if args["project"] != self.project:
+                    raise not_found(f"projects/{args['project']}")
+                if self.faults.forbidden:
+                    raise ApiError(
+                        403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden"
+                    )
+                result = getattr(self, f"_{resource}_{name}")(params=params, body=body, **args)
+            except ApiError as exc:
+                return exc.code, error_body(exc.code, exc.message, exc.reason)
+            if name == "insert" and self.faults.lose_insert_responses > 0:
+                self.faults.lose_insert_responses -= 1
+                return 503, error_body(503, "injected: the insert was performed but its response was lost", "backendError")
+            return 200, result

@@ -1,0 +1,44 @@
+"""The fake's state: what to break (Faults) and what an instance is (FakeInstance)."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+from pathlib import Path
+from typing import Any
+
+CONTAINER_LABEL = "mlbatch-fake-compute"
+
+
+@dataclasses.dataclass
+class Faults:
+    """What to break, set per test. Times are in seconds of the fake's clock."""
+
+    stockout_zones: set[str] = dataclasses.field(default_factory=set)
+    quota_exceeded: bool = False
+    forbidden: bool = False
+    http_burst: list[int] = dataclasses.field(default_factory=list)  # statuses for the next requests
+    lose_insert_responses: int = 0  # inserts performed whose response is then lost (503)
+    preempt_attempts: dict[int, float] = dataclasses.field(default_factory=dict)  # attempt -> seconds after start
+    early_waits: int = 0  # operations.wait calls that return at once, not DONE
+    serial_buffer_bytes: int | None = None  # keep only the newest N bytes of the serial port
+
+
+@dataclasses.dataclass
+class FakeInstance:
+    zone: str
+    body: dict[str, Any]
+    status: str = "PROVISIONING"
+    created: float = 0.0
+    container: str = ""
+    serial: bytearray = dataclasses.field(default_factory=bytearray)
+    serial_dropped: int = 0  # bytes rolled out of the buffer
+    metadata_server: http.server.ThreadingHTTPServer | None = None
+    workdir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.body["name"]
+
+    def metadata(self) -> dict[str, str]:
+        return {i["key"]: i.get("value", "") for i in self.body.get("metadata", {}).get("items", [])}

@@ -215,6 +215,62 @@ def demo(c, version=None):
         raise Exit(code=outcome.exit_code)
 
 
+# --- scheduler exports ---------------------------------------------------------------
+
+
+@task(
+    name="export",
+    help={
+        "output_dir": "folder for one <job>.yaml per catalog job (default .mlbatch/rundeck)",
+        "project_dir": "absolute path of this checkout on the Rundeck node (default: this checkout)",
+        "version": "take the catalog of this release (or latest); default: batch_code/jobs.yaml of the checkout",
+        "invoke_path": "the invoke executable on the Rundeck node (default invoke)",
+    },
+)
+def rundeck_export(c, output_dir=None, project_dir=None, version=None, invoke_path="invoke"):
+    """Write a Rundeck job definition (YAML) per catalog job, calling run-batch with ${job.execid} as key."""
+    from mlbatch.triggers import rundeck
+    from mlbatch.triggers.common import load_catalog
+    from mlbatch.ui import say
+
+    with _errors():
+        settings = _settings(c)
+        out = Path(output_dir) if output_dir else settings.state_dir / "rundeck"
+        for path in rundeck.export(load_catalog(settings, version), out, Path(project_dir or ROOT), invoke_path):
+            say(f"wrote {path}")
+
+
+rundeck_ns = Collection("rundeck", rundeck_export)
+
+
+@task(
+    name="export",
+    iterable=["param"],
+    help={
+        "job": "catalog job to schedule, e.g. train-digits",
+        "cron": "unix-cron schedule in quotes, e.g. '0 3 * * *'",
+        "version": "release each trigger runs (default latest: the newest that is not a pre-release, at trigger time)",
+        "param": "job parameter as name=value; repeatable (validated against batch_code/jobs.yaml)",
+        "time_zone": "tz database name the cron is read in (default Etc/UTC)",
+        "profile": "settings profile whose project, region and service account the commands use (default gcp)",
+    },
+)
+def schedule_export(c, job, cron, version="latest", param=None, time_zone="Etc/UTC", profile="gcp"):
+    """Print the gcloud commands for Cloud Scheduler -> Pub/Sub -> the mlbatch Cloud Function."""
+    from mlbatch.core.catalog import parse_params
+    from mlbatch.triggers import schedule
+    from mlbatch.triggers.common import load_catalog, pick_job
+
+    with _errors():
+        settings = _settings(c, profile)
+        chosen = pick_job(load_catalog(settings), job)
+        commands = schedule.gcloud_commands(settings, chosen, cron, version, parse_params(param or ()), time_zone)
+        print(schedule.script(commands), end="")
+
+
+schedule_ns = Collection("schedule", schedule_export)
+
+
 # --- benchmarks ----------------------------------------------------------------------
 
 
@@ -265,4 +321,4 @@ def lint(c):
     c.run("packer validate packer/mlbatch.pkr.hcl", echo=True)
 
 
-ns = Collection(release, run_batch, runs, logs, gc, demo, lint, local, releases, bench)
+ns = Collection(release, run_batch, runs, logs, gc, demo, lint, local, releases, bench, rundeck_ns, schedule_ns)

@@ -20,6 +20,8 @@ DEFAULT_STR_PATTERN = r"[A-Za-z0-9._,:/@+=-]{0,256}"
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _MACHINE_TYPE = re.compile(r"^[a-z0-9]+-[a-z0-9-]+$")
 MAX_TIMEOUT = 7 * 24 * 3600
+# What a trigger does while a run of the same job is still going (see mlbatch.run.overlap).
+CONCURRENCY = ("allow", "skip", "wait")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Job:
     gpu_type: str = ""
     gpu_count: int = 0
     params: tuple[Param, ...] = ()
+    concurrency: str = "allow"  # allow | skip | wait, while a run of this job is still going
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
         """Validate `--param k=v` values against the catalog; return all params with defaults."""
@@ -155,6 +158,9 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     gpu = spec.get("gpu") or {}
     if gpu and (not isinstance(gpu.get("type"), str) or not isinstance(gpu.get("count", 1), int)):
         raise _fail(name, "gpu must be {type: nvidia-..., count: N}")
+    concurrency = spec.get("concurrency", "allow")
+    if concurrency not in CONCURRENCY:
+        raise _fail(name, f"concurrency {concurrency!r} must be one of {', '.join(CONCURRENCY)}")
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise _fail(name, "params must be a mapping of name -> {type, default, help}")
@@ -171,6 +177,7 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         gpu_type=str(gpu.get("type", "")),
         gpu_count=int(gpu.get("count", 1)) if gpu else 0,
         params=tuple(_param(name, k, v or {}) for k, v in params.items()),
+        concurrency=concurrency,
     )
 
 

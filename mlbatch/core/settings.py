@@ -42,6 +42,7 @@ class Settings:
     network: str = "default"
     subnetwork: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
+    price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
 
     @property
     def is_local(self) -> bool:
@@ -91,6 +92,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         network=str(get("network", "default")),
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
+        price_table=_abs(project_root, str(get("price_table"))) if get("price_table", None) else None,
     )
     _validate(settings, env)
     return settings
@@ -104,6 +106,10 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
         raise BadInput(f"invalid {where}.image_family {s.image_family!r}: expected a GCE name, e.g. mlbatch")
     if s.ca_bundle is not None and not s.ca_bundle.is_file():
         raise BadInput(f"{where}.ca_bundle {str(s.ca_bundle)!r} is not a file: expected a PEM bundle or null")
+    if s.price_table is not None and not s.price_table.is_file():
+        raise BadInput(
+            f"{where}.price_table {str(s.price_table)!r} is not a file: expected a YAML like mlbatch/run/prices.yaml, or null"
+        )
     if s.profile not in EMULATOR_PROFILES:
         if env.get("STORAGE_EMULATOR_HOST"):
             raise BadInput(

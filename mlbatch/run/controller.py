@@ -51,6 +51,7 @@ class RunRequest:
     params: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     idempotency_key: str = ""
+    detach: bool = False  # return once the instance exists; its own safety nets tear it down
 
 
 @dataclasses.dataclass
@@ -73,7 +74,7 @@ class RunOutcome:
 def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     """Every check that can refuse the run, before anything is written or created."""
     check_job_name(request.job)
-    version = parse_version(request.version).tag
+    version = manifests.resolve_version(bucket, request.version)
     raw_params = parse_params(request.params)
     if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= 7 * 24 * 3600:
         raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {7 * 24 * 3600}")
@@ -121,6 +122,8 @@ class Controller:
 
     def run(self, request: RunRequest) -> RunOutcome:
         prepared = prepare(self.bucket, request)
+        if request.version == manifests.LATEST:
+            self.say(f"--version latest resolved to {prepared.manifest.version}")
         run_id = new_run_id(request.job)
         if request.idempotency_key:
             try:

@@ -18,6 +18,7 @@ from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.names import managed_labels
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
 CONTAINER_CODE_DIR = "/code"
@@ -99,7 +100,7 @@ class Attempt:
                 str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
-            labels={"managed-by": "mlbatch", "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
+            labels={**managed_labels(), "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
         )
         pump = threading.Thread(target=self._pump_logs, daemon=True)
         pump.start()

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbatch.core.names import MANAGED_LABEL
 from mlbatch.core.runs import InstanceSpec
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
@@ -101,6 +102,6 @@ class LocalProvider:
 
     def list_ours(self) -> list[InstanceInfo]:
         out = []
-        for c in self.client.containers.list(all=True, filters={"label": ["managed-by=mlbatch", "role=instance"]}):
+        for c in self.client.containers.list(all=True, filters={"label": [MANAGED_LABEL, "role=instance"]}):
             out.append(InstanceInfo(name=c.name, zone="local", state=_state(c), labels=c.labels))
         return out

@@ -26,7 +26,7 @@ from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, MlbatchError
 from mlbatch.core.manifest import Manifest
-from mlbatch.core.names import check_job_name, check_labels, instance_name, new_run_id
+from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
 from mlbatch.ui import Say
@@ -119,6 +119,12 @@ def _cancel_on_signals() -> Iterator[None]:
 
 
 class Controller:
+    # Waits, as class attributes so fast tests can shorten them (behaviour is the same).
+    poll = POLL
+    state_check_every = STATE_CHECK_EVERY
+    boot_margin = BOOT_MARGIN
+    attach_poll = 1.0  # seconds between reads of a run followed through its records
+
     def __init__(self, bucket: Bucket, provider: Provider, say: Say, echo: Say):
         self.bucket, self.provider, self.say, self.echo = bucket, provider, say, echo
 
@@ -238,7 +244,7 @@ class Controller:
             spot=spot,
             labels=check_labels(
                 {
-                    "managed-by": "mlbatch",
+                    **managed_labels(),
                     "role": "instance",
                     "job": spec.job,
                     "run-id": spec.run_id,
@@ -270,20 +276,20 @@ class Controller:
         shown: list[str] = []
         streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
         streamer.start()
-        deadline = time.monotonic() + spec.timeout_seconds + BOOT_MARGIN
-        next_state_check = time.monotonic() + STATE_CHECK_EVERY
+        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
+        next_state_check = time.monotonic() + self.state_check_every
         try:
             while True:
                 result = runs.read_result(self.bucket, spec.run_id)
                 if result is not None:
                     break
                 if time.monotonic() >= next_state_check:
-                    next_state_check = time.monotonic() + STATE_CHECK_EVERY
+                    next_state_check = time.monotonic() + self.state_check_every
                     record = runs.read_attempt(self.bucket, spec.run_id, attempt)
                     if record is not None and record.status == runs.PREEMPTED:
                         return None
                     if self.provider.state(name) in (STOPPED, GONE):
-                        time.sleep(POLL)  # the agent writes its records before it ends: read once more
+                        time.sleep(self.poll)  # the agent writes its records before it ends: read once more
                         result = runs.read_result(self.bucket, spec.run_id)
                         if result is not None:
                             break
@@ -294,9 +300,9 @@ class Controller:
                         spec,
                         runs.TIMEOUT,
                         attempt,
-                        f"no result {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created",
+                        f"no result {spec.timeout_seconds + self.boot_margin}s after the instance was created",
                     )
-                time.sleep(POLL)
+                time.sleep(self.poll)
         finally:
             stop.set()
         streamer.join(timeout=5)
@@ -346,12 +352,12 @@ class Controller:
 
     # --- attaching to an existing run ----------------------------------------------------
 
-    def attach(self, run_id: str, poll: float = 1.0) -> RunOutcome:
+    def attach(self, run_id: str) -> RunOutcome:
         """Follow a run started elsewhere through its bucket records until it ends."""
         spec = runs.read_spec(self.bucket, run_id)
         if spec is None:
             raise MlbatchError(f"run {run_id} has an idempotency record but no spec.json yet")
-        deadline = time.monotonic() + spec.timeout_seconds + BOOT_MARGIN
+        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
         shown: dict[str, int] = {}
         with _cancel_on_signals():
             while True:
@@ -360,8 +366,8 @@ class Controller:
                 if result is not None:
                     return RunOutcome(run_id, result.run_exit_code, result, dict(result.phases), True)
                 if time.monotonic() > deadline:
-                    raise MlbatchError(f"run {run_id} has not ended after {spec.timeout_seconds + BOOT_MARGIN}s")
-                time.sleep(poll)
+                    raise MlbatchError(f"run {run_id} has not ended after {spec.timeout_seconds + self.boot_margin}s")
+                time.sleep(self.attach_poll)
 
     def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
         for key in sorted(

@@ -8,6 +8,7 @@ import time
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import NotFound
+from mlbatch.core.names import is_managed
 from mlbatch.providers.base import STOPPED, Provider
 
 
@@ -54,7 +55,7 @@ def collect_garbage(provider: Provider, dry_run: bool, now: float | None = None)
     now = time.time() if now is None else now
     removed = []
     for info in provider.list_ours():
-        if info.labels.get("managed-by") != "mlbatch":
+        if not is_managed(info.labels):
             continue  # list_ours filters on it already; never touch what is not ours
         expiry = info.labels.get("expiry", "")
         if expiry.isdigit() and int(expiry) < now:

@@ -59,7 +59,7 @@ def bench_run(
             outcome = controller.run(RunRequest(job, version, params=params))
             candidate.append(time.monotonic() - start)
             if outcome.exit_code != 0:
-                raise RuntimeError(f"bench run {outcome.run_id} failed: {outcome.result.get('message')}")
+                raise RuntimeError(f"bench run {outcome.run_id} failed: {outcome.record.message}")
             for name, seconds in outcome.phases.items():
                 phases.setdefault(name, []).append(seconds)
             say(f"round {i + 1}/{repeat}: docker run {baseline[-1]:.2f}s, run-batch {candidate[-1]:.2f}s")

@@ -68,3 +68,9 @@ class NotFound(MlbatchError):
 
 class AlreadyExists(MlbatchError):
     exit_code = ExitCode.ALREADY_EXISTS
+
+
+class BadRecord(MlbatchError):
+    """A record in the bucket that exists but cannot be read (corrupt, incomplete, or from a newer mlbatch)."""
+
+    exit_code = ExitCode.INFRA_FAILED

@@ -24,13 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlbatch.core.errors import MlbatchError
+from mlbatch.core.names import MANAGED_LABEL, managed_labels
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
 CA_LABEL = "org.mlbatch.ca-bundle-sha256"
 CA_PATH = "/usr/local/share/mlbatch/ca-bundle.crt"
-# Containers created by mlbatch carry this label; `local.down` and `gc` find them by it.
-MANAGED_LABEL = "managed-by=mlbatch"
 _DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -159,7 +158,7 @@ def ensure_registry(settings: Settings, say: Say) -> None:
             name="mlbatch-registry",
             network_mode="host",
             environment={"REGISTRY_HTTP_ADDR": addr},
-            labels={"managed-by": "mlbatch"},
+            labels=managed_labels(),
             restart_policy={"Name": "always"},
         )
     _wait(f"registry {addr}", lambda: registry_running(settings.registry), 30, say)

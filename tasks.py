@@ -118,15 +118,10 @@ releases = Collection("releases", list_releases, show)
 
 def _run(c, request, profile=None):
     """Run (or attach to) a batch; print the summary; return the outcome."""
-    from mlbatch.core.bucket import open_bucket
-    from mlbatch.providers import get_provider
-    from mlbatch.run.controller import Controller, summary_rows
-    from mlbatch.ui import console, echo, say, summary
+    from mlbatch.run.controller import summary_rows
+    from mlbatch.ui import console, summary
 
-    settings = _settings(c, profile)
-    bucket = open_bucket(settings.bucket)
-    controller = Controller(bucket, get_provider(settings), say, echo)
-    outcome = controller.run(request)
+    outcome = _controller(c, profile).run(request)
     console.print(summary(f"run-batch {request.job} {request.version}", summary_rows(outcome)))
     return outcome
 
@@ -135,15 +130,16 @@ def _run(c, request, profile=None):
     iterable=["param"],
     help={
         "job": "job name from the release's batch_code/jobs.yaml, e.g. train-digits",
-        "version": "released version to run, e.g. v1.4.0 (see `invoke releases`)",
+        "version": "released version to run, e.g. v1.4.0 (see `invoke releases`), or latest (newest not a pre-release)",
         "param": "job parameter as name=value; repeat for several (validated against the catalog)",
         "timeout": "seconds the job may run, overriding the catalog's timeout_seconds",
         "idempotency_key": "a trigger's id (schedule slot, Rundeck execution id): the same key never starts two runs",
         "profile": "settings profile: local (default), gcp, or test (gcp against emulators)",
+        "detach": "print the run id once the instance exists and exit 0; `invoke runs.wait RUN` follows it",
     },
 )
-def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", profile=None):
-    """Run JOB of release VERSION on a throw-away instance; exit with the job's exit code."""
+def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", profile=None, detach=False):
+    """Run JOB of release VERSION (or latest) on a throw-away instance; exit with the job's exit code."""
     from mlbatch.run.controller import RunRequest
 
     with _errors():
@@ -154,20 +150,102 @@ def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", pro
             timeout_seconds=int(timeout) if timeout is not None else None,
             idempotency_key=idempotency_key,
         )
+        if detach:
+            from mlbatch.run.detach import start
+
+            print(start(_controller(c, profile), request))
+            return
         outcome = _run(c, request, profile)
     if outcome.exit_code:
         raise Exit(code=outcome.exit_code)
 
 
-@task(help={"job": "only runs of this job"})
-def runs(c, job=None):
-    """List runs from the bucket's records, oldest first."""
+def _controller(c, profile=None):
     from mlbatch.core.bucket import open_bucket
-    from mlbatch.run.records import list_runs
+    from mlbatch.providers import get_provider
+    from mlbatch.run.controller import Controller
+    from mlbatch.ui import echo, say
+
+    settings = _settings(c, profile)
+    return Controller(open_bucket(settings.bucket), get_provider(settings), say, echo)
+
+
+@task(
+    name="list",
+    default=True,
+    help={
+        "job": "only runs of this job",
+        "status": "only runs with this status: running, succeeded, failed, timeout, cancelled, preempted, skipped, ...",
+        "since": "only runs created since: 30m, 24h, 7d, or a date/time like 2026-11-24T03:00 (UTC)",
+        "json": "one JSON list for machines instead of the table",
+    },
+)
+def runs_list(c, job=None, status=None, since=None, json=False):
+    """List runs from the bucket's records, oldest first, with their metrics."""
+    import json as json_module
+
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.run import inspect
 
     with _errors():
-        for row in list_runs(open_bucket(_settings(c).bucket), job):
-            print(f"{row.run_id}\t{row.version}\t{row.status}\t{row.exit_code}\t{row.created}")
+        rows = inspect.list_runs(open_bucket(_settings(c).bucket), job, status, since)
+    print(json_module.dumps(rows, indent=2) if json else inspect.render_list(rows), end="\n" if json else "")
+
+
+@task(name="show", help={"run_id": "the run, as `invoke runs` lists it", "json": "the same as one JSON object, for machines"})
+def runs_show(c, run_id, json=False):
+    """A run's spec, params, attempts (zone, Spot or on-demand, phases), provenance, metrics and estimated cost."""
+    import json as json_module
+
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run import inspect
+    from mlbatch.run.prices import load_prices
+    from mlbatch.ui import console
+
+    with _errors():
+        job_of_run_id(run_id)
+        settings = _settings(c)
+        view = inspect.show(open_bucket(settings.bucket), run_id, load_prices(settings.price_table))
+    if json:
+        print(json_module.dumps(view, indent=2))
+    else:
+        console.print(inspect.render_show(view))
+
+
+@task(
+    name="wait",
+    help={"run_id": "the run, e.g. as `run-batch --detach` printed it", "profile": "settings profile (default local)"},
+)
+def runs_wait(c, run_id, profile=None):
+    """Follow a (detached) run to its end and exit with its exit code, as an attached run-batch would."""
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run import detach
+    from mlbatch.run.controller import summary_rows
+    from mlbatch.ui import console, summary
+
+    with _errors():
+        job_of_run_id(run_id)
+        outcome = detach.wait(_controller(c, profile), run_id)
+        console.print(summary(f"runs.wait {run_id}", summary_rows(outcome)))
+    if outcome.exit_code:
+        raise Exit(code=outcome.exit_code)
+
+
+@task(name="cancel", help={"run_id": "the run to end", "profile": "settings profile (default local)"})
+def runs_cancel(c, run_id, profile=None):
+    """End a run: recorded as cancelled, its instance deleted. An ended run is left as it is."""
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run import detach
+    from mlbatch.ui import say
+
+    with _errors():
+        job_of_run_id(run_id)
+        record = detach.cancel(_controller(c, profile), run_id)
+        say(f"run {run_id}: {record.status}")
+
+
+runs = Collection("runs", runs_list, runs_show, runs_wait, runs_cancel)
 
 
 @task(help={"run_id": "the run, as `invoke runs` lists it"})

@@ -33,6 +33,7 @@ NO_CAPACITY = "no_capacity"
 QUOTA_EXCEEDED = "quota_exceeded"
 PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
+SKIPPED = "skipped"  # concurrency: skip, while a run of the job was still going; nothing was started
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,
@@ -44,6 +45,7 @@ STATUS_EXIT_CODES = {
     QUOTA_EXCEEDED: ExitCode.QUOTA_EXCEEDED,
     PERMISSION_DENIED: ExitCode.PERMISSION_DENIED,
     NOT_FOUND: ExitCode.NOT_FOUND,
+    SKIPPED: ExitCode.SKIPPED_OVERLAP,
 }
 
 
@@ -241,6 +243,42 @@ class ResultRecord(Record):
         if self.status == FAILED:
             return self.exit_code
         return int(STATUS_EXIT_CODES.get(self.status, ExitCode.INFRA_FAILED))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InstanceRecord(Record):
+    """attempts/<n>/instance.json: where the controller made the attempt's instance, and when it went.
+
+    Written when the instance exists, rewritten when the controller deletes it; a detached
+    run's instance deletes itself, so `deleted` stays empty unless `runs.wait` took over.
+    """
+
+    run_id: str
+    attempt: int
+    instance: str
+    zone: str
+    spot: bool
+    machine_type: str
+    gpu_type: str = ""
+    gpu_count: int = 0
+    created: str
+    deleted: str = ""
+    detached: bool = False
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # the controller's: create, teardown
+    schema_version: int = SCHEMA_VERSION
+
+
+INSTANCE_RECORD = "instance.json"
+
+
+def read_instance(bucket: Bucket, run_id: str, attempt: int) -> InstanceRecord | None:
+    return read_record(bucket, attempt_key(run_id, attempt, INSTANCE_RECORD), InstanceRecord)
+
+
+def attempt_numbers(bucket: Bucket, run_id: str) -> list[int]:
+    """The attempts that have any record (an instance, a log or an end), in order."""
+    numbers = {int(k.split("/")[4]) for k in bucket.list(f"{run_prefix(run_id)}/attempts") if k.count("/") == 5}
+    return sorted(numbers)
 
 
 def run_prefix(run_id: str) -> str:

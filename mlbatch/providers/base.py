@@ -35,6 +35,7 @@ class InstanceRequest:
     labels: dict[str, str]
     max_run_seconds: int  # the instance deletes itself after this, controller or not
     spot: bool
+    detached: bool = False  # nobody watches: the instance removes itself when its agent is done
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,6 +66,8 @@ class LocalProvider:
             volumes=volumes,
             environment=env,
             labels=request.labels,
+            # A VM's agent deletes the VM; a detached local instance's container goes when its agent ends.
+            auto_remove=request.detached,
         )
 
     def state(self, name: str) -> str:

@@ -29,6 +29,7 @@ from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
+from mlbatch.run import overlap
 from mlbatch.ui import Say
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -51,7 +52,6 @@ class RunRequest:
     params: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     idempotency_key: str = ""
-    detach: bool = False  # return once the instance exists; its own safety nets tear it down
 
 
 @dataclasses.dataclass
@@ -93,6 +93,11 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
 
 
+def status_of(exc: MlbatchError) -> str:
+    """The run status that ends a run with this error's exit code."""
+    return {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
+
+
 def _key_record(job: str, key: str) -> str:
     return f"idempotency/{job}/{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
@@ -132,6 +137,16 @@ class Controller:
     # --- entry point ----------------------------------------------------------------
 
     def run(self, request: RunRequest) -> RunOutcome:
+        begun = self._begin(request)
+        if isinstance(begun, str):  # the idempotency key's run: follow it
+            return self.attach(begun)
+        spec, job = begun
+        with _cancel_on_signals():
+            return self._attempts(spec, job)
+
+    def _begin(self, request: RunRequest) -> tuple[runs.RunSpec, Job] | str:
+        """Validate, claim the key, write spec.json, take the job's overlap slot: the new run's
+        spec and job, or the run id an idempotency key already started."""
         prepared = prepare(self.bucket, request)
         if request.version == manifests.LATEST:
             self.say(f"--version latest resolved to {prepared.manifest.version}")
@@ -143,7 +158,7 @@ class Controller:
             except AlreadyExists:
                 existing = self._read_key_record(key, request.idempotency_key)
                 self.say(f"idempotency key {request.idempotency_key!r} already started run {existing.run_id}")
-                return self.attach(existing.run_id)
+                return existing.run_id
         spec = runs.RunSpec(
             run_id=run_id,
             job=request.job,
@@ -160,9 +175,20 @@ class Controller:
             idempotency_key=request.idempotency_key,
         )
         runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
+        max_attempts = 1 + prepared.job.max_preemption_retries
+        try:
+            overlap.claim(
+                self.bucket,
+                prepared.job,
+                run_id,
+                time.time() + max_attempts * (spec.timeout_seconds + SELF_DELETE_MARGIN),
+                self.say,
+            )
+        except overlap.OverlapSkipped as exc:
+            self._final(spec, runs.SKIPPED, 0, str(exc))
+            raise
         self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
-        with _cancel_on_signals():
-            return self._attempts(spec, prepared.job)
+        return spec, prepared.job
 
     def _read_key_record(self, key: str, idempotency_key: str) -> runs.IdempotencyRecord:
         """The run an idempotency key started; a clear error when its record is unreadable."""
@@ -181,16 +207,17 @@ class Controller:
 
     # --- attempts ---------------------------------------------------------------------
 
-    def _attempts(self, spec: runs.RunSpec, job: Job) -> RunOutcome:
+    def _attempts(self, spec: runs.RunSpec, job: Job, first: int = 1, adopt: bool = False) -> RunOutcome:
+        """Attempts `first`.. of the run; with `adopt`, attempt `first`'s instance exists already (runs.wait)."""
         phases: dict[str, float] = {}
         max_attempts = 1 + job.max_preemption_retries
         result: runs.ResultRecord | None = None
         attempt = 0
         try:
-            for attempt in range(1, max_attempts + 1):
+            for attempt in range(first, max_attempts + 1):
                 name = instance_name(spec.run_id, attempt)
                 try:
-                    result = self._one_attempt(spec, job, attempt, name, phases)
+                    result = self._one_attempt(spec, job, attempt, name, phases, adopt and attempt == first)
                 except Cancelled as exc:
                     # Record first, tear down second: the agent sees its job die when the
                     # instance goes and must find the run already ended as cancelled.
@@ -198,7 +225,7 @@ class Controller:
                     raise
                 finally:
                     with runs.timed(phases, "teardown"):
-                        self._delete(name)
+                        self._delete(name, spec.run_id, attempt)
                 if result is not None:
                     break
                 self.say(f"attempt {attempt} was preempted" + ("; retrying" if attempt < max_attempts else ""))
@@ -214,15 +241,15 @@ class Controller:
         except CapacityError as exc:
             result = self._final(spec, runs.NO_CAPACITY, attempt, str(exc))
         except MlbatchError as exc:
-            status = {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
-            result = self._final(spec, status, attempt, str(exc))
+            result = self._final(spec, status_of(exc), attempt, str(exc))
         return RunOutcome(spec.run_id, result.run_exit_code, result, {**phases, **result.phases})
 
     def _cancelled(self, spec: runs.RunSpec, attempt: int, exc: Cancelled) -> runs.ResultRecord:
         return self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
 
-    def _delete(self, name: str) -> None:
+    def _delete(self, name: str, run_id: str, attempt: int) -> None:
         """Teardown must not hide why the attempt ended; the instance's own safety nets remain."""
+        start = time.monotonic()
         try:
             self.provider.delete(name)
         except Exception as exc:
@@ -230,8 +257,39 @@ class Controller:
                 f"could not delete instance {name}: {exc}. It deletes itself at its max run duration, "
                 "and `invoke gc` removes it once expired"
             )
+            return
+        record = runs.read_instance(self.bucket, run_id, attempt)
+        if record is not None and not record.deleted:
+            phases = {**record.phases, "teardown": round(time.monotonic() - start, 3)}
+            self._write_instance(dataclasses.replace(record, deleted=runs.now_iso(), phases=phases))
 
-    def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str) -> None:
+    def _write_instance(self, record: runs.InstanceRecord) -> None:
+        runs.write_record(self.bucket, runs.attempt_key(record.run_id, record.attempt, runs.INSTANCE_RECORD), record)
+
+    def _launch(self, spec: runs.RunSpec, job: Job, attempt: int, detached: bool = False) -> float:
+        """Create the attempt's instance and record where and how; the unix time it was created."""
+        start = time.monotonic()
+        zone, spot = self._create(spec, job, attempt, instance_name(spec.run_id, attempt), detached)
+        created = runs.now_iso()
+        self._write_instance(
+            runs.InstanceRecord(
+                run_id=spec.run_id,
+                attempt=attempt,
+                instance=instance_name(spec.run_id, attempt),
+                zone=zone,
+                spot=spot,
+                machine_type=job.machine_type,
+                gpu_type=job.gpu_type,
+                gpu_count=job.gpu_count,
+                created=created,
+                detached=detached,
+                phases={"create": round(time.monotonic() - start, 3)},
+            )
+        )
+        return dt.datetime.fromisoformat(created).timestamp()
+
+    def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str, detached: bool = False) -> tuple[str, bool]:
+        """Create the instance in the first zone with capacity; that zone, and whether it is Spot."""
         now = int(time.time())
         max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
         preemptions = attempt - 1
@@ -245,6 +303,7 @@ class Controller:
             attempt=attempt,
             max_run_seconds=max_run,
             spot=spot,
+            detached=detached,
             labels=check_labels(
                 {
                     **managed_labels(),
@@ -262,24 +321,28 @@ class Controller:
             try:
                 self.provider.create(request, zone)
                 self.say(f"instance {name} created in {zone}")
-                return
+                return zone, spot
             except CapacityError as exc:
                 errors.append(f"{zone}: {exc}")
                 self.say(f"no capacity in {zone}; trying the next zone")
         raise CapacityError("no capacity in any zone: " + "; ".join(errors))
 
     def _one_attempt(
-        self, spec: runs.RunSpec, job: Job, attempt: int, name: str, phases: dict[str, float]
+        self, spec: runs.RunSpec, job: Job, attempt: int, name: str, phases: dict[str, float], adopt: bool = False
     ) -> runs.ResultRecord | None:
-        """Run one attempt; the final result record, or None when it was preempted."""
-        with runs.timed(phases, "create"):
-            self._create(spec, job, attempt, name)
-        created_at = time.time()
+        """Run one attempt (or, adopting, follow the one whose instance exists); the final result
+        record, or None when it was preempted."""
+        if adopt:
+            made = runs.read_instance(self.bucket, spec.run_id, attempt)
+            created_at = dt.datetime.fromisoformat(made.created).timestamp() if made else time.time()
+        else:
+            with runs.timed(phases, "create"):
+                created_at = self._launch(spec, job, attempt)
         stop = threading.Event()
         shown: list[str] = []
         streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
         streamer.start()
-        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
+        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin - max(0.0, time.time() - created_at)
         next_state_check = time.monotonic() + self.state_check_every
         try:
             while True:

@@ -74,17 +74,11 @@ def start(trigger: Trigger, settings: Settings, say: Say) -> str:
     """Start (or find) the detached run of this message; its run id."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.providers import get_provider
+    from mlbatch.run import detach
     from mlbatch.run.controller import Controller, RunRequest
 
-    request = RunRequest(
-        job=trigger.job,
-        version=trigger.version,
-        params=trigger.params,
-        idempotency_key=trigger.idempotency_key,
-        detach=True,
-    )
-    outcome = Controller(open_bucket(settings.bucket), get_provider(settings), say, say).run(request)
-    return outcome.run_id
+    request = RunRequest(job=trigger.job, version=trigger.version, params=trigger.params, idempotency_key=trigger.idempotency_key)
+    return detach.start(Controller(open_bucket(settings.bucket), get_provider(settings), say, say), request)
 
 
 def handle(event_data: Mapping[str, Any], settings: Settings, say: Say) -> str | None:

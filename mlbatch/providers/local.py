@@ -26,6 +26,19 @@ def _state(container) -> str:
     return RUNNING if container.status in ("created", "running", "restarting") else STOPPED
 
 
+def _remove(container) -> None:
+    """Remove a container; one that is gone, or removing itself (a detached instance), counts as removed."""
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in str(exc):
+            raise
+
+
 class LocalProvider:
     name = "local"
     zones: tuple[str, ...] = ("local",)
@@ -96,10 +109,10 @@ class LocalProvider:
 
     def delete(self, name: str) -> None:
         for container in self.client.containers.list(all=True, filters={"label": f"org.mlbatch.instance={name}"}):
-            container.remove(force=True)  # job containers the agent started
+            _remove(container)  # job containers the agent started
         container = self._get(name)
         if container is not None:
-            container.remove(force=True)
+            _remove(container)
         shutil.rmtree(self._workdir(name), ignore_errors=True)
 
     def list_ours(self) -> list[InstanceInfo]:

@@ -248,23 +248,24 @@ def render_show(view: dict[str, Any]) -> Group:
         ("code", f"{p['code']} sha256:{p['code_sha256'][:16]}…"),
         ("agent", p["agent"] or "-"),
     ]
-    attempts = Table(title="attempts", title_justify="left")
-    for column in ("#", "zone", "model", "machine", "ended", *PHASES, "cost"):
-        attempts.add_column(column, justify="right" if column in PHASES or column == "cost" else "left")
+    attempts = []
     for a in view["attempts"]:
-        phases = [f"{a['phases'][ph]:.1f}s" if ph in a["phases"] else "-" for ph in PHASES]
-        exit_code = f" ({a['exit_code']})" if a.get("exit_code", -1) not in (-1, None) else ""
-        cost = f"${a['cost_usd']:.4f}" if a.get("cost_usd") is not None else "-"
-        attempts.add_row(
-            str(a["attempt"]),
-            a.get("zone", "?"),
-            a.get("provisioning", "?"),
-            a.get("machine_type", "?"),
-            a["status"] + exit_code,
-            *phases,
-            cost,
+        exit_code = f" (exit code {a['exit_code']})" if a.get("exit_code", -1) not in (-1, None) else ""
+        where = f"{a.get('zone', '?')}, {a.get('provisioning', '?')}, {a.get('machine_type', '?')}" + (
+            f", {a['gpus']}" if a.get("gpus") else ""
         )
-    parts: list[Any] = [_kv(f"run {view['run_id']}", summary), _kv("provenance", provenance), attempts]
+        rows = [("instance", a.get("instance", "?") + (" (detached)" if a.get("detached") else "")), ("where", where)]
+        rows.append(("ended", a["status"] + exit_code + (f": {a['message']}" if a.get("message") else "")))
+        rows.append(("phases", " · ".join(f"{p} {a['phases'][p]:.1f}s" for p in PHASES if p in a["phases"]) or "-"))
+        if a.get("seconds") is not None:
+            cost = (
+                f"${a['cost_usd']:.4f} as {a['priced_as']}"
+                if a.get("cost_usd") is not None
+                else f"not in the price table ({a['priced_as']})"
+            )
+            rows.append(("billed", f"{a['seconds']:.1f}s, {cost}"))
+        attempts.append(_kv(f"attempt {a['attempt']}", rows))
+    parts: list[Any] = [_kv(f"run {view['run_id']}", summary), _kv("provenance", provenance), *attempts]
     if view["metrics"]:
         parts.append(_kv("metrics", [(k, str(v)) for k, v in view["metrics"].items()]))
     parts.append(f"cost: {c['note']}; prices: {c['prices']}")

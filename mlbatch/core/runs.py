@@ -267,9 +267,20 @@ def results_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}/results"
 
 
+# A run's phases in the order they happen: the controller times create, boot and teardown,
+# the agent the rest; summaries and benchmarks list them in this order.
+PHASES = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
+
+
+def phases_in_order(phases: dict[str, float]) -> list[tuple[str, float]]:
+    return [(name, phases[name]) for name in PHASES if name in phases]
+
+
 @contextlib.contextmanager
 def timed(phases: dict[str, float], name: str) -> Iterator[None]:
     """Add the seconds the block takes to phases[name] (a run's phases span attempts)."""
+    if name not in PHASES:
+        raise ValueError(f"unknown phase {name!r}: expected one of {', '.join(PHASES)}")
     start = time.monotonic()
     try:
         yield

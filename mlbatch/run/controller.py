@@ -23,12 +23,12 @@ from typing import Any
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.catalog import Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, MlbatchError
+from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
+from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, MlbatchError
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
-from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
+from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
 from mlbatch.ui import Say
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -80,8 +80,8 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     check_job_name(request.job)
     version = parse_version(request.version).tag
     raw_params = parse_params(request.params)
-    if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= 7 * 24 * 3600:
-        raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {7 * 24 * 3600}")
+    if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= MAX_TIMEOUT:
+        raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {MAX_TIMEOUT}")
     if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
         raise BadInput(f"invalid --idempotency-key {request.idempotency_key!r}: expected 1-128 of [A-Za-z0-9._:@-]")
     manifest = manifests.load(bucket, version)
@@ -390,7 +390,6 @@ def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:
     ]
     if r.message:
         rows.append(("message", r.message))
-    order = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
-    times = ", ".join(f"{p} {outcome.phases[p]:.1f}s" for p in order if p in outcome.phases)
+    times = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in runs.phases_in_order(outcome.phases))
     rows.append(("time", times or "-"))
     return rows

@@ -9,6 +9,7 @@ import pytest
 
 from mlbatch.core import runs
 from mlbatch.core.bucket import FileBucket
+from mlbatch.core.catalog import MAX_TIMEOUT
 from mlbatch.core.errors import BadInput, BadRecord, ExitCode, NotFound
 from mlbatch.run.controller import Cancelled, Controller, RunRequest, summary_rows
 from tests.support.memory_provider import MemoryProvider, fail, hang, preempt, succeed, vanish
@@ -64,7 +65,10 @@ def test_a_run_that_succeeds(controller, provider, bucket, lines):
     attempt = runs.read_attempt(bucket, outcome.run_id, 1)
     assert attempt is not None and attempt.provenance.agent and attempt.provenance.container == spec.container
     assert provider.running() == [] and provider.deleted == [f"mlb-{outcome.run_id}-1"]
-    assert dict(summary_rows(outcome))["status"] == runs.SUCCEEDED
+    summary = dict(summary_rows(outcome))
+    assert summary["status"] == runs.SUCCEEDED and summary["attempts"] == "1"
+    shown = [part.split()[0] for part in summary["time"].split(", ")]
+    assert shown == [name for name in runs.PHASES if name in outcome.phases] and "teardown" in shown
 
 
 def test_the_job_exit_code_is_the_run_exit_code(controller, provider):
@@ -185,6 +189,7 @@ def test_an_unreadable_idempotency_record_is_a_clear_error(controller, provider,
         (RunRequest("sleep", VERSION, params=("learning_rate=0.1",)), BadInput, "unknown param 'learning_rate'"),
         (RunRequest("sleep", VERSION, params=("seconds=$(id)",)), BadInput, "expected a int"),
         (RunRequest("sleep", VERSION, timeout_seconds=0), BadInput, "invalid --timeout 0"),
+        (RunRequest("sleep", VERSION, timeout_seconds=MAX_TIMEOUT + 1), BadInput, f"expected seconds from 1 to {MAX_TIMEOUT}"),
         (RunRequest("sleep", VERSION, idempotency_key="a b"), BadInput, "invalid --idempotency-key"),
         (RunRequest("sleep", "v99.0.0"), NotFound, "release v99.0.0 does not exist"),
         (RunRequest("Bad_Job", VERSION), BadInput, "invalid job name"),

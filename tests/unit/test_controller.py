@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+import mlbatch
 from mlbatch.core import runs
 from mlbatch.core.bucket import FileBucket
 from mlbatch.core.catalog import MAX_TIMEOUT
@@ -63,7 +64,8 @@ def test_a_run_that_succeeds(controller, provider, bucket, lines):
     spec = runs.read_spec(bucket, outcome.run_id)
     assert spec is not None and spec.argv == ("python", "sleep.py", "--seconds=2") and spec.params == {"seconds": 2}
     attempt = runs.read_attempt(bucket, outcome.run_id, 1)
-    assert attempt is not None and attempt.provenance.agent and attempt.provenance.container == spec.container
+    assert attempt is not None and attempt.provenance.agent == mlbatch.__version__
+    assert attempt.provenance.container == spec.container and outcome.record.provenance == attempt.provenance
     assert provider.running() == [] and provider.deleted == [f"mlb-{outcome.run_id}-1"]
     summary = dict(summary_rows(outcome))
     assert summary["status"] == runs.SUCCEEDED and summary["attempts"] == "1"

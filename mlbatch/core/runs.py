@@ -5,6 +5,7 @@ runs/<job>/<run_id>/attempts/<n>/log        the attempt's log, flushed while it 
 runs/<job>/<run_id>/attempts/<n>/attempt.json  how the attempt ended (agent)
 runs/<job>/<run_id>/results/...             what the job wrote to $MLBATCH_RESULTS_DIR
 runs/<job>/<run_id>/result.json             how the run ended; written last
+idempotency/<job>/<sha256(key)[:32]>.json   the run a trigger's idempotency key started
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -241,6 +243,10 @@ class ResultRecord(Record):
         if self.status == FAILED:
             return self.exit_code
         return int(STATUS_EXIT_CODES.get(self.status, ExitCode.INFRA_FAILED))
+
+
+def idempotency_record_key(job: str, idempotency_key: str) -> str:
+    return f"idempotency/{job}/{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}.json"
 
 
 def run_prefix(run_id: str) -> str:

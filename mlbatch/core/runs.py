@@ -82,6 +82,8 @@ class Record:
             raise BadRecord(f"{what} has schema_version {version!r}; this mlbatch reads up to {SCHEMA_VERSION}: upgrade mlbatch")
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         values = {k: v for k, v in data.items() if k in fields}
+        if "schema_version" in fields:
+            values["schema_version"] = version  # explicit: a record without one is 1, whatever the default becomes
         missing = [name for name, f in fields.items() if name not in values and _required(f)]
         if missing:
             raise BadRecord(f"{what} lacks {', '.join(missing)}")

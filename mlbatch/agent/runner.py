@@ -17,7 +17,7 @@ from mlbatch.agent.logsink import LogSink
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.bundle import extract_bundle
-from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.errors import AlreadyExists, FetchFailed
 from mlbatch.core.names import managed_labels
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
@@ -27,10 +27,6 @@ CONTAINER_RESULTS_DIR = "/results"
 
 class Preempted(BaseException):
     """Raised from the SIGTERM handler; a BaseException so no `except Exception` swallows it."""
-
-
-class FetchFailed(Exception):
-    pass
 
 
 def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:

@@ -14,11 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
-
-
-class Conflict(MlbatchError):
-    """A conditional write lost: the object's generation is no longer the one read."""
+from mlbatch.core.errors import AlreadyExists, BadInput, Conflict, NotFound
 
 
 class Bucket(Protocol):
@@ -36,9 +32,22 @@ class Bucket(Protocol):
     def write_if_generation(self, key: str, data: bytes, generation: int) -> None: ...
 
 
+FILE_SCHEME = "file://"
+
+
+def file_bucket_dir(uri: str) -> Path | None:
+    """The folder of a file:// bucket; None for any other kind."""
+    return Path(uri[len(FILE_SCHEME) :]) if uri.startswith(FILE_SCHEME) else None
+
+
+def file_bucket_uri(folder: Path) -> str:
+    return f"{FILE_SCHEME}{folder}"
+
+
 def open_bucket(uri: str) -> Bucket:
-    if uri.startswith("file://"):
-        return FileBucket(Path(uri[len("file://") :]))
+    folder = file_bucket_dir(uri)
+    if folder is not None:
+        return FileBucket(folder)
     if uri.startswith("gs://"):
         return GcsBucket(uri)
     raise BadInput(f"invalid bucket {uri!r}: expected file:///path or gs://bucket[/prefix]")
@@ -56,7 +65,7 @@ class FileBucket:
 
     def __init__(self, root: Path):
         self.root = root
-        self.uri = f"file://{root}"
+        self.uri = file_bucket_uri(root)
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)

@@ -5,6 +5,7 @@ runs/<job>/<run_id>/attempts/<n>/log        the attempt's log, flushed while it 
 runs/<job>/<run_id>/attempts/<n>/attempt.json  how the attempt ended (agent)
 runs/<job>/<run_id>/results/...             what the job wrote to $MLBATCH_RESULTS_DIR
 runs/<job>/<run_id>/result.json             how the run ended; written last
+idempotency/<job>/<sha256(key)[:32]>.json   the run a trigger's idempotency key started
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -82,6 +84,8 @@ class Record:
             raise BadRecord(f"{what} has schema_version {version!r}; this mlbatch reads up to {SCHEMA_VERSION}: upgrade mlbatch")
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         values = {k: v for k, v in data.items() if k in fields}
+        if "schema_version" in fields:
+            values["schema_version"] = version  # explicit: a record without one is 1, whatever the default becomes
         missing = [name for name, f in fields.items() if name not in values and _required(f)]
         if missing:
             raise BadRecord(f"{what} lacks {', '.join(missing)}")
@@ -281,6 +285,10 @@ def attempt_numbers(bucket: Bucket, run_id: str) -> list[int]:
     return sorted(numbers)
 
 
+def idempotency_record_key(job: str, idempotency_key: str) -> str:
+    return f"idempotency/{job}/{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}.json"
+
+
 def run_prefix(run_id: str) -> str:
     return f"runs/{job_of_run_id(run_id)}/{run_id}"
 
@@ -305,9 +313,20 @@ def results_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}/results"
 
 
+# A run's phases in the order they happen: the controller times create, boot and teardown,
+# the agent the rest; summaries and benchmarks list them in this order.
+PHASES = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
+
+
+def phases_in_order(phases: dict[str, float]) -> list[tuple[str, float]]:
+    return [(name, phases[name]) for name in PHASES if name in phases]
+
+
 @contextlib.contextmanager
 def timed(phases: dict[str, float], name: str) -> Iterator[None]:
     """Add the seconds the block takes to phases[name] (a run's phases span attempts)."""
+    if name not in PHASES:
+        raise ValueError(f"unknown phase {name!r}: expected one of {', '.join(PHASES)}")
     start = time.monotonic()
     try:
         yield

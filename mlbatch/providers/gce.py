@@ -17,10 +17,10 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import compute_v1
 
-from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import CapacityError, MlbatchError, NotFound, PermissionDenied, QuotaError
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
-from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceInfo, InstanceRequest, QuotaError
+from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 CAPACITY_CODES = (
     "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -39,10 +39,6 @@ TRANSIENT = (
     ConnectionError,
 )
 _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING", "REPAIRING"}
-
-
-class PermissionDenied(MlbatchError):
-    exit_code = ExitCode.PERMISSION_DENIED
 
 
 def _retry(deadline: float) -> gretry.Retry:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbatch.core.bucket import file_bucket_dir
 from mlbatch.core.names import MANAGED_LABEL
 from mlbatch.core.runs import InstanceSpec
 from mlbatch.core.settings import Settings
@@ -65,9 +66,9 @@ class LocalProvider:
         instance = InstanceSpec(spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir))
         instance_file.write_text(instance.to_json())
         volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}, str(workdir): {"bind": str(workdir), "mode": "rw"}}
-        if request.spec.bucket.startswith("file://"):
-            bucket_dir = request.spec.bucket[len("file://") :]
-            volumes[bucket_dir] = {"bind": bucket_dir, "mode": "rw"}
+        bucket_dir = file_bucket_dir(request.spec.bucket)
+        if bucket_dir is not None:
+            volumes[str(bucket_dir)] = {"bind": str(bucket_dir), "mode": "rw"}
         env = {"MLBATCH_INSTANCE_FILE": str(instance_file)}
         if os.environ.get("STORAGE_EMULATOR_HOST"):  # the local profile may use a GCS emulator
             env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import re
 import signal
 import threading
@@ -23,12 +22,12 @@ from typing import Any
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.catalog import Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, MlbatchError
+from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
+from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, MlbatchError
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
-from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
+from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
 from mlbatch.run import overlap
 from mlbatch.ui import Say
 
@@ -81,8 +80,8 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     check_job_name(request.job)
     version = manifests.resolve_version(bucket, request.version)
     raw_params = parse_params(request.params)
-    if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= 7 * 24 * 3600:
-        raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {7 * 24 * 3600}")
+    if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= MAX_TIMEOUT:
+        raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {MAX_TIMEOUT}")
     if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
         raise BadInput(f"invalid --idempotency-key {request.idempotency_key!r}: expected 1-128 of [A-Za-z0-9._:@-]")
     manifest = manifests.load(bucket, version)
@@ -96,10 +95,6 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
 def status_of(exc: MlbatchError) -> str:
     """The run status that ends a run with this error's exit code."""
     return {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
-
-
-def _key_record(job: str, key: str) -> str:
-    return f"idempotency/{job}/{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
 @contextlib.contextmanager
@@ -152,7 +147,7 @@ class Controller:
             self.say(f"--version latest resolved to {prepared.manifest.version}")
         run_id = new_run_id(request.job)
         if request.idempotency_key:
-            key = _key_record(request.job, request.idempotency_key)
+            key = runs.idempotency_record_key(request.job, request.idempotency_key)
             try:
                 runs.write_record(self.bucket, key, runs.IdempotencyRecord(run_id=run_id, created=runs.now_iso()), immutable=True)
             except AlreadyExists:
@@ -436,9 +431,7 @@ class Controller:
                 time.sleep(self.attach_poll)
 
     def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
-        for key in sorted(
-            k for k in self.bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/" + runs.ATTEMPT_LOG)
-        ):
+        for key in runs.attempt_log_keys(self.bucket, run_id):
             data = self.bucket.read(key).decode(errors="replace")
             for line in data[shown.get(key, 0) :].splitlines():
                 self.echo(line)
@@ -456,7 +449,6 @@ def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:
     ]
     if r.message:
         rows.append(("message", r.message))
-    order = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
-    times = ", ".join(f"{p} {outcome.phases[p]:.1f}s" for p in order if p in outcome.phases)
+    times = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in runs.phases_in_order(outcome.phases))
     rows.append(("time", times or "-"))
     return rows

@@ -20,17 +20,13 @@ import time
 from typing import Any
 
 from mlbatch.core import runs
-from mlbatch.core.bucket import Bucket, Conflict
+from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import ExitCode, MlbatchError
+from mlbatch.core.errors import Conflict, OverlapSkipped
 from mlbatch.ui import Say
 
 ALLOW, SKIP, WAIT = "allow", "skip", "wait"
 WAIT_POLL = 2.0  # seconds between looks at the slot while waiting
-
-
-class OverlapSkipped(MlbatchError):
-    exit_code = ExitCode.SKIPPED_OVERLAP
 
 
 def slot_key(job: str) -> str:

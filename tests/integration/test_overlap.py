@@ -9,9 +9,9 @@ import time
 import pytest
 
 from mlbatch.core import runs
-from mlbatch.core.bucket import Conflict, open_bucket
+from mlbatch.core.bucket import open_bucket
 from mlbatch.core.catalog import parse_catalog
-from mlbatch.core.errors import ExitCode
+from mlbatch.core.errors import Conflict, ExitCode
 from mlbatch.run.overlap import OverlapSkipped, claim, slot_key
 
 CATALOG = "jobs:\n  nightly:\n    container: trainer\n    command: [python, x.py]\n    concurrency: {policy}\n"

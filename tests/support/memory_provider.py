@@ -22,9 +22,9 @@ from pathlib import Path
 
 from mlbatch.agent.runner import Attempt
 from mlbatch.core import runs
-from mlbatch.core.errors import AlreadyExists, NotFound
+from mlbatch.core.errors import AlreadyExists, CapacityError, NotFound, QuotaError
 from mlbatch.core.names import is_managed
-from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceInfo, InstanceRequest, QuotaError
+from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,10 +5,15 @@ The Docker tests in tests/integration prove the same end to end; these pin each 
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+import mlbatch
 from mlbatch.core import runs
 from mlbatch.core.bucket import FileBucket
+from mlbatch.core.catalog import MAX_TIMEOUT
 from mlbatch.core.errors import BadInput, BadRecord, ExitCode, NotFound
 from mlbatch.run.controller import Cancelled, Controller, RunRequest, summary_rows
 from tests.support.memory_provider import MemoryProvider, fail, hang, preempt, succeed, vanish
@@ -62,9 +67,13 @@ def test_a_run_that_succeeds(controller, provider, bucket, lines):
     spec = runs.read_spec(bucket, outcome.run_id)
     assert spec is not None and spec.argv == ("python", "sleep.py", "--seconds=2") and spec.params == {"seconds": 2}
     attempt = runs.read_attempt(bucket, outcome.run_id, 1)
-    assert attempt is not None and attempt.provenance.agent and attempt.provenance.container == spec.container
+    assert attempt is not None and attempt.provenance.agent == mlbatch.__version__
+    assert attempt.provenance.container == spec.container and outcome.record.provenance == attempt.provenance
     assert provider.running() == [] and provider.deleted == [f"mlb-{outcome.run_id}-1"]
-    assert dict(summary_rows(outcome))["status"] == runs.SUCCEEDED
+    summary = dict(summary_rows(outcome))
+    assert summary["status"] == runs.SUCCEEDED and summary["attempts"] == "1"
+    shown = [part.split()[0] for part in summary["time"].split(", ")]
+    assert shown == [name for name in runs.PHASES if name in outcome.phases] and "teardown" in shown
 
 
 def test_the_job_exit_code_is_the_run_exit_code(controller, provider):
@@ -167,6 +176,23 @@ def test_the_same_idempotency_key_attaches_to_the_first_run(controller, provider
     assert any("first run's line" in line for line in lines), "the second caller saw the run's log"
 
 
+def test_a_duplicate_trigger_follows_a_running_run_to_its_end(controller, provider, bucket):
+    provider.script(hang("tick 1"))
+    request = RunRequest("sleep", VERSION, timeout_seconds=1, idempotency_key="slot-2026-11-25T20:00")
+    outcomes = {}
+    first = threading.Thread(target=lambda: outcomes.setdefault("first", controller.run(request)))
+    first.start()
+    while not runs.list_run_ids(bucket, "sleep"):  # the first run's spec is written
+        time.sleep(0.001)
+    follower = FastController(bucket, provider, print, print)
+    follower.boot_margin = 10  # it must outwait the first run's own deadline (timeout + its margin 0)
+    second = follower.run(request)
+    first.join(timeout=30)
+    assert second.attached and second.run_id == outcomes["first"].run_id
+    assert second.exit_code == outcomes["first"].exit_code == ExitCode.TIMEOUT
+    assert len(provider.requests) == 1
+
+
 def test_an_unreadable_idempotency_record_is_a_clear_error(controller, provider, bucket):
     provider.script(succeed())
     first = run(controller, idempotency_key="slot-1")
@@ -185,6 +211,7 @@ def test_an_unreadable_idempotency_record_is_a_clear_error(controller, provider,
         (RunRequest("sleep", VERSION, params=("learning_rate=0.1",)), BadInput, "unknown param 'learning_rate'"),
         (RunRequest("sleep", VERSION, params=("seconds=$(id)",)), BadInput, "expected a int"),
         (RunRequest("sleep", VERSION, timeout_seconds=0), BadInput, "invalid --timeout 0"),
+        (RunRequest("sleep", VERSION, timeout_seconds=MAX_TIMEOUT + 1), BadInput, f"expected seconds from 1 to {MAX_TIMEOUT}"),
         (RunRequest("sleep", VERSION, idempotency_key="a b"), BadInput, "invalid --idempotency-key"),
         (RunRequest("sleep", "v99.0.0"), NotFound, "release v99.0.0 does not exist"),
         (RunRequest("Bad_Job", VERSION), BadInput, "invalid job name"),

@@ -111,3 +111,12 @@ def test_a_bad_record_is_a_clear_error(tmp_path, text, message):
 
 def test_a_missing_record_is_none(tmp_path):
     assert runs.read_result(FileBucket(tmp_path), SPEC.run_id) is None
+
+
+def test_phases_are_timed_by_their_known_names_only():
+    phases: dict[str, float] = {}
+    with runs.timed(phases, "pull"):
+        pass
+    with pytest.raises(ValueError, match="unknown phase 'download'"), runs.timed(phases, "download"):
+        pass
+    assert list(phases) == ["pull"]

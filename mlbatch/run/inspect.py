@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 from rich.console import Group
-from rich.table import Table
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
@@ -21,6 +20,7 @@ from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import BadInput, MlbatchError, NotFound
 from mlbatch.run.prices import PriceTable
 from mlbatch.run.records import list_runs as base_rows
+from mlbatch.ui import summary
 
 RUNNING = "running"  # a run without result.json yet
 STATUSES = (RUNNING, runs.SUCCEEDED, runs.FAILED, *runs.STATUS_EXIT_CODES)
@@ -214,20 +214,11 @@ def show(bucket: Bucket, run_id: str, prices: PriceTable) -> dict[str, Any]:
     }
 
 
-def _kv(title: str, rows: list[tuple[str, str]]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
 def render_show(view: dict[str, Any]) -> Group:
     s, p, c = view["spec"], view["provenance"], view["cost"]
     took = f"{view['seconds']:.1f}s" if view["seconds"] is not None else "-"
     ended = f"{view['status']} (exit code {view['exit_code']})" if view["exit_code"] is not None else view["status"]
-    summary = [
+    head = [
         ("job", view["job"]),
         ("ended", ended + (f": {view['message']}" if view["message"] else "")),
         ("created", view["created"]),
@@ -237,10 +228,10 @@ def render_show(view: dict[str, Any]) -> Group:
         ("timeout", f"{s['timeout_seconds']}s"),
     ]
     if s["idempotency_key"]:
-        summary.append(("trigger key", s["idempotency_key"]))
+        head.append(("trigger key", s["idempotency_key"]))
     usd = c["estimated_usd"]
-    summary.append(("est. cost", f"${usd:.4f}" if usd is not None else "unknown (machine type or region not in the price table)"))
-    summary.append(("results", view["results"]))
+    head.append(("est. cost", f"${usd:.4f}" if usd is not None else "unknown (machine type or region not in the price table)"))
+    head.append(("results", view["results"]))
     provenance = [
         ("release", p["release"] + (f" (git {p['git_sha'][:12]})" if p["git_sha"] else "")),
         ("vm image", p["vm_image"]),
@@ -264,9 +255,9 @@ def render_show(view: dict[str, Any]) -> Group:
                 else f"not in the price table ({a['priced_as']})"
             )
             rows.append(("billed", f"{a['seconds']:.1f}s, {cost}"))
-        attempts.append(_kv(f"attempt {a['attempt']}", rows))
-    parts: list[Any] = [_kv(f"run {view['run_id']}", summary), _kv("provenance", provenance), *attempts]
+        attempts.append(summary(f"attempt {a['attempt']}", rows))
+    parts: list[Any] = [summary(f"run {view['run_id']}", head), summary("provenance", provenance), *attempts]
     if view["metrics"]:
-        parts.append(_kv("metrics", [(k, str(v)) for k, v in view["metrics"].items()]))
+        parts.append(summary("metrics", [(k, str(v)) for k, v in view["metrics"].items()]))
     parts.append(f"cost: {c['note']}; prices: {c['prices']}")
     return Group(*parts)

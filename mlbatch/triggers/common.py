@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
-from mlbatch.core.catalog import Job, parse_catalog, parse_params
+from mlbatch.core.catalog import Job, parse_catalog
 from mlbatch.core.errors import BadInput
 from mlbatch.core.settings import Settings
 from mlbatch.release.containers import container_names
@@ -27,10 +26,3 @@ def pick_job(catalog: Mapping[str, Job], name: str) -> Job:
     if job is None:
         raise BadInput(f"unknown job {name!r}: expected one of {', '.join(catalog)}")
     return job
-
-
-def param_pairs(job: Job, params: Mapping[str, Any]) -> tuple[str, ...]:
-    """{name: value} -> ("name=value", ...), validated against the catalog like `--param`."""
-    pairs = tuple(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items())
-    job.resolve_params(parse_params(pairs))
-    return pairs

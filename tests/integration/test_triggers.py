@@ -12,7 +12,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,11 +22,11 @@ import yaml
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
-from mlbatch.local.infra import docker_client
 from mlbatch.release.flow import release
 from mlbatch.ui import Steps
 from tests.conftest import make_settings
 from tests.integration.helpers import ROOT, cli_env, invoke
+from tests.integration.test_run_local import instances, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
 
@@ -39,21 +38,6 @@ def env(infra, tmp_path_factory):
     version = f"v0.{dt.datetime.now(dt.UTC):%H%M%S}.{secrets.randbelow(1000)}"
     release(settings, version, Steps())
     return settings, version
-
-
-def instances(run_id=None):
-    filters = {"label": ["managed-by=mlbatch"] + ([f"run-id={run_id}"] if run_id else [])}
-    return docker_client().containers.list(all=True, filters=filters)
-
-
-def wait_for(predicate, timeout=120, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def detached(bucket_uri, *args):

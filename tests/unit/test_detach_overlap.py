@@ -6,50 +6,20 @@ from __future__ import annotations
 import pytest
 
 from mlbatch.core import runs
-from mlbatch.core.bucket import FileBucket
-from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import ExitCode, MlbatchError, NotFound, OverlapSkipped
 from mlbatch.run import detach
-from mlbatch.run.controller import Controller, RunRequest
-from mlbatch.run.overlap import OverlapSkipped
-from tests.support.memory_provider import MemoryProvider, hang, preempt, succeed
+from mlbatch.run.controller import RunRequest
+from tests.support.memory_provider import hang, preempt, succeed
 from tests.support.releases import CATALOG, publish_release
 
 VERSION = "v1.0.0"
+EXCLUSIVE = "v2.0.0-rc.1"  # a release whose catalog adds a job with concurrency: skip
 NIGHTLY = """
   nightly:
     container: trainer
     command: [python, nightly.py]
     concurrency: skip
 """
-
-
-class FastController(Controller):
-    poll = 0.001
-    state_check_every = 0.0
-    boot_margin = 0
-    attach_poll = 0.001
-
-
-@pytest.fixture
-def bucket(tmp_path):
-    bucket = FileBucket(tmp_path / "bucket")
-    publish_release(bucket, VERSION, CATALOG + NIGHTLY)
-    return bucket
-
-
-@pytest.fixture
-def provider(tmp_path):
-    return MemoryProvider(tmp_path / "instances", zones=("europe-west4-a", "europe-west4-b"))
-
-
-@pytest.fixture
-def lines():
-    return []
-
-
-@pytest.fixture
-def controller(bucket, provider, lines):
-    return FastController(bucket, provider, lines.append, lines.append)
 
 
 def test_a_detached_run_returns_once_the_instance_exists(controller, provider, bucket):
@@ -116,16 +86,17 @@ def test_a_redelivered_trigger_starts_nothing_new(controller, provider, bucket):
 
 
 def test_skip_starts_nothing_while_a_run_of_the_job_is_going(controller, provider, bucket):
+    publish_release(bucket, EXCLUSIVE, CATALOG + NIGHTLY)
     provider.script(hang(), succeed())
-    running = detach.start(controller, RunRequest("nightly", VERSION))
+    running = detach.start(controller, RunRequest("nightly", EXCLUSIVE))
     with pytest.raises(OverlapSkipped, match=f"run {running} of job nightly is still going") as info:
-        controller.run(RunRequest("nightly", VERSION))
+        controller.run(RunRequest("nightly", EXCLUSIVE))
     assert info.value.exit_code == ExitCode.SKIPPED_OVERLAP
     assert len(provider.requests) == 1, "no instance for the skipped trigger"
     skipped = [r for r in runs.list_run_ids(bucket, "nightly") if r != running]
     assert [runs.read_result(bucket, r).status for r in skipped] == [runs.SKIPPED], "the skip is on record"
     detach.cancel(controller, running)
-    assert controller.run(RunRequest("nightly", VERSION)).exit_code == 0, "the slot is free once the run ended"
+    assert controller.run(RunRequest("nightly", EXCLUSIVE)).exit_code == 0, "the slot is free once the run ended"
 
 
 def test_allow_starts_overlapping_runs(controller, provider):

@@ -9,39 +9,13 @@ import json
 import pytest
 
 from mlbatch.core import runs
-from mlbatch.core.bucket import FileBucket
 from mlbatch.core.errors import BadInput, NotFound
 from mlbatch.run import detach, inspect
-from mlbatch.run.controller import Controller, RunRequest
+from mlbatch.run.controller import RunRequest
 from mlbatch.run.prices import load_prices
-from tests.support.memory_provider import MemoryProvider, fail, hang, preempt, succeed
-from tests.support.releases import publish_release
+from tests.support.memory_provider import fail, hang, preempt, succeed
 
 VERSION = "v1.0.0"
-
-
-class FastController(Controller):
-    poll = 0.001
-    state_check_every = 0.0
-    boot_margin = 0
-    attach_poll = 0.001
-
-
-@pytest.fixture
-def bucket(tmp_path):
-    bucket = FileBucket(tmp_path / "bucket")
-    publish_release(bucket, VERSION)
-    return bucket
-
-
-@pytest.fixture
-def provider(tmp_path):
-    return MemoryProvider(tmp_path / "instances", zones=("europe-west4-a", "us-central1-b"))
-
-
-@pytest.fixture
-def controller(bucket, provider):
-    return FastController(bucket, provider, lambda line: None, lambda line: None)
 
 
 def test_show_has_spec_attempts_provenance_metrics_and_cost(controller, provider, bucket):
@@ -55,11 +29,11 @@ def test_show_has_spec_attempts_provenance_metrics_and_cost(controller, provider
     assert view["provenance"]["git_sha"] == "0" * 40 and view["provenance"]["container"].endswith("@sha256:" + "0" * 64)
     assert view["provenance"]["code_sha256"] == "f" * 64 and view["provenance"]["agent"]
     first, second = view["attempts"]
-    assert (first["status"], first["zone"], first["provisioning"]) == ("preempted", "us-central1-b", "spot")
+    assert (first["status"], first["zone"], first["provisioning"]) == ("preempted", "europe-west4-b", "spot")
     assert (second["status"], second["machine_type"]) == ("succeeded", "e2-standard-4")
     assert {"create", "teardown"} <= set(first["phases"]) and first["deleted"]
-    assert first["priced_as"] == "e2-standard-4 spot in us-central1"
-    minimum = load_prices().cost(load_prices().hourly("e2-standard-4", True, "us-central1"), 0)
+    assert first["priced_as"] == "e2-standard-4 spot in europe-west4"
+    minimum = load_prices().cost(load_prices().hourly("e2-standard-4", True, "europe-west4"), 0)
     assert first["cost_usd"] == pytest.approx(minimum, abs=1e-6), "a short instance bills the one-minute minimum"
     assert view["cost"]["estimated_usd"] == pytest.approx(first["cost_usd"] + second["cost_usd"], abs=1e-6)
     assert "2024-06-01" in view["cost"]["prices"]

@@ -23,7 +23,7 @@ from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, MlbatchError
+from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, ExitCode, MlbatchError
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
@@ -170,20 +170,22 @@ class Controller:
             idempotency_key=request.idempotency_key,
         )
         runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
-        max_attempts = 1 + prepared.job.max_preemption_retries
+        self._take_slot(spec, prepared.job)
+        self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
+        return spec, prepared.job
+
+    def _take_slot(self, spec: runs.RunSpec, job: Job) -> None:
+        """The job's overlap slot (concurrency skip | wait); a skipped or cancelled wait is recorded."""
+        deadline = time.time() + (1 + job.max_preemption_retries) * (spec.timeout_seconds + SELF_DELETE_MARGIN)
         try:
-            overlap.claim(
-                self.bucket,
-                prepared.job,
-                run_id,
-                time.time() + max_attempts * (spec.timeout_seconds + SELF_DELETE_MARGIN),
-                self.say,
-            )
+            with _cancel_on_signals():
+                overlap.claim(self.bucket, job, spec.run_id, deadline, self.say)
         except overlap.OverlapSkipped as exc:
             self._final(spec, runs.SKIPPED, 0, str(exc))
             raise
-        self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
-        return spec, prepared.job
+        except Cancelled as exc:
+            record = self._cancelled(spec, 0, exc)
+            raise MlbatchError(record.message, ExitCode.CANCELLED) from None
 
     def _read_key_record(self, key: str, idempotency_key: str) -> runs.IdempotencyRecord:
         """The run an idempotency key started; a clear error when its record is unreadable."""

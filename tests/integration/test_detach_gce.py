@@ -39,10 +39,10 @@ def test_a_preempted_detached_run_is_retried_by_runs_wait(world, fake):  # noqa:
     assert vms_of(fake, run_id) == [f"mlb-{run_id}-1"], "returned once the VM exists"
     bucket = open_bucket(world[0].bucket)
     first = wait_for(lambda: runs.read_attempt(bucket, run_id, 1), timeout=120, what="attempt 1 to be recorded")
-    assert first.status == runs.PREEMPTED
+    assert first.status == runs.PREEMPTED, first
     assert runs.read_result(bucket, run_id) is None, "nobody watches a detached run"
     outcome = detach.wait(control, run_id)
-    assert (outcome.exit_code, outcome.record.attempt) == (0, 2)
+    assert (outcome.exit_code, outcome.record.attempt) == (0, 2), outcome.record
     made = runs.read_instance(bucket, run_id, 2)
     assert made is not None and made.zone == "europe-west4-a" and not made.detached
     wait_for(lambda: not vms_of(fake, run_id), what="no VM of the run left")

@@ -36,3 +36,18 @@ def pytest_terminal_summary(terminalreporter):
         value = TALLY.get(name, 0)
         verdict = "" if must is None else ("  ok" if value == must else f"  MUST BE {must}")
         write(f"| {text:<{width}} | {value:>10} |{verdict}")
+
+
+@pytest.fixture
+def faulty_gcs(gcs_emulator, monkeypatch):
+    """A fresh bucket on fake-gcs-server, reached through a FaultProxy; yields (proxy, gs:// uri)."""
+    import secrets
+
+    from tests.support.fault_proxy import FaultProxy
+    from tests.support.gcs import create_bucket
+
+    name = f"chaos-{secrets.token_hex(4)}"
+    create_bucket(name)
+    with FaultProxy(gcs_emulator).running() as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.endpoint)
+        yield proxy, f"gs://{name}"

@@ -87,7 +87,7 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not _PARAM_NAME.match(key):
+        if not sep or not _PARAM_NAME.fullmatch(key):
             raise BadInput(f"invalid --param {pair!r}: expected name=value with a name like n_estimators")
         if key in out:
             raise BadInput(f"--param {key} given twice")
@@ -100,7 +100,7 @@ def _fail(job: str, message: str) -> BadInput:
 
 
 def _param(job: str, name: str, spec: Mapping[str, Any]) -> Param:
-    if not _PARAM_NAME.match(name):
+    if not _PARAM_NAME.fullmatch(name):
         raise _fail(job, f"invalid param name {name!r}: expected [a-z][a-z0-9_]*")
     unknown_keys = set(spec) - {"type", "default", "help", "pattern", "choices"}
     if unknown_keys:
@@ -136,7 +136,7 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     if not isinstance(command, list) or not command or not all(isinstance(a, str) and a for a in command):
         raise _fail(name, "command must be a non-empty list of strings (an argv list, never a shell string)")
     container = spec.get("container")
-    if not isinstance(container, str) or not GCE_NAME.match(container):
+    if not isinstance(container, str) or not GCE_NAME.fullmatch(container):
         raise _fail(name, f"container {container!r} is not a valid container name")
     if containers is not None and container not in containers:
         raise _fail(name, f"container {container!r} is not one of containers/: {', '.join(sorted(containers))}")

@@ -29,6 +29,7 @@ from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, new_run_id
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
+from mlbatch.run.echo import BoundedEcho, LogFollower, echo_log_after
 from mlbatch.ui import Say
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -252,11 +253,12 @@ class Controller:
             self._create(spec, job, attempt, name)
         created_at = time.time()
         stop = threading.Event()
-        shown: list[str] = []
-        streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
+        console = BoundedEcho(self.echo)
+        streamer = threading.Thread(target=self._stream, args=(name, stop, console), daemon=True)
         streamer.start()
         deadline = time.monotonic() + spec.timeout_seconds + BOOT_MARGIN
         next_state_check = time.monotonic() + STATE_CHECK_EVERY
+        result = None
         try:
             while True:
                 result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
@@ -284,29 +286,19 @@ class Controller:
                 time.sleep(POLL)
         finally:
             stop.set()
-        streamer.join(timeout=5)
-        self._echo_rest_of_log(spec.run_id, attempt, shown)
+            streamer.join(timeout=5)
+            if result is not None:  # the console can end before the log does (a VM that deleted itself)
+                echo_log_after(self.bucket, runs.attempt_key(spec.run_id, attempt, "log"), console.last, console)
+            console.close()
         if "started" in result:
             started = dt.datetime.fromisoformat(result["started"]).timestamp()
             phases["boot"] = round(max(0.0, started - created_at), 3)
         return result
 
-    def _stream(self, name: str, stop: threading.Event, shown: list[str]) -> None:
+    def _stream(self, name: str, stop: threading.Event, console: BoundedEcho) -> None:
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
-                self.echo(line)
-                shown.append(line)
-
-    def _echo_rest_of_log(self, run_id: str, attempt: int, shown: list[str]) -> None:
-        """The console can end before the log does (a VM that deleted itself): finish from the bucket log."""
-        try:
-            lines = self.bucket.read(runs.attempt_key(run_id, attempt, "log")).decode(errors="replace").splitlines()
-        except MlbatchError:
-            return
-        last = next((line for line in reversed(shown) if line in lines), None)
-        start = len(lines) - lines[::-1].index(last) if last is not None else 0
-        for line in lines[start:]:
-            self.echo(line)
+                console.line(line)
 
     def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> dict[str, Any]:
         """Record how the run ended when the agent could not; the first record written wins."""
@@ -337,23 +329,20 @@ class Controller:
         if spec is None:
             raise MlbatchError(f"run {run_id} has an idempotency record but no spec.json yet")
         deadline = time.monotonic() + spec["timeout_seconds"] + BOOT_MARGIN
-        shown: dict[str, int] = {}
+        follower, console = LogFollower(), BoundedEcho(self.echo)
         with _cancel_on_signals():
-            while True:
-                result = runs.read_json(self.bucket, runs.result_key(run_id))
-                self._echo_new_log(run_id, shown)
-                if result is not None:
-                    return RunOutcome(run_id, runs.exit_code_of(result), result, dict(result.get("phases", {})), True)
-                if time.monotonic() > deadline:
-                    raise MlbatchError(f"run {run_id} has not ended after {spec['timeout_seconds'] + BOOT_MARGIN}s")
-                time.sleep(poll)
-
-    def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
-        for key in sorted(k for k in self.bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")):
-            data = self.bucket.read(key).decode(errors="replace")
-            for line in data[shown.get(key, 0) :].splitlines():
-                self.echo(line)
-            shown[key] = len(data)
+            try:
+                while True:
+                    result = runs.read_json(self.bucket, runs.result_key(run_id))
+                    logs = sorted(k for k in self.bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log"))
+                    follower.follow(self.bucket, logs, console)
+                    if result is not None:
+                        return RunOutcome(run_id, runs.exit_code_of(result), result, dict(result.get("phases", {})), True)
+                    if time.monotonic() > deadline:
+                        raise MlbatchError(f"run {run_id} has not ended after {spec['timeout_seconds'] + BOOT_MARGIN}s")
+                    time.sleep(poll)
+            finally:
+                console.close()
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

@@ -68,6 +68,9 @@ def upload_results(bucket: Bucket, results: Path, prefix: str, say: Callable[[st
         for name in sorted(files):
             path = here / name
             relative = path.relative_to(root).as_posix()
+            if not relative.isprintable() or relative != relative.encode("utf-8", "replace").decode():
+                say(f"skipped {relative!r}: its name is not printable UTF-8, which an object name must be")
+                continue
             mode = path.lstat().st_mode
             if not stat.S_ISREG(mode):
                 kind = "a symlink" if stat.S_ISLNK(mode) else f"not a regular file ({stat.filemode(mode)})"

@@ -95,12 +95,15 @@ def test_results_upload_skips_links_and_special_files_and_says_so(tmp_path):
     (results / "inside-link").symlink_to("model.bin")
     (results / "linked-dir").symlink_to(tmp_path / "outside-dir", target_is_directory=True)
     os.mkfifo(results / "a-fifo")
+    (results / os.fsdecode(b"bad-\xff-name")).write_text("x")
+    (results / "new\nline").write_text("x")
     bucket = FileBucket(tmp_path / "bucket")
     lines: list[str] = []
     assert upload_results(bucket, results, "runs/j/r/results", lines.append) == 2
     assert sorted(bucket.list("runs")) == ["runs/j/r/results/model.bin", "runs/j/r/results/sub/metrics.json"]
     for name in ("escape", "inside-link", "linked-dir", "a-fifo"):
         assert any(line.startswith(f"skipped {name}:") for line in lines), lines
+    assert sum("not printable UTF-8" in line for line in lines) == 2
     stored = b"".join(bucket.read(k) for k in bucket.list("runs"))
     assert b"TOKEN" not in stored and b"KEY" not in stored
 

@@ -9,7 +9,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +134,12 @@ class Attempt:
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
         self.log.info(f"running {list(self.spec.argv)} (timeout {self.spec.timeout_seconds}s)")
-        self.container = client.containers.run(
+        # Created, attached, then started (as `docker run` does): the attach stream carries the
+        # job's raw bytes from its first one; the engine's json-file log would turn bytes that
+        # are not UTF-8 into U+FFFD, so `logs()` cannot be the record.
+        self.container = client.containers.create(
             self.spec.container,
             list(self.spec.argv),
-            detach=True,
             name=f"{self.instance}-job",
             working_dir=CONTAINER_CODE_DIR,
             environment=_job_env(self.spec, self.attempt),
@@ -148,8 +150,10 @@ class Attempt:
             },
             labels={"managed-by": "mlbatch", "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
         )
-        pump = threading.Thread(target=self._pump_logs, name="job-output", daemon=True)
+        output = self.container.attach(stdout=True, stderr=True, stream=True, logs=False)
+        pump = threading.Thread(target=self._pump_logs, args=(output,), name="job-output", daemon=True)
         pump.start()
+        self.container.start()
         deadline = time.monotonic() + self.spec.timeout_seconds
         while True:
             remaining = deadline - time.monotonic()
@@ -178,10 +182,10 @@ class Attempt:
         if pump.is_alive():
             self.log.info(f"log truncated: the job's output did not end within {OUTPUT_DRAIN_LIMIT}s of the job")
 
-    def _pump_logs(self) -> None:
-        """The job's stdout and stderr, as the raw bytes the engine holds (no decoding, no line splitting)."""
+    def _pump_logs(self, output: Iterable[bytes]) -> None:
+        """The job's stdout and stderr as raw bytes, in the order the engine hands them over (no decoding, no line splitting)."""
         try:
-            for chunk in self.container.logs(stream=True, follow=True):
+            for chunk in output:
                 self.log.write_bytes(chunk)
         except Exception as exc:  # the job container went away under us (instance deleted)
             self.log.info(f"job output stream ended: {type(exc).__name__}")

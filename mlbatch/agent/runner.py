@@ -100,7 +100,9 @@ class Attempt:
         self.container: Any = None
         self.started = runs.now_iso()
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = LogSink(self.bucket, runs.attempt_key(spec.run_id, attempt, "log"), workdir / "attempt.log")
+        self.log = LogSink(
+            self.bucket, runs.attempt_key(spec.run_id, attempt, "log"), workdir / "attempt.log", max_bytes=spec.max_log_bytes
+        )
 
     # --- phases ---------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class RunSpec:
     profile: str
     vm_image: str
     idempotency_key: str = ""
+    max_log_bytes: int = 0  # the job's max_log_mb; 0: no cap
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

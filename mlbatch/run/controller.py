@@ -150,6 +150,7 @@ class Controller:
             profile=prepared.manifest.profile,
             vm_image=prepared.manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
+            max_log_bytes=prepared.job.max_log_mb * 1024 * 1024,
         )
         runs.write_json(self.bucket, runs.spec_key(run_id), dataclasses.asdict(spec), immutable=True)
         self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")

@@ -117,3 +117,16 @@ def test_results_are_streamed_not_read_whole(tmp_path, monkeypatch):
     bucket = FileBucket(tmp_path / "bucket")
     upload_results(bucket, big.parent, "r", lambda _: None)
     assert (tmp_path / "bucket" / "r" / "big.bin").stat().st_size == 64 * 1024 * 1024
+
+
+def test_the_catalog_caps_a_jobs_log():
+    import pytest
+
+    from mlbatch.core.catalog import parse_catalog
+    from mlbatch.core.errors import BadInput
+
+    base = "jobs:\n  j:\n    container: trainer\n    command: [python, j.py]\n"
+    assert parse_catalog(base + "    max_log_mb: 5\n")["j"].max_log_mb == 5
+    assert parse_catalog(base)["j"].max_log_mb == 0
+    with pytest.raises(BadInput, match="max_log_mb"):
+        parse_catalog(base + "    max_log_mb: lots\n")

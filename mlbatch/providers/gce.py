@@ -19,7 +19,16 @@ from google.cloud import compute_v1
 
 from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
 from mlbatch.core.settings import Settings
-from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceInfo, InstanceRequest, QuotaError
+from mlbatch.providers.base import (
+    CONSOLE_LINE_LIMIT,
+    GONE,
+    RUNNING,
+    STOPPED,
+    CapacityError,
+    InstanceInfo,
+    InstanceRequest,
+    QuotaError,
+)
 
 CAPACITY_CODES = (
     "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -237,6 +246,9 @@ class GceProvider:
             text = partial + out.contents
             *lines, partial = text.split("\n")
             yield from lines
+            if len(partial) > CONSOLE_LINE_LIMIT:  # a line with no end (a \r progress bar): memory stays bounded
+                yield partial
+                partial = ""
             offset = out.next_
             stop.wait(self.serial_poll)
         if partial:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import ExitCode, MlbatchError
+from mlbatch.core.errors import CapacityError as CapacityError  # re-exported: providers raise it, the controller catches it
+from mlbatch.core.errors import QuotaError as QuotaError
 from mlbatch.core.runs import RunSpec
 
 # Instance states as the controller sees them.
@@ -17,16 +18,6 @@ GONE = "gone"  # deleted, or never created
 # Characters a console holds for a line before passing it on unfinished (a \r progress bar
 # never ends its line): the controller's memory stays bounded whatever the job prints.
 CONSOLE_LINE_LIMIT = 64 * 1024
-
-
-class CapacityError(MlbatchError):
-    """No capacity in this zone: the controller tries the next one."""
-
-    exit_code = ExitCode.NO_CAPACITY
-
-
-class QuotaError(MlbatchError):
-    exit_code = ExitCode.QUOTA_EXCEEDED
 
 
 @dataclasses.dataclass(frozen=True)

@@ -92,3 +92,24 @@ def test_in_a_git_checkout_only_tracked_files_ship_and_the_tree_state_is_recorde
 def test_outside_a_git_checkout_the_bundle_says_so(code):
     made = build_bundle(code)
     assert not made.clean and "not a git checkout" in made.tree_state
+
+
+def test_the_release_refuses_a_link_leaving_batch_code_before_any_side_effect(tmp_path):
+    import shutil
+
+    from mlbatch.core.settings import load_settings
+    from mlbatch.release.flow import check_release
+    from tests.conftest import ROOT, repo_config
+
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "batch_code", project / "batch_code")
+    shutil.copytree(ROOT / "containers", project / "containers")
+    (tmp_path / "ci-secret.json").write_text('{"private_key": "x"}')
+    (project / "batch_code" / "service-account.json").symlink_to(tmp_path / "ci-secret.json")
+    config = repo_config()
+    config["profiles"]["local"]["bucket"] = f"file://{tmp_path / 'bucket'}"
+    settings = load_settings(config, project)
+    with pytest.raises(BadInput, match=r"batch_code/service-account\.json.*outside") as info:
+        check_release(settings, "v1.2.3")
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert not (tmp_path / "bucket").exists() or not any((tmp_path / "bucket").rglob("*"))

@@ -229,7 +229,7 @@ def test_gc_removes_only_our_expired_or_orphaned_instances(env):
 def test_runs_and_logs_commands(env):
     settings, version = env
     listed = invoke(settings.bucket, "runs", "--job", "train-digits")
-    run_id = listed.stdout.split()[0]
+    run_id = listed.stdout.splitlines()[1].split()[0]  # under the header
     assert "succeeded" in listed.stdout
     logs = invoke(settings.bucket, "logs", run_id)
     assert logs.returncode == 0 and "metrics:" in logs.stdout

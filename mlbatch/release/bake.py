@@ -95,14 +95,17 @@ def find_local_image(client, digest: str) -> VmImage | None:
     return None
 
 
-def run_packer(root: Path, request: BakeRequest, source: str, say: Say) -> tuple[dict, str]:
-    """Run `packer build -only=<source>`; return the manifest post-processor's last build and the input hash."""
+def run_packer(
+    root: Path, request: BakeRequest, source: str, say: Say, extra_vars: dict[str, str] | None = None
+) -> tuple[dict, str]:
+    """Run `packer build -only=<source>` (extra_vars: the source's own variables); return the manifest
+    post-processor's last build and the input hash."""
     digest = input_hash(root)
     with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         manifest_path = Path(tmp, "packer-manifest.json")
         argv = ["packer", "build", "-color=false", f"-only={source}"]
-        for key, value in request.variables(wheel, digest, manifest_path).items():
+        for key, value in {**request.variables(wheel, digest, manifest_path), **(extra_vars or {})}.items():
             argv += ["-var", f"{key}={value}"]
         template = packer_template(root)
         env = {

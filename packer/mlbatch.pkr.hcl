@@ -80,6 +80,13 @@ variable "prepull_images" {
   }
 }
 
+variable "prepull_registry_token" {
+  type        = string
+  description = "Access token for the registry login of the pre-pull (oauth2accesstoken); empty: pull anonymously. Pass it as PKR_VAR_prepull_registry_token."
+  default     = ""
+  sensitive   = true
+}
+
 # --- googlecompute (gcp and test profiles; mlbatch.release.gce_image passes them all) ---
 variable "project_id" {
   type        = string
@@ -215,9 +222,14 @@ build {
       "--ssh-extra-args", "-o HostKeyAlgorithms=+ssh-rsa -o PubkeyAcceptedKeyTypes=+ssh-rsa",
       "--extra-vars", "mlbatch_version=${var.version} mlbatch_git_sha=${var.git_sha} mlbatch_image_name=${var.image_name}",
       "--extra-vars", "agent_wheel=${var.agent_wheel} base_ca_bundle=${var.ca_bundle}",
-      "--extra-vars", jsonencode({ prepull_images = var.prepull_images }),
+      "--extra-vars", jsonencode({ prepull_images = var.prepull_images, prepull_registry_token = var.prepull_registry_token }),
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../ansible/ansible.cfg"]
+    # Ansible's user defaults to the local one (root): on the VM it would then skip
+    # `become` (already root, it thinks) while Packer's ssh session is ssh_username's.
+    override = {
+      vm = { user = "packer" }
+    }
   }
 
   post-processor "manifest" {

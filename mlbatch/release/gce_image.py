@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from mlbatch.core.errors import BadInput, MlbatchError, NotFound
+from mlbatch.core.errors import BadInput, ExitCode, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME
 from mlbatch.core.settings import Settings, bake_zone
@@ -24,6 +24,7 @@ from mlbatch.ui import Say
 CANDIDATE_SUFFIX = "-candidate"
 LABEL_VALUE_MAX = 63  # the input-hash label holds the first 63 hex digits of the sha256
 OPERATION_TIMEOUT = 900.0  # an image insert takes minutes on GCE
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 def candidate_family(settings: Settings) -> str:
@@ -99,6 +100,25 @@ def find_image(settings: Settings, input_hash: str) -> VmImage | None:
     return _vm_image(max(usable, key=lambda i: i.creation_timestamp), input_hash)
 
 
+def registry_token() -> str:
+    """An access token of the Application Default Credentials: the pre-pull's registry login
+    (Artifact Registry takes it as user oauth2accesstoken)."""
+    import google.auth
+    import google.auth.exceptions
+    import google.auth.transport.requests
+
+    try:
+        credentials, _ = google.auth.default(scopes=[SCOPE])
+        credentials.refresh(google.auth.transport.requests.Request())
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise MlbatchError(
+            f"no access token for the bake ({exc}): set GOOGLE_APPLICATION_CREDENTIALS to the release service "
+            "account's key file, or run where workload identity or a metadata server provides credentials",
+            ExitCode.PERMISSION_DENIED,
+        ) from None
+    return credentials.token
+
+
 def packer_variables(settings: Settings, request: BakeRequest, containers: dict[str, Container]) -> dict[str, str]:
     """What the googlecompute source needs beyond the variables both sources share."""
     return {
@@ -134,7 +154,12 @@ def bake(settings: Settings, root: Path, request: BakeRequest, containers: dict[
     )
     say(f"baking {name} in {bake_zone(settings)} from {settings.source_image_project}/{settings.source_image_family}")
     build, digest = run_packer(
-        root, candidate, "googlecompute.vm", say, extra_vars=packer_variables(settings, request, containers)
+        root,
+        candidate,
+        "googlecompute.vm",
+        say,
+        extra_vars=packer_variables(settings, request, containers),
+        extra_env={"PKR_VAR_prepull_registry_token": registry_token()},
     )
     images, _ = _clients(settings)
     try:

@@ -22,7 +22,11 @@ BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
 INPUT_HASH_LABEL = "org.mlbatch.input-hash"
 # The lines of a Packer + Ansible build worth showing as progress.
-_PROGRESS = re.compile(r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP")
+_PROGRESS = re.compile(
+    r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP"
+    # googlecompute's long waits: the build VM, its ssh, the image
+    r"|Creating instance|Waiting for SSH to become available|Connected to SSH!|Deleting instance|Creating image"
+)
 
 
 def input_hash(root: Path) -> str:

@@ -27,7 +27,7 @@ from tests.support.fake_compute.backing import BackingMixin
 from tests.support.fake_compute.disks import DisksMixin
 from tests.support.fake_compute.errors import ApiError, error_body, not_found
 from tests.support.fake_compute.global_operations import GlobalOperationsMixin
-from tests.support.fake_compute.guest_sshd import GuestMixin
+from tests.support.fake_compute.guest_boot import GuestMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mlbatch.core.errors import MlbatchError
-from mlbatch.local.infra import MANAGED_LABEL
+from mlbatch.core.names import managed_labels
 
 
 def run_suite(root: Path, hosts: str, args: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -36,7 +36,7 @@ def test_local_image(client, root: Path, image_ref: str, version: str) -> None:
         entrypoint=["/bin/sleep", "infinity"],
         detach=True,
         auto_remove=False,
-        labels=dict([MANAGED_LABEL.split("=")]) | {"org.mlbatch.role": "image-test"},
+        labels=managed_labels() | {"org.mlbatch.role": "image-test"},
     )
     try:
         result = run_suite(root, f"docker://{container.id}", [f"--mlbatch-version={version}", "-m", "not vm"])

@@ -27,8 +27,3 @@ def expected_version(request):
 @pytest.fixture
 def prepulled(request):
     return request.config.getoption("--mlbatch-prepulled")
-
-
-@pytest.fixture
-def is_vm(host):
-    return host.backend.NAME != "docker"

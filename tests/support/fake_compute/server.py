@@ -27,7 +27,6 @@ from tests.support.fake_compute.backing import BackingMixin
 from tests.support.fake_compute.disks import DisksMixin
 from tests.support.fake_compute.errors import ApiError, error_body, not_found
 from tests.support.fake_compute.global_operations import GlobalOperationsMixin
-from tests.support.fake_compute.guest_boot import GuestMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
@@ -35,9 +34,7 @@ from tests.support.fake_compute.state import FakeInstance, Faults
 from tests.support.fake_compute.zones import ZonesMixin
 
 
-class FakeCompute(
-    InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, GlobalOperationsMixin, DisksMixin, ZonesMixin, GuestMixin
-):
+class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, GlobalOperationsMixin, DisksMixin, ZonesMixin):
     _ROUTES = (
         InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + GlobalOperationsMixin.ROUTES + DisksMixin.ROUTES
     ) + ZonesMixin.ROUTES
@@ -52,7 +49,6 @@ class FakeCompute(
         self.public_images: dict[str, dict[str, dict[str, Any]]] = {}  # project -> name -> image (debian-cloud...)
         self.disks: dict[tuple[str, str], dict[str, Any]] = {}
         self._owned_refs: set[str] = set()  # Docker images this fake made (captured disks)
-        self.guest_ssh_port = 0  # where guests' sshd listens on 127.0.0.1 (the communicator's ssh_port)
         self.instances: dict[tuple[str, str], FakeInstance] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.by_request_id: dict[str, str] = {}

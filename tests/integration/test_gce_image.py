@@ -7,9 +7,8 @@ import pytest
 
 from mlbatch.core.errors import BadInput
 from mlbatch.core.manifest import VmImage
-from mlbatch.core.settings import load_settings
 from mlbatch.release import gce_image
-from tests.conftest import ROOT, repo_config
+from tests.integration.helpers import fake_compute_settings
 from tests.support.fake_compute import FakeCompute
 
 PROJECT = "mlbatch-test"
@@ -25,10 +24,7 @@ def fake():
 
 
 def settings_for(fake):
-    config = repo_config()
-    config["profile"] = "test"
-    config["profiles"]["test"].update(bucket="gs://unused-bucket", compute_endpoint=fake.endpoint)
-    return load_settings(config, ROOT)
+    return fake_compute_settings(fake.endpoint)
 
 
 def add_candidate(fake, name="mlbatch-v1-0-0-20260101000000-candidate", family="mlbatch-candidate"):

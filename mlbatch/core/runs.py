@@ -127,6 +127,7 @@ class RunSpec(Record):
     created: str
     vm_image: str
     idempotency_key: str = ""
+    max_log_bytes: int = 0  # the job's max_log_mb; 0: no cap
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

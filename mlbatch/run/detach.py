@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
+from mlbatch.core.cancel import Cancelled, cancel_on_signals
 from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
 from mlbatch.core.names import instance_name
-from mlbatch.run.controller import Cancelled, Controller, RunOutcome, RunRequest, _cancel_on_signals, status_of
+from mlbatch.run.controller import Controller, RunOutcome, RunRequest, status_of
 
 
 def _spec(controller: Controller, run_id: str) -> runs.RunSpec:
@@ -42,7 +43,7 @@ def start(controller: Controller, request: RunRequest) -> str:
         return begun
     spec, job = begun
     try:
-        with _cancel_on_signals():
+        with cancel_on_signals():
             controller._launch(spec, job, 1, detached=True)
     except (Cancelled, MlbatchError) as exc:
         # Nothing watches a detached run: record how it ended here, and leave nothing behind.
@@ -67,7 +68,7 @@ def wait(controller: Controller, run_id: str) -> RunOutcome:
     made = [n for n in runs.attempt_numbers(controller.bucket, run_id) if runs.read_instance(controller.bucket, run_id, n)]
     newest = made[-1] if made else 1
     controller.say(f"following run {run_id} from attempt {newest}")
-    with _cancel_on_signals():
+    with cancel_on_signals():
         outcome = controller._attempts(spec, job, first=newest, adopt=bool(made))
     outcome.attached = True
     return outcome

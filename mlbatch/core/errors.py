@@ -48,3 +48,9 @@ class NotFound(MlbatchError):
 
 class AlreadyExists(MlbatchError):
     exit_code = ExitCode.ALREADY_EXISTS
+
+
+class PermissionDenied(MlbatchError):
+    """The caller lacks a permission, an API is disabled, or a service refused the credentials."""
+
+    exit_code = ExitCode.PERMISSION_DENIED

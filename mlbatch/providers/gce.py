@@ -17,7 +17,7 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import compute_v1
 
-from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import MlbatchError, NotFound, PermissionDenied
 from mlbatch.core.settings import Settings
 from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceInfo, InstanceRequest, QuotaError
 
@@ -38,10 +38,6 @@ TRANSIENT = (
     ConnectionError,
 )
 _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING", "REPAIRING"}
-
-
-class PermissionDenied(MlbatchError):
-    exit_code = ExitCode.PERMISSION_DENIED
 
 
 def _retry(deadline: float) -> gretry.Retry:

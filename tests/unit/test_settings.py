@@ -82,3 +82,13 @@ def test_missing_ca_bundle_is_refused(tmp_path: Path):
     config["profiles"]["local"]["ca_bundle"] = str(tmp_path / "missing.pem")
     with pytest.raises(BadInput, match="ca_bundle .* is not a file"):
         load_settings(config, ROOT, env={})
+
+
+@pytest.mark.parametrize("key", ["resource_manager_endpoint", "service_usage_endpoint"])
+def test_preflight_endpoints_are_refused_outside_the_test_profile(key):
+    with pytest.raises(BadInput, match=f"{key} .* is for tests: refused outside the test profile"):
+        load_settings(gcp_config(**{key: "http://127.0.0.1:9"}), ROOT, env={})
+    config = gcp_config(**{key: "http://127.0.0.1:9"})
+    config["profile"] = "test"
+    config["profiles"]["test"].update(config["profiles"]["gcp"])
+    assert getattr(load_settings(config, ROOT, env={}), key) == "http://127.0.0.1:9"

@@ -25,14 +25,15 @@ from typing import Any
 from tests.support import discovery
 from tests.support.fake_compute.backing import BackingMixin
 from tests.support.fake_compute.errors import ApiError, error_body, not_found
+from tests.support.fake_compute.image_admin import ImageAdminMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
 
 
-class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
-    _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES
+class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, ImageAdminMixin, BackingMixin):
+    _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + ImageAdminMixin.ROUTES
 
     def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
         self.project = project

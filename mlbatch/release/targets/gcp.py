@@ -1,0 +1,130 @@
+"""The gcp release target (gcp profile; the test profile points it at emulators).
+
+Credentials come from Application Default Credentials via google-auth (a key file in
+GOOGLE_APPLICATION_CREDENTIALS, workload identity, or the metadata server); the registry
+login is user `oauth2accesstoken` with an access token, as Artifact Registry expects, so
+no gcloud and no docker credential helper is needed. The image is baked, promoted and
+discarded by mlbatch.release.gce_image, and tested on a VM by mlbatch.release.vmtest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from mlbatch.core.errors import PermissionDenied
+from mlbatch.core.manifest import Container, VmImage
+from mlbatch.core.settings import Settings
+from mlbatch.local.infra import docker_client
+from mlbatch.release import containers
+from mlbatch.release.bake import BakeRequest
+from mlbatch.release.targets.base import BakedImage
+from mlbatch.ui import Say
+
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+REGISTRY_USER = "oauth2accesstoken"  # Artifact Registry's user name for an OAuth access token
+
+
+def adc_credentials():
+    """Application Default Credentials with a fresh access token, or PermissionDenied saying how to get them."""
+    import google.auth
+    import google.auth.exceptions
+    import google.auth.transport.requests
+
+    try:
+        credentials, _ = google.auth.default(scopes=[SCOPE])
+        credentials.refresh(google.auth.transport.requests.Request())
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise PermissionDenied(
+            f"no Application Default Credentials ({exc}): set GOOGLE_APPLICATION_CREDENTIALS to the release "
+            "service account's key file, or run where workload identity or a metadata server provides them"
+        ) from None
+    except google.auth.exceptions.RefreshError as exc:
+        raise PermissionDenied(f"the token endpoint refused the Application Default Credentials: {exc}") from None
+    return credentials
+
+
+def _lazy(module: str):
+    """The googlecompute bake (gce_image) and the VM test (vmtest), imported only when a gcp release needs them."""
+    return importlib.import_module(f"mlbatch.release.{module}")
+
+
+def principal(credentials) -> str:
+    return getattr(credentials, "service_account_email", "") or "the release identity"
+
+
+class GcpTarget:
+    name = "gcp"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._credentials = None
+
+    @property
+    def credentials(self):
+        if self._credentials is None:
+            self._credentials = adc_credentials()
+        elif not self._credentials.valid:  # tokens last an hour; a bake may take longer
+            import google.auth.transport.requests
+
+            self._credentials.refresh(google.auth.transport.requests.Request())
+        return self._credentials
+
+    def preflight(self) -> None:
+        from mlbatch.release import preflight
+
+        preflight.check(self.settings, self.credentials, principal(self.credentials))
+
+    def push_containers(self, root: Path, version: str, say: Say) -> dict[str, Container]:
+        import docker
+
+        host = self.settings.registry.split("/")[0]
+        auth = {"username": REGISTRY_USER, "password": self.credentials.token}
+        client = docker_client()
+        say(f"logging in to {host} as {REGISTRY_USER} with a token for {principal(self.credentials)}")
+        try:
+            client.login(registry=host, reauth=True, **auth)
+        except docker.errors.APIError as exc:
+            raise PermissionDenied(
+                f"the registry {host} refused the token of {principal(self.credentials)}: {exc.explanation} "
+                "(grant roles/artifactregistry.writer on the repository, and enable artifactregistry.googleapis.com)"
+            ) from None
+        return containers.build_and_push(client, root / "containers", self.settings.registry, version, say, auth)
+
+    def find_image(self, input_hash: str) -> VmImage | None:
+        gce_image = _lazy("gce_image")
+        return gce_image.find_image(self.settings, input_hash)
+
+    def bake_image(self, root: Path, request: BakeRequest, containers: dict[str, Container], say: Say) -> VmImage:
+        gce_image = _lazy("gce_image")
+        return gce_image.bake(self.settings, root, request, containers, say)
+
+    def test_image(self, root: Path, image: VmImage, say: Say) -> None:
+        vmtest = _lazy("vmtest")
+        vmtest.test_image_on_vm(self.settings, root, image, say)
+
+    def promote(self, image: VmImage, say: Say) -> VmImage:
+        gce_image = _lazy("gce_image")
+        return gce_image.promote(self.settings, image, say)
+
+    def discard(self, image: VmImage, say: Say) -> None:
+        gce_image = _lazy("gce_image")
+        gce_image.discard(self.settings, image, say)
+
+    # --- retention ---------------------------------------------------------------------
+
+    def _compute(self):
+        from mlbatch.release.targets.gcp_images import ImageAdmin
+
+        return ImageAdmin(self.settings, None if self.settings.compute_endpoint else self.credentials)
+
+    def list_images(self) -> list[BakedImage]:
+        return self._compute().list('labels.managed-by="mlbatch"')
+
+    def retire_image(self, image: BakedImage, say: Say) -> None:
+        admin = self._compute()
+        if image.status != "DEPRECATED":
+            admin.deprecate(image.name)
+            say(f"deprecated {image.name}")
+        admin.delete(image.name)
+        say(f"deleted {image.name}")

@@ -19,7 +19,7 @@ from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.catalog import parse_catalog
 from mlbatch.core.errors import AlreadyExists, ExitCode, MlbatchError, PermissionDenied
-from mlbatch.core.manifest import CodeBundle, Manifest
+from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
@@ -89,6 +89,14 @@ def _step(steps: Steps, version: str, name: str) -> Iterator[list[str]]:
             ) from exc
 
 
+def _discard(target: ReleaseTarget, image: VmImage) -> None:
+    """Discard a failed candidate without hiding why it failed."""
+    try:
+        target.discard(image, say)
+    except Exception as exc:  # noqa: BLE001 - the test failure is the error to report
+        say(f"could not discard the candidate {image.ref} ({exc}); `invoke images.prune` will retire it")
+
+
 def release(settings: Settings, version_text: str, steps: Steps, target: ReleaseTarget | None = None) -> Manifest:
     version, bucket, catalog = check_release(settings, version_text)
     target = target or get_target(settings)
@@ -129,7 +137,7 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
                 target.test_image(root, image, say)
         except BaseException:
             if not reused:  # a reused image is already served by earlier releases: never discard it
-                target.discard(image, say)
+                _discard(target, image)
             raise
         if not reused:
             image = target.promote(image, say)

@@ -27,8 +27,9 @@ from mlbatch.core.errors import ExitCode, PermissionDenied
 from mlbatch.core.settings import load_settings
 from mlbatch.local.infra import docker_client
 from mlbatch.release import containers, preflight
+from mlbatch.release.adc import REGISTRY_USER
 from mlbatch.release.flow import StepFailed, release
-from mlbatch.release.targets.gcp import REGISTRY_USER, GcpTarget
+from mlbatch.release.targets.gcp import GcpTarget
 from mlbatch.ui import Steps
 from tests.conftest import ROOT, repo_config, unique_version
 from tests.integration.helpers import INVOKE, snapshot

@@ -12,14 +12,14 @@ more than 30 names or names outside the parent.
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import re
-import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tests.support.loopback import JsonServer
 
 SYSTEM_PARAMS = {"$alt", "alt", "prettyPrint", "fields", "key", "quotaUser"}
 _PERMISSION = re.compile(r"^[a-z][a-zA-Z0-9]*\.[a-zA-Z0-9]+\.[a-zA-Z0-9]+$")
@@ -79,17 +79,15 @@ class FakeIam:
         self.project, self.authorizes, self.project_number = project, authorizes, project_number
         self.granted, self.enabled = set(granted), set(enabled)
         self.requests: list[tuple[str, str]] = []
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = JsonServer(self._respond)
+        self.endpoint = self._http.url
 
     def start(self) -> FakeIam:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     # --- the two methods -----------------------------------------------------------------
 
@@ -153,28 +151,8 @@ class FakeIam:
             return self.batch_get(m[1], query)
         raise ApiError(404, f"fake iam: no method for {verb} {path}")
 
-    def _handler(self):
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _serve(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    status, payload = 200, fake._dispatch(self.command, self.path, self.headers, raw)
-                except ApiError as exc:
-                    status, payload = exc.code, exc.body()
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve
-
-        return Handler
+    def _respond(self, verb: str, path: str, headers, raw: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, self._dispatch(verb, path, headers, raw)
+        except ApiError as exc:
+            return exc.code, exc.body()

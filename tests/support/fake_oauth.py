@@ -10,9 +10,7 @@ answers errors the way Google does (400 invalid_grant / unsupported_grant_type).
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.support.loopback import JsonServer
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # The audience Google's token endpoint requires; google-auth signs it whatever the token_uri.
@@ -47,17 +47,15 @@ class FakeOAuth:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.grants: list[dict] = []  # claims of every assertion accepted
         self.refusals: list[str] = []
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.token_uri = f"http://127.0.0.1:{self._server.server_port}/token"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = JsonServer(self._respond)
+        self.token_uri = f"{self._http.url}/token"
 
     def start(self) -> FakeOAuth:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def write_key(self, path: Path, project: str = "mlbatch-test") -> Path:
         """A service-account key file as the console downloads it, with token_uri pointing here."""
@@ -129,32 +127,11 @@ class FakeOAuth:
             return False
         return claims.get("sub") == self.client_email and bool(claims.get("aud") or claims.get("scope"))
 
-    def _handler(self):
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                if urllib.parse.urlsplit(self.path).path != "/token":
-                    return self._reply(404, {"error": "not_found", "error_description": self.path})
-                form = dict(urllib.parse.parse_qsl(raw))
-                try:
-                    return self._reply(200, fake._grant(form))
-                except GrantError as exc:
-                    fake.refusals.append(exc.description)
-                    return self._reply(400, {"error": exc.error, "error_description": exc.description})
-
-            def _reply(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+    def _respond(self, verb: str, path: str, headers, raw: bytes) -> tuple[int, dict]:
+        if verb != "POST" or urllib.parse.urlsplit(path).path != "/token":
+            return 404, {"error": "not_found", "error_description": path}
+        try:
+            return 200, self._grant(dict(urllib.parse.parse_qsl(raw.decode())))
+        except GrantError as exc:
+            self.refusals.append(exc.description)
+            return 400, {"error": exc.error, "error_description": exc.description}

@@ -16,41 +16,15 @@ from mlbatch.core.errors import PermissionDenied
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
-from mlbatch.release import containers
+from mlbatch.release import adc, containers
 from mlbatch.release.bake import BakeRequest
 from mlbatch.release.targets.base import BakedImage
 from mlbatch.ui import Say
-
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-REGISTRY_USER = "oauth2accesstoken"  # Artifact Registry's user name for an OAuth access token
-
-
-def adc_credentials():
-    """Application Default Credentials with a fresh access token, or PermissionDenied saying how to get them."""
-    import google.auth
-    import google.auth.exceptions
-    import google.auth.transport.requests
-
-    try:
-        credentials, _ = google.auth.default(scopes=[SCOPE])
-        credentials.refresh(google.auth.transport.requests.Request())
-    except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise PermissionDenied(
-            f"no Application Default Credentials ({exc}): set GOOGLE_APPLICATION_CREDENTIALS to the release "
-            "service account's key file, or run where workload identity or a metadata server provides them"
-        ) from None
-    except google.auth.exceptions.RefreshError as exc:
-        raise PermissionDenied(f"the token endpoint refused the Application Default Credentials: {exc}") from None
-    return credentials
 
 
 def _lazy(module: str):
     """The googlecompute bake (gce_image) and the VM test (vmtest), imported only when a gcp release needs them."""
     return importlib.import_module(f"mlbatch.release.{module}")
-
-
-def principal(credentials) -> str:
-    return getattr(credentials, "service_account_email", "") or "the release identity"
 
 
 class GcpTarget:
@@ -62,31 +36,26 @@ class GcpTarget:
 
     @property
     def credentials(self):
-        if self._credentials is None:
-            self._credentials = adc_credentials()
-        elif not self._credentials.valid:  # tokens last an hour; a bake may take longer
-            import google.auth.transport.requests
-
-            self._credentials.refresh(google.auth.transport.requests.Request())
+        self._credentials = adc.refreshed(self._credentials) if self._credentials else adc.credentials()
         return self._credentials
 
     def preflight(self) -> None:
         from mlbatch.release import preflight
 
-        preflight.check(self.settings, self.credentials, principal(self.credentials))
+        preflight.check(self.settings, self.credentials, adc.principal(self.credentials))
 
     def push_containers(self, root: Path, version: str, say: Say) -> dict[str, Container]:
         import docker
 
         host = self.settings.registry.split("/")[0]
-        auth = {"username": REGISTRY_USER, "password": self.credentials.token}
+        auth = {"username": adc.REGISTRY_USER, "password": self.credentials.token}
         client = docker_client()
-        say(f"logging in to {host} as {REGISTRY_USER} with a token for {principal(self.credentials)}")
+        say(f"logging in to {host} as {adc.REGISTRY_USER} with a token for {adc.principal(self.credentials)}")
         try:
             client.login(registry=host, reauth=True, **auth)
         except docker.errors.APIError as exc:
             raise PermissionDenied(
-                f"the registry {host} refused the token of {principal(self.credentials)}: {exc.explanation} "
+                f"the registry {host} refused the token of {adc.principal(self.credentials)}: {exc.explanation} "
                 "(grant roles/artifactregistry.writer on the repository, and enable artifactregistry.googleapis.com)"
             ) from None
         return containers.build_and_push(client, root / "containers", self.settings.registry, version, say, auth)

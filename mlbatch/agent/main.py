@@ -9,23 +9,21 @@ and records the attempt as preempted within 25 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from mlbatch import __version__
 from mlbatch.agent.runner import Preempted, run_attempt
-from mlbatch.core.runs import PREEMPTED, SUCCEEDED, RunSpec
+from mlbatch.core.runs import PREEMPTED, SUCCEEDED, InstanceSpec
 
 
-def load_instance_spec() -> tuple[dict[str, Any], bool]:
+def load_instance_spec() -> tuple[InstanceSpec, bool]:
     """Local profile: the file named by MLBATCH_INSTANCE_FILE; GCE: metadata attributes."""
     path = os.environ.get("MLBATCH_INSTANCE_FILE")
     if path:
-        return json.loads(Path(path).read_text()), False
+        return InstanceSpec.from_json(Path(path).read_text(), path), False
     from mlbatch.agent import gce
 
     return gce.instance_spec(), True
@@ -41,12 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     instance, on_gce = load_instance_spec()
-    spec = RunSpec.from_json(json.dumps(instance["spec"]))
     status = run_attempt(
-        spec,
-        attempt=int(instance["attempt"]),
-        instance=instance["instance"],
-        workdir=Path(instance["workdir"]),
+        instance.spec,
+        attempt=instance.attempt,
+        instance=instance.instance,
+        workdir=Path(instance.workdir),
         registry_login=on_gce,
     )
     if on_gce and status != PREEMPTED:  # a preempted VM is being stopped by the platform already

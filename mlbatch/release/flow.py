@@ -18,7 +18,7 @@ from mlbatch.core import bundle
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.catalog import parse_catalog
-from mlbatch.core.errors import AlreadyExists, ExitCode, MlbatchError, PermissionDenied
+from mlbatch.core.errors import AlreadyExists, MlbatchError, PermissionDenied, StepFailed
 from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
@@ -26,10 +26,6 @@ from mlbatch.core.versions import parse_version
 from mlbatch.release import bake, containers
 from mlbatch.release.targets import ReleaseTarget, get_target
 from mlbatch.ui import Steps, say, spinner
-
-
-class StepFailed(MlbatchError):
-    exit_code = ExitCode.STEP_FAILED
 
 
 def git_sha(root: Path) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mlbatch.core.errors import PermissionDenied
 from mlbatch.core.manifest import Container, VmImage
+from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
 from mlbatch.release import adc, containers
@@ -88,7 +89,7 @@ class GcpTarget:
         return ImageAdmin(self.settings, None if self.settings.compute_endpoint else self.credentials)
 
     def list_images(self) -> list[BakedImage]:
-        return self._compute().list('labels.managed-by="mlbatch"')
+        return self._compute().list(f'labels.{MANAGED_LABEL_KEY}="{MANAGED_LABEL_VALUE}"')
 
     def retire_image(self, image: BakedImage, say: Say) -> None:
         admin = self._compute()

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
+from mlbatch.core.names import LABEL_KEY, LABEL_VALUE, managed_labels
 from tests.support.fake_compute.errors import ApiError, not_found
 
 _GLOBAL = "/compute/v1/projects/(?P<project>[^/]+)/global"
@@ -60,7 +60,7 @@ class ImagesMixin:
             "status": "READY",
             "id": str(next(self._ids)),
             "creationTimestamp": _now(),
-            "labels": {"managed-by": "mlbatch"} if labels is None else dict(labels),
+            "labels": managed_labels() if labels is None else dict(labels),
             "diskSizeGb": "10",
             "sourceType": "RAW",
             "_docker_ref": docker_ref,

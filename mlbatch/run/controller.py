@@ -13,15 +13,15 @@ import contextlib
 import dataclasses
 import datetime as dt
 import re
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
+from mlbatch.core.cancel import Cancelled
+from mlbatch.core.cancel import cancel_on_signals as _cancel_on_signals
 from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, MlbatchError
 from mlbatch.core.manifest import Manifest
@@ -37,10 +37,6 @@ POLL = 0.25  # seconds between reads of result.json while waiting
 # Seconds between asks to the provider (on GCE each is an instances.get call): records in
 # the bucket end an attempt; the instance's state only catches one that vanished without.
 STATE_CHECK_EVERY = 2.0
-
-
-class Cancelled(BaseException):
-    """SIGTERM or SIGINT reached the controller (cron, Rundeck, Ctrl-C)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,28 +85,6 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
         raise BadInput(f"unknown job {request.job!r} in release {version}: expected one of {', '.join(manifest.jobs)}")
     params = job.resolve_params(raw_params)
     return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
-
-
-@contextlib.contextmanager
-def _cancel_on_signals() -> Iterator[None]:
-    """invoke forwards only Ctrl-C to us; cron and Rundeck send SIGTERM. Both cancel."""
-
-    received: list[int] = []
-
-    def handler(signum, frame):
-        if not received:  # a second signal must not interrupt the teardown of the first
-            received.append(signum)
-            raise Cancelled(signal.Signals(signum).name)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 class Controller:

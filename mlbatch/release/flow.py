@@ -130,7 +130,8 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
     with _step(steps, version, "image tests") as outcome:
         try:
             with spinner("testing the image with testinfra"):
-                target.test_image(root, image, say)
+                # A reused image holds the containers of the release that baked it, not necessarily ours.
+                target.test_image(root, image, {} if reused else pinned, say)
         except BaseException:
             if not reused:  # a reused image is already served by earlier releases: never discard it
                 _discard(target, image)

@@ -198,24 +198,29 @@ def test_a_refused_token_stops_the_release_at_containers_without_manifest(world,
 # --- the whole release ----------------------------------------------------------------------
 
 
-def test_release_on_the_test_profile_pins_everything(world, bucket):
-    """The gcp flow end to end; the image is reused by its input hash, as after an earlier bake."""
-    pytest.importorskip("mlbatch.release.gce_image", reason="the googlecompute bake (branch gcebake) is not merged yet")
-    pytest.importorskip("mlbatch.release.vmtest", reason="the image test on a VM (branch guest) is not merged yet")
-    from mlbatch.release import bake, gce_image
+def test_a_reused_image_failing_its_tests_on_a_vm_stops_the_release_and_stays_served(world, bucket):
+    """The gcp flow end to end up to the image test: preflight, push, code to GCS, the image found by
+    its input hash (as after an earlier bake), then tests/image over ssh on a temporary VM of the fake
+    Compute API. The image is a bare guest (not provisioned), so the `vm` checks fail: the release
+    stops at 'image tests' (103) without manifest, the test VM is gone, and the reused image, served
+    by earlier releases, is not discarded."""
+    from mlbatch.release import bake
+    from tests.support.fake_compute.guest import build_guest_image
 
     digest = bake.input_hash(ROOT)
-    name = f"mlbatch-earlier-{int(time.time())}"
-    world.compute.add_image(name, "mlbatch-vm-image:unused", labels={"managed-by": "mlbatch", "input-hash": digest[:63]})
-    steps = Steps()
-    manifest = release(world.settings(bucket), unique_version(), steps)
-    assert manifest.profile == "test"
-    assert manifest.vm_image.ref.endswith(f"/global/images/{name}")
-    assert gce_image.find_image(world.settings(bucket), digest).name == name
-    assert manifest.containers["trainer"].repository == f"{world.registry}/mlbatch/trainer"
-    assert manifest.code.uri.startswith(bucket + "/batch_code/")
-    assert manifests.load(open_bucket(bucket), manifest.version) == manifest
-    assert [row[0] for row in steps.rows] == ["preflight", "containers", "code bundle", "vm image", "image tests", "manifest"]
+    name = f"mlbatch-earlier-{secrets.token_hex(3)}"
+    world.compute.add_image(name, build_guest_image(), labels={"managed-by": "mlbatch", "input-hash": digest[:63]})
+    world.compute.images[name]["description"] = "mlbatch v0.0.1-earlier 0000000"
+    version, steps = unique_version(), Steps()
+    with pytest.raises(StepFailed, match="(?s)failed at step 'image tests'.*test_agent_unit_enabled_on_vm") as info:
+        release(world.settings(bucket), version, steps)
+    assert info.value.exit_code == ExitCode.STEP_FAILED
+    rows = {step: outcome for step, outcome, _ in steps.rows}
+    assert rows["vm image"] == f"reused https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/images/{name}"
+    assert rows["containers"].startswith("pushed") and rows["code bundle"].startswith("uploaded")
+    assert not open_bucket(bucket).exists(manifests.manifest_key(version))
+    assert name in world.compute.images and "deprecated" not in world.compute.images[name]
+    assert not world.compute.instances, "the temporary test VM was deleted"
 
 
 # --- retention ----------------------------------------------------------------------------

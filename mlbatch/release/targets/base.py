@@ -43,8 +43,8 @@ class ReleaseTarget(Protocol):
     def bake_image(self, root: Path, request: BakeRequest, containers: dict[str, Container], say: Say) -> VmImage:
         """Bake a candidate image: not served until `promote`."""
 
-    def test_image(self, root: Path, image: VmImage, say: Say) -> None:
-        """Run tests/image (testinfra) against the image; raise when a test fails."""
+    def test_image(self, root: Path, image: VmImage, prepulled: dict[str, Container], say: Say) -> None:
+        """Run tests/image (testinfra) against the image, checking that `prepulled` are in it; raise when a test fails."""
 
     def promote(self, image: VmImage, say: Say) -> VmImage:
         """Serve a tested candidate; return the image as the manifest pins it."""

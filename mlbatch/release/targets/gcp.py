@@ -9,7 +9,6 @@ discarded by mlbatch.release.gce_image, and tested on a VM by mlbatch.release.vm
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from mlbatch.core.errors import PermissionDenied
@@ -17,15 +16,10 @@ from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
-from mlbatch.release import adc, containers
+from mlbatch.release import adc, containers, gce_image, vmtest
 from mlbatch.release.bake import BakeRequest
 from mlbatch.release.targets.base import BakedImage
 from mlbatch.ui import Say
-
-
-def _lazy(module: str):
-    """The googlecompute bake (gce_image) and the VM test (vmtest), imported only when a gcp release needs them."""
-    return importlib.import_module(f"mlbatch.release.{module}")
 
 
 class GcpTarget:
@@ -62,23 +56,18 @@ class GcpTarget:
         return containers.build_and_push(client, root / "containers", self.settings.registry, version, say, auth)
 
     def find_image(self, input_hash: str) -> VmImage | None:
-        gce_image = _lazy("gce_image")
         return gce_image.find_image(self.settings, input_hash)
 
     def bake_image(self, root: Path, request: BakeRequest, containers: dict[str, Container], say: Say) -> VmImage:
-        gce_image = _lazy("gce_image")
         return gce_image.bake(self.settings, root, request, containers, say)
 
-    def test_image(self, root: Path, image: VmImage, say: Say) -> None:
-        vmtest = _lazy("vmtest")
-        vmtest.test_image_on_vm(self.settings, root, image, say)
+    def test_image(self, root: Path, image: VmImage, prepulled: dict[str, Container], say: Say) -> None:
+        vmtest.test_image_on_vm(self.settings, root, image, say, prepulled=[c.ref for c in prepulled.values()])
 
     def promote(self, image: VmImage, say: Say) -> VmImage:
-        gce_image = _lazy("gce_image")
         return gce_image.promote(self.settings, image, say)
 
     def discard(self, image: VmImage, say: Say) -> None:
-        gce_image = _lazy("gce_image")
         gce_image.discard(self.settings, image, say)
 
     # --- retention ---------------------------------------------------------------------

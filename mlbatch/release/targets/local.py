@@ -37,7 +37,8 @@ class LocalTarget:
     def bake_image(self, root: Path, request: BakeRequest, containers: dict[str, Container], say: Say) -> VmImage:
         return bake.bake_local(self.client, root, request, say)
 
-    def test_image(self, root: Path, image: VmImage, say: Say) -> None:
+    def test_image(self, root: Path, image: VmImage, prepulled: dict[str, Container], say: Say) -> None:
+        # The local instance runs containers through the host's engine: nothing is pre-pulled into it.
         imagetest.test_local_image(self.client, root, image.ref, image.baked_by_version)
 
     def promote(self, image: VmImage, say: Say) -> VmImage:

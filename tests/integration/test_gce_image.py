@@ -7,9 +7,8 @@ import pytest
 
 from mlbatch.core.errors import BadInput
 from mlbatch.core.manifest import VmImage
-from mlbatch.core.settings import load_settings
 from mlbatch.release import gce_image
-from tests.conftest import ROOT, repo_config
+from tests.integration.helpers import fake_compute_settings
 from tests.support.fake_compute import FakeCompute
 
 PROJECT = "mlbatch-test"
@@ -25,10 +24,7 @@ def fake():
 
 
 def settings_for(fake):
-    config = repo_config()
-    config["profile"] = "test"
-    config["profiles"]["test"].update(bucket="gs://unused-bucket", compute_endpoint=fake.endpoint)
-    return load_settings(config, ROOT)
+    return fake_compute_settings(fake.endpoint)
 
 
 def add_candidate(fake, name="mlbatch-v1-0-0-20260101000000-candidate", family="mlbatch-candidate"):
@@ -86,3 +82,20 @@ def test_find_image_skips_deprecated_and_foreign_images(fake):
     fake.images[served.name]["deprecated"] = {"state": "ACTIVE"}
     fake.images[served.name]["labels"]["managed-by"] = "someone-else"
     assert gce_image.find_image(settings, HASH) is None
+
+
+def test_an_image_from_a_disk_url_without_projects_is_refused_as_the_real_api_does(fake):
+    """Debian's Packer 1.6.6 build sends this URL (google-api-go >= 0.36 base path); GCE answers 400."""
+    from google.api_core import exceptions as gexc
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    images = compute_v1.ImagesClient(
+        transport="rest", client_options={"api_endpoint": fake.endpoint}, credentials=AnonymousCredentials()
+    )
+    image = compute_v1.Image(
+        name="mlbatch-x", source_disk=f"https://compute.googleapis.com/compute/v1/{PROJECT}/zones/europe-west4-a/disks/packer-1"
+    )
+    with pytest.raises(gexc.BadRequest, match="The URL is malformed"):
+        images.insert(project=PROJECT, image_resource=image)
+    assert fake.images == {}

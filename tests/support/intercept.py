@@ -72,8 +72,16 @@ def google_routes(compute: str, token_endpoint: str) -> list[Route]:
 
 
 @contextlib.contextmanager
-def intercepting_proxy(routes: list[Route], token: str = "") -> Iterator[Proxy]:
-    """mitmdump on 127.0.0.1; requests to a routed host need `Bearer <token>` when token is set."""
+def intercepting_proxy(routes: list[Route], token: str = "", repair_source_disk: bool = False) -> Iterator[Proxy]:
+    """mitmdump on 127.0.0.1; requests to a routed host need `Bearer <token>` when token is set.
+
+    repair_source_disk: Debian's build of Packer 1.6.6 links google-api-go >= 0.36, whose
+    compute base path lost "projects/", so its images.insert names the disk
+    `https://compute.googleapis.com/compute/v1/PROJECT/zones/...`, which the real API (and
+    the fake) refuse as malformed (hashicorp/packer#11511). Upstream 1.6.6 and the
+    googlecompute plugin >= 1.0 send a valid URL. With this flag the proxy inserts the
+    missing "projects/" and logs it as "repaired", standing in for such a Packer.
+    """
     with tempfile.TemporaryDirectory(prefix="mlbatch-intercept-") as tmp:
         confdir, port = Path(tmp, "conf"), _free_port()
         log = Path(tmp, "exchanges.jsonl")
@@ -82,6 +90,7 @@ def intercepting_proxy(routes: list[Route], token: str = "") -> Iterator[Proxy]:
             "MLBATCH_INTERCEPT_ROUTES": json.dumps([[r.host, r.prefix, r.target, r.needs_token and bool(token)] for r in routes]),
             "MLBATCH_INTERCEPT_TOKEN": token,
             "MLBATCH_INTERCEPT_LOG": str(log),
+            "MLBATCH_INTERCEPT_REPAIR_SOURCE_DISK": "1" if repair_source_disk else "",
         }
         argv = [
             mitmdump(),

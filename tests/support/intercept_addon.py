@@ -7,6 +7,7 @@ machine) and logs each exchange as a JSON line for the tests.
 
 import json
 import os
+import re
 import urllib.parse
 
 from mitmproxy import http
@@ -14,6 +15,9 @@ from mitmproxy import http
 # [[host, path prefix, target base URL, token required], ...]
 ROUTES = json.loads(os.environ["MLBATCH_INTERCEPT_ROUTES"])
 TOKEN = os.environ.get("MLBATCH_INTERCEPT_TOKEN", "")
+# Opt-in repair of a known client defect, logged as such (see intercept.py).
+REPAIR_SOURCE_DISK = os.environ.get("MLBATCH_INTERCEPT_REPAIR_SOURCE_DISK") == "1"
+_UNPROJECTED_DISK = re.compile(r"^(https://[^/]+/compute/v1/)(?!projects/)([^/]+/zones/[^/]+/disks/[^/]+)$")
 LOG = os.environ["MLBATCH_INTERCEPT_LOG"]
 
 
@@ -31,12 +35,26 @@ def request(flow: http.HTTPFlow) -> None:
         if needs_token and flow.request.headers.get("authorization", "") != f"Bearer {TOKEN}":
             flow.response = _error(401, "Request had invalid authentication credentials.", "authError")
             return
+        if REPAIR_SOURCE_DISK and flow.request.method == "POST" and path.split("?")[0].endswith("/global/images"):
+            _repair_source_disk(flow)
         url = urllib.parse.urlsplit(target)
         flow.request.scheme, flow.request.host, flow.request.port = url.scheme, url.hostname, url.port
         return
     flow.response = _error(502, f"intercept: {host}{path} is not routed to a local fake", "notRouted")
 
 
+def _repair_source_disk(flow: http.HTTPFlow) -> None:
+    body = json.loads(flow.request.get_text() or "{}")
+    match = _UNPROJECTED_DISK.match(body.get("sourceDisk", ""))
+    if match:
+        body["sourceDisk"] = f"{match[1]}projects/{match[2]}"
+        flow.request.set_text(json.dumps(body))
+        flow.metadata["repaired"] = f"sourceDisk {match[0]} -> {body['sourceDisk']}"
+
+
 def response(flow: http.HTTPFlow) -> None:
+    entry = {"request": flow.metadata.get("original", ""), "status": flow.response.status_code}
+    if "repaired" in flow.metadata:
+        entry["repaired"] = flow.metadata["repaired"]
     with open(LOG, "a") as log:
-        log.write(json.dumps({"request": flow.metadata.get("original", ""), "status": flow.response.status_code}) + "\n")
+        log.write(json.dumps(entry) + "\n")

@@ -49,7 +49,6 @@ class DisksMixin:
             "_instance": instance.name,
             "_auto_delete": bool(spec.get("autoDelete", False)),
             "_docker_ref": image["_docker_ref"],
-            "_guest": image.get("_guest", False),
         }
 
     def _instance_disks(self, instance: FakeInstance) -> list[dict[str, Any]]:

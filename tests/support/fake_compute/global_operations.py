@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tests.support.fake_compute.errors import not_found
@@ -17,21 +16,11 @@ class GlobalOperationsMixin:
     ]
 
     def _new_global_operation(self, kind: str, target_link: str, request_id: str = "") -> dict[str, Any]:
-        name = f"operation-{next(self._ids)}"
-        op = {
-            "kind": "compute#operation",
-            "id": str(next(self._ids)),
-            "name": name,
-            "operationType": kind,
-            "status": "RUNNING",
-            "progress": 0,
-            "targetLink": target_link,
-            "selfLink": f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/operations/{name}",
-            "insertTime": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00"),
-        }
-        self.operations[name] = op
-        if request_id:
-            self.by_request_id[request_id] = name
+        """An operation like a zonal one, without a zone, under global/operations."""
+        op = self._new_operation("", kind, "", request_id)
+        del op["zone"]
+        op["targetLink"] = target_link
+        op["selfLink"] = f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/operations/{op['name']}"
         return op
 
     def _global_op(self, project: str, operation: str) -> dict[str, Any]:
@@ -44,12 +33,5 @@ class GlobalOperationsMixin:
         return self._global_op(project, operation)
 
     def _globalOperations_wait(self, project, operation, params, body):
-        op = self._global_op(project, operation)
-        deadline = time.monotonic() + 2  # the real one waits up to 2 minutes, and may return before DONE
-        while op["status"] != "DONE" and time.monotonic() < deadline:
-            self._lock.release()
-            try:
-                time.sleep(0.05)
-            finally:
-                self._lock.acquire()
-        return op
+        self._global_op(project, operation)  # 404 for a zonal operation
+        return self._zoneOperations_wait(project, "", operation, params, body)  # the same hold (and faults)

@@ -45,11 +45,8 @@ class ImagesMixin:
             return self.images
         return self.public_images.setdefault(project, {})
 
-    def add_image(
-        self, name: str, docker_ref: str, family: str = "mlbatch", project: str = "", guest: bool = False, labels=None
-    ) -> str:
-        """Register an image backed by `docker_ref`. guest=True: instances boot it as a VM-like
-        guest (sshd, users from ssh-keys metadata) instead of running the agent as entry point."""
+    def add_image(self, name: str, docker_ref: str, family: str = "mlbatch", project: str = "", labels=None) -> str:
+        """Register an image backed by `docker_ref` (a guest image boots as a VM: guest.py)."""
         project = project or self.project
         link = self._image_link(project, name)
         self._image_store(project)[name] = {
@@ -64,7 +61,6 @@ class ImagesMixin:
             "diskSizeGb": "10",
             "sourceType": "RAW",
             "_docker_ref": docker_ref,
-            "_guest": guest,
         }
         return link
 
@@ -140,7 +136,10 @@ class ImagesMixin:
         elif sources[0] == "sourceDisk":
             match = _DISK_LINK.fullmatch(body["sourceDisk"])
             if not match or match["project"] != project:
-                raise ApiError(400, f"Invalid value for field 'resource.sourceDisk': '{body['sourceDisk']}'.")
+                # As the real API answers the URL Debian's Packer 1.6.6 build sends (no "projects/").
+                raise ApiError(
+                    400, f"Invalid value for field 'resource.sourceDisk': '{body['sourceDisk']}'. The URL is malformed."
+                )
             disk = self._disk_record(match["zone"], match["disk"])
             if disk["users"]:  # the real API refuses a disk in use unless forceCreate
                 raise ApiError(
@@ -148,7 +147,7 @@ class ImagesMixin:
                     f"The disk resource '{disk['selfLink']}' is already being used by '{disk['users'][0]}'",
                     "resourceInUseByAnotherResource",
                 )
-            source, capture = {"_docker_ref": disk["_docker_ref"], "_guest": disk["_guest"]}, disk
+            source, capture = {"_docker_ref": disk["_docker_ref"]}, disk
         else:
             raise ApiError(400, f"{sources[0]} is not supported by this fake")
         record = {
@@ -162,7 +161,6 @@ class ImagesMixin:
             "labels": dict(body.get("labels") or {}),
             "diskSizeGb": "10",
             "_docker_ref": source["_docker_ref"],
-            "_guest": source.get("_guest", False),
         }
         if capture is not None:
             record["sourceDisk"] = capture["selfLink"]

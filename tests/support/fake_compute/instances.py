@@ -77,8 +77,7 @@ class InstancesMixin:
         self._attach_boot_disk(instance, image)
         self.instances[(zone, name)] = instance
         self.inserts_performed += 1
-        boot = self._boot_guest if image["_guest"] else self._boot  # a VM-like guest (sshd) or the agent image
-        threading.Thread(target=boot, args=(instance, image["_docker_ref"], op), daemon=True).start()
+        threading.Thread(target=self._boot, args=(instance, image["_docker_ref"], op), daemon=True).start()
         return op
 
     def _get_instance(self, zone: str, name: str) -> FakeInstance:

@@ -27,7 +27,6 @@ from tests.support.fake_compute.backing import BackingMixin
 from tests.support.fake_compute.disks import DisksMixin
 from tests.support.fake_compute.errors import ApiError, error_body, not_found
 from tests.support.fake_compute.global_operations import GlobalOperationsMixin
-from tests.support.fake_compute.guest_sshd import GuestMixin
 from tests.support.fake_compute.image_admin import ImageAdminMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
@@ -45,7 +44,6 @@ class FakeCompute(
     GlobalOperationsMixin,
     DisksMixin,
     ZonesMixin,
-    GuestMixin,
 ):
     _ROUTES = (
         InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + GlobalOperationsMixin.ROUTES + DisksMixin.ROUTES
@@ -61,7 +59,6 @@ class FakeCompute(
         self.public_images: dict[str, dict[str, dict[str, Any]]] = {}  # project -> name -> image (debian-cloud...)
         self.disks: dict[tuple[str, str], dict[str, Any]] = {}
         self._owned_refs: set[str] = set()  # Docker images this fake made (captured disks)
-        self.guest_ssh_port = 0  # where guests' sshd listens on 127.0.0.1 (the communicator's ssh_port)
         self.instances: dict[tuple[str, str], FakeInstance] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.by_request_id: dict[str, str] = {}

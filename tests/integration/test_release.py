@@ -128,7 +128,6 @@ def test_ansible_lint_and_packer_validate():
     assert bad.returncode != 0 and "semver git tag" in bad.stdout + bad.stderr
 
 
-@pytest.mark.slow
 def test_a_fresh_image_that_fails_its_tests_is_discarded(tmp_path, infra, released):
     """New inputs, so a new bake; its failing test removes it: nothing that looks released is left."""
     root = _project_copy(tmp_path)

@@ -20,7 +20,7 @@ from google.cloud import compute_v1
 from mlbatch.core.errors import CapacityError, MlbatchError, NotFound, PermissionDenied, QuotaError
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
-from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
+from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 CAPACITY_CODES = (
     "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -234,6 +234,9 @@ class GceProvider:
             text = partial + out.contents
             *lines, partial = text.split("\n")
             yield from lines
+            if len(partial) > CONSOLE_LINE_LIMIT:  # a line with no end (a \r progress bar): memory stays bounded
+                yield partial
+                partial = ""
             offset = out.next_
             stop.wait(self.serial_poll)
         if partial:

@@ -28,6 +28,7 @@ from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
+from mlbatch.run.echo import BoundedEcho, LogFollower, echo_log_after
 from mlbatch.ui import Say
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -124,6 +125,7 @@ class Controller:
             created=runs.now_iso(),
             vm_image=prepared.manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
+            max_log_bytes=prepared.job.max_log_mb * 1024 * 1024,
         )
         runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
         self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
@@ -242,11 +244,12 @@ class Controller:
             self._create(spec, job, attempt, name)
         created_at = time.time()
         stop = threading.Event()
-        shown: list[str] = []
-        streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
+        console = BoundedEcho(self.echo)
+        streamer = threading.Thread(target=self._stream, args=(name, stop, console), daemon=True)
         streamer.start()
         deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
         next_state_check = time.monotonic() + self.state_check_every
+        result = None
         try:
             while True:
                 result = runs.read_result(self.bucket, spec.run_id)
@@ -274,29 +277,19 @@ class Controller:
                 time.sleep(self.poll)
         finally:
             stop.set()
-        streamer.join(timeout=5)
-        self._echo_rest_of_log(spec.run_id, attempt, shown)
+            streamer.join(timeout=5)
+            if result is not None:  # the console can end before the log does (a VM that deleted itself)
+                echo_log_after(self.bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_LOG), console.last, console)
+            console.close()
         if result.started:
             started = dt.datetime.fromisoformat(result.started).timestamp()
             phases["boot"] = round(max(0.0, started - created_at), 3)
         return result
 
-    def _stream(self, name: str, stop: threading.Event, shown: list[str]) -> None:
+    def _stream(self, name: str, stop: threading.Event, console: BoundedEcho) -> None:
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
-                self.echo(line)
-                shown.append(line)
-
-    def _echo_rest_of_log(self, run_id: str, attempt: int, shown: list[str]) -> None:
-        """The console can end before the log does (a VM that deleted itself): finish from the bucket log."""
-        try:
-            lines = self.bucket.read(runs.attempt_key(run_id, attempt, runs.ATTEMPT_LOG)).decode(errors="replace").splitlines()
-        except MlbatchError:
-            return
-        last = next((line for line in reversed(shown) if line in lines), None)
-        start = len(lines) - lines[::-1].index(last) if last is not None else 0
-        for line in lines[start:]:
-            self.echo(line)
+                console.line(line)
 
     def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> runs.ResultRecord:
         """Record how the run ended when the agent could not; the first record written wins."""
@@ -327,23 +320,19 @@ class Controller:
         if spec is None:
             raise MlbatchError(f"run {run_id} has an idempotency record but no spec.json yet")
         deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
-        shown: dict[str, int] = {}
+        follower, console = LogFollower(), BoundedEcho(self.echo)
         with _cancel_on_signals():
-            while True:
-                result = runs.read_result(self.bucket, run_id)
-                self._echo_new_log(run_id, shown)
-                if result is not None:
-                    return RunOutcome(run_id, result.run_exit_code, result, dict(result.phases), True)
-                if time.monotonic() > deadline:
-                    raise MlbatchError(f"run {run_id} has not ended after {spec.timeout_seconds + self.boot_margin}s")
-                time.sleep(self.attach_poll)
-
-    def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
-        for key in runs.attempt_log_keys(self.bucket, run_id):
-            data = self.bucket.read(key).decode(errors="replace")
-            for line in data[shown.get(key, 0) :].splitlines():
-                self.echo(line)
-            shown[key] = len(data)
+            try:
+                while True:
+                    result = runs.read_result(self.bucket, run_id)
+                    follower.follow(self.bucket, runs.attempt_log_keys(self.bucket, run_id), console)
+                    if result is not None:
+                        return RunOutcome(run_id, result.run_exit_code, result, dict(result.phases), True)
+                    if time.monotonic() > deadline:
+                        raise MlbatchError(f"run {run_id} has not ended after {spec.timeout_seconds + self.boot_margin}s")
+                    time.sleep(self.attach_poll)
+            finally:
+                console.close()
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

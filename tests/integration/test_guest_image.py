@@ -154,9 +154,11 @@ def fake_with_guest_image(guest):
 
 
 def _left(fake) -> list[str]:
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", "label=org.mlbatch.fake-zone"], capture_output=True, text=True
-    ).stdout.split()
+    """Instances of this fake still there, and containers still standing for any instance it made."""
+    containers = []
+    for body in fake.insert_bodies():
+        label = f"label=org.mlbatch.instance={body['name']}"
+        containers += subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True).stdout.split()
     return [name for _, name in fake.instances] + containers
 
 

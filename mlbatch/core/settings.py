@@ -21,6 +21,8 @@ from mlbatch.core.names import GCE_NAME
 PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators and the fake Compute API
 # Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
 EMULATOR_PROFILES = ("local", "test")
+# Endpoints of emulated Google APIs: only the test profile may set them.
+TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -43,6 +45,9 @@ class Settings:
     network: str = "default"
     subnetwork: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
+    # The release preflight's APIs; tests point them at tests/support/fake_iam.py
+    resource_manager_endpoint: str = ""
+    service_usage_endpoint: str = ""
     # the VM image bake (googlecompute); see invoke.yaml
     bake_zone: str = ""  # "" = the first of zones
     source_image_family: str = "debian-12"
@@ -102,6 +107,8 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         network=str(get("network", "default")),
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
+        resource_manager_endpoint=str(get("resource_manager_endpoint")),
+        service_usage_endpoint=str(get("service_usage_endpoint")),
         bake_zone=str(get("bake_zone")),
         source_image_family=str(get("source_image_family", "debian-12")),
         source_image_project=str(get("source_image_project", "debian-cloud")),
@@ -134,6 +141,10 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
             )
         if s.compute_endpoint:
             raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is for tests: refused outside the test profile")
+    if s.profile != "test":
+        for key in TEST_ENDPOINTS:
+            if getattr(s, key):
+                raise BadInput(f"{where}.{key} {getattr(s, key)!r} is for tests: refused outside the test profile")
     if s.profile in ("gcp", "test"):
         if not GCE_NAME.match(s.project or "-"):
             raise BadInput(f"invalid {where}.project {s.project!r}: expected a GCP project id, e.g. my-ml-project")

@@ -154,13 +154,9 @@ def _stream(argv: list[str], env: dict[str, str], say: Say) -> None:
         raise MlbatchError("packer build failed; its last lines:\n" + "\n".join(tail))
 
 
-def bake_local(client, root: Path, request: BakeRequest, say: Say) -> tuple[VmImage, bool]:
-    """Bake with the docker source; returns the image and whether an existing one was reused."""
-    existing = find_local_image(client, input_hash(root))
-    if existing:
-        say(f"an image with the same inputs exists: {existing.ref} (baked by {existing.baked_by_version}); skipping the bake")
-        return existing, True
+def bake_local(client, root: Path, request: BakeRequest, say: Say) -> VmImage:
+    """Bake with the docker source; the image is tagged by its name in LOCAL_IMAGE_REPOSITORY."""
     build, digest = run_packer(root, request, "docker.local", say)
     ref = f"{LOCAL_IMAGE_REPOSITORY}:{request.image_name}"
     client.images.get(build["artifact_id"]).tag(LOCAL_IMAGE_REPOSITORY, tag=request.image_name)
-    return VmImage(name=request.image_name, ref=ref, input_hash=digest, baked_by_version=request.version), False
+    return VmImage(name=request.image_name, ref=ref, input_hash=digest, baked_by_version=request.version)

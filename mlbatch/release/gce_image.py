@@ -14,17 +14,17 @@ import time
 import uuid
 from pathlib import Path
 
-from mlbatch.core.errors import BadInput, ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME
 from mlbatch.core.settings import Settings, bake_zone
+from mlbatch.release import adc
 from mlbatch.release.bake import BakeRequest, run_packer
 from mlbatch.ui import Say
 
 CANDIDATE_SUFFIX = "-candidate"
 LABEL_VALUE_MAX = 63  # the input-hash label holds the first 63 hex digits of the sha256
 OPERATION_TIMEOUT = 900.0  # an image insert takes minutes on GCE
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 def candidate_family(settings: Settings) -> str:
@@ -103,20 +103,7 @@ def find_image(settings: Settings, input_hash: str) -> VmImage | None:
 def registry_token() -> str:
     """An access token of the Application Default Credentials: the pre-pull's registry login
     (Artifact Registry takes it as user oauth2accesstoken)."""
-    import google.auth
-    import google.auth.exceptions
-    import google.auth.transport.requests
-
-    try:
-        credentials, _ = google.auth.default(scopes=[SCOPE])
-        credentials.refresh(google.auth.transport.requests.Request())
-    except google.auth.exceptions.GoogleAuthError as exc:
-        raise MlbatchError(
-            f"no access token for the bake ({exc}): set GOOGLE_APPLICATION_CREDENTIALS to the release service "
-            "account's key file, or run where workload identity or a metadata server provides credentials",
-            ExitCode.PERMISSION_DENIED,
-        ) from None
-    return credentials.token
+    return adc.credentials().token
 
 
 def packer_variables(settings: Settings, request: BakeRequest, containers: dict[str, Container]) -> dict[str, str]:

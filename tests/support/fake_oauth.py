@@ -1,17 +1,17 @@
 """A loopback OAuth 2.0 token endpoint for service-account keys (RFC 7523 JWT bearer grant).
 
-A service-account key whose `token_uri` points here makes google-auth (Python) and
-golang.org/x/oauth2 (Packer) sign a JWT with the key and trade it for an access token, as
-against oauth2.googleapis.com. The endpoint checks the grant type and the RS256 signature
-by the key it issued, and answers errors as Google does (400 invalid_grant).
+The test writes a service-account key whose `token_uri` points here; google-auth then signs
+a JWT with the key and trades it for an access token, exactly as against
+oauth2.googleapis.com. The endpoint checks what Google checks: the grant type, the RS256
+signature by the key it knows, the issuer, the audience, a scope and the time window; it
+answers errors the way Google does (400 invalid_grant / unsupported_grant_type).
 """
 
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -19,11 +19,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.support.loopback import JsonServer
+
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# The audience Google's token endpoint requires; google-auth signs it whatever the token_uri.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+MAX_LIFETIME = 3600  # Google refuses assertions valid for longer than an hour
 
 
 def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+class GrantError(Exception):
+    def __init__(self, error: str, description: str):
+        super().__init__(description)
+        self.error, self.description = error, description
 
 
 class FakeOAuth:
@@ -32,28 +43,30 @@ class FakeOAuth:
     def __init__(self, token: str, client_email: str = "mlbatch-release@mlbatch-test.iam.gserviceaccount.com"):
         self.token = token
         self.client_email = client_email
+        self.key_id = "fake-key-1"
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.grants: list[dict] = []  # claims of every assertion accepted
         self.refusals: list[str] = []
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.token_uri = f"http://127.0.0.1:{self._server.server_port}/token"
+        self._http = JsonServer(self._respond)
+        self.token_uri = f"{self._http.url}/token"
 
     def start(self) -> FakeOAuth:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def write_key(self, path: Path, project: str = "mlbatch-test") -> Path:
         """A service-account key file as the console downloads it, with token_uri pointing here."""
-        pem = self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        pem = self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
         key = {
             "type": "service_account",
             "project_id": project,
-            "private_key_id": "fake-key-1",
-            "private_key": pem.decode(),
+            "private_key_id": self.key_id,
+            "private_key": pem,
             "client_email": self.client_email,
             "client_id": "100000000000000000001",
             "auth_uri": "https://accounts.google.com/o/oauth2/auth",
@@ -62,44 +75,63 @@ class FakeOAuth:
         path.write_text(json.dumps(key))
         return path
 
-    def _grant(self, form: dict[str, str]) -> tuple[int, dict]:
-        if form.get("grant_type") != JWT_BEARER:
-            return 400, {"error": "unsupported_grant_type", "error_description": f"Invalid grant_type: {form.get('grant_type')}"}
-        parts = form.get("assertion", "").split(".")
+    # --- the grant -----------------------------------------------------------------------
+
+    def _verify(self, assertion: str) -> dict:
+        """The claims of a JWT signed (RS256) by the service account's key, in its time window."""
+        parts = assertion.split(".")
+        if len(parts) != 3:
+            raise GrantError("invalid_grant", "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe")
+        header, claims = json.loads(_b64decode(parts[0])), json.loads(_b64decode(parts[1]))
+        if header.get("alg") != "RS256":
+            raise GrantError("invalid_grant", f"Invalid JWT: unsupported algorithm {header.get('alg')!r}")
+        if header.get("kid") not in (None, self.key_id):
+            raise GrantError("invalid_grant", "Invalid JWT Signature.")
         try:
             self._key.public_key().verify(
                 _b64decode(parts[2]), f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256()
             )
-            claims = json.loads(_b64decode(parts[1]))
-        except (InvalidSignature, IndexError, ValueError):
-            self.refusals.append("Invalid JWT Signature.")
-            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-        if claims.get("iss") != self.client_email or not claims.get("scope"):
-            self.refusals.append(f"bad claims {claims}")
-            return 400, {"error": "invalid_grant", "error_description": "Invalid email or User ID"}
+        except InvalidSignature:
+            raise GrantError("invalid_grant", "Invalid JWT Signature.") from None
+        if claims.get("iss") != self.client_email:
+            raise GrantError("invalid_grant", "Invalid email or User ID")
+        now = time.time()
+        iat, exp = claims.get("iat", 0), claims.get("exp", 0)
+        if not (iat - 300 <= now <= exp) or exp - iat > MAX_LIFETIME:
+            raise GrantError("invalid_grant", "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe")
+        return claims
+
+    def _grant(self, form: dict[str, str]) -> dict:
+        if form.get("grant_type") != JWT_BEARER:
+            raise GrantError("unsupported_grant_type", f"Invalid grant_type: {form.get('grant_type', '')}")
+        claims = self._verify(form.get("assertion", ""))
+        if claims.get("aud") not in (GOOGLE_TOKEN_AUDIENCE, self.token_uri):
+            raise GrantError("invalid_grant", f"Invalid JWT: audience {claims.get('aud')!r} is not {GOOGLE_TOKEN_AUDIENCE}")
+        if not claims.get("scope") and not claims.get("target_audience"):
+            raise GrantError("invalid_scope", "Empty or missing scope not allowed.")
         self.grants.append(claims)
-        return 200, {"access_token": self.token, "expires_in": 3599, "token_type": "Bearer"}
+        return {"access_token": self.token, "expires_in": 3599, "token_type": "Bearer"}
 
-    def _handler(self):
-        fake = self
+    def authorizes(self, authorization: str) -> bool:
+        """Whether a Google API would accept this Authorization header: the access token this
+        endpoint issued, or a self-signed JWT of the service account (which the generated
+        google-cloud-* clients send for service-account keys instead of asking for a token)."""
+        kind, _, credential = authorization.partition(" ")
+        if kind != "Bearer" or not credential:
+            return False
+        if credential == self.token:
+            return True
+        try:
+            claims = self._verify(credential)
+        except (GrantError, ValueError):
+            return False
+        return claims.get("sub") == self.client_email and bool(claims.get("aud") or claims.get("scope"))
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                if urllib.parse.urlsplit(self.path).path != "/token":
-                    status, payload = 404, {"error": "not_found"}
-                else:
-                    status, payload = fake._grant(dict(urllib.parse.parse_qsl(raw)))
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+    def _respond(self, verb: str, path: str, headers, raw: bytes) -> tuple[int, dict]:
+        if verb != "POST" or urllib.parse.urlsplit(path).path != "/token":
+            return 404, {"error": "not_found", "error_description": path}
+        try:
+            return 200, self._grant(dict(urllib.parse.parse_qsl(raw.decode())))
+        except GrantError as exc:
+            self.refusals.append(exc.description)
+            return 400, {"error": exc.error, "error_description": exc.description}

@@ -87,6 +87,16 @@ def test_missing_ca_bundle_is_refused(tmp_path: Path):
         load_settings(config, ROOT, env={})
 
 
+@pytest.mark.parametrize("key", ["resource_manager_endpoint", "service_usage_endpoint"])
+def test_preflight_endpoints_are_refused_outside_the_test_profile(key):
+    with pytest.raises(BadInput, match=f"{key} .* is for tests: refused outside the test profile"):
+        load_settings(gcp_config(**{key: "http://127.0.0.1:9"}), ROOT, env={})
+    config = gcp_config(**{key: "http://127.0.0.1:9"})
+    config["profile"] = "test"
+    config["profiles"]["test"].update(config["profiles"]["gcp"])
+    assert getattr(load_settings(config, ROOT, env={}), key) == "http://127.0.0.1:9"
+
+
 def test_bake_settings_default_to_debian_12_without_external_ip():
     from mlbatch.core.settings import bake_zone
 

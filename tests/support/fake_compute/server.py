@@ -27,6 +27,7 @@ from tests.support.fake_compute.backing import BackingMixin
 from tests.support.fake_compute.disks import DisksMixin
 from tests.support.fake_compute.errors import ApiError, error_body, not_found
 from tests.support.fake_compute.global_operations import GlobalOperationsMixin
+from tests.support.fake_compute.image_admin import ImageAdminMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
@@ -34,10 +35,19 @@ from tests.support.fake_compute.state import FakeInstance, Faults
 from tests.support.fake_compute.zones import ZonesMixin
 
 
-class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, GlobalOperationsMixin, DisksMixin, ZonesMixin):
+class FakeCompute(
+    InstancesMixin,
+    OperationsMixin,
+    ImageAdminMixin,  # before ImagesMixin: it pages images.list
+    ImagesMixin,
+    BackingMixin,
+    GlobalOperationsMixin,
+    DisksMixin,
+    ZonesMixin,
+):
     _ROUTES = (
         InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + GlobalOperationsMixin.ROUTES + DisksMixin.ROUTES
-    ) + ZonesMixin.ROUTES
+    ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES)
 
     def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
         self.project = project

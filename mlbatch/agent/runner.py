@@ -18,6 +18,7 @@ from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.sweeps import RecordKeys
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
 CONTAINER_CODE_DIR = "/code"
@@ -45,15 +46,16 @@ def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
 
 
 class Attempt:
-    def __init__(self, spec: runs.RunSpec, attempt: int, instance: str, workdir: Path):
+    def __init__(self, spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, keys: RecordKeys | None = None):
         self.spec, self.attempt, self.instance = spec, attempt, instance
+        self.keys = keys or RecordKeys.for_run(spec.run_id, attempt)
         self.workdir = workdir
         self.bucket = open_bucket(spec.bucket)
         self.phases: dict[str, float] = {}
         self.container: Any = None
         self.started = runs.now_iso()
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = LogSink(self.bucket, runs.attempt_key(spec.run_id, attempt, "log"), workdir / "attempt.log")
+        self.log = LogSink(self.bucket, self.keys.log, workdir / "attempt.log")
 
     # --- phases ---------------------------------------------------------------------
 
@@ -132,9 +134,9 @@ class Attempt:
         results = self.workdir / "results"
         count = 0
         for path in sorted(p for p in results.rglob("*") if p.is_file()):
-            self.bucket.upload(f"{runs.results_prefix(self.spec.run_id)}/{path.relative_to(results).as_posix()}", path)
+            self.bucket.upload(f"{self.keys.results}/{path.relative_to(results).as_posix()}", path)
             count += 1
-        self.log.info(f"uploaded {count} result file(s) to {self.bucket.url(runs.results_prefix(self.spec.run_id))}")
+        self.log.info(f"uploaded {count} result file(s) to {self.bucket.url(self.keys.results)}")
         return count
 
     def remove_job_container(self) -> None:
@@ -166,19 +168,27 @@ class Attempt:
                 "code_sha256": self.spec.code_sha256,
                 "agent": os.environ.get("MLBATCH_AGENT_VERSION", ""),
             },
-            "results": self.bucket.url(runs.results_prefix(self.spec.run_id)),
+            "results": self.bucket.url(self.keys.results),
         }
-        runs.write_json(self.bucket, runs.attempt_key(self.spec.run_id, self.attempt, "attempt.json"), record)
-        if status != runs.PREEMPTED:  # a preempted attempt is retried; anything else ends the run
+        runs.write_json(self.bucket, self.keys.attempt, record)
+        if self.keys.result and status != runs.PREEMPTED:  # a preempted attempt is retried; anything else ends the run
             with contextlib.suppress(AlreadyExists):  # the controller recorded the end first (cancel)
-                runs.write_json(self.bucket, runs.result_key(self.spec.run_id), record, immutable=True)
+                runs.write_json(self.bucket, self.keys.result, record, immutable=True)
         return record
 
 
-def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, registry_login: bool = False) -> str:
+def run_attempt(
+    spec: runs.RunSpec,
+    attempt: int,
+    instance: str,
+    workdir: Path,
+    registry_login: bool = False,
+    keys: RecordKeys | None = None,
+) -> dict[str, Any]:
+    """One attempt, start to record; the attempt record (status, exit code)."""
     import docker
 
-    att = Attempt(spec, attempt, instance, workdir)
+    att = Attempt(spec, attempt, instance, workdir, keys)
     att.log.info(f"agent on {instance}: run {spec.run_id} attempt {attempt}, release {spec.version}")
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
@@ -206,5 +216,4 @@ def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, 
         att.remove_job_container()
     att.log.info(f"attempt {attempt} {status}")
     att.log.close()
-    att.record(status, exit_code, message)
-    return status
+    return att.record(status, exit_code, message)

@@ -63,6 +63,9 @@ class Job:
     gpu_type: str = ""
     gpu_count: int = 0
     params: tuple[Param, ...] = ()
+    # Sweeps rank their tasks by this key of the results' metrics.json, best first.
+    metric: str = ""
+    metric_goal: str = "max"  # max | min
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
         """Validate `--param k=v` values against the catalog; return all params with defaults."""
@@ -155,6 +158,12 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     gpu = spec.get("gpu") or {}
     if gpu and (not isinstance(gpu.get("type"), str) or not isinstance(gpu.get("count", 1), int)):
         raise _fail(name, "gpu must be {type: nvidia-..., count: N}")
+    metric = spec.get("metric", "")
+    if not isinstance(metric, str) or (metric and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", metric)):
+        raise _fail(name, f"metric {metric!r} must be a key of the job's metrics.json, e.g. accuracy")
+    metric_goal = spec.get("metric_goal", "max")
+    if metric_goal not in ("max", "min"):
+        raise _fail(name, f"metric_goal {metric_goal!r} must be max or min")
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise _fail(name, "params must be a mapping of name -> {type, default, help}")
@@ -171,6 +180,8 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         gpu_type=str(gpu.get("type", "")),
         gpu_count=int(gpu.get("count", 1)) if gpu else 0,
         params=tuple(_param(name, k, v or {}) for k, v in params.items()),
+        metric=metric,
+        metric_goal=metric_goal,
     )
 
 

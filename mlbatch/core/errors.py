@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     CANCELLED = 109  # the controller got SIGINT/SIGTERM; instance removed
     INFRA_FAILED = 110  # provider error that is neither the job's nor the above
     PERMISSION_DENIED = 111
+    TASKS_FAILED = 112  # a sweep ran and some of its tasks did not succeed (sweep.json says which)
 
 
 class MlbatchError(Exception):

@@ -33,6 +33,7 @@ NO_CAPACITY = "no_capacity"
 QUOTA_EXCEEDED = "quota_exceeded"
 PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
+TASKS_FAILED = "tasks_failed"  # a sweep whose tasks did not all succeed
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,
@@ -44,6 +45,7 @@ STATUS_EXIT_CODES = {
     QUOTA_EXCEEDED: ExitCode.QUOTA_EXCEEDED,
     PERMISSION_DENIED: ExitCode.PERMISSION_DENIED,
     NOT_FOUND: ExitCode.NOT_FOUND,
+    TASKS_FAILED: ExitCode.TASKS_FAILED,
 }
 
 

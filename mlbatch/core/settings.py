@@ -42,6 +42,7 @@ class Settings:
     network: str = "default"
     subnetwork: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
+    batch_endpoint: str = ""  # tests point this at the fake Cloud Batch API (sweeps)
 
     @property
     def is_local(self) -> bool:
@@ -91,6 +92,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         network=str(get("network", "default")),
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
+        batch_endpoint=str(get("batch_endpoint")),
     )
     _validate(settings, env)
     return settings
@@ -111,6 +113,8 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
             )
         if s.compute_endpoint:
             raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is for tests: refused outside the test profile")
+        if s.batch_endpoint:
+            raise BadInput(f"{where}.batch_endpoint {s.batch_endpoint!r} is for tests: refused outside the test profile")
     if s.profile in ("gcp", "test"):
         if not GCE_NAME.match(s.project or "-"):
             raise BadInput(f"invalid {where}.project {s.project!r}: expected a GCP project id, e.g. my-ml-project")

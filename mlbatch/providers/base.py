@@ -35,6 +35,7 @@ class InstanceRequest:
     labels: dict[str, str]
     max_run_seconds: int  # the instance deletes itself after this, controller or not
     spot: bool
+    task: int | None = None  # a sweep's task index: the agent records under tasks/<i>/
 
 
 @dataclasses.dataclass(frozen=True)

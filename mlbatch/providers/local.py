@@ -55,6 +55,7 @@ class LocalProvider:
                     "attempt": request.attempt,
                     "instance": request.name,
                     "workdir": str(workdir),
+                    **({"task": request.task} if request.task is not None else {}),
                 }
             )
         )

@@ -10,15 +10,12 @@ parameters and body are checked against the official discovery document.
 
 from __future__ import annotations
 
-import http.server
 import itertools
-import json
 import re
 import shutil
 import tempfile
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
+from tests.support.fake_http import json_server
 
 
 class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
@@ -50,7 +48,7 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
         self._lock = threading.RLock()
         self._workroot = Path(tempfile.mkdtemp(prefix="fake-compute-"))
         self._stop = threading.Event()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = json_server(self._dispatch, error_body(400, "Invalid JSON payload received."))
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
         self._threads = [
             threading.Thread(target=self._server.serve_forever, daemon=True),
@@ -82,39 +80,6 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
         self._enforce_timers()
 
     # --- HTTP plumbing ------------------------------------------------------------------
-
-    def _handler(self):
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _serve(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                url = urllib.parse.urlsplit(self.path)
-                params = dict(urllib.parse.parse_qsl(url.query))
-                try:
-                    body = json.loads(raw) if raw else None
-                except json.JSONDecodeError:
-                    return self._reply(400, error_body(400, "Invalid JSON payload received."))
-                status, payload = fake._dispatch(self.command, url.path, params, body)
-                self._reply(status, payload)
-
-            def _reply(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _serve
-
-        return Handler
 
     def _route(self, verb: str, path: str) -> tuple[str, str, dict[str, str]] | None:
         for route_verb, pattern, resource, name in self._ROUTES:

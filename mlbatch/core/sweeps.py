@@ -1,0 +1,121 @@
+"""Sweeps (DESIGN.md, "Sweeps"): one run, N tasks, each with its own params set.
+
+runs/<job>/<run_id>/spec.json              the run's spec plus every task's params and argv
+runs/<job>/<run_id>/tasks/<i>/log          task i's log (its latest attempt), flushed while it runs
+runs/<job>/<run_id>/tasks/<i>/attempt.json how task i's latest attempt ended (agent)
+runs/<job>/<run_id>/tasks/<i>/results/...  what task i wrote to $MLBATCH_RESULTS_DIR
+runs/<job>/<run_id>/sweep.json             params, status, exit code and metrics of every task
+runs/<job>/<run_id>/summary.csv            the same, one row per task, best first
+runs/<job>/<run_id>/result.json            how the sweep ended; written last
+
+Shared by the controller and the agent, so it lives in core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+
+from mlbatch.core import runs
+from mlbatch.core.errors import BadInput
+
+MAX_TASKS = 1000  # task indexes stay at three digits: instance names fit in 63 characters
+_PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordKeys:
+    """Where one attempt's records go: a run's attempt, or a sweep's task."""
+
+    log: str
+    attempt: str  # attempt.json
+    results: str  # prefix of what the job wrote
+    result: str | None  # result.json, written only when the attempt ends a single run
+
+    @classmethod
+    def for_run(cls, run_id: str, attempt: int) -> RecordKeys:
+        return cls(
+            log=runs.attempt_key(run_id, attempt, "log"),
+            attempt=runs.attempt_key(run_id, attempt, "attempt.json"),
+            results=runs.results_prefix(run_id),
+            result=runs.result_key(run_id),
+        )
+
+    @classmethod
+    def for_task(cls, run_id: str, task: int) -> RecordKeys:
+        return cls(
+            log=task_key(run_id, task, "log"),
+            attempt=task_key(run_id, task, "attempt.json"),
+            results=task_key(run_id, task, "results"),
+            result=None,
+        )
+
+
+def task_key(run_id: str, task: int, name: str) -> str:
+    return f"{runs.run_prefix(run_id)}/tasks/{task}/{name}"
+
+
+def sweep_key(run_id: str) -> str:
+    return f"{runs.run_prefix(run_id)}/sweep.json"
+
+
+def summary_key(run_id: str) -> str:
+    return f"{runs.run_prefix(run_id)}/summary.csv"
+
+
+def _split_pair(pair: str, option: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep or not _PARAM_NAME.match(key):
+        raise BadInput(f"invalid {option} {pair!r}: expected name=value with a name like n_estimators")
+    return key, value
+
+
+def parse_sweeps(options: Iterable[str]) -> list[dict[str, str]]:
+    """`--sweep a=1,2 --sweep b=x,y` -> the product [{a:1,b:x}, {a:1,b:y}, {a:2,b:x}, {a:2,b:y}]."""
+    axes: dict[str, list[str]] = {}
+    for option in options:
+        key, values = _split_pair(option, "--sweep")
+        items = values.split(",")
+        if key in axes:
+            raise BadInput(f"--sweep {key} given twice: list all its values in one --sweep {key}=a,b,c")
+        if not values or any(v == "" for v in items):
+            raise BadInput(f"invalid --sweep {option!r}: expected name=value1,value2,... with no empty value")
+        if len(set(items)) != len(items):
+            raise BadInput(f"invalid --sweep {option!r}: a value is listed twice")
+        axes[key] = items
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())] if axes else []
+
+
+def parse_sweep_file(text: str, name: str = "--sweep-file") -> list[dict[str, str]]:
+    """One params set a line, as space-separated name=value pairs; blank lines and # comments are skipped."""
+    sets = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        params: dict[str, str] = {}
+        for pair in line.split():
+            key, value = _split_pair(pair, f"{name} line {number}:")
+            if key in params:
+                raise BadInput(f"{name} line {number}: {key} given twice")
+            params[key] = value
+        sets.append(params)
+    return sets
+
+
+def combine(base: Mapping[str, str], grid: list[dict[str, str]], lines: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Every task's raw params: the --param values, then each file line crossed with the --sweep grid."""
+    grid = grid or [{}]
+    lines = lines or [{}]
+    tasks = []
+    for line in lines:
+        for combo in grid:
+            clash = (set(line) & set(combo)) | ((set(line) | set(combo)) & set(base))
+            if clash:
+                raise BadInput(f"param {sorted(clash)[0]!r} is given by more than one of --param, --sweep and --sweep-file")
+            tasks.append({**base, **line, **combo})
+    if len(tasks) > MAX_TASKS:
+        raise BadInput(f"the sweep has {len(tasks)} tasks: at most {MAX_TASKS} in one run")
+    return tasks

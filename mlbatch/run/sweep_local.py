@@ -1,0 +1,119 @@
+"""A sweep on the local provider: one instance per task attempt, at most P at once.
+
+Each instance is the same throw-away instance a single run uses, told its task index:
+its agent records under tasks/<i>/. A task whose instance was preempted (its agent
+recorded so, or it vanished without a record) runs again, up to the job's retries.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+from mlbatch.core import runs, sweeps
+from mlbatch.core.bucket import Bucket
+from mlbatch.core.names import check_gce_name, check_labels
+from mlbatch.core.versions import parse_version
+from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
+from mlbatch.run.controller import BOOT_MARGIN, POLL, SELF_DELETE_MARGIN, STATE_CHECK_EVERY
+from mlbatch.run.sweep import PreparedSweep, TaskOutcome, apply_task_record
+from mlbatch.ui import Say
+
+
+def task_instance_name(run_id: str, task: int, attempt: int) -> str:
+    return check_gce_name(f"mlb-{run_id}-t{task}-{attempt}", "instance name")
+
+
+@dataclasses.dataclass
+class _Running:
+    task: int
+    attempt: int
+    name: str
+    deadline: float
+
+
+class LocalTasks:
+    def __init__(self, bucket: Bucket, provider: Provider, say: Say):
+        self.bucket, self.provider, self.say = bucket, provider, say
+        self.name = f"{provider.name} instances"
+
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskOutcome]) -> None:
+        job = sweep.prepared.job
+        pending = collections.deque((i, 1) for i in range(len(sweep.tasks)))
+        running: dict[int, _Running] = {}
+        next_state_check = time.monotonic() + STATE_CHECK_EVERY
+        try:
+            while pending or running:
+                while pending and len(running) < sweep.parallelism:
+                    task, attempt = pending.popleft()
+                    running[task] = self._start(spec, sweep, task, attempt)
+                    outcomes[task].attempts = attempt
+                time.sleep(POLL)
+                check_state = time.monotonic() >= next_state_check
+                if check_state:
+                    next_state_check = time.monotonic() + STATE_CHECK_EVERY
+                for task, r in list(running.items()):
+                    record = runs.read_json(self.bucket, sweeps.task_key(spec.run_id, task, "attempt.json"))
+                    if record is not None and int(record.get("attempt", 0)) != r.attempt:
+                        record = None  # an earlier attempt's record
+                    if record is None and check_state and self.provider.state(r.name) in (STOPPED, GONE):
+                        time.sleep(POLL)  # the agent writes its record before it ends: read once more
+                        record = runs.read_json(self.bucket, sweeps.task_key(spec.run_id, task, "attempt.json"))
+                        if record is None or int(record.get("attempt", 0)) != r.attempt:
+                            record = {"status": runs.PREEMPTED, "exit_code": -1, "attempt": r.attempt, "message": "ended"}
+                    if record is None and time.monotonic() > r.deadline:
+                        record = {
+                            "status": runs.TIMEOUT,
+                            "exit_code": -1,
+                            "attempt": r.attempt,
+                            "message": f"no record {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created",
+                        }
+                    if record is None:
+                        continue
+                    del running[task]
+                    self._delete(r.name)
+                    if record["status"] == runs.PREEMPTED and r.attempt <= job.max_preemption_retries:
+                        self.say(f"task {task}: attempt {r.attempt} was preempted; retrying")
+                        pending.appendleft((task, r.attempt + 1))
+                        continue
+                    apply_task_record(outcomes[task], record)
+                    done = sum(1 for o in outcomes if o.status != runs.CANCELLED)
+                    self.say(f"task {task} {outcomes[task].status} ({done}/{len(outcomes)} done)")
+        finally:
+            for r in running.values():  # cancelled or failed: nothing is left running
+                self._delete(r.name)
+
+    def _start(self, spec: runs.RunSpec, sweep: PreparedSweep, task: int, attempt: int) -> _Running:
+        job, params = sweep.prepared.job, sweep.tasks[task]
+        task_spec = dataclasses.replace(spec, params=params, argv=tuple(job.argv(params)))
+        name = task_instance_name(spec.run_id, task, attempt)
+        max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
+        labels = {
+            "managed-by": "mlbatch",
+            "role": "instance",
+            "job": spec.job,
+            "run-id": spec.run_id,
+            "version": parse_version(spec.version).slug,
+            "attempt": str(attempt),
+            "task": str(task),
+            "expiry": str(int(time.time()) + max_run),
+        }
+        request = InstanceRequest(
+            name=name,
+            spec=task_spec,
+            job=job,
+            attempt=attempt,
+            labels=check_labels(labels),
+            max_run_seconds=max_run,
+            spot=job.spot,
+            task=task,
+        )
+        self.provider.create(request, self.provider.zones[0])
+        return _Running(task, attempt, name, time.monotonic() + spec.timeout_seconds + BOOT_MARGIN)
+
+    def _delete(self, name: str) -> None:
+        try:
+            self.provider.delete(name)
+        except Exception as exc:  # the instance's own safety nets and `invoke gc` remain
+            self.say(f"could not delete instance {name}: {exc}")

@@ -12,7 +12,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
+
+from mlbatch.core.runs import InstanceSpec, RunSpec
 
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
 
@@ -32,13 +33,13 @@ def metadata(path: str, default: str | None = None) -> str:
         raise
 
 
-def instance_spec() -> dict[str, Any]:
-    return {
-        "spec": json.loads(metadata("instance/attributes/mlbatch-run-spec")),
-        "attempt": int(metadata("instance/attributes/mlbatch-attempt")),
-        "instance": metadata("instance/name"),
-        "workdir": os.environ.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
-    }
+def instance_spec() -> InstanceSpec:
+    return InstanceSpec(
+        spec=RunSpec.from_json(metadata("instance/attributes/mlbatch-run-spec"), "metadata mlbatch-run-spec"),
+        attempt=int(metadata("instance/attributes/mlbatch-attempt")),
+        instance=metadata("instance/name"),
+        workdir=os.environ.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
+    )
 
 
 def access_token() -> str:

@@ -9,26 +9,24 @@ and records the attempt as preempted within 25 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from mlbatch import __version__
 from mlbatch.agent import task as task_mode
 from mlbatch.agent.runner import Preempted, run_attempt
-from mlbatch.core.runs import PREEMPTED, SUCCEEDED, RunSpec
+from mlbatch.core.runs import PREEMPTED, SUCCEEDED, InstanceSpec
 from mlbatch.core.sweeps import RecordKeys
 
 
-def load_instance_spec() -> tuple[dict[str, Any], bool]:
+def load_instance_spec() -> tuple[InstanceSpec, bool]:
     """Local profile: the file named by MLBATCH_INSTANCE_FILE; Cloud Batch: its task
     environment; GCE: metadata attributes. The flag says whether it runs on Google Cloud."""
     path = os.environ.get("MLBATCH_INSTANCE_FILE")
     if path:
-        return json.loads(Path(path).read_text()), False
+        return InstanceSpec.from_json(Path(path).read_text(), path), False
     if task_mode.on_batch(os.environ):
         return task_mode.batch_instance(os.environ), True
     from mlbatch.agent import gce
@@ -46,19 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     instance, on_gce = load_instance_spec()
-    spec = RunSpec.from_json(json.dumps(instance["spec"]))
-    task = instance.get("task")
     record = run_attempt(
-        spec,
-        attempt=int(instance["attempt"]),
-        instance=instance["instance"],
-        workdir=Path(instance["workdir"]),
+        instance.spec,
+        attempt=instance.attempt,
+        instance=instance.instance,
+        workdir=Path(instance.workdir),
         registry_login=on_gce,
-        keys=RecordKeys.for_task(spec.run_id, int(task)) if task is not None else None,
+        keys=RecordKeys.for_task(instance.spec.run_id, instance.task) if instance.task is not None else None,
     )
-    if task is not None:  # Cloud Batch tears the VM down and acts on this code (lifecycle policies)
+    if instance.task is not None:  # Cloud Batch tears the VM down and acts on this code (lifecycle policies)
         return task_mode.exit_code(record)
-    status = record["status"]
+    status = record.status
     if on_gce and status != PREEMPTED:  # a preempted VM is being stopped by the platform already
         from mlbatch.agent import gce
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import threading
 import time
@@ -13,11 +12,13 @@ from typing import Any
 
 import requests
 
+from mlbatch import __version__
 from mlbatch.agent.logsink import LogSink
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.bundle import extract_bundle
-from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.errors import AlreadyExists, FetchFailed
+from mlbatch.core.names import managed_labels
 from mlbatch.core.sweeps import RecordKeys
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
@@ -27,10 +28,6 @@ CONTAINER_RESULTS_DIR = "/results"
 
 class Preempted(BaseException):
     """Raised from the SIGTERM handler; a BaseException so no `except Exception` swallows it."""
-
-
-class FetchFailed(Exception):
-    pass
 
 
 def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
@@ -101,7 +98,7 @@ class Attempt:
                 str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
-            labels={"managed-by": "mlbatch", "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
+            labels={**managed_labels(), "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
         )
         pump = threading.Thread(target=self._pump_logs, daemon=True)
         pump.start()
@@ -148,32 +145,27 @@ class Attempt:
 
     # --- records --------------------------------------------------------------------
 
-    def record(self, status: str, exit_code: int, message: str = "") -> dict[str, Any]:
-        record = {
-            "run_id": self.spec.run_id,
-            "job": self.spec.job,
-            "version": self.spec.version,
-            "attempt": self.attempt,
-            "instance": self.instance,
-            "status": status,
-            "exit_code": exit_code,
-            "message": message,
-            "started": self.started,
-            "finished": runs.now_iso(),
-            "phases": self.phases,
-            "provenance": {
-                "version": self.spec.version,
-                "vm_image": self.spec.vm_image,
-                "container": self.spec.container,
-                "code_sha256": self.spec.code_sha256,
-                "agent": os.environ.get("MLBATCH_AGENT_VERSION", ""),
-            },
-            "results": self.bucket.url(self.keys.results),
-        }
-        runs.write_json(self.bucket, self.keys.attempt, record)
-        if self.keys.result and status != runs.PREEMPTED:  # a preempted attempt is retried; anything else ends the run
+    def record(self, status: str, exit_code: int, message: str = "") -> runs.AttemptRecord:
+        record = runs.AttemptRecord(
+            run_id=self.spec.run_id,
+            job=self.spec.job,
+            version=self.spec.version,
+            attempt=self.attempt,
+            instance=self.instance,
+            status=status,
+            exit_code=exit_code,
+            message=message,
+            started=self.started,
+            finished=runs.now_iso(),
+            phases=self.phases,
+            provenance=runs.Provenance.of(self.spec, agent=__version__),
+            results=self.bucket.url(self.keys.results),
+        )
+        runs.write_record(self.bucket, self.keys.attempt, record)
+        # A preempted attempt is retried; anything else ends the run (a sweep's task ends only itself).
+        if self.keys.result and status != runs.PREEMPTED:
             with contextlib.suppress(AlreadyExists):  # the controller recorded the end first (cancel)
-                runs.write_json(self.bucket, self.keys.result, record, immutable=True)
+                runs.write_record(self.bucket, self.keys.result, runs.ResultRecord.of_attempt(record), immutable=True)
         return record
 
 
@@ -184,8 +176,8 @@ def run_attempt(
     workdir: Path,
     registry_login: bool = False,
     keys: RecordKeys | None = None,
-) -> dict[str, Any]:
-    """One attempt, start to record; the attempt record (status, exit code)."""
+) -> runs.AttemptRecord:
+    """One attempt, start to record; the attempt's record."""
     import docker
 
     att = Attempt(spec, attempt, instance, workdir, keys)

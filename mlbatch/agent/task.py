@@ -8,11 +8,11 @@ through its instance file ("task": i, the spec already carrying the task's param
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
 
 from mlbatch.core import runs
 from mlbatch.core.errors import ExitCode
@@ -26,21 +26,20 @@ def on_batch(env: Mapping[str, str]) -> bool:
     return "BATCH_TASK_INDEX" in env and "MLBATCH_RUN_SPEC" in env
 
 
-def batch_instance(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+def batch_instance(env: Mapping[str, str] = os.environ) -> runs.InstanceSpec:
     """The instance spec of this Batch task: the run's spec with the task's params and argv."""
-    spec = json.loads(env["MLBATCH_RUN_SPEC"])
+    spec = runs.RunSpec.from_json(env["MLBATCH_RUN_SPEC"], "MLBATCH_RUN_SPEC")
     task = json.loads(env.get("MLBATCH_TASK", "{}"))
-    spec.update(params=task.get("params", spec["params"]), argv=task.get("argv", spec["argv"]))
-    return {
-        "spec": spec,
-        "task": int(env["BATCH_TASK_INDEX"]),
-        "attempt": int(env.get("BATCH_TASK_RETRY_ATTEMPT", "0")) + 1,
-        "instance": socket.gethostname(),  # one task a VM (taskCountPerNode 1): the VM names its job container
-        "workdir": env.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
-    }
+    return runs.InstanceSpec(
+        spec=dataclasses.replace(spec, params=task.get("params", spec.params), argv=tuple(task.get("argv", spec.argv))),
+        task=int(env["BATCH_TASK_INDEX"]),
+        attempt=int(env.get("BATCH_TASK_RETRY_ATTEMPT", "0")) + 1,
+        instance=socket.gethostname(),  # one task a VM (taskCountPerNode 1): the VM names its job container
+        workdir=env.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
+    )
 
 
-def exit_code(record: Mapping[str, Any]) -> int:
-    if record["status"] == runs.FAILED:
-        return min(max(int(record["exit_code"]), 1), 255)
-    return _STATUS_EXIT.get(record["status"], int(ExitCode.INFRA_FAILED))
+def exit_code(record: runs.AttemptRecord) -> int:
+    if record.status == runs.FAILED:
+        return min(max(record.exit_code, 1), 255)
+    return _STATUS_EXIT.get(record.status, int(ExitCode.INFRA_FAILED))

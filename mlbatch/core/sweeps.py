@@ -17,9 +17,11 @@ import dataclasses
 import itertools
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from mlbatch.core import runs
 from mlbatch.core.errors import BadInput
+from mlbatch.core.runs import SCHEMA_VERSION, Record
 
 MAX_TASKS = 1000  # task indexes stay at three digits: instance names fit in 63 characters
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -51,6 +53,67 @@ class RecordKeys:
             results=task_key(run_id, task, "results"),
             result=None,
         )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskPlan(Record):
+    """One task of a sweep as spec.json holds it: its params and the argv they make."""
+
+    params: dict[str, Any]
+    argv: tuple[str, ...]
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "argv": tuple(values["argv"])}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepPlan(Record):
+    """spec.json's "sweep" key (beside the RunSpec's fields, which any RunSpec reader reads)."""
+
+    parallelism: int
+    tasks: tuple[TaskPlan, ...]
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "tasks": tuple(TaskPlan.from_dict(t, "a sweep task") for t in values["tasks"])}
+
+
+@dataclasses.dataclass(kw_only=True)
+class TaskRecord(Record):
+    """How one task of a sweep ended, as sweep.json holds it (filled in as the task ends)."""
+
+    index: int
+    params: dict[str, Any]
+    status: str = runs.CANCELLED
+    exit_code: int = -1  # the job's own exit code; -1 when it did not exit by itself
+    attempts: int = 0
+    message: str = ""
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # scalars of its results/metrics.json
+
+    def ended(self, status: str, exit_code: int, attempt: int, message: str) -> None:
+        self.status, self.exit_code, self.message = status, exit_code, message
+        self.attempts = max(self.attempts, attempt)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepRecord(Record):
+    """sweep.json: every task's params, status, exit code and metrics; the ranking by the catalog's metric."""
+
+    run_id: str
+    job: str
+    version: str
+    metric: str  # "" when the job names none
+    metric_goal: str
+    tasks: tuple[TaskRecord, ...]
+    ranking: tuple[int, ...]  # task indexes, best first
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        tasks = tuple(TaskRecord.from_dict(t, "a sweep task") for t in values["tasks"])
+        return {**values, "tasks": tasks, "ranking": tuple(values["ranking"])}
 
 
 def task_key(run_id: str, task: int, name: str) -> str:

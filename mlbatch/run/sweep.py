@@ -22,6 +22,7 @@ from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
 from mlbatch.core.names import new_run_id
+from mlbatch.core.sweeps import TaskRecord
 from mlbatch.run.controller import (
     BOOT_MARGIN,
     Cancelled,
@@ -58,21 +59,10 @@ class PreparedSweep:
     parallelism: int
 
 
-@dataclasses.dataclass
-class TaskOutcome:
-    """How one task ended, as sweep.json records it."""
+class SweepStopped(Exception):  # noqa: N818 - a stop, not an error of ours: the status says why
+    """The sweep as a whole could not go on (quota, the Batch job deleted, ...); tasks keep what they recorded.
 
-    index: int
-    params: dict[str, Any]
-    status: str = runs.CANCELLED
-    exit_code: int = -1
-    attempts: int = 0
-    message: str = ""
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-class SweepStopped(MlbatchError):
-    """The sweep as a whole could not go on (quota, the Batch job deleted, ...); tasks keep what they recorded."""
+    Not an MlbatchError: the runner raises it and Sweep.run records it, with its run status."""
 
     def __init__(self, message: str, status: str):
         super().__init__(message)
@@ -84,7 +74,7 @@ class TaskRunner(Protocol):
 
     name: str
 
-    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskOutcome]) -> None: ...
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None: ...
 
 
 def is_sweep(sweep_options: tuple[str, ...], sweep_file: str) -> bool:
@@ -134,52 +124,48 @@ class Sweep:
     def __init__(self, bucket: Bucket, runner: TaskRunner, say: Say):
         self.bucket, self.runner, self.say = bucket, runner, say
 
-    def run(self, request: SweepRequest) -> tuple[RunOutcome, list[TaskOutcome]]:
+    def run(self, request: SweepRequest) -> tuple[RunOutcome, list[TaskRecord]]:
         sweep = prepare_sweep(self.bucket, request)
         job = sweep.prepared.job
         run_id = new_run_id(request.job)
         if request.idempotency_key:
+            key = _key_record(request.job, request.idempotency_key)
+            controller = Controller(self.bucket, None, self.say, self.say)  # type: ignore[arg-type] # attaching needs no provider
             try:
-                runs.write_json(
-                    self.bucket,
-                    _key_record(request.job, request.idempotency_key),
-                    {"run_id": run_id, "created": runs.now_iso()},
-                    immutable=True,
-                )
+                runs.write_record(self.bucket, key, runs.IdempotencyRecord(run_id=run_id, created=runs.now_iso()), immutable=True)
             except AlreadyExists:
-                existing = runs.read_json(self.bucket, _key_record(request.job, request.idempotency_key)) or {}
-                self.say(f"idempotency key {request.idempotency_key!r} already started run {existing['run_id']}")
-                outcome = Controller(self.bucket, None, self.say, self.say).attach(existing["run_id"])  # type: ignore[arg-type]
-                return outcome, read_task_outcomes(self.bucket, outcome.run_id)
+                existing = controller._read_key_record(key, request.idempotency_key)
+                self.say(f"idempotency key {request.idempotency_key!r} already started run {existing.run_id}")
+                outcome = controller.attach(existing.run_id)
+                record = runs.read_record(self.bucket, sweeps.sweep_key(outcome.run_id), sweeps.SweepRecord)
+                return outcome, list(record.tasks) if record else []
+        manifest = sweep.prepared.manifest
         spec = runs.RunSpec(
             run_id=run_id,
             job=job.name,
-            version=sweep.prepared.manifest.version,
+            version=manifest.version,
             bucket=self.bucket.uri,
-            container=sweep.prepared.manifest.containers[job.container].ref,
-            code_key=sweep.prepared.manifest.code.uri.removeprefix(self.bucket.uri + "/"),
-            code_sha256=sweep.prepared.manifest.code.sha256,
+            container=manifest.containers[job.container].ref,
+            code_key=manifest.code.uri.removeprefix(self.bucket.uri + "/"),
+            code_sha256=manifest.code.sha256,
             argv=tuple(job.command),
             params={},
             timeout_seconds=sweep.prepared.timeout_seconds,
             created=runs.now_iso(),
-            profile=sweep.prepared.manifest.profile,
-            vm_image=sweep.prepared.manifest.vm_image.ref,
+            vm_image=manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
         )
-        record = {
-            **dataclasses.asdict(spec),
-            "sweep": {
-                "parallelism": sweep.parallelism,
-                "tasks": [{"params": p, "argv": job.argv(p)} for p in sweep.tasks],
-            },
-        }
-        runs.write_json(self.bucket, runs.spec_key(run_id), record, immutable=True)
+        plan = sweeps.SweepPlan(
+            parallelism=sweep.parallelism,
+            tasks=tuple(sweeps.TaskPlan(params=p, argv=tuple(job.argv(p))) for p in sweep.tasks),
+        )
+        # spec.json: a RunSpec (what `runs`, `logs` and attaching read) with the sweep's plan beside it
+        runs.write_json(self.bucket, runs.spec_key(run_id), {**spec.to_dict(), "sweep": plan.to_dict()}, immutable=True)
         self.say(
             f"sweep {run_id}: {len(sweep.tasks)} tasks of job {job.name}, release {spec.version}, "
             f"at most {sweep.parallelism} at once on {self.runner.name}"
         )
-        outcomes = [TaskOutcome(i, p) for i, p in enumerate(sweep.tasks)]
+        outcomes = [TaskRecord(index=i, params=p) for i, p in enumerate(sweep.tasks)]
         status, message = runs.SUCCEEDED, ""
         with _cancel_on_signals():
             try:
@@ -192,9 +178,9 @@ class Sweep:
                 by_code = {code: s for s, code in runs.STATUS_EXIT_CODES.items()}
                 status, message = by_code.get(exc.exit_code, runs.INFRA_FAILED), str(exc)
             result = self._records(spec, job, outcomes, status, message)
-        return RunOutcome(run_id, runs.exit_code_of(result), result, {}), outcomes
+        return RunOutcome(run_id, result.run_exit_code, result, {}), outcomes
 
-    def _records(self, spec: runs.RunSpec, job: Job, outcomes: list[TaskOutcome], status: str, message: str) -> dict[str, Any]:
+    def _records(self, spec: runs.RunSpec, job: Job, outcomes: list[TaskRecord], status: str, message: str) -> runs.ResultRecord:
         """sweep.json and summary.csv, then result.json last (the first result written wins)."""
         for outcome in outcomes:
             outcome.metrics = read_metrics(self.bucket, spec.run_id, outcome.index)
@@ -203,73 +189,70 @@ class Sweep:
         if status == runs.SUCCEEDED and succeeded < len(outcomes):
             status = runs.TASKS_FAILED
             message = f"{len(outcomes) - succeeded} of {len(outcomes)} tasks did not succeed"
-        sweep_record = {
-            "run_id": spec.run_id,
-            "job": spec.job,
-            "version": spec.version,
-            "metric": {"name": job.metric, "goal": job.metric_goal} if job.metric else None,
-            "tasks": [dataclasses.asdict(o) for o in outcomes],
-            "ranking": [o.index for o in ranked],
-        }
-        runs.write_json(self.bucket, sweeps.sweep_key(spec.run_id), sweep_record)
+        record = sweeps.SweepRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            metric=job.metric,
+            metric_goal=job.metric_goal,
+            tasks=tuple(outcomes),
+            ranking=tuple(o.index for o in ranked),
+        )
+        runs.write_record(self.bucket, sweeps.sweep_key(spec.run_id), record)
         self.bucket.write(sweeps.summary_key(spec.run_id), summary_csv(ranked).encode())
-        result = {
-            "run_id": spec.run_id,
-            "job": spec.job,
-            "version": spec.version,
-            "status": status,
-            "exit_code": -1,
-            "message": message,
-            "tasks": len(outcomes),
-            "succeeded": succeeded,
-            "finished": runs.now_iso(),
-            "recorded_by": "controller",
-            "sweep": self.bucket.url(sweeps.sweep_key(spec.run_id)),
-            "summary": self.bucket.url(sweeps.summary_key(spec.run_id)),
-        }
+        result = runs.ResultRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            attempt=max((o.attempts for o in outcomes), default=0),
+            status=status,
+            exit_code=-1,
+            message=message,
+            finished=runs.now_iso(),
+            results=self.bucket.url(f"{runs.run_prefix(spec.run_id)}/tasks"),
+            recorded_by=runs.CONTROLLER,
+            tasks=len(outcomes),
+            succeeded=succeeded,
+            sweep=self.bucket.url(sweeps.sweep_key(spec.run_id)),
+        )
         try:
-            runs.write_json(self.bucket, runs.result_key(spec.run_id), result, immutable=True)
+            runs.write_record(self.bucket, runs.result_key(spec.run_id), result, immutable=True)
         except AlreadyExists:
-            return runs.read_json(self.bucket, runs.result_key(spec.run_id)) or result
+            return runs.read_result(self.bucket, spec.run_id) or result
         if message:
             self.say(message)
         return result
 
 
-def apply_task_record(outcome: TaskOutcome, record: dict[str, Any] | None) -> None:
-    """Take the agent's attempt record for the task, when there is one."""
-    if record is None:
-        return
-    outcome.status, outcome.exit_code = record["status"], int(record["exit_code"])
-    outcome.attempts = max(outcome.attempts, int(record.get("attempt", 1)))
-    outcome.message = record.get("message", "")
+def read_task_attempt(bucket: Bucket, run_id: str, task: int) -> runs.AttemptRecord | None:
+    """The agent's record of the task's latest attempt."""
+    return runs.read_record(bucket, sweeps.task_key(run_id, task, runs.ATTEMPT_RECORD), runs.AttemptRecord)
 
 
 def read_metrics(bucket: Bucket, run_id: str, index: int) -> dict[str, Any]:
-    data = runs.read_json(bucket, sweeps.task_key(run_id, index, "results/metrics.json"))
+    """The scalars of the task's results/metrics.json; nothing when it wrote none (or not JSON)."""
+    try:
+        data = runs.read_json(bucket, sweeps.task_key(run_id, index, "results/metrics.json"))
+    except ValueError:
+        return {}
     if not isinstance(data, dict):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
 
 
-def read_task_outcomes(bucket: Bucket, run_id: str) -> list[TaskOutcome]:
-    record = runs.read_json(bucket, sweeps.sweep_key(run_id)) or {}
-    return [TaskOutcome(**t) for t in record.get("tasks", [])]
-
-
-def rank(outcomes: list[TaskOutcome], job: Job) -> list[TaskOutcome]:
+def rank(outcomes: list[TaskRecord], job: Job) -> list[TaskRecord]:
     """Best first by the catalog's metric: succeeded tasks with the metric, then the others by index."""
 
-    def key(o: TaskOutcome) -> tuple[int, float, int]:
+    def key(o: TaskRecord) -> tuple[int, float, int]:
         value = o.metrics.get(job.metric) if job.metric else None
-        if o.status != runs.SUCCEEDED or not isinstance(value, int | float):
+        if o.status != runs.SUCCEEDED or isinstance(value, bool) or not isinstance(value, int | float):
             return (1, 0.0, o.index)
         return (0, -float(value) if job.metric_goal == "max" else float(value), o.index)
 
     return sorted(outcomes, key=key)
 
 
-def _columns(outcomes: list[TaskOutcome]) -> tuple[list[str], list[str]]:
+def _columns(outcomes: list[TaskRecord]) -> tuple[list[str], list[str]]:
     params = list(outcomes[0].params) if outcomes else []
     metrics: list[str] = []
     for o in outcomes:
@@ -277,7 +260,7 @@ def _columns(outcomes: list[TaskOutcome]) -> tuple[list[str], list[str]]:
     return params, metrics
 
 
-def summary_csv(ranked: list[TaskOutcome]) -> str:
+def summary_csv(ranked: list[TaskRecord]) -> str:
     params, metrics = _columns(ranked)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -288,7 +271,7 @@ def summary_csv(ranked: list[TaskOutcome]) -> str:
     return out.getvalue()
 
 
-def summary_table(ranked: list[TaskOutcome], title: str):
+def summary_table(ranked: list[TaskRecord], title: str):
     """params -> status -> metrics, best first: only the params that vary, all the metrics."""
     from rich.table import Table
 
@@ -296,7 +279,7 @@ def summary_table(ranked: list[TaskOutcome], title: str):
     _, metrics = _columns(ranked)
     table = Table(title=title, title_justify="left")
     for column in ["#", "task", *params, "status", "exit", *metrics]:
-        table.add_column(column, justify="right" if column not in ("status",) else "left")
+        table.add_column(column, justify="left" if column == "status" else "right")
     for rank_, o in enumerate(ranked, 1):
         cells = [str(rank_), str(o.index), *(str(o.params[p]) for p in params), o.status, str(o.exit_code)]
         table.add_row(*cells, *(str(o.metrics.get(m, "")) for m in metrics))
@@ -304,15 +287,15 @@ def summary_table(ranked: list[TaskOutcome], title: str):
 
 
 def sweep_rows(outcome: RunOutcome) -> list[tuple[str, str]]:
-    r = outcome.result
+    r = outcome.record
     rows = [
         ("run", outcome.run_id),
-        ("status", r["status"]),
+        ("status", r.status),
         ("exit code", str(outcome.exit_code)),
-        ("tasks", f"{r.get('succeeded', '-')} of {r.get('tasks', '-')} succeeded"),
-        ("records", r.get("sweep", "-")),
-        ("summary", r.get("summary", "-")),
+        ("tasks", f"{r.succeeded} of {r.tasks} succeeded"),
+        ("records", r.sweep or "-"),
+        ("summary", r.sweep.removesuffix("sweep.json") + "summary.csv" if r.sweep else "-"),
     ]
-    if r.get("message"):
-        rows.append(("message", r["message"]))
+    if r.message:
+        rows.append(("message", r.message))
     return rows

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 
-from mlbatch.core import runs, sweeps
+from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.names import check_labels
+from mlbatch.core.sweeps import TaskRecord
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.batch import QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
 from mlbatch.run.controller import BOOT_MARGIN, SELF_DELETE_MARGIN
-from mlbatch.run.sweep import PreparedSweep, SweepStopped, TaskOutcome, apply_task_record, deadline_seconds
+from mlbatch.run.sweep import PreparedSweep, SweepStopped, deadline_seconds, read_task_attempt
 from mlbatch.ui import Say
 
 QUEUE_MARGIN = 1800  # seconds Batch may keep a job queued for capacity before the sweep gives up
@@ -37,7 +38,7 @@ class BatchTasks:
     def __init__(self, bucket: Bucket, jobs: BatchJobs, say: Say):
         self.bucket, self.jobs, self.say = bucket, jobs, say
 
-    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskOutcome]) -> None:
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None:
         job = sweep.prepared.job
         name = job_id(spec.run_id)
         wait = deadline_seconds(sweep) + QUEUE_MARGIN
@@ -83,21 +84,23 @@ class BatchTasks:
             tasks = self.jobs.tasks(name) if ended else []
             self._collect(spec, outcomes, tasks, default)
 
-    def _collect(self, spec: runs.RunSpec, outcomes: list[TaskOutcome], tasks: list[TaskView], default: tuple[str, str]) -> None:
+    def _collect(self, spec: runs.RunSpec, outcomes: list[TaskRecord], tasks: list[TaskView], default: tuple[str, str]) -> None:
         """Each task's outcome: its agent's record when final, else what Batch says, else `default`."""
         views = {t.index: t for t in tasks}
         for outcome in outcomes:
-            record = runs.read_json(self.bucket, sweeps.task_key(spec.run_id, outcome.index, "attempt.json"))
+            record = read_task_attempt(self.bucket, spec.run_id, outcome.index)
             view = views.get(outcome.index)
-            if record is not None and (record["status"] != runs.PREEMPTED or (view and view.state == "FAILED")):
-                apply_task_record(outcome, record)  # a preempted record is final once Batch gave up on the task
-            elif view is not None and view.state == "FAILED":
-                outcome.status, outcome.exit_code = runs.INFRA_FAILED, view.exit_code if view.exit_code is not None else -1
-                outcome.message = view.message or "Batch failed the task before its agent recorded it"
+            failed = view is not None and view.state == "FAILED"
+            if record is not None and (record.status != runs.PREEMPTED or failed):
+                # a preempted record is final once Batch gave up on the task
+                outcome.ended(record.status, record.exit_code, record.attempt, record.message)
+            elif failed and view is not None:
+                exit_code = view.exit_code if view.exit_code is not None else -1
+                outcome.ended(
+                    runs.INFRA_FAILED, exit_code, 1, view.message or "Batch failed the task before its agent recorded it"
+                )
             else:
-                outcome.status, outcome.message = default
-                if record is not None:
-                    outcome.attempts = int(record.get("attempt", 1))
+                outcome.ended(default[0], -1, record.attempt if record else 0, default[1])
 
     def _delete(self, name: str) -> None:
         try:

@@ -11,13 +11,14 @@ import collections
 import dataclasses
 import time
 
-from mlbatch.core import runs, sweeps
+from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.names import check_gce_name, check_labels
+from mlbatch.core.sweeps import TaskRecord
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
 from mlbatch.run.controller import BOOT_MARGIN, POLL, SELF_DELETE_MARGIN, STATE_CHECK_EVERY
-from mlbatch.run.sweep import PreparedSweep, TaskOutcome, apply_task_record
+from mlbatch.run.sweep import PreparedSweep, read_task_attempt
 from mlbatch.ui import Say
 
 
@@ -38,7 +39,7 @@ class LocalTasks:
         self.bucket, self.provider, self.say = bucket, provider, say
         self.name = f"{provider.name} instances"
 
-    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskOutcome]) -> None:
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None:
         job = sweep.prepared.job
         pending = collections.deque((i, 1) for i in range(len(sweep.tasks)))
         running: dict[int, _Running] = {}
@@ -54,35 +55,41 @@ class LocalTasks:
                 if check_state:
                     next_state_check = time.monotonic() + STATE_CHECK_EVERY
                 for task, r in list(running.items()):
-                    record = runs.read_json(self.bucket, sweeps.task_key(spec.run_id, task, "attempt.json"))
-                    if record is not None and int(record.get("attempt", 0)) != r.attempt:
-                        record = None  # an earlier attempt's record
-                    if record is None and check_state and self.provider.state(r.name) in (STOPPED, GONE):
-                        time.sleep(POLL)  # the agent writes its record before it ends: read once more
-                        record = runs.read_json(self.bucket, sweeps.task_key(spec.run_id, task, "attempt.json"))
-                        if record is None or int(record.get("attempt", 0)) != r.attempt:
-                            record = {"status": runs.PREEMPTED, "exit_code": -1, "attempt": r.attempt, "message": "ended"}
-                    if record is None and time.monotonic() > r.deadline:
-                        record = {
-                            "status": runs.TIMEOUT,
-                            "exit_code": -1,
-                            "attempt": r.attempt,
-                            "message": f"no record {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created",
-                        }
-                    if record is None:
+                    ended = self._ended(spec, r, check_state)
+                    if ended is None:
                         continue
                     del running[task]
                     self._delete(r.name)
-                    if record["status"] == runs.PREEMPTED and r.attempt <= job.max_preemption_retries:
+                    status, exit_code, message = ended
+                    if status == runs.PREEMPTED and r.attempt <= job.max_preemption_retries:
                         self.say(f"task {task}: attempt {r.attempt} was preempted; retrying")
                         pending.appendleft((task, r.attempt + 1))
                         continue
-                    apply_task_record(outcomes[task], record)
-                    done = sum(1 for o in outcomes if o.status != runs.CANCELLED)
-                    self.say(f"task {task} {outcomes[task].status} ({done}/{len(outcomes)} done)")
+                    outcomes[task].ended(status, exit_code, r.attempt, message)
+                    done = sum(1 for o in outcomes if o.attempts and o.status != runs.CANCELLED)
+                    self.say(f"task {task} {status} ({done}/{len(outcomes)} done)")
         finally:
             for r in running.values():  # cancelled or failed: nothing is left running
                 self._delete(r.name)
+
+    def _ended(self, spec: runs.RunSpec, r: _Running, check_state: bool) -> tuple[str, int, str] | None:
+        """(status, exit code, message) once the task's attempt has ended, else None."""
+
+        def record() -> runs.AttemptRecord | None:
+            found = read_task_attempt(self.bucket, spec.run_id, r.task)
+            return found if found is not None and found.attempt == r.attempt else None  # not an earlier attempt's
+
+        found = record()
+        if found is None and check_state and self.provider.state(r.name) in (STOPPED, GONE):
+            time.sleep(POLL)  # the agent writes its record before it ends: read once more
+            found = record()
+            if found is None:
+                return runs.PREEMPTED, -1, "the instance ended without a record"
+        if found is not None:
+            return found.status, found.exit_code, found.message
+        if time.monotonic() > r.deadline:
+            return runs.TIMEOUT, -1, f"no record {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created"
+        return None
 
     def _start(self, spec: runs.RunSpec, sweep: PreparedSweep, task: int, attempt: int) -> _Running:
         job, params = sweep.prepared.job, sweep.tasks[task]

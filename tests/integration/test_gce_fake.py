@@ -30,7 +30,7 @@ from tests.conftest import ROOT, make_settings, repo_config, unique_version
 from tests.integration.helpers import INVOKE
 from tests.support.fake_compute import FakeCompute, Faults
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 PROJECT = "mlbatch-test"
 
 

@@ -20,7 +20,7 @@ from tests.conftest import make_settings, unique_version
 from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke
 from tests.integration.test_run_local import instances, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,16 @@ from mlbatch.agent import task as task_mode
 from mlbatch.core import runs, sweeps
 from mlbatch.core.catalog import parse_catalog
 from mlbatch.core.errors import BadInput, ExitCode
-from mlbatch.run.sweep import TaskOutcome, rank, summary_csv
+from mlbatch.core.sweeps import TaskRecord
+from mlbatch.run.sweep import rank, summary_csv
 from tests.conftest import ROOT
 
 CATALOG = parse_catalog((ROOT / "batch_code" / "jobs.yaml").read_text())
+SPEC = runs.RunSpec(
+    run_id="sleep-20260101-000000-abcd", job="sleep", version="v1.0.0", bucket="gs://b-unit", container="r@sha256:1",
+    code_key="k", code_sha256="s", argv=("python", "sleep.py"), params={}, timeout_seconds=60, created="now",
+    vm_image="https://www.googleapis.com/compute/v1/projects/p/global/images/mlbatch-v1-0-0-1",
+)  # fmt: skip
 
 
 def test_sweeps_are_the_product_of_their_lists():
@@ -64,9 +70,9 @@ def test_ranking_puts_the_best_metric_first_and_failures_last():
     job = CATALOG["train-digits"]
     assert (job.metric, job.metric_goal) == ("accuracy", "max")
     outcomes = [
-        TaskOutcome(0, {"n_estimators": 10}, runs.SUCCEEDED, 0, 1, "", {"accuracy": 0.9}),
-        TaskOutcome(1, {"n_estimators": 20}, runs.FAILED, 3, 1, "", {}),
-        TaskOutcome(2, {"n_estimators": 30}, runs.SUCCEEDED, 0, 1, "", {"accuracy": 0.95}),
+        TaskRecord(index=0, params={"n_estimators": 10}, status="succeeded", exit_code=0, attempts=1, metrics={"accuracy": 0.9}),
+        TaskRecord(index=1, params={"n_estimators": 20}, status="failed", exit_code=3, attempts=1),
+        TaskRecord(index=2, params={"n_estimators": 30}, status="succeeded", exit_code=0, attempts=1, metrics={"accuracy": 0.95}),
     ]
     ranked = rank(outcomes, job)
     assert [o.index for o in ranked] == [2, 0, 1]
@@ -82,9 +88,8 @@ def test_catalog_metric_is_checked():
 
 
 def test_agent_task_mode_reads_what_cloud_batch_sets():
-    spec = {"run_id": "sleep-20260101-000000-abcd", "params": {}, "argv": ["python", "sleep.py"]}
     env = {
-        "MLBATCH_RUN_SPEC": json.dumps(spec),
+        "MLBATCH_RUN_SPEC": SPEC.to_json(),
         "MLBATCH_TASK": json.dumps({"params": {"seconds": 2}, "argv": ["python", "sleep.py", "--seconds=2"]}),
         "BATCH_TASK_INDEX": "4",
         "BATCH_TASK_RETRY_ATTEMPT": "1",
@@ -92,8 +97,9 @@ def test_agent_task_mode_reads_what_cloud_batch_sets():
     }
     assert task_mode.on_batch(env) and not task_mode.on_batch({"BATCH_TASK_INDEX": "0"})
     instance = task_mode.batch_instance(env)
-    assert instance["task"] == 4 and instance["attempt"] == 2 and instance["workdir"] == "/w"
-    assert instance["spec"]["params"] == {"seconds": 2} and instance["spec"]["argv"][-1] == "--seconds=2"
+    assert instance.task == 4 and instance.attempt == 2 and instance.workdir == "/w"
+    assert instance.spec.params == {"seconds": 2} and instance.spec.argv[-1] == "--seconds=2"
+    assert runs.InstanceSpec.from_json(instance.to_json()).task == 4, "the local instance file carries it the same way"
 
 
 @pytest.mark.parametrize(
@@ -101,7 +107,11 @@ def test_agent_task_mode_reads_what_cloud_batch_sets():
     [("succeeded", 0, 0), ("failed", 3, 3), ("failed", 300, 255), ("timeout", -1, ExitCode.TIMEOUT), ("infra_failed", -1, 110)],
 )
 def test_the_task_exit_code_is_what_lifecycle_policies_act_on(status, code, expected):
-    assert task_mode.exit_code({"status": status, "exit_code": code}) == expected
+    record = runs.AttemptRecord(
+        run_id=SPEC.run_id, job="sleep", version="v1.0.0", attempt=1, instance="vm", status=status, exit_code=code,
+        message="", started="", finished="", phases={}, provenance=runs.Provenance.of(SPEC, "0"), results="",
+    )  # fmt: skip
+    assert task_mode.exit_code(record) == expected
 
 
 def test_the_batch_job_body_is_valid_for_batch_v1_and_retries_only_preemption():
@@ -118,12 +128,8 @@ def test_the_batch_job_body_is_valid_for_batch_v1_and_retries_only_preemption():
 
     settings = load_settings(config, ROOT)
     job = CATALOG["sleep"]
-    spec = runs.RunSpec(
-        "sleep-20260101-000000-abcd", "sleep", "v1.0.0", "gs://b-unit", "r@sha256:1", "k", "s", ("python", "sleep.py"),
-        {}, 60, "now", "test", "https://www.googleapis.com/compute/v1/projects/p/global/images/mlbatch-v1-0-0-1",
-    )  # fmt: skip
     tasks = [job.resolve_params({"seconds": str(i)}) for i in (1, 2)]
-    body = BatchJobs(settings).job_body(spec, job, tasks, 2, {"managed-by": "mlbatch"}, 900)
+    body = BatchJobs(settings).job_body(SPEC, job, tasks, 2, {"managed-by": "mlbatch"}, 900)
     wire = json.loads(batch_v1.Job.to_json(body, use_integers_for_enums=False))
     assert discovery.check_body("Job", wire, "batch.projects.locations.jobs.create", api=discovery.BATCH) == []
     group = wire["taskGroups"][0]

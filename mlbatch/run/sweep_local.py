@@ -35,6 +35,9 @@ class _Running:
 
 
 class LocalTasks:
+    poll = POLL  # seconds between reads of the running tasks' records
+    state_check_every = STATE_CHECK_EVERY  # seconds between asks to the provider
+
     def __init__(self, bucket: Bucket, provider: Provider, say: Say):
         self.bucket, self.provider, self.say = bucket, provider, say
         self.name = f"{provider.name} instances"
@@ -43,17 +46,17 @@ class LocalTasks:
         job = sweep.prepared.job
         pending = collections.deque((i, 1) for i in range(len(sweep.tasks)))
         running: dict[int, _Running] = {}
-        next_state_check = time.monotonic() + STATE_CHECK_EVERY
+        next_state_check = time.monotonic() + self.state_check_every
         try:
             while pending or running:
                 while pending and len(running) < sweep.parallelism:
                     task, attempt = pending.popleft()
                     running[task] = self._start(spec, sweep, task, attempt)
                     outcomes[task].attempts = attempt
-                time.sleep(POLL)
+                time.sleep(self.poll)
                 check_state = time.monotonic() >= next_state_check
                 if check_state:
-                    next_state_check = time.monotonic() + STATE_CHECK_EVERY
+                    next_state_check = time.monotonic() + self.state_check_every
                 for task, r in list(running.items()):
                     ended = self._ended(spec, r, check_state)
                     if ended is None:
@@ -81,7 +84,7 @@ class LocalTasks:
 
         found = record()
         if found is None and check_state and self.provider.state(r.name) in (STOPPED, GONE):
-            time.sleep(POLL)  # the agent writes its record before it ends: read once more
+            time.sleep(self.poll)  # the agent writes its record before it ends: read once more
             found = record()
             if found is None:
                 return runs.PREEMPTED, -1, "the instance ended without a record"

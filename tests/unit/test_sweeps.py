@@ -143,3 +143,13 @@ def test_the_batch_job_body_is_valid_for_batch_v1_and_retries_only_preemption():
     assert policy["policy"]["bootDisk"]["image"] == "projects/p/global/images/mlbatch-v1-0-0-1"
     assert wire["allocationPolicy"]["network"]["networkInterfaces"][0]["noExternalIpAddress"] is True
     assert "MLBATCH_RUN_SPEC" in group["taskSpec"]["runnables"][0]["environment"]["variables"]
+
+
+def test_the_local_sweep_path_never_imports_the_cloud_clients_and_the_task_mode_stays_in_core():
+    from tests.unit.test_imports import modules_after
+
+    assert "google.cloud.batch_v1" in modules_after("from mlbatch.providers import batch"), "install the gce extra"
+    loaded = modules_after("import tasks; from mlbatch.run import sweep, sweep_local, sweep_runners, sweep_bench")
+    assert not {"google.cloud.batch_v1", "google.cloud.compute_v1"} & loaded
+    agent = modules_after("import mlbatch.agent.main, mlbatch.agent.task")
+    assert {m for m in agent if m.startswith("mlbatch.") and not m.startswith(("mlbatch.core", "mlbatch.agent"))} == set()

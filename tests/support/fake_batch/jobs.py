@@ -9,7 +9,7 @@ from typing import Any
 
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
 from tests.support.fake_batch.state import FakeJob, FakeTask
-from tests.support.fake_compute.errors import ApiError, not_found
+from tests.support.fake_http import ApiError, not_found
 
 _LOC = r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)"
 _JOB = r"/v1/(?P<name>projects/[^/]+/locations/[^/]+/jobs/[^/]+)"

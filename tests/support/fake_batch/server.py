@@ -10,7 +10,6 @@ for the state (state.py); this one holds the HTTP plumbing and the test controls
 from __future__ import annotations
 
 import itertools
-import re
 import shutil
 import subprocess
 import tempfile
@@ -22,11 +21,11 @@ from tests.support import discovery
 from tests.support.fake_batch.backing import BackingMixin
 from tests.support.fake_batch.jobs import JobsMixin
 from tests.support.fake_batch.state import CONTAINER_LABEL, FakeJob, Faults
-from tests.support.fake_compute.errors import ApiError, error_body, not_found
-from tests.support.fake_http import json_server
+from tests.support.fake_http import RoutedApi, error_body, json_server, not_found
 
 
-class FakeBatch(JobsMixin, BackingMixin):
+class FakeBatch(JobsMixin, BackingMixin, RoutedApi):
+    API, NAME = discovery.BATCH, "batch"
     _ROUTES = JobsMixin.ROUTES
 
     def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
@@ -69,42 +68,15 @@ class FakeBatch(JobsMixin, BackingMixin):
             ["docker", "ps", "-aq", "--filter", f"label=managed-by={CONTAINER_LABEL}"], capture_output=True, text=True
         ).stdout.split()
 
-    # --- HTTP plumbing -----------------------------------------------------------------
+    # --- what the service refuses, what the tests break -------------------------------
 
-    def _route(self, verb: str, path: str) -> tuple[str, str, dict[str, str]] | None:
-        for route_verb, pattern, resource, name in self._ROUTES:
-            match = re.fullmatch(pattern, path)
-            if route_verb == verb and match:
-                return resource, name, match.groupdict()
-        return None
+    def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
+        project = (args.get("parent") or args.get("name", "")).split("/")[1]
+        if project != self.project:
+            raise not_found(f"projects/{project}")
 
-    def _dispatch(self, verb: str, path: str, params: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            self.requests.append((verb, path, body))
-            if self.faults.http_burst:
-                code = self.faults.http_burst.pop(0)
-                return code, error_body(code, "injected: the service is busy, try again", "backendError")
-            route = self._route(verb, path)
-            if route is None:
-                return 404, error_body(404, f"fake batch: no route for {verb} {path}", "notFound")
-            resource, name, args = route
-            try:
-                errors = discovery.check_params(resource, name, {**params, **args}, api=discovery.BATCH)
-                spec = discovery.method(resource, name, api=discovery.BATCH)
-                if "request" in spec:
-                    int_enums = "enum-encoding=int" in params.get("$alt", "")
-                    errors += discovery.check_body(
-                        spec["request"]["$ref"], body or {}, spec["id"], api=discovery.BATCH, int_enums=int_enums
-                    )
-                if errors:
-                    raise ApiError(400, "; ".join(errors))
-                project = (args.get("parent") or args.get("name", "")).split("/")[1]
-                if project != self.project:
-                    raise not_found(f"projects/{project}")
-                result = getattr(self, f"_{resource.rsplit('.', 1)[1]}_{name}")(params=params, body=body, **args)
-            except ApiError as exc:
-                return exc.code, error_body(exc.code, exc.message, exc.reason)
-            if name == "create" and self.faults.lose_create_responses > 0:
-                self.faults.lose_create_responses -= 1
-                return 503, error_body(503, "injected: the create was performed but its response was lost", "backendError")
-            return 200, result
+    def _lost_response(self, name: str) -> bool:
+        if name == "create" and self.faults.lose_create_responses > 0:
+            self.faults.lose_create_responses -= 1
+            return True
+        return False

@@ -11,7 +11,6 @@ parameters and body are checked against the official discovery document.
 from __future__ import annotations
 
 import itertools
-import re
 import shutil
 import tempfile
 import threading
@@ -26,10 +25,11 @@ from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
-from tests.support.fake_http import json_server
+from tests.support.fake_http import RoutedApi, json_server
 
 
-class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
+class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, RoutedApi):
+    API, NAME = discovery.COMPUTE, "compute"
     _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES
 
     def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
@@ -81,40 +81,14 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
 
     # --- HTTP plumbing ------------------------------------------------------------------
 
-    def _route(self, verb: str, path: str) -> tuple[str, str, dict[str, str]] | None:
-        for route_verb, pattern, resource, name in self._ROUTES:
-            match = re.fullmatch(pattern, path)
-            if route_verb == verb and match:
-                return resource, name, match.groupdict()
-        return None
+    def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
+        if args["project"] != self.project:
+            raise not_found(f"projects/{args['project']}")
+        if self.faults.forbidden:
+            raise ApiError(403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden")
 
-    def _dispatch(self, verb: str, path: str, params: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            self.requests.append((verb, path, body))
-            if self.faults.http_burst:
-                code = self.faults.http_burst.pop(0)
-                return code, error_body(code, "injected: the service is busy, try again", "backendError")
-            route = self._route(verb, path)
-            if route is None:
-                return 404, error_body(404, f"fake compute: no route for {verb} {path}", "notFound")
-            resource, name, args = route
-            try:
-                errors = discovery.check_params(resource, name, {**params, **args})
-                spec = discovery.method(resource, name)
-                if "request" in spec:  # the body schema the discovery document names for this method
-                    errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"])
-                if errors:
-                    raise ApiError(400, "; ".join(errors))
-                if args["project"] != self.project:
-                    raise not_found(f"projects/{args['project']}")
-                if self.faults.forbidden:
-                    raise ApiError(
-                        403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden"
-                    )
-                result = getattr(self, f"_{resource}_{name}")(params=params, body=body, **args)
-            except ApiError as exc:
-                return exc.code, error_body(exc.code, exc.message, exc.reason)
-            if name == "insert" and self.faults.lose_insert_responses > 0:
-                self.faults.lose_insert_responses -= 1
-                return 503, error_body(503, "injected: the insert was performed but its response was lost", "backendError")
-            return 200, result
+    def _lost_response(self, name: str) -> bool:
+        if name == "insert" and self.faults.lose_insert_responses > 0:
+            self.faults.lose_insert_responses -= 1
+            return True
+        return False

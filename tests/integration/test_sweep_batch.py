@@ -4,10 +4,7 @@ agent, fake-gcs-server as the bucket, and the faults the real service brings."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -16,14 +13,10 @@ from mlbatch.core import manifest as manifests
 from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
-from mlbatch.core.settings import load_settings
 from mlbatch.providers.batch import BatchJobs, job_id
-from mlbatch.release.flow import release
 from mlbatch.run.sweep import Sweep, SweepRequest
 from mlbatch.run.sweep_batch import BatchTasks, collect_batch_garbage
-from mlbatch.ui import Steps
-from tests.conftest import ROOT, make_settings, repo_config, unique_version
-from tests.integration.helpers import INVOKE
+from tests.integration.helpers import release_for_test_profile, run_batch_on_test_profile, settings_for_test_profile, wait_for
 from tests.support.fake_batch import FakeBatch, Faults
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
@@ -33,21 +26,9 @@ PROJECT = "mlbatch-test"
 @pytest.fixture(scope="module")
 def world(infra, gcs_emulator):
     """A release as the gcp profile writes it (VM image by self link) in fake-gcs, and the fake Batch API."""
-    from tests.support.gcs import create_bucket
-
-    bucket = f"gs://mlbatch-sweep-{int(time.time())}"
-    create_bucket(bucket[5:])
-    local = release(make_settings(bucket), unique_version(), Steps())
     fake = FakeBatch(PROJECT, storage_emulator=gcs_emulator).start()
-    link = fake.add_image(local.vm_image.name, local.vm_image.ref)
-    gcp = dataclasses.replace(
-        local, version=local.version + ".batch", profile="test", vm_image=dataclasses.replace(local.vm_image, ref=link)
-    )
-    manifests.publish(open_bucket(bucket), gcp)
-    config = repo_config()
-    config["profile"] = "test"
-    config["profiles"]["test"].update(bucket=bucket, batch_endpoint=fake.endpoint)
-    yield load_settings(config, ROOT), gcp.version, fake
+    bucket, version = release_for_test_profile("batch", fake)
+    yield settings_for_test_profile(bucket, batch_endpoint=fake.endpoint), version, fake
     fake.stop()
     assert fake.running_containers() == []
 
@@ -75,28 +56,7 @@ def sweep(world, job="sleep", sweep_options=("seconds=1,2",), lines=None, **kwar
 
 def cli(world, *args):
     settings, _, fake = world
-    env = {
-        **os.environ,
-        "INVOKE_MLBATCH_PROFILES_TEST_BUCKET": settings.bucket,
-        "INVOKE_MLBATCH_PROFILES_TEST_BATCH_ENDPOINT": fake.endpoint,
-    }
-    return subprocess.Popen(
-        [INVOKE, "run-batch", "--profile", "test", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return run_batch_on_test_profile({"bucket": settings.bucket, "batch_endpoint": fake.endpoint}, *args)
 
 
 def test_a_sweep_through_the_cli_is_one_batch_job(world, fake):

@@ -17,8 +17,8 @@ from mlbatch.core.errors import ExitCode
 from mlbatch.release.flow import release
 from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
-from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke
-from tests.integration.test_run_local import instances, wait_for
+from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke, wait_for
+from tests.integration.test_run_local import instances
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 

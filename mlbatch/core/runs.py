@@ -5,6 +5,7 @@ runs/<job>/<run_id>/attempts/<n>/log        the attempt's log, flushed while it 
 runs/<job>/<run_id>/attempts/<n>/attempt.json  how the attempt ended (agent)
 runs/<job>/<run_id>/results/...             what the job wrote to $MLBATCH_RESULTS_DIR
 runs/<job>/<run_id>/result.json             how the run ended; written last
+idempotency/<job>/<sha256(key)[:32]>.json   the run a trigger's idempotency key started
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -82,6 +84,8 @@ class Record:
             raise BadRecord(f"{what} has schema_version {version!r}; this mlbatch reads up to {SCHEMA_VERSION}: upgrade mlbatch")
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         values = {k: v for k, v in data.items() if k in fields}
+        if "schema_version" in fields:
+            values["schema_version"] = version  # explicit: a record without one is 1, whatever the default becomes
         missing = [name for name, f in fields.items() if name not in values and _required(f)]
         if missing:
             raise BadRecord(f"{what} lacks {', '.join(missing)}")
@@ -248,6 +252,10 @@ class ResultRecord(Record):
         if self.status == FAILED:
             return self.exit_code
         return int(STATUS_EXIT_CODES.get(self.status, ExitCode.INFRA_FAILED))
+
+
+def idempotency_record_key(job: str, idempotency_key: str) -> str:
+    return f"idempotency/{job}/{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}.json"
 
 
 def run_prefix(run_id: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import re
 import signal
 import threading
@@ -92,10 +91,6 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
 
 
-def _key_record(job: str, key: str) -> str:
-    return f"idempotency/{job}/{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
-
-
 @contextlib.contextmanager
 def _cancel_on_signals() -> Iterator[None]:
     """invoke forwards only Ctrl-C to us; cron and Rundeck send SIGTERM. Both cancel."""
@@ -134,7 +129,7 @@ class Controller:
         prepared = prepare(self.bucket, request)
         run_id = new_run_id(request.job)
         if request.idempotency_key:
-            key = _key_record(request.job, request.idempotency_key)
+            key = runs.idempotency_record_key(request.job, request.idempotency_key)
             try:
                 runs.write_record(self.bucket, key, runs.IdempotencyRecord(run_id=run_id, created=runs.now_iso()), immutable=True)
             except AlreadyExists:
@@ -370,9 +365,7 @@ class Controller:
                 time.sleep(self.attach_poll)
 
     def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
-        for key in sorted(
-            k for k in self.bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/" + runs.ATTEMPT_LOG)
-        ):
+        for key in runs.attempt_log_keys(self.bucket, run_id):
             data = self.bucket.read(key).decode(errors="replace")
             for line in data[shown.get(key, 0) :].splitlines():
                 self.echo(line)

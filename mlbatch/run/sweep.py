@@ -31,7 +31,6 @@ from mlbatch.run.controller import (
     RunOutcome,
     RunRequest,
     _cancel_on_signals,
-    _key_record,
     prepare,
 )
 from mlbatch.ui import Say
@@ -129,7 +128,7 @@ class Sweep:
         job = sweep.prepared.job
         run_id = new_run_id(request.job)
         if request.idempotency_key:
-            key = _key_record(request.job, request.idempotency_key)
+            key = runs.idempotency_record_key(request.job, request.idempotency_key)
             controller = Controller(self.bucket, None, self.say, self.say)  # type: ignore[arg-type] # attaching needs no provider
             try:
                 runs.write_record(self.bucket, key, runs.IdempotencyRecord(run_id=run_id, created=runs.now_iso()), immutable=True)

@@ -5,6 +5,9 @@ The Docker tests in tests/integration prove the same end to end; these pin each 
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 import mlbatch
@@ -171,6 +174,23 @@ def test_the_same_idempotency_key_attaches_to_the_first_run(controller, provider
     assert second.attached and second.run_id == first.run_id and second.exit_code == first.exit_code == 4
     assert len(provider.requests) == 1 and runs.list_run_ids(bucket, "sleep") == [first.run_id]
     assert any("first run's line" in line for line in lines), "the second caller saw the run's log"
+
+
+def test_a_duplicate_trigger_follows_a_running_run_to_its_end(controller, provider, bucket):
+    provider.script(hang("tick 1"))
+    request = RunRequest("sleep", VERSION, timeout_seconds=1, idempotency_key="slot-2026-11-25T20:00")
+    outcomes = {}
+    first = threading.Thread(target=lambda: outcomes.setdefault("first", controller.run(request)))
+    first.start()
+    while not runs.list_run_ids(bucket, "sleep"):  # the first run's spec is written
+        time.sleep(0.001)
+    follower = FastController(bucket, provider, print, print)
+    follower.boot_margin = 10  # it must outwait the first run's own deadline (timeout + its margin 0)
+    second = follower.run(request)
+    first.join(timeout=30)
+    assert second.attached and second.run_id == outcomes["first"].run_id
+    assert second.exit_code == outcomes["first"].exit_code == ExitCode.TIMEOUT
+    assert len(provider.requests) == 1
 
 
 def test_an_unreadable_idempotency_record_is_a_clear_error(controller, provider, bucket):

@@ -138,7 +138,6 @@ def test_gc_removes_expired_batch_jobs_that_are_ours_and_nothing_else(world, fak
     fake.faults.quota_exceeded = True  # someone else's job in the same project and region: it waits, never runs
     body = jobs.job_body(*_foreign_job(world), labels={"owner": "data-team"}, max_run_seconds=60)
     jobs.create("someone-elses-job", body)
-    fake.faults.quota_exceeded = False
     assert collect_batch_garbage(jobs, dry_run=False) == [], "nothing has expired yet"
     removed = collect_batch_garbage(jobs, dry_run=False, now=time.time() + 10 * 24 * 3600)
     assert f"Batch job {job.name.rsplit('/', 1)[1]}" in [name for name, _ in removed]
@@ -153,7 +152,8 @@ def _foreign_job(world):
     manifest = manifests.load(open_bucket(settings.bucket), version)
     job = manifest.jobs["sleep"]
     spec = runs.RunSpec(
-        "sleep-20260101-000000-zzzz", "sleep", version, settings.bucket, "r@sha256:0", "k", "0", tuple(job.command), {},
-        60, runs.now_iso(), "test", manifest.vm_image.ref,
+        run_id="sleep-20260101-000000-zzzz", job="sleep", version=version, bucket=settings.bucket, container="r@sha256:0",
+        code_key="k", code_sha256="0", argv=tuple(job.command), params={}, timeout_seconds=60, created=runs.now_iso(),
+        vm_image=manifest.vm_image.ref,
     )  # fmt: skip
     return spec, job, [job.resolve_params({})], 1

@@ -22,10 +22,12 @@ from google.api_core import exceptions as gexc
 from google.cloud import batch_v1
 
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import NotFound
+from mlbatch.core.errors import MlbatchError, NotFound, PermissionDenied
+from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
 from mlbatch.core.runs import RunSpec
 from mlbatch.core.settings import Settings
-from mlbatch.providers.gce import SCOPE, _retry, _translate
+from mlbatch.providers.gce import SCOPE, _retry
+from mlbatch.providers.gce import _translate as _translate_compute
 
 PREEMPTED_EXIT_CODE = 50001  # what Batch reports for a task whose Spot VM was preempted
 JOB_EXIT_CODES = list(range(1, 256))  # the job's own codes and our reserved ones: fail, never retry
@@ -49,6 +51,17 @@ class JobView:
     counts: dict[str, int]  # task state -> number of tasks
     events: tuple[str, ...]  # status event descriptions, oldest first
     labels: dict[str, str]
+
+
+def _translate(exc: gexc.GoogleAPICallError, what: str) -> MlbatchError:
+    """As for Compute Engine, with what Batch needs when permission is denied."""
+    error = _translate_compute(exc, what)
+    if isinstance(error, PermissionDenied):
+        return PermissionDenied(
+            f"{what}: permission denied: {exc.message} "
+            "(grant the caller roles/batch.jobsEditor and iam.serviceAccountUser on the runner SA)"
+        )
+    return error
 
 
 def job_id(run_id: str) -> str:
@@ -219,7 +232,7 @@ class BatchJobs:
             raise _translate(exc, f"deleting Batch job {job}") from exc
 
     def list_ours(self) -> list[JobView]:
-        request = batch_v1.ListJobsRequest(parent=self.parent, filter='labels.managed-by="mlbatch"')
+        request = batch_v1.ListJobsRequest(parent=self.parent, filter=f'labels.{MANAGED_LABEL_KEY}="{MANAGED_LABEL_VALUE}"')
         try:
             found = list(self.client.list_jobs(request=request, retry=_retry(self.api_deadline), timeout=60))
         except gexc.NotFound as exc:
@@ -229,5 +242,5 @@ class BatchJobs:
         return [
             JobView(j.name.rsplit("/", 1)[1], j.status.state.name, {}, (), dict(j.labels))
             for j in found
-            if j.labels.get("managed-by") == "mlbatch"  # the filter already says so; never touch what is not ours
+            if is_managed(dict(j.labels))  # the filter already says so; never touch what is not ours
         ]

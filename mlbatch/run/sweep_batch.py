@@ -13,7 +13,7 @@ import time
 
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.names import check_labels
+from mlbatch.core.names import check_labels, is_managed, managed_labels
 from mlbatch.core.sweeps import TaskRecord
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.batch import QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
@@ -44,7 +44,7 @@ class BatchTasks:
         wait = deadline_seconds(sweep) + QUEUE_MARGIN
         labels = check_labels(
             {
-                "managed-by": "mlbatch",
+                **managed_labels(),
                 "role": "sweep",
                 "job": spec.job,
                 "run-id": spec.run_id,
@@ -118,7 +118,7 @@ def collect_batch_garbage(jobs: BatchJobs, dry_run: bool, now: float | None = No
     removed = []
     for view in jobs.list_ours():
         expiry = view.labels.get("expiry", "")
-        if view.labels.get("managed-by") != "mlbatch" or not (expiry.isdigit() and int(expiry) < now):
+        if not is_managed(view.labels) or not (expiry.isdigit() and int(expiry) < now):
             continue
         if not dry_run:
             jobs.delete(view.name, "mlbatch gc: expired")

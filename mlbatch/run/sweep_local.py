@@ -13,7 +13,7 @@ import time
 
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.names import check_gce_name, check_labels
+from mlbatch.core.names import check_gce_name, check_labels, managed_labels
 from mlbatch.core.sweeps import TaskRecord
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
@@ -100,7 +100,7 @@ class LocalTasks:
         name = task_instance_name(spec.run_id, task, attempt)
         max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
         labels = {
-            "managed-by": "mlbatch",
+            **managed_labels(),
             "role": "instance",
             "job": spec.job,
             "run-id": spec.run_id,

@@ -132,3 +132,14 @@ def test_the_fake_compute_api_still_validates_through_the_shared_routing():
             client.get(project="other-project", image="img")
     finally:
         fake.stop()
+
+
+def test_permission_denied_is_not_retried_and_names_the_batch_role(jobs, fake):
+    from mlbatch.core.errors import ExitCode, PermissionDenied
+
+    fake.faults.forbidden = True
+    before = len(fake.requests)
+    with pytest.raises(PermissionDenied, match="roles/batch.jobsEditor") as caught:
+        jobs.create("mlb-f", body(jobs, fake))
+    assert caught.value.exit_code == ExitCode.PERMISSION_DENIED and "batch.jobs.create" in str(caught.value)
+    assert len(fake.requests) == before + 1, "a 403 is not retried"

@@ -21,7 +21,7 @@ from tests.support import discovery
 from tests.support.fake_batch.backing import BackingMixin
 from tests.support.fake_batch.jobs import JobsMixin
 from tests.support.fake_batch.state import CONTAINER_LABEL, FakeJob, Faults
-from tests.support.fake_http import RoutedApi, error_body, json_server, not_found
+from tests.support.fake_http import ApiError, RoutedApi, error_body, json_server, not_found
 
 
 class FakeBatch(JobsMixin, BackingMixin, RoutedApi):
@@ -74,6 +74,9 @@ class FakeBatch(JobsMixin, BackingMixin, RoutedApi):
         project = (args.get("parent") or args.get("name", "")).split("/")[1]
         if project != self.project:
             raise not_found(f"projects/{project}")
+        if self.faults.forbidden:
+            verb = {"create": "create", "delete": "delete", "list": "list"}.get(name, "get")
+            raise ApiError(403, f"Permission 'batch.jobs.{verb}' denied on 'projects/{self.project}'", "forbidden")
 
     def _lost_response(self, name: str) -> bool:
         if name == "create" and self.faults.lose_create_responses > 0:

@@ -21,6 +21,7 @@ class Faults:
     quota_exceeded: bool = False  # VMs of new jobs cannot be created: the job stays SCHEDULED with a quota event
     http_burst: list[int] = dataclasses.field(default_factory=list)  # statuses for the next requests
     lose_create_responses: int = 0  # creates performed whose response is then lost (503)
+    forbidden: bool = False  # the caller lacks the Batch permissions (403)
 
 
 def rfc3339() -> str:

@@ -120,6 +120,12 @@ def task_key(run_id: str, task: int, name: str) -> str:
     return f"{runs.run_prefix(run_id)}/tasks/{task}/{name}"
 
 
+def task_log_keys(bucket, run_id: str) -> list[str]:
+    """The keys of a sweep's task logs, in task order (none for a single run)."""
+    keys = (k for k in bucket.list(f"{runs.run_prefix(run_id)}/tasks") if k.endswith("/" + runs.ATTEMPT_LOG))
+    return sorted(keys, key=lambda k: int(k.split("/")[-2]))
+
+
 def sweep_key(run_id: str) -> str:
     return f"{runs.run_prefix(run_id)}/sweep.json"
 

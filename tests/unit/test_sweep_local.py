@@ -11,6 +11,7 @@ from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import FileBucket
 from mlbatch.core.errors import BadInput, ExitCode
 from mlbatch.run.controller import Cancelled
+from mlbatch.run.records import read_logs
 from mlbatch.run.sweep import Sweep, SweepRequest
 from mlbatch.run.sweep_local import LocalTasks
 from tests.support.memory_provider import MemoryProvider, fail, hang, preempt, succeed, vanish
@@ -57,6 +58,8 @@ def test_every_task_runs_on_its_own_instance_and_the_records_are_written(bucket,
     record = runs.read_record(bucket, sweeps.sweep_key(outcome.run_id), sweeps.SweepRecord)
     assert record is not None and [t.params["seconds"] for t in record.tasks] == [1, 2, 3]
     assert bucket.exists(sweeps.task_key(outcome.run_id, 2, "log")), "the agent logged under tasks/<i>/"
+    logs = read_logs(bucket, outcome.run_id)
+    assert logs.startswith("===== task 0 =====\na\n") and "===== task 2 =====\nc\n" in logs, "`invoke logs` shows each task"
     result = runs.read_result(bucket, outcome.run_id)
     assert result is not None and (result.tasks, result.succeeded) == (3, 3)
     plan = sweeps.SweepPlan.from_dict(runs.read_json(bucket, runs.spec_key(outcome.run_id))["sweep"])

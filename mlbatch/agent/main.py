@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         instance=instance.instance,
         workdir=Path(instance.workdir),
         registry_login=on_gce,
-        keys=RecordKeys.for_task(instance.spec.run_id, instance.task) if instance.task is not None else None,
+        keys=RecordKeys.for_task(instance.spec.run_id, instance.task, instance.attempt) if instance.task is not None else None,
     )
     if instance.task is not None:  # Cloud Batch tears the VM down and acts on this code (lifecycle policies)
         return task_mode.exit_code(record)

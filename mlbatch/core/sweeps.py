@@ -1,7 +1,7 @@
 """Sweeps (DESIGN.md, "Sweeps"): one run, N tasks, each with its own params set.
 
 runs/<job>/<run_id>/spec.json              the run's spec plus every task's params and argv
-runs/<job>/<run_id>/tasks/<i>/log          task i's log (its latest attempt), flushed while it runs
+runs/<job>/<run_id>/tasks/<i>/log          task i's log, flushed while it runs (a retry's: tasks/<i>/attempts/<n>/log)
 runs/<job>/<run_id>/tasks/<i>/attempt.json how task i's latest attempt ended (agent)
 runs/<job>/<run_id>/tasks/<i>/results/...  what task i wrote to $MLBATCH_RESULTS_DIR
 runs/<job>/<run_id>/sweep.json             params, status, exit code and metrics of every task
@@ -46,9 +46,10 @@ class RecordKeys:
         )
 
     @classmethod
-    def for_task(cls, run_id: str, task: int) -> RecordKeys:
+    def for_task(cls, run_id: str, task: int, attempt: int = 1) -> RecordKeys:
+        # The log is appended to, so each attempt has its own: a retry keeps the preempted attempt's.
         return cls(
-            log=task_key(run_id, task, "log"),
+            log=task_key(run_id, task, "log" if attempt == 1 else f"attempts/{attempt}/log"),
             attempt=task_key(run_id, task, "attempt.json"),
             results=task_key(run_id, task, "results"),
             result=None,
@@ -121,9 +122,15 @@ def task_key(run_id: str, task: int, name: str) -> str:
 
 
 def task_log_keys(bucket, run_id: str) -> list[str]:
-    """The keys of a sweep's task logs, in task order (none for a single run)."""
-    keys = (k for k in bucket.list(f"{runs.run_prefix(run_id)}/tasks") if k.endswith("/" + runs.ATTEMPT_LOG))
-    return sorted(keys, key=lambda k: int(k.split("/")[-2]))
+    """The keys of a sweep's task logs, by task then attempt (none for a single run)."""
+    prefix = f"{runs.run_prefix(run_id)}/tasks/"
+    keys = [k for k in bucket.list(prefix) if k.endswith("/" + runs.ATTEMPT_LOG)]
+
+    def order(key: str) -> tuple[int, int]:
+        parts = key.removeprefix(prefix).split("/")  # <i>/log or <i>/attempts/<n>/log
+        return int(parts[0]), int(parts[2]) if len(parts) == 4 else 1
+
+    return sorted(keys, key=order)
 
 
 def sweep_key(run_id: str) -> str:

@@ -47,8 +47,9 @@ def read_logs(bucket: Bucket, run_id: str) -> str:
     for key in runs.attempt_log_keys(bucket, run_id):
         parts.append(f"===== attempt {key.split('/')[-2]} =====\n")
         parts.append(bucket.read(key).decode(errors="replace"))
-    for key in sweeps.task_log_keys(bucket, run_id):  # a sweep: each task's (latest attempt's) log
-        parts.append(f"===== task {key.split('/')[-2]} =====\n")
+    for key in sweeps.task_log_keys(bucket, run_id):  # a sweep: each task's log, attempt by attempt
+        task = key.split("/tasks/", 1)[1].split("/")
+        parts.append(f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n")
         parts.append(bucket.read(key).decode(errors="replace"))
     return "".join(parts)
 

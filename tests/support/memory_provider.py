@@ -134,7 +134,7 @@ class MemoryProvider:
 
     def _agent(self, request: InstanceRequest, behaviour: Behaviour) -> None:
         """The real agent's records for the scripted outcome."""
-        keys = RecordKeys.for_task(request.spec.run_id, request.task) if request.task is not None else None  # a sweep's task
+        keys = RecordKeys.for_task(request.spec.run_id, request.task, request.attempt) if request.task is not None else None
         attempt = Attempt(request.spec, request.attempt, request.name, self.workdir / request.name, keys)
         try:
             for line in behaviour.lines:

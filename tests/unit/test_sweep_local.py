@@ -80,6 +80,9 @@ def test_a_preempted_task_runs_again_up_to_the_jobs_retries(bucket, provider):
     outcome, tasks = sweep(bucket, provider, sweeps=("seconds=1,2",), parallelism=1)
     assert [(r.task, r.attempt) for r, _ in provider.requests] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert [(t.status, t.attempts) for t in tasks] == [("succeeded", 2), ("preempted", 2)]
+    logs = read_logs(bucket, outcome.run_id)
+    assert "===== task 0 =====\n[mlbatch] attempt 1 preempted" in logs, "the preempted attempt's log is kept"
+    assert "===== task 0 attempt 2 =====\n[mlbatch] attempt 2 succeeded" in logs
     assert outcome.exit_code == ExitCode.TASKS_FAILED
 
 

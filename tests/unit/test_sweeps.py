@@ -64,6 +64,8 @@ def test_record_keys_of_a_task():
     assert keys.log == "runs/sleep/sleep-20260101-000000-abcd/tasks/3/log"
     assert keys.attempt.endswith("/tasks/3/attempt.json") and keys.results.endswith("/tasks/3/results")
     assert keys.result is None, "a task never writes the run's result.json"
+    retry = sweeps.RecordKeys.for_task("sleep-20260101-000000-abcd", 3, attempt=2)
+    assert retry.log.endswith("/tasks/3/attempts/2/log") and retry.attempt == keys.attempt, "a retry appends to a log of its own"
 
 
 def test_ranking_puts_the_best_metric_first_and_failures_last():

@@ -9,6 +9,7 @@ import subprocess
 import threading
 from typing import Any
 
+from tests.support.fake_compute import guest
 from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 
@@ -19,6 +20,9 @@ class BackingMixin:
         instance.workdir.mkdir(parents=True, exist_ok=True)
         instance.metadata_server = metadata_server(self, instance)
         md_host = f"127.0.0.1:{instance.metadata_server.server_port}"
+        if guest.is_guest_image(docker_ref):  # a VM image (ssh, systemd), not the agent's container
+            self._boot_guest(instance, docker_ref, md_host, op)
+            return
         argv = [
             "docker",
             "run",
@@ -46,6 +50,18 @@ class BackingMixin:
                 self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", result.stderr.strip()))
                 return
             instance.container = result.stdout.strip()
+            instance.status = "RUNNING"
+        self._finish(op)
+        threading.Thread(target=self._follow_serial, args=(instance,), daemon=True).start()
+
+    def _boot_guest(self, instance: FakeInstance, docker_ref: str, md_host: str, op: dict[str, Any]) -> None:
+        try:
+            container = guest.boot_instance(instance, docker_ref, md_host)
+        except (RuntimeError, TimeoutError) as exc:
+            self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))
+            return
+        with self._lock:
+            instance.container = container
             instance.status = "RUNNING"
         self._finish(op)
         threading.Thread(target=self._follow_serial, args=(instance,), daemon=True).start()

@@ -11,6 +11,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 ROOT = Path(__file__).resolve().parent
+PROFILE_HELP = "settings profile: local (default), gcp, or test (the gcp code path against emulators)"
 
 
 def _settings(c, profile=None):
@@ -36,35 +37,35 @@ def _errors():
 # --- local infrastructure ----------------------------------------------------------
 
 
-@task
-def up(c):
+@task(help={"profile": PROFILE_HELP})
+def up(c, profile=None):
     """Start what the local profile needs: Docker engine, registry, base image, bucket."""
     from mlbatch.local import infra
     from mlbatch.ui import say
 
     with _errors():
-        infra.up(_settings(c), say)
+        infra.up(_settings(c, profile), say)
 
 
-@task
-def status(c):
+@task(help={"profile": PROFILE_HELP})
+def status(c, profile=None):
     """Show the local profile's infrastructure."""
     from mlbatch.local import infra
     from mlbatch.ui import say
 
     with _errors():
-        for what, state in infra.status(_settings(c)).items():
+        for what, state in infra.status(_settings(c, profile)).items():
             say(f"{what}: {state}")
 
 
-@task
-def down(c):
+@task(help={"profile": PROFILE_HELP})
+def down(c, profile=None):
     """Stop the registry (and dockerd if local.up started it); remove mlbatch containers."""
     from mlbatch.local import infra
     from mlbatch.ui import say
 
     with _errors():
-        infra.down(_settings(c), say)
+        infra.down(_settings(c, profile), say)
 
 
 local = Collection("local", up, status, down)
@@ -73,8 +74,8 @@ local = Collection("local", up, status, down)
 # --- release -------------------------------------------------------------------------
 
 
-@task(help={"version": "release version, a git tag like v1.4.0 or v1.4.0-rc.1"})
-def release(c, version):
+@task(help={"version": "release version, a git tag like v1.4.0 or v1.4.0-rc.1", "profile": PROFILE_HELP})
+def release(c, version, profile=None):
     """Release VERSION: containers, code bundle, VM image, image tests, then the manifest."""
     from mlbatch.release.flow import release as do_release
     from mlbatch.ui import Steps, console
@@ -82,35 +83,74 @@ def release(c, version):
     steps = Steps()
     with _errors():
         try:
-            manifest = do_release(_settings(c), version, steps)
+            manifest = do_release(_settings(c, profile), version, steps)
         finally:
             if steps.rows:
                 console.print(steps.table(f"release {version}"))
         console.print(manifest.to_json(), markup=False)
 
 
-@task(name="list", default=True)
-def list_releases(c):
+@task(name="list", default=True, help={"profile": PROFILE_HELP})
+def list_releases(c, profile=None):
     """List released versions, oldest first."""
     from mlbatch.core import manifest
     from mlbatch.core.bucket import open_bucket
 
     with _errors():
-        for m in manifest.iter_manifests(open_bucket(_settings(c).bucket)):
+        for m in manifest.iter_manifests(open_bucket(_settings(c, profile).bucket)):
             print(f"{m.version}\t{m.created}\t{m.git_sha[:12]}\t{m.vm_image.name}")
 
 
-@task(help={"version": "the release to print"})
-def show(c, version):
+@task(help={"version": "the release to print", "profile": PROFILE_HELP})
+def show(c, version, profile=None):
     """Print the manifest of VERSION."""
     from mlbatch.core import manifest
     from mlbatch.core.bucket import open_bucket
 
     with _errors():
-        print(manifest.load(open_bucket(_settings(c).bucket), version).to_json(), end="")
+        print(manifest.load(open_bucket(_settings(c, profile).bucket), version).to_json(), end="")
 
 
 releases = Collection("releases", list_releases, show)
+
+
+# --- baked images (retention) ----------------------------------------------------------
+
+
+@task(name="list", default=True, help={"profile": PROFILE_HELP})
+def list_images(c, profile=None):
+    """List the VM images mlbatch baked, with the releases whose manifests name them."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.release.retention import image_uses
+    from mlbatch.release.targets import get_target
+
+    with _errors():
+        settings = _settings(c, profile)
+        for use in image_uses(get_target(settings), open_bucket(settings.bucket)):
+            print(f"{use.image.name}\t{use.image.status}\t{use.image.created}\t{','.join(use.versions) or '-'}")
+
+
+@task(
+    help={
+        "keep": "keep the images named by the manifests of the last KEEP releases (at least 1; default 3)",
+        "apply": "deprecate and delete; without it, only say what would be done (a dry run)",
+        "min_age_hours": "never retire an image younger than this many hours (a release in progress); default 24",
+        "profile": PROFILE_HELP,
+    }
+)
+def prune(c, keep=3, apply=False, min_age_hours=24, profile=None):
+    """Deprecate, then delete, baked images that no manifest of the last KEEP releases names."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.release.retention import prune as do_prune
+    from mlbatch.release.targets import get_target
+    from mlbatch.ui import say
+
+    with _errors():
+        settings = _settings(c, profile)
+        do_prune(get_target(settings), open_bucket(settings.bucket), keep, min_age_hours, apply, say)
+
+
+images = Collection("images", list_images, prune)
 
 
 # --- runs ----------------------------------------------------------------------------
@@ -163,7 +203,7 @@ def _run_sweep(c, request, profile=None):
         "param": "job parameter as name=value; repeat for several (validated against the catalog)",
         "timeout": "seconds the job may run, overriding the catalog's timeout_seconds",
         "idempotency_key": "a trigger's id (schedule slot, Rundeck execution id): the same key never starts two runs",
-        "profile": "settings profile: local (default), gcp, or test (gcp against emulators)",
+        "profile": PROFILE_HELP,
         "sweep": "sweep a param: name=a,b,c; repeat for a grid (one task per combination, one run id)",
         "sweep_file": "a file with one params set a line (name=value name=value), e.g. dates of a backfill",
         "parallelism": "sweeps: at most this many tasks at once (default 4)",
@@ -221,19 +261,19 @@ def run_batch(
         raise Exit(code=outcome.exit_code)
 
 
-@task(help={"job": "only runs of this job"})
-def runs(c, job=None):
+@task(help={"job": "only runs of this job", "profile": PROFILE_HELP})
+def runs(c, job=None, profile=None):
     """List runs from the bucket's records, oldest first."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.run.records import list_runs
 
     with _errors():
-        for row in list_runs(open_bucket(_settings(c).bucket), job):
+        for row in list_runs(open_bucket(_settings(c, profile).bucket), job):
             print(f"{row.run_id}\t{row.version}\t{row.status}\t{row.exit_code}\t{row.created}")
 
 
-@task(help={"run_id": "the run, as `invoke runs` lists it"})
-def logs(c, run_id):
+@task(help={"run_id": "the run, as `invoke runs` lists it", "profile": PROFILE_HELP})
+def logs(c, run_id, profile=None):
     """Print a run's log from the bucket (every attempt), after its instance is gone."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.names import job_of_run_id
@@ -241,18 +281,18 @@ def logs(c, run_id):
 
     with _errors():
         job_of_run_id(run_id)
-        print(read_logs(open_bucket(_settings(c).bucket), run_id), end="")
+        print(read_logs(open_bucket(_settings(c, profile).bucket), run_id), end="")
 
 
-@task(help={"dry_run": "only say what would be removed"})
-def gc(c, dry_run=False):
+@task(help={"dry_run": "only say what would be removed", "profile": PROFILE_HELP})
+def gc(c, dry_run=False, profile=None):
     """Remove instances (and Batch jobs of sweeps) that are mlbatch's and expired or orphaned; nothing else."""
     from mlbatch.providers import get_provider
     from mlbatch.run.records import collect_garbage
     from mlbatch.ui import say
 
     with _errors():
-        settings = _settings(c)
+        settings = _settings(c, profile)
         removed = collect_garbage(get_provider(settings), dry_run)
         if not settings.is_local:  # sweeps run as Cloud Batch jobs on gcp
             from mlbatch.providers.batch import BatchJobs
@@ -294,9 +334,10 @@ def demo(c, version=None):
         "job": "job to run (default sleep, whose run time is known)",
         "param": "job parameter as name=value; repeatable (default seconds=1 for sleep)",
         "repeat": "rounds of baseline and run-batch, alternated (default 5)",
+        "profile": PROFILE_HELP,
     },
 )
-def bench_run(c, version=None, job="sleep", param=None, repeat=5):
+def bench_run(c, version=None, job="sleep", param=None, repeat=5, profile=None):
     """Ratio of run-batch to a plain `docker run` of the same job, side by side."""
     from mlbatch.bench import bench_run as measure
     from mlbatch.core import manifest
@@ -305,7 +346,7 @@ def bench_run(c, version=None, job="sleep", param=None, repeat=5):
     from mlbatch.ui import console, say, summary
 
     with _errors():
-        settings = _settings(c)
+        settings = _settings(c, profile)
         bucket = open_bucket(settings.bucket)
         version = version or (manifest.list_versions(bucket) or [None])[-1]
         if version is None:
@@ -403,4 +444,4 @@ def check(c):
     test(c)
 
 
-ns = Collection(release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, bench)
+ns = Collection(release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, images, bench)

@@ -21,6 +21,8 @@ from mlbatch.core.names import GCE_NAME
 PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators and the fake Compute API
 # Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
 EMULATOR_PROFILES = ("local", "test")
+# Endpoints of emulated Google APIs: only the test profile may set them.
+TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -44,6 +46,17 @@ class Settings:
     subnetwork: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
     batch_endpoint: str = ""  # tests point this at the fake Cloud Batch API (sweeps)
+    # The release preflight's APIs; tests point them at tests/support/fake_iam.py
+    resource_manager_endpoint: str = ""
+    service_usage_endpoint: str = ""
+    # the VM image bake (googlecompute); see invoke.yaml
+    bake_zone: str = ""  # "" = the first of zones
+    source_image_family: str = "debian-12"
+    source_image_project: str = "debian-cloud"
+    bake_machine_type: str = "e2-standard-2"
+    internal_ip: bool = True  # the build VM gets no external IP; Packer connects to its internal address
+    use_iap: bool = False  # or through an IAP tunnel (needs gcloud where Packer runs)
+    ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
 
     @property
     def is_local(self) -> bool:
@@ -95,6 +108,15 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
         batch_endpoint=str(get("batch_endpoint")),
+        resource_manager_endpoint=str(get("resource_manager_endpoint")),
+        service_usage_endpoint=str(get("service_usage_endpoint")),
+        bake_zone=str(get("bake_zone")),
+        source_image_family=str(get("source_image_family", "debian-12")),
+        source_image_project=str(get("source_image_project", "debian-cloud")),
+        bake_machine_type=str(get("bake_machine_type", "e2-standard-2")),
+        internal_ip=get("internal_ip", True),
+        use_iap=get("use_iap", False),
+        ssh_port=get("ssh_port", 22),
     )
     _validate(settings, env)
     return settings
@@ -115,8 +137,10 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
             )
         if s.compute_endpoint:
             raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is for tests: refused outside the test profile")
-        if s.batch_endpoint:
-            raise BadInput(f"{where}.batch_endpoint {s.batch_endpoint!r} is for tests: refused outside the test profile")
+    if s.profile != "test":
+        for key in TEST_ENDPOINTS:
+            if getattr(s, key):
+                raise BadInput(f"{where}.{key} {getattr(s, key)!r} is for tests: refused outside the test profile")
     if s.profile in ("gcp", "test"):
         if not GCE_NAME.match(s.project or "-"):
             raise BadInput(f"invalid {where}.project {s.project!r}: expected a GCP project id, e.g. my-ml-project")
@@ -130,3 +154,28 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
             raise BadInput(
                 f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"
             )
+        _validate_bake(s, where)
+
+
+def bake_zone(s: Settings) -> str:
+    return s.bake_zone or s.zones[0]
+
+
+def _validate_bake(s: Settings, where: str) -> None:
+    """The googlecompute bake's settings (gcp and test profiles)."""
+    if s.bake_zone and not (_ZONE.match(s.bake_zone) and s.bake_zone.startswith(s.region + "-")):
+        raise BadInput(f"invalid {where}.bake_zone {s.bake_zone!r}: expected a zone of {s.region}, e.g. {s.region}-a, or null")
+    for key in ("source_image_family", "source_image_project", "bake_machine_type"):
+        if not GCE_NAME.match(getattr(s, key)):
+            example = {"source_image_family": "debian-12", "source_image_project": "debian-cloud"}.get(key, "e2-standard-2")
+            raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected a GCE name, e.g. {example}")
+    for key in ("internal_ip", "use_iap"):
+        if not isinstance(getattr(s, key), bool):
+            raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected true or false")
+    if not (s.internal_ip or s.use_iap):
+        raise BadInput(
+            f"{where}: internal_ip and use_iap are both false: the build VM has no external IP, "
+            "so Packer must reach it by its internal address or through IAP; set one to true"
+        )
+    if isinstance(s.ssh_port, bool) or not isinstance(s.ssh_port, int) or not 0 < s.ssh_port < 65536:
+        raise BadInput(f"invalid {where}.ssh_port {s.ssh_port!r}: expected a TCP port, e.g. 22")

@@ -5,23 +5,29 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-from mlbatch.core.errors import MlbatchError
+from mlbatch.core.errors import MlbatchError, PermissionDenied
 from mlbatch.core.manifest import Container
 from mlbatch.ui import Say
+
+# How a registry's refusal of the credentials reads in the engine's push errors.
+REFUSED = ("unauthorized", "denied", "authentication required", "no basic auth credentials")
 
 
 def container_names(containers_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in containers_dir.glob("*/Dockerfile"))
 
 
-def build_and_push(client, containers_dir: Path, registry: str, version: str, say: Say) -> dict[str, Container]:
+def build_and_push(
+    client, containers_dir: Path, registry: str, version: str, say: Say, auth_config: dict[str, str] | None = None
+) -> dict[str, Container]:
+    """`auth_config` (username, password) is the registry login, or None for a registry without one."""
     pinned = {}
     for name in container_names(containers_dir):
         repository = f"{registry}/{name}"
         say(f"building {repository}:{version}")
         _build(client, containers_dir / name, f"{repository}:{version}", version, say)
         say(f"pushing {repository}:{version}")
-        digest = _push(client, repository, version)
+        digest = _push(client, repository, version, auth_config)
         say(f"{name}: {repository}@{digest}")
         pinned[name] = Container(name=name, repository=repository, digest=digest)
     return pinned
@@ -40,10 +46,15 @@ def _build(client, context: Path, tag: str, version: str, say: Say) -> None:
             say(line.strip())
 
 
-def _push(client, repository: str, tag: str) -> str:
+def _push(client, repository: str, tag: str, auth_config: dict[str, str] | None) -> str:
     digest = ""
-    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config):
         if "error" in chunk:
+            if any(word in chunk["error"] for word in REFUSED):
+                raise PermissionDenied(
+                    f"the registry refused the push of {repository}:{tag}: {chunk['error']} "
+                    "(the release identity needs roles/artifactregistry.writer on the repository)"
+                )
             raise MlbatchError(f"docker push of {repository}:{tag} failed: {chunk['error']}")
         digest = chunk.get("aux", {}).get("Digest", digest)
     if not digest.startswith("sha256:"):

@@ -1,25 +1,30 @@
 """`invoke release --version vX.Y.Z`: every step, in order, the manifest last.
 
-A failure in any step stops the release with a message naming the step, and no
-manifest is written: a release exists exactly when its manifest does.
+The steps are the same for every profile; a release target (mlbatch/release/targets)
+says how each is done there. A failure in any step stops the release with a message
+naming the step, and no manifest is written: a release exists exactly when its manifest
+does. An image is served only after its tests pass; a candidate that fails is discarded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlbatch.core import bundle
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.catalog import parse_catalog
-from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, StepFailed
-from mlbatch.core.manifest import CodeBundle, Manifest
+from mlbatch.core.errors import AlreadyExists, MlbatchError, PermissionDenied, StepFailed
+from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
-from mlbatch.release import bake, containers, imagetest
+from mlbatch.release import bake, containers
+from mlbatch.release.targets import ReleaseTarget, get_target
 from mlbatch.ui import Steps, say, spinner
 
 
@@ -69,60 +74,75 @@ def upload_code(bucket: Bucket, root: Path, version: str) -> tuple[CodeBundle, s
     return code, outcome
 
 
-def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:
+@contextlib.contextmanager
+def _step(steps: Steps, version: str, name: str) -> Iterator[list[str]]:
+    """A named step; any failure in it becomes StepFailed naming the step (a refused permission keeps 111)."""
+    with steps.step(name) as outcome:
+        try:
+            yield outcome
+        except (MlbatchError, OSError, subprocess.CalledProcessError) as exc:
+            raise StepFailed(
+                f"release {version} failed at step '{name}': {exc}",
+                exc.exit_code if isinstance(exc, PermissionDenied) else None,
+            ) from exc
+
+
+def _discard(target: ReleaseTarget, image: VmImage) -> None:
+    """Discard a failed candidate without hiding why it failed."""
+    try:
+        target.discard(image, say)
+    except Exception as exc:  # noqa: BLE001 - the test failure is the error to report
+        say(f"could not discard the candidate {image.ref} ({exc}); `invoke images.prune` will retire it")
+
+
+def release(settings: Settings, version_text: str, steps: Steps, target: ReleaseTarget | None = None) -> Manifest:
     version, bucket, catalog = check_release(settings, version_text)
-    if not settings.is_local:
-        raise BadInput(
-            "the gcp release (Artifact Registry push, googlecompute bake) is not implemented yet; use the local profile"
-        )
-    from mlbatch.local.infra import docker_client
-
+    target = target or get_target(settings)
     root = settings.project_root
-    client = docker_client()
     sha = git_sha(root)
+    request = bake.BakeRequest(
+        version=version,
+        git_sha=sha,
+        image_name=image_name(parse_version(version).slug, family=settings.image_family),
+        image_family=settings.image_family,
+        base_image=settings.base_image,
+        ca_bundle=settings.ca_bundle,
+    )
 
-    def run(name, fn):
-        with steps.step(name) as outcome:
-            try:
-                return fn(outcome)
-            except (MlbatchError, OSError, subprocess.CalledProcessError) as exc:
-                raise StepFailed(f"release {version} failed at step '{name}': {exc}") from exc
+    with _step(steps, version, "preflight") as outcome:
+        target.preflight()  # before any side effect
+        outcome.append(f"{target.name}: ready")
 
-    def build_containers(outcome):
-        pinned = containers.build_and_push(client, root / "containers", settings.registry, version, say)
+    with _step(steps, version, "containers") as outcome:
+        pinned = target.push_containers(root, version, say)
         outcome.append(f"pushed {', '.join(pinned)}")
-        return pinned
 
-    def code(outcome):
+    with _step(steps, version, "code bundle") as outcome:
         code_bundle, text = upload_code(bucket, root, version)
         outcome.append(f"{text}, sha256 {code_bundle.sha256[:12]}…")
-        return code_bundle
 
-    def bake_image(outcome):
-        request = bake.BakeRequest(
-            version=version,
-            git_sha=sha,
-            image_name=image_name(parse_version(version).slug, family=settings.image_family),
-            image_family=settings.image_family,
-            base_image=settings.base_image,
-            ca_bundle=settings.ca_bundle,
-        )
-        with spinner("baking the VM image with Packer + Ansible"):
-            image, reused = bake.bake_local(client, root, request, say)
+    with _step(steps, version, "vm image") as outcome:
+        image = target.find_image(bake.input_hash(root))
+        reused = image is not None
+        if image is None:
+            with spinner("baking the VM image with Packer + Ansible"):
+                image = target.bake_image(root, request, pinned, say)
         outcome.append(f"{'reused' if reused else 'baked'} {image.ref}")
-        return image
 
-    def test_image(outcome):
-        with spinner("testing the image with testinfra"):
-            imagetest.test_local_image(client, root, image.ref, image.baked_by_version)
-        outcome.append("passed")
+    with _step(steps, version, "image tests") as outcome:
+        try:
+            with spinner("testing the image with testinfra"):
+                # A reused image holds the containers of the release that baked it, not necessarily ours.
+                target.test_image(root, image, {} if reused else pinned, say)
+        except BaseException:
+            if not reused:  # a reused image is already served by earlier releases: never discard it
+                _discard(target, image)
+            raise
+        if not reused:
+            image = target.promote(image, say)
+        outcome.append(f"passed; serving {image.ref}")
 
-    pinned = run("containers", build_containers)
-    code_bundle = run("code bundle", code)
-    image = run("vm image", bake_image)
-    run("image tests", test_image)
-
-    def publish(outcome):
+    with _step(steps, version, "manifest") as outcome:
         manifest = Manifest(
             version=version,
             git_sha=sha,
@@ -135,6 +155,4 @@ def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:
         )
         manifests.publish(bucket, manifest)
         outcome.append(f"wrote {manifests.manifest_key(version)}")
-        return manifest
-
-    return run("manifest", publish)
+    return manifest

@@ -69,7 +69,7 @@ def test_a_run_through_a_failing_bucket_ends_right_and_loses_nothing(gcs_release
     parts = [key for key in bucket.list(runs.run_prefix(outcome.run_id)) if PART_MARK in key]
     tally["files_leaked"] += len([r for r in results if r != "kept.txt"])
     assert outcome.exit_code == 0, outcome.result
-    assert outcome.result.status == runs.SUCCEEDED and outcome.result.recorded_by == runs.AGENT
+    assert outcome.record.status == runs.SUCCEEDED and outcome.record.recorded_by == runs.AGENT
     assert complete, f"log has {len(log)} bytes, the job wrote {len(expected)}"
     assert log.count(b"END-OF-OUTPUT") == 1, "a chunk went in twice"
     assert results == ["kept.txt"] and not parts

@@ -83,3 +83,8 @@ def release_for_test_profile(name: str, *fakes) -> tuple[str, str]:
     )
     manifests.publish(open_bucket(bucket), gcp)
     return bucket, gcp.version
+
+
+def fake_compute_settings(compute_endpoint: str, bucket: str = "gs://unused-bucket", **overrides):
+    """The test profile (the gcp code path) pointed at a fake Compute API."""
+    return settings_for_test_profile(bucket, compute_endpoint=compute_endpoint, **overrides)

@@ -13,6 +13,7 @@ from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import AlreadyExists, BadInput, ExitCode
 from mlbatch.local.infra import docker_client
+from mlbatch.release import bake
 from mlbatch.release.flow import StepFailed, release
 from mlbatch.ui import Steps
 from tests.conftest import ROOT, make_settings, unique_version
@@ -125,3 +126,16 @@ def test_ansible_lint_and_packer_validate():
         ["packer", "validate", "-var", "version=1.0", "packer/mlbatch.pkr.hcl"], cwd=ROOT, capture_output=True, text=True
     )
     assert bad.returncode != 0 and "semver git tag" in bad.stdout + bad.stderr
+
+
+def test_a_fresh_image_that_fails_its_tests_is_discarded(tmp_path, infra, released):
+    """New inputs, so a new bake; its failing test removes it: nothing that looks released is left."""
+    root = _project_copy(tmp_path)
+    defaults = root / "ansible" / "roles" / "provenance" / "defaults" / "main.yml"
+    defaults.write_text(defaults.read_text() + f"# a change of input: {unique_version()}\n")
+    (root / "tests" / "image" / "test_broken.py").write_text("def test_image_is_broken(host):\n    assert False\n")
+    settings = dataclasses.replace(make_settings(f"file://{tmp_path / 'bucket'}"), project_root=root)
+    _assert_failed_at(settings, "image tests", "test_image_is_broken")
+    digest = bake.input_hash(root)
+    assert bake.find_local_image(docker_client(), digest) is None
+    assert not docker_client().images.list(filters={"label": f"{bake.INPUT_HASH_LABEL}={digest}"})

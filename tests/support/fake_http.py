@@ -64,7 +64,8 @@ def json_server(dispatch: Dispatch, invalid_json: dict[str, Any]) -> http.server
                 body = json.loads(raw) if raw else None
             except json.JSONDecodeError:
                 return self._reply(400, invalid_json)
-            status, payload = dispatch(self.command, url.path, params, body)
+            # JSON nulls mean "not set" to the real APIs (Packer sends some): drop them, as their parser does.
+            status, payload = dispatch(self.command, url.path, params, discovery.without_nulls(body))
             self._reply(status, payload)
 
         def _reply(self, status, payload):

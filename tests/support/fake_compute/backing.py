@@ -86,6 +86,7 @@ class BackingMixin:
     def _delete_later(self, instance: FakeInstance, op: dict[str, Any]) -> None:
         # Like GCE: the guest gets a shutdown signal and up to ~90 s; the agent needs much less.
         self._stop_container(instance, grace=30)
+        self._save_disks(instance)  # a disk without autoDelete keeps what the instance wrote
         with self._lock:
             self._remove(instance)
         self._finish(op)
@@ -97,6 +98,7 @@ class BackingMixin:
     def _remove(self, instance: FakeInstance) -> None:
         """The instance is deleted: its container, metadata server and work dir go, and so does its name."""
         self._destroy(instance)
+        self._drop_disks(instance)
         self.instances.pop((instance.zone, instance.name), None)
 
     def _destroy(self, instance: FakeInstance) -> None:

@@ -48,8 +48,7 @@ class InstancesMixin:
         if sum(len(i.get("value", "")) for i in body.get("metadata", {}).get("items", [])) > 512 * 1024:
             raise ApiError(400, "Metadata exceeds the 512 KB limit")
         source = body.get("disks", [{}])[0].get("initializeParams", {}).get("sourceImage", "")
-        image = source.rstrip("/").split("/")[-1]
-        self._image(image)  # 404 for an image that does not exist
+        image = self._source_image(source)  # 404 for an image that does not exist
         op = self._new_operation(zone, "insert", name, request_id)
         if zone in self.faults.stockout_zones:
             self._finish(
@@ -75,9 +74,10 @@ class InstancesMixin:
             },
             created=self.now(),
         )
+        self._attach_boot_disk(instance, image)
         self.instances[(zone, name)] = instance
         self.inserts_performed += 1
-        threading.Thread(target=self._boot, args=(instance, self.images[image]["_docker_ref"], op), daemon=True).start()
+        threading.Thread(target=self._boot, args=(instance, image["_docker_ref"], op), daemon=True).start()
         return op
 
     def _get_instance(self, zone: str, name: str) -> FakeInstance:

@@ -20,17 +20,33 @@ from typing import Any
 
 from tests.support import discovery
 from tests.support.fake_compute.backing import BackingMixin
+from tests.support.fake_compute.disks import DisksMixin
 from tests.support.fake_compute.errors import ApiError, error_body, not_found
+from tests.support.fake_compute.global_operations import GlobalOperationsMixin
+from tests.support.fake_compute.image_admin import ImageAdminMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
+from tests.support.fake_compute.zones import ZonesMixin
 from tests.support.fake_http import RoutedApi, json_server
 
 
-class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, RoutedApi):
+class FakeCompute(
+    InstancesMixin,
+    OperationsMixin,
+    ImageAdminMixin,  # before ImagesMixin: it pages images.list
+    ImagesMixin,
+    BackingMixin,
+    GlobalOperationsMixin,
+    DisksMixin,
+    ZonesMixin,
+    RoutedApi,
+):
     API, NAME = discovery.COMPUTE, "compute"
-    _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES
+    _ROUTES = (
+        InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + GlobalOperationsMixin.ROUTES + DisksMixin.ROUTES
+    ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES)
 
     def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
         self.project = project
@@ -39,6 +55,9 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, Ro
         self.faults = Faults()
         self.clock_offset = 0.0
         self.images: dict[str, dict[str, Any]] = {}
+        self.public_images: dict[str, dict[str, dict[str, Any]]] = {}  # project -> name -> image (debian-cloud...)
+        self.disks: dict[tuple[str, str], dict[str, Any]] = {}
+        self._owned_refs: set[str] = set()  # Docker images this fake made (captured disks)
         self.instances: dict[tuple[str, str], FakeInstance] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.by_request_id: dict[str, str] = {}
@@ -69,6 +88,7 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, Ro
             for instance in list(self.instances.values()):
                 self._destroy(instance)
             self.instances.clear()
+            self._release_docker_refs(everything=True)
         shutil.rmtree(self._workroot, ignore_errors=True)
 
     def now(self) -> float:
@@ -82,7 +102,8 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin, Ro
     # --- HTTP plumbing ------------------------------------------------------------------
 
     def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
-        if args["project"] != self.project:
+        public_read = resource == "images" and name in ("get", "getFromFamily", "list") and args["project"] in self.public_images
+        if args["project"] != self.project and not public_read:
             raise not_found(f"projects/{args['project']}")
         if self.faults.forbidden:
             raise ApiError(403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden")

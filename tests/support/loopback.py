@@ -1,0 +1,44 @@
+"""A threaded JSON-over-HTTP server on 127.0.0.1 for the small fakes (token endpoint, IAM)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+# (verb, path with query, headers, raw body) -> (status, JSON payload)
+Respond = Callable[[str, str, Any, bytes], tuple[int, dict[str, Any]]]
+
+
+class JsonServer:
+    def __init__(self, respond: Respond):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, payload = respond(self.command, self.path, self.headers, raw)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

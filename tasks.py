@@ -166,8 +166,32 @@ def _run(c, request, profile=None):
     return outcome
 
 
+# --- sweeps (run-batch --sweep / --sweep-file) -------------------------------------------
+
+
+def _run_sweep(c, request, profile=None):
+    """A sweep: one run, one task per params set; print the ranked table; return the outcome."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.run.sweep import Sweep, rank, summary_table, sweep_rows
+    from mlbatch.run.sweep_runners import task_runner
+    from mlbatch.ui import console, say, summary
+
+    settings = _settings(c, profile)
+    bucket = open_bucket(settings.bucket)
+    runner, _ = task_runner(settings, bucket, say)
+    outcome, tasks = Sweep(bucket, runner, say).run(request)
+    if tasks:
+        from mlbatch.core.manifest import load
+
+        job = load(bucket, request.version).jobs[request.job]
+        by = f", best first by {job.metric} ({job.metric_goal})" if job.metric else ""
+        console.print(summary_table(rank(tasks, job), f"sweep {outcome.run_id}{by}"))
+    console.print(summary(f"run-batch --sweep {request.job} {request.version}", sweep_rows(outcome)))
+    return outcome
+
+
 @task(
-    iterable=["param"],
+    iterable=["param", "sweep"],
     help={
         "job": "job name from the release's batch_code/jobs.yaml, e.g. train-digits",
         "version": "released version to run, e.g. v1.4.0 (see `invoke releases`), or latest (newest not a pre-release)",
@@ -176,12 +200,53 @@ def _run(c, request, profile=None):
         "idempotency_key": "a trigger's id (schedule slot, Rundeck execution id): the same key never starts two runs",
         "profile": PROFILE_HELP,
         "detach": "print the run id once the instance exists and exit 0; `invoke runs.wait RUN` follows it",
+        "sweep": "sweep a param: name=a,b,c; repeat for a grid (one task per combination, one run id)",
+        "sweep_file": "a file with one params set a line (name=value name=value), e.g. dates of a backfill",
+        "parallelism": "sweeps: at most this many tasks at once (default 4)",
     },
 )
-def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", profile=None, detach=False):
-    """Run JOB of release VERSION (or latest) on a throw-away instance; exit with the job's exit code."""
+def run_batch(
+    c,
+    job,
+    version,
+    param=None,
+    timeout=None,
+    idempotency_key="",
+    profile=None,
+    detach=False,
+    sweep=None,
+    sweep_file="",
+    parallelism=None,
+):
+    """Run JOB of release VERSION (or latest) on a throw-away instance (or a sweep of it); exit with the job's exit code."""
     from mlbatch.run.controller import RunRequest
+    from mlbatch.run.sweep import SweepRequest, is_sweep
 
+    if parallelism is not None and not str(parallelism).isdigit():
+        raise Exit(f"mlbatch: invalid --parallelism {parallelism!r}: expected a whole number of tasks", code=100)
+    if is_sweep(tuple(sweep or ()), sweep_file):
+        if detach:
+            raise Exit("mlbatch: --detach does not apply to sweeps yet: a sweep is followed to its end", code=100)
+        with _errors():
+            outcome = _run_sweep(
+                c,
+                SweepRequest(
+                    job=job,
+                    version=version,
+                    sweeps=tuple(sweep or ()),
+                    sweep_file=sweep_file,
+                    params=tuple(param or ()),
+                    parallelism=int(parallelism) if parallelism is not None else None,
+                    timeout_seconds=int(timeout) if timeout is not None else None,
+                    idempotency_key=idempotency_key,
+                ),
+                profile,
+            )
+        if outcome.exit_code:
+            raise Exit(code=outcome.exit_code)
+        return
+    if parallelism is not None:
+        raise Exit("mlbatch: --parallelism applies to sweeps: add --sweep name=a,b or --sweep-file FILE", code=100)
     with _errors():
         request = RunRequest(
             job=job,
@@ -310,13 +375,19 @@ def logs(c, run_id, profile=None):
 
 @task(help={"dry_run": "only say what would be removed", "profile": PROFILE_HELP})
 def gc(c, dry_run=False, profile=None):
-    """Remove instances that are mlbatch's and expired or orphaned; nothing else."""
+    """Remove instances (and Batch jobs of sweeps) that are mlbatch's and expired or orphaned; nothing else."""
     from mlbatch.providers import get_provider
     from mlbatch.run.records import collect_garbage
     from mlbatch.ui import say
 
     with _errors():
-        removed = collect_garbage(get_provider(_settings(c, profile)), dry_run)
+        settings = _settings(c, profile)
+        removed = collect_garbage(get_provider(settings), dry_run)
+        if not settings.is_local:  # sweeps run as Cloud Batch jobs on gcp
+            from mlbatch.providers.batch import BatchJobs
+            from mlbatch.run.sweep_batch import collect_batch_garbage
+
+            removed += collect_batch_garbage(BatchJobs(settings), dry_run)
         for name, reason in removed:
             say(f"{'would remove' if dry_run else 'removed'} {name}: {reason}")
         say(f"{len(removed)} instance(s) {'to remove' if dry_run else 'removed'}")
@@ -449,7 +520,36 @@ def bench_logs(c, mb=200, bucket=None, repeat=3, seconds=20):
     console.print(summary("bench.logs: the bucket log against a plain file", rows))
 
 
-bench = Collection("bench", bench_run, bench_logs)
+@task(
+    name="sweep",
+    help={
+        "version": "release to measure; default: the newest release in the bucket",
+        "tasks": "params sets: N separate run-batch calls against one sweep of N tasks (default 16)",
+        "parallelism": "the sweep's parallelism (default 4)",
+        "profile": "settings profile: local (default), gcp, or test",
+    },
+)
+def bench_sweep(c, version=None, tasks=16, parallelism=4, profile=None):
+    """A sweep of N short tasks against N separate run-batch calls: wall time and API calls, side by side."""
+    from mlbatch.core import manifest
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.providers import get_provider
+    from mlbatch.run.sweep_bench import bench_sweep as measure
+    from mlbatch.run.sweep_runners import task_runner
+    from mlbatch.ui import console, say, summary
+
+    with _errors():
+        settings = _settings(c, profile)
+        bucket = open_bucket(settings.bucket)
+        version = version or (manifest.list_versions(bucket) or [None])[-1]
+        if version is None:
+            raise Exit("mlbatch: no release in the bucket: run `invoke release --version vX.Y.Z` first", code=101)
+        runner, client = task_runner(settings, bucket, lambda _: None)
+        rows = measure(bucket, get_provider(settings), runner, client, version, int(tasks), int(parallelism), say)
+    console.print(summary("bench.sweep: one sweep against separate run-batch calls", rows))
+
+
+bench = Collection("bench", bench_run, bench_logs, bench_sweep)
 
 
 # --- checks --------------------------------------------------------------------------

@@ -66,6 +66,9 @@ class Job:
     gpu_count: int = 0
     params: tuple[Param, ...] = ()
     concurrency: str = "allow"  # allow | skip | wait, while a run of this job is still going
+    # Sweeps rank their tasks by this key of the results' metrics.json, best first.
+    metric: str = ""
+    metric_goal: str = "max"  # max | min
     max_log_mb: int = 0  # 0: the whole log is kept; N: the first N MB, and the log's last line says what was cut
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
@@ -162,6 +165,12 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     concurrency = spec.get("concurrency", "allow")
     if concurrency not in CONCURRENCY:
         raise _fail(name, f"concurrency {concurrency!r} must be one of {', '.join(CONCURRENCY)}")
+    metric = spec.get("metric", "")
+    if not isinstance(metric, str) or (metric and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", metric)):
+        raise _fail(name, f"metric {metric!r} must be a key of the job's metrics.json, e.g. accuracy")
+    metric_goal = spec.get("metric_goal", "max")
+    if metric_goal not in ("max", "min"):
+        raise _fail(name, f"metric_goal {metric_goal!r} must be max or min")
     max_log_mb = spec.get("max_log_mb", 0)
     if not isinstance(max_log_mb, int) or isinstance(max_log_mb, bool) or not 0 <= max_log_mb <= 1_000_000:
         raise _fail(name, f"max_log_mb {max_log_mb!r} must be an integer from 0 (no cap) to 1000000")
@@ -182,6 +191,8 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         gpu_count=int(gpu.get("count", 1)) if gpu else 0,
         params=tuple(_param(name, k, v or {}) for k, v in params.items()),
         concurrency=concurrency,
+        metric=metric,
+        metric_goal=metric_goal,
         max_log_mb=max_log_mb,
     )
 

@@ -25,7 +25,8 @@ class ExitCode(enum.IntEnum):
     CANCELLED = 109  # the controller got SIGINT/SIGTERM; instance removed
     INFRA_FAILED = 110  # provider error that is neither the job's nor the above
     PERMISSION_DENIED = 111
-    SKIPPED_OVERLAP = 112  # concurrency: skip, and a run of the job is still going; nothing was started
+    TASKS_FAILED = 112  # a sweep ran and some of its tasks did not succeed (sweep.json says which)
+    SKIPPED_OVERLAP = 113  # concurrency: skip, and a run of the job is still going; nothing was started
 
 
 # One line per reserved code, for exports that carry the table (Rundeck job descriptions).
@@ -43,6 +44,7 @@ MEANINGS = {
     ExitCode.CANCELLED: "cancelled; the instance was deleted",
     ExitCode.INFRA_FAILED: "infrastructure error that is neither the job's nor one of the above",
     ExitCode.PERMISSION_DENIED: "permission denied",
+    ExitCode.TASKS_FAILED: "a sweep ran and some of its tasks did not succeed (sweep.json says which)",
     ExitCode.SKIPPED_OVERLAP: "skipped: a run of this job is still going and the job's concurrency is skip",
 }
 

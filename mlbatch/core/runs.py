@@ -36,6 +36,7 @@ QUOTA_EXCEEDED = "quota_exceeded"
 PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
 SKIPPED = "skipped"  # concurrency: skip, while a run of the job was still going; nothing was started
+TASKS_FAILED = "tasks_failed"  # a sweep whose tasks did not all succeed
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,
@@ -48,6 +49,7 @@ STATUS_EXIT_CODES = {
     PERMISSION_DENIED: ExitCode.PERMISSION_DENIED,
     NOT_FOUND: ExitCode.NOT_FOUND,
     SKIPPED: ExitCode.SKIPPED_OVERLAP,
+    TASKS_FAILED: ExitCode.TASKS_FAILED,
 }
 
 
@@ -154,6 +156,7 @@ class InstanceSpec(Record):
     attempt: int
     instance: str
     workdir: str
+    task: int | None = None  # a sweep's task: the agent records under tasks/<i>/ (core/sweeps.py)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -233,6 +236,10 @@ class ResultRecord(Record):
     started: str = ""
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
     provenance: Provenance | None = None  # the agent's; None when the controller ended the run
+    # A sweep's result (core/sweeps.py): how many tasks, how many succeeded, where sweep.json is.
+    tasks: int = 0
+    succeeded: int = 0
+    sweep: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

@@ -22,7 +22,7 @@ PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators 
 # Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
 EMULATOR_PROFILES = ("local", "test")
 # Endpoints of emulated Google APIs: only the test profile may set them.
-TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint")
+TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -45,6 +45,7 @@ class Settings:
     network: str = "default"
     subnetwork: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
+    batch_endpoint: str = ""  # tests point this at the fake Cloud Batch API (sweeps)
     # The release preflight's APIs; tests point them at tests/support/fake_iam.py
     resource_manager_endpoint: str = ""
     service_usage_endpoint: str = ""
@@ -107,6 +108,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         network=str(get("network", "default")),
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
+        batch_endpoint=str(get("batch_endpoint")),
         resource_manager_endpoint=str(get("resource_manager_endpoint")),
         service_usage_endpoint=str(get("service_usage_endpoint")),
         bake_zone=str(get("bake_zone")),

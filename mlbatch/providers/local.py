@@ -63,7 +63,9 @@ class LocalProvider:
         workdir = self._workdir(request.name)
         workdir.mkdir(parents=True, exist_ok=True)
         instance_file = workdir / "instance.json"
-        instance = InstanceSpec(spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir))
+        instance = InstanceSpec(
+            spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir), task=request.task
+        )
         instance_file.write_text(instance.to_json())
         volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}, str(workdir): {"bind": str(workdir), "mode": "rw"}}
         bucket_dir = file_bucket_dir(request.spec.bucket)

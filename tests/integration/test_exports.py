@@ -33,7 +33,7 @@ def test_rundeck_export_has_a_job_per_catalog_job_with_its_params(tmp_path):
     for name, job in CATALOG.items():
         (definition,) = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
         assert definition["name"] == name and definition["group"] == "mlbatch"
-        assert "| 112 | skipped" in definition["description"] and "| 105 |" in definition["description"]
+        assert "| 113 | skipped" in definition["description"] and "| 105 |" in definition["description"]
         options = {o["name"]: o for o in definition["options"]}
         assert list(options) == ["version", *(p.name for p in job.params)]
         assert options["version"]["value"] == "latest"

@@ -42,7 +42,7 @@ def test_skip_refuses_while_the_holder_runs_and_not_after_it_ended(any_bucket):
     claim(bucket, job("skip"), "nightly-20260101-030000-aaaa", far, print)
     with pytest.raises(OverlapSkipped, match="run nightly-20260101-030000-aaaa of job nightly is still going") as info:
         claim(bucket, job("skip"), "nightly-20260102-030000-bbbb", far, print)
-    assert info.value.exit_code == ExitCode.SKIPPED_OVERLAP == 112
+    assert info.value.exit_code == ExitCode.SKIPPED_OVERLAP == 113
     runs.write_json(bucket, runs.result_key("nightly-20260101-030000-aaaa"), {"status": "succeeded"})
     claim(bucket, job("skip"), "nightly-20260102-030000-bbbb", far, print)
     assert runs.read_json(bucket, slot_key("nightly"))["run_id"] == "nightly-20260102-030000-bbbb"

@@ -111,12 +111,12 @@ def test_a_detached_run_nobody_waits_for_removes_its_own_instance(env):
     assert runs.read_result(open_bucket(settings.bucket), run_id).status == "succeeded"
 
 
-def test_skip_exits_112_and_starts_nothing_while_a_run_of_the_job_is_going(env):
+def test_skip_exits_113_and_starts_nothing_while_a_run_of_the_job_is_going(env):
     settings, version = env
     run_id, _ = detached(settings.bucket, "--job", "sleep-exclusive", "--version", version, "--param", "seconds=120")
     try:
         second = invoke(settings.bucket, "run-batch", "--job", "sleep-exclusive", "--version", version)
-        assert second.returncode == ExitCode.SKIPPED_OVERLAP == 112, second.stdout + second.stderr
+        assert second.returncode == ExitCode.SKIPPED_OVERLAP == 113, second.stdout + second.stderr
         assert f"run {run_id} of job sleep-exclusive is still going" in second.stderr
         # Other worktrees share this engine: look only at this job's instances.
         ours = [c.labels["run-id"] for c in instances() if c.labels.get("job") == "sleep-exclusive"]

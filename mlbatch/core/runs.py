@@ -33,6 +33,8 @@ NO_CAPACITY = "no_capacity"
 QUOTA_EXCEEDED = "quota_exceeded"
 PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
+# The agent prints this at the start of a console line when it fails outside the job.
+AGENT_FAILED_MARKER = "MLBATCH-AGENT-FAILED"
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,

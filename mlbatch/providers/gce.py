@@ -4,6 +4,12 @@ Every create and delete carries a request_id that stays the same across retries 
 call, so a retry after a lost response never makes a second instance. Operations are
 waited on with our own ZoneOperationsClient (ExtendedOperation.result() would poll the
 default endpoint), and waits that return early or not DONE are simply repeated.
+
+Errors are told apart by their reason, not their HTTP status: Compute answers a rate limit
+with 403 `rateLimitExceeded` (retried, like 429/5xx) and a quota with 403 `quotaExceeded`
+(exit 107, not a permission error); `resourceNotReady` (400) is retried; an operation that
+ends in UNSUPPORTED_OPERATION sends the run to the next zone. A delete that meets another
+delete (the agent's own, or the instance's termination action) ends as "gone".
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ CAPACITY_CODES = (
     "UNSUPPORTED_OPERATION_ZONE_RESOURCE_POOL_EXHAUSTED",
 )
 QUOTA_CODES = ("QUOTA_EXCEEDED", "quotaExceeded")
+# Operation error codes that mean "this zone cannot run this instance": try the next one.
+ZONE_UNSUPPORTED_CODES = ("UNSUPPORTED_OPERATION",)
+GONE_CODES = ("RESOURCE_NOT_FOUND",)  # a delete whose instance another delete removed first
+# Reasons (errors[].reason or the ErrorInfo reason) of errors worth retrying whatever their status.
+RETRY_REASONS = ("rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED", "resourceNotReady", "backendError")
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 TRANSIENT = (
     gexc.TooManyRequests,
@@ -37,6 +48,9 @@ TRANSIENT = (
     gexc.GatewayTimeout,
     ConnectionError,
 )
+# zoneOperations.wait holds a call up to about two minutes: the client must wait longer than
+# the server, or its own timeout (a raw requests timeout) ends a wait that was going fine.
+WAIT_CALL_TIMEOUT = 150.0
 _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING", "REPAIRING"}
 
 
@@ -44,23 +58,38 @@ class PermissionDenied(MlbatchError):
     exit_code = ExitCode.PERMISSION_DENIED
 
 
-def _retry(deadline: float) -> gretry.Retry:
-    """Bounded retries with exponential backoff, for transient 429/5xx only."""
+def reasons(exc: gexc.GoogleAPICallError) -> set[str]:
+    """Every reason an API error carries: errors[].reason (Compute's own) and the ErrorInfo reason."""
+    found = {str(e.get("reason", "")) for e in exc.errors if isinstance(e, dict)}
+    if exc.reason:
+        found.add(exc.reason)
+    return found - {""}
+
+
+def transient(exc: BaseException) -> bool:
+    """429/5xx, connection errors and timeouts, and the 400/403 errors whose reason says "try again"."""
     import requests
 
-    return gretry.Retry(
-        predicate=gretry.if_exception_type(*TRANSIENT, requests.ConnectionError),
-        initial=0.2,
-        maximum=5.0,
-        multiplier=2.0,
-        timeout=deadline,
-    )
+    if isinstance(exc, (*TRANSIENT, requests.ConnectionError, requests.Timeout)):
+        return True
+    return isinstance(exc, gexc.GoogleAPICallError) and bool(reasons(exc) & set(RETRY_REASONS))
+
+
+def _retry(deadline: float) -> gretry.Retry:
+    """Bounded retries with exponential backoff, for transient errors only."""
+    return gretry.Retry(predicate=transient, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
+
+
+class ZoneUnsupported(CapacityError):
+    """The zone does not offer what the instance asks for (machine type, GPU): try the next one."""
 
 
 def _translate(exc: gexc.GoogleAPICallError, what: str) -> MlbatchError:
     if isinstance(exc, gexc.Forbidden | gexc.PermissionDenied):
-        if any(code in str(exc) for code in QUOTA_CODES):
+        if reasons(exc) & {*QUOTA_CODES, "quotaExceeded"}:
             return QuotaError(f"{what}: quota exceeded: {exc.message}")
+        if transient(exc):  # retries ran out on a rate limit: not a permission problem
+            return MlbatchError(f"{what}: still rate-limited after retries: {exc.message}")
         return PermissionDenied(
             f"{what}: permission denied: {exc.message} "
             "(grant the caller compute.instanceAdmin.v1 and iam.serviceAccountUser on the runner SA)"
@@ -148,15 +177,23 @@ class GceProvider:
 
     # --- operations ---------------------------------------------------------------------------
 
-    def _wait(self, operation_name: str, zone: str, what: str) -> None:
+    def _wait(self, operation_name: str, zone: str, what: str) -> compute_v1.Operation:
+        import requests
+
         deadline = time.monotonic() + self.operation_timeout
         while True:
             try:
                 op = self.operations.wait(
-                    project=self.project, zone=zone, operation=operation_name, retry=_retry(self.api_deadline), timeout=60
+                    project=self.project,
+                    zone=zone,
+                    operation=operation_name,
+                    retry=_retry(self.api_deadline),
+                    timeout=WAIT_CALL_TIMEOUT,
                 )
             except gexc.GoogleAPICallError as exc:
                 raise _translate(exc, what) from exc
+            except requests.RequestException as exc:  # retries ran out on timeouts or connection errors
+                raise MlbatchError(f"{what}: cannot reach the Compute API: {type(exc).__name__}: {exc}") from exc
             if op.status == compute_v1.Operation.Status.DONE:
                 break
             if time.monotonic() > deadline:
@@ -167,9 +204,25 @@ class GceProvider:
             message = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
             if any(c in CAPACITY_CODES for c in codes):
                 raise CapacityError(f"{zone}: {message}")
+            if any(c in ZONE_UNSUPPORTED_CODES for c in codes):
+                raise ZoneUnsupported(f"{zone}: {message}")
+            if all(c in GONE_CODES for c in codes):
+                raise NotFound(f"{what}: {message}")
             if any(c in QUOTA_CODES for c in codes):
                 raise QuotaError(f"{what}: {message}")
             raise MlbatchError(f"{what}: {message}")
+        return op
+
+    def _call(self, what: str, method, **kwargs):
+        """One API call with retries on transient errors; every error comes back as an MlbatchError."""
+        import requests
+
+        try:
+            return method(retry=_retry(self.api_deadline), timeout=60, **kwargs)
+        except gexc.GoogleAPICallError as exc:
+            raise _translate(exc, what) from exc
+        except requests.RequestException as exc:
+            raise MlbatchError(f"{what}: cannot reach the Compute API: {type(exc).__name__}: {exc}") from exc
 
     # --- the provider line ----------------------------------------------------------------------
 
@@ -184,7 +237,8 @@ class GceProvider:
         except gexc.Conflict:
             # A retried insert whose first response was lost, on a server that did not
             # deduplicate by request_id: ours if it carries our run id and attempt.
-            labels = self.instances.get(project=self.project, zone=zone, instance=request.name).labels
+            get = self.instances.get
+            labels = self._call(what, get, project=self.project, zone=zone, instance=request.name).labels
             if labels.get("run-id") == request.labels["run-id"] and labels.get("attempt") == request.labels["attempt"]:
                 return
             raise
@@ -200,20 +254,28 @@ class GceProvider:
         return self._zone_of.get(name, self.zones[0])
 
     def state(self, name: str) -> str:
+        get = self.instances.get
         try:
-            instance = self.instances.get(
-                project=self.project, zone=self._zone(name), instance=name, retry=_retry(self.api_deadline), timeout=30
-            )
-        except gexc.NotFound:
+            instance = self._call(f"reading the state of {name}", get, project=self.project, zone=self._zone(name), instance=name)
+        except NotFound:
             return GONE
         return RUNNING if instance.status in _RUNNING_STATES else STOPPED
 
     def was_preempted(self, name: str) -> bool:
+        """Whether Compute preempted this instance: its zone's operations of that one type on that one
+        target, filtered by the server (a zone's operation list is long, and paged)."""
         zone = self._zone(name)
-        ops = self.operations.list(project=self.project, zone=zone, retry=_retry(self.api_deadline), timeout=30)
-        return any(
-            op.operation_type == "compute.instances.preempted" and op.target_link.endswith(f"/instances/{name}") for op in ops
+        target = f"https://www.googleapis.com/compute/v1/projects/{self.project}/zones/{zone}/instances/{name}"
+        request = compute_v1.ListZoneOperationsRequest(
+            project=self.project,
+            zone=zone,
+            filter=f'(operationType = "compute.instances.preempted") (targetLink = "{target}")',
         )
+        ops = self._call(f"reading the operations of {name}", self.operations.list, request=request)
+        try:
+            return any(op.target_link.endswith(f"/instances/{name}") for op in ops)
+        except gexc.GoogleAPICallError as exc:  # a later page failed
+            raise _translate(exc, f"reading the operations of {name}") from exc
 
     def console(self, name: str, stop: threading.Event) -> Iterator[str]:
         """Serial port 1, polled with start/next; a jump in `start` means the buffer rolled over."""
@@ -243,21 +305,23 @@ class GceProvider:
             yield partial
 
     def delete(self, name: str) -> None:
+        """Delete and wait until it is gone. Another delete may be under way (the agent's own,
+        the termination action): the API then answers 400 resourceNotReady (retried until the
+        instance is gone: 404) or accepts ours and ends its operation in 404. Both mean gone."""
         zone = self._zone(name)
+        what = f"deleting {name}"
         request = compute_v1.DeleteInstanceRequest(project=self.project, zone=zone, instance=name, request_id=str(uuid.uuid4()))
         try:
-            op = self.instances.delete(request=request, retry=_retry(self.api_deadline), timeout=60)
-        except gexc.NotFound:
+            op = self._call(what, self.instances.delete, request=request)
+            self._wait(op.name, zone, what)
+        except NotFound:
             return
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, f"deleting {name}") from exc
-        self._wait(op.name, zone, f"deleting {name}")
 
     def list_ours(self) -> list[InstanceInfo]:
         out = []
         for zone in self.zones:
             request = compute_v1.ListInstancesRequest(project=self.project, zone=zone, filter='labels.managed-by="mlbatch"')
-            for inst in self.instances.list(request=request, retry=_retry(self.api_deadline), timeout=60):
+            for inst in self._call(f"listing instances in {zone}", self.instances.list, request=request):
                 self._zone_of[inst.name] = zone
                 state = RUNNING if inst.status in _RUNNING_STATES else STOPPED
                 out.append(InstanceInfo(name=inst.name, zone=zone, state=state, labels=dict(inst.labels)))

@@ -272,8 +272,18 @@ class Controller:
                         result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
                         if result is not None:
                             break
-                        if self.provider.was_preempted(name) or record is None:
-                            return None  # ended without a record: the instance was taken away
+                        if self.provider.was_preempted(name):
+                            return None  # taken away before the agent could record it
+                        # Ended with no result and no preemption: the agent failed (its console
+                        # marker says why) or someone removed the instance. Not retried.
+                        marker = next((line for line in reversed(shown) if runs.AGENT_FAILED_MARKER in line), "")
+                        return self._final(
+                            spec,
+                            runs.INFRA_FAILED,
+                            attempt,
+                            f"instance {name} ended with no result and was not preempted"
+                            + (f"; its console said: {marker.strip()}" if marker else ""),
+                        )
                 if time.monotonic() > deadline:
                     return self._final(
                         spec,

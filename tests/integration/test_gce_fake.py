@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -311,3 +312,44 @@ def test_the_fake_rejects_what_the_real_api_rejects(world, fake, change, message
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 400 and message in json.loads(info.value.read())["error"]["message"]
     assert fake.find("strict-check") is None
+
+
+# --- what real Compute Engine does to a run (issue 8) ------------------------------------------
+
+
+def _run_in_thread(world, **kwargs):
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(run(world, **kwargs)), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_shutdown_that_is_not_a_preemption_is_not_retried(world, fake):
+    """The max run duration (DELETE) shuts the VM down as a preemption would, but instance/preempted
+    stays FALSE and no preemption operation is recorded: the attempt fails (110), no second attempt."""
+    before = len(fake.insert_bodies())
+    thread, outcome = _run_in_thread(world, params=("seconds=120",), timeout_seconds=120)
+    instance = wait_for(lambda: next((i for i in fake.instances.values() if b" 1/120" in i.serial), None), what="the job")
+    fake.advance(120 + SELF_DELETE_MARGIN)
+    thread.join(timeout=300)
+    assert outcome, "the run ended"
+    assert outcome[0].exit_code == ExitCode.INFRA_FAILED and outcome[0].result["attempt"] == 1
+    assert "not a preemption" in outcome[0].result["message"]
+    assert len(fake.insert_bodies()) - before == 1 and fake.find(instance.name) is None
+
+
+def test_an_agent_that_fails_outside_the_job_ends_its_vm_and_says_why(world, fake):
+    """A run spec the agent cannot read: the agent prints its marker and deletes its VM (a real VM
+    keeps running when the agent exits); the controller reports 110 with the marker, at once."""
+    fake.faults.corrupt_run_spec = True
+    before = len(fake.insert_bodies())
+    outcome = run(world, timeout_seconds=30)
+    assert outcome.exit_code == ExitCode.INFRA_FAILED and runs.AGENT_FAILED_MARKER in outcome.result["message"]
+    assert "JSONDecodeError" in outcome.result["message"]
+    assert len(fake.insert_bodies()) - before == 1 and not fake.instances
+
+
+def test_a_metadata_server_that_is_not_ready_at_boot_is_waited_for(world, fake):
+    fake.faults.metadata_unavailable = 4
+    outcome = run(world, timeout_seconds=60)
+    assert outcome.exit_code == 0 and outcome.result["attempt"] == 1

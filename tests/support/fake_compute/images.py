@@ -14,7 +14,7 @@ class ImagesMixin:
         ("GET", r"/compute/v1/projects/(?P<project>[^/]+)/global/images/(?P<image>[^/]+)", "images", "get"),
     ]
 
-    def add_image(self, name: str, docker_ref: str, family: str = "mlbatch") -> str:
+    def add_image(self, name: str, docker_ref: str, family: str = "mlbatch", uefi: bool = True) -> str:
         link = f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/images/{name}"
         self.images[name] = {
             "kind": "compute#image",
@@ -25,6 +25,8 @@ class ImagesMixin:
             "id": str(next(self._ids)),
             "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00"),
             "labels": {"managed-by": "mlbatch"},
+            # Baked from a UEFI image, the image is one too: Secure Boot needs it (rules.py).
+            "guestOsFeatures": [{"type": "UEFI_COMPATIBLE"}] if uefi else [],
             "_docker_ref": docker_ref,
         }
         return link

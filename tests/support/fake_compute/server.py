@@ -10,6 +10,7 @@ parameters and body are checked against the official discovery document.
 
 from __future__ import annotations
 
+import collections
 import http.server
 import itertools
 import json
@@ -24,7 +25,7 @@ from typing import Any
 
 from tests.support import discovery
 from tests.support.fake_compute.backing import BackingMixin
-from tests.support.fake_compute.errors import ApiError, error_body, not_found
+from tests.support.fake_compute.errors import ApiError, by_reason, error_body, not_found
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
@@ -34,8 +35,11 @@ from tests.support.fake_compute.state import FakeInstance, Faults
 class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
     _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES
 
-    def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
+    def __init__(
+        self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock", boot_containers: bool = True
+    ):
         self.project = project
+        self.boot_containers = boot_containers  # False: API-only tests, instances run nothing (no Docker)
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()
@@ -46,6 +50,8 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
         self.by_request_id: dict[str, str] = {}
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received
         self.inserts_performed = 0
+        self.calls: collections.Counter[str] = collections.Counter()  # API calls by method id, e.g. "instances.get"
+        self.queries: list[tuple[str, dict[str, str]]] = []  # (method id, query parameters) as received
         self._ids = itertools.count(1000)
         self._lock = threading.RLock()
         self._workroot = Path(tempfile.mkdtemp(prefix="fake-compute-"))
@@ -133,6 +139,9 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
             if route is None:
                 return 404, error_body(404, f"fake compute: no route for {verb} {path}", "notFound")
             resource, name, args = route
+            method_id = f"{resource}.{name}"
+            self.calls[method_id] += 1
+            self.queries.append((method_id, params))
             try:
                 errors = discovery.check_params(resource, name, {**params, **args})
                 spec = discovery.method(resource, name)
@@ -143,12 +152,13 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
                 if args["project"] != self.project:
                     raise not_found(f"projects/{args['project']}")
                 if self.faults.forbidden:
-                    raise ApiError(
-                        403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden"
-                    )
+                    raise by_reason("forbidden", method=f"instances.{name}", target=f"projects/{self.project}")
+                injected = self.faults.reply_errors.get(method_id)
+                if injected:
+                    raise by_reason(injected.pop(0), method=method_id, target=path.split("/compute/v1/", 1)[-1])
                 result = getattr(self, f"_{resource}_{name}")(params=params, body=body, **args)
             except ApiError as exc:
-                return exc.code, error_body(exc.code, exc.message, exc.reason)
+                return exc.code, error_body(exc.code, exc.message, exc.reason, exc.domain, exc.info_reason)
             if name == "insert" and self.faults.lose_insert_responses > 0:
                 self.faults.lose_insert_responses -= 1
                 return 503, error_body(503, "injected: the insert was performed but its response was lost", "backendError")

@@ -42,6 +42,9 @@ class Settings:
     network: str = "default"
     subnetwork: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
+    # The VPC has Cloud NAT: instances without an external IP reach Google APIs and registries
+    # through it, so the run preflight does not ask the subnet for Private Google Access.
+    cloud_nat: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -91,6 +94,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         network=str(get("network", "default")),
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
+        cloud_nat=get("cloud_nat", False),
     )
     _validate(settings, env)
     return settings
@@ -104,6 +108,8 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
         raise BadInput(f"invalid {where}.image_family {s.image_family!r}: expected a GCE name, e.g. mlbatch")
     if s.ca_bundle is not None and not s.ca_bundle.is_file():
         raise BadInput(f"{where}.ca_bundle {str(s.ca_bundle)!r} is not a file: expected a PEM bundle or null")
+    if not isinstance(s.cloud_nat, bool):
+        raise BadInput(f"invalid {where}.cloud_nat {s.cloud_nat!r}: expected true or false")
     if s.profile not in EMULATOR_PROFILES:
         if env.get("STORAGE_EMULATOR_HOST"):
             raise BadInput(

@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import compute_v1
 
-from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import BadInput, ExitCode, MlbatchError, NotFound
 from mlbatch.core.settings import Settings
 from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceInfo, InstanceRequest, QuotaError
 
@@ -51,6 +51,22 @@ TRANSIENT = (
 # zoneOperations.wait holds a call up to about two minutes: the client must wait longer than
 # the server, or its own timeout (a raw requests timeout) ends a wait that was going fine.
 WAIT_CALL_TIMEOUT = 150.0
+# What the run's identity needs on the project to create, watch and delete a run's instance.
+RUN_PERMISSIONS = (
+    "compute.instances.create",
+    "compute.instances.delete",
+    "compute.instances.get",
+    "compute.instances.getSerialPortOutput",
+    "compute.instances.setLabels",
+    "compute.instances.setMetadata",
+    "compute.instances.setServiceAccount",
+    "compute.disks.create",
+    "compute.subnetworks.use",
+    "compute.zoneOperations.get",
+    "compute.zoneOperations.list",
+)
+RESOURCE_MANAGER = "https://cloudresourcemanager.googleapis.com"
+IAM = "https://iam.googleapis.com"
 _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING", "REPAIRING"}
 
 
@@ -116,6 +132,7 @@ class GceProvider:
             kwargs.update(client_options={"api_endpoint": settings.compute_endpoint}, credentials=AnonymousCredentials())
         self.instances = compute_v1.InstancesClient(**kwargs)
         self.operations = compute_v1.ZoneOperationsClient(**kwargs)
+        self.subnetworks = compute_v1.SubnetworksClient(**kwargs)
         self._zone_of: dict[str, str] = {}
 
     # --- the instance body ------------------------------------------------------------------
@@ -223,6 +240,77 @@ class GceProvider:
             raise _translate(exc, what) from exc
         except requests.RequestException as exc:
             raise MlbatchError(f"{what}: cannot reach the Compute API: {type(exc).__name__}: {exc}") from exc
+
+    # --- preflight ----------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Before anything is created: may the run's identity create instances and act as the
+        runner service account, and can instances without an external IP reach Google APIs
+        (Private Google Access on the subnet, or Cloud NAT by configuration)? One message
+        names everything missing."""
+        missing = self._missing_permissions()
+        network_problem = "" if self.settings.cloud_nat else self._network_problem()
+        if missing:
+            raise PermissionDenied(
+                f"cannot run on project {self.project}: the caller lacks {', '.join(missing)} "
+                "(grant roles/compute.instanceAdmin.v1 on the project and roles/iam.serviceAccountUser "
+                f"on {self.settings.service_account})" + (f"; also: {network_problem}" if network_problem else "")
+            )
+        if network_problem:
+            raise BadInput(f"cannot run on project {self.project}: {network_problem}")
+
+    def _session(self):
+        import google.auth
+        from google.auth.credentials import AnonymousCredentials
+        from google.auth.transport.requests import AuthorizedSession
+
+        if self.settings.compute_endpoint:  # the test profile: every Google API is the fake
+            return AuthorizedSession(AnonymousCredentials()), self.settings.compute_endpoint, self.settings.compute_endpoint
+        credentials, _ = google.auth.default(scopes=[SCOPE])
+        return AuthorizedSession(credentials), RESOURCE_MANAGER, IAM
+
+    def _missing_permissions(self) -> list[str]:
+        """testIamPermissions answers with the subset the caller holds (no permission needed to ask)."""
+        session, resource_manager, iam = self._session()
+        account = self.settings.service_account
+        checks = [
+            (f"{resource_manager}/v1/projects/{self.project}:testIamPermissions", RUN_PERMISSIONS, ""),
+            (
+                f"{iam}/v1/projects/{self.project}/serviceAccounts/{account}:testIamPermissions",
+                ("iam.serviceAccounts.actAs",),
+                f" on {account}",
+            ),
+        ]
+        missing = []
+        for url, permissions, where in checks:
+
+            def ask(url=url, permissions=permissions):
+                response = session.post(url, json={"permissions": list(permissions)}, timeout=60)
+                if response.status_code >= 400:
+                    raise gexc.from_http_response(response)
+                return set(response.json().get("permissions", []))
+
+            try:
+                held = _retry(self.api_deadline)(ask)()
+            except gexc.GoogleAPICallError as exc:
+                raise _translate(exc, f"checking permissions{where}") from exc
+            missing += [f"{p}{where}" for p in permissions if p not in held]
+        return missing
+
+    def _network_problem(self) -> str:
+        region, name = self.settings.region, self.settings.subnetwork or self.settings.network  # auto-mode: same name
+        what = f"reading subnetwork {name} in {region}"
+        try:
+            subnet = self._call(what, self.subnetworks.get, project=self.project, region=region, subnetwork=name)
+        except NotFound:
+            return f"subnetwork {name} does not exist in {region} (set mlbatch.profiles.<profile>.subnetwork)"
+        if subnet.private_ip_google_access:
+            return ""
+        return (
+            f"subnetwork {name} in {region} has no Private Google Access, and instances have no external IP: "
+            f"enable it (gcloud compute networks subnets update {name} --region {region} "
+            "--enable-private-ip-google-access), or configure cloud_nat: true if the VPC has Cloud NAT"
+        )
 
     # --- the provider line ----------------------------------------------------------------------
 

@@ -121,6 +121,7 @@ class Controller:
 
     def run(self, request: RunRequest) -> RunOutcome:
         prepared = prepare(self.bucket, request)
+        self.provider.preflight()  # permissions and network, before anything is written or created
         run_id = new_run_id(request.job)
         if request.idempotency_key:
             try:

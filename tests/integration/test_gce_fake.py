@@ -19,7 +19,7 @@ from google.cloud import compute_v1
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
-from mlbatch.core.errors import ExitCode
+from mlbatch.core.errors import ExitCode, MlbatchError
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
 from mlbatch.core.settings import load_settings
 from mlbatch.providers.gce import GceProvider
@@ -52,11 +52,14 @@ def world(infra, gcs_emulator):
     local = release(make_settings(bucket), unique_version(), Steps())
     fake = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
     link = fake.add_image(local.vm_image.name, local.vm_image.ref)
+    settings = gce_settings(bucket, fake.endpoint)
+    fake.add_subnetwork(settings.region, settings.network, private_google_access=True)  # the run preflight reads it
+    fake.service_accounts.add(settings.service_account)
     gcp = dataclasses.replace(
         local, version=local.version + ".gce", profile="test", vm_image=dataclasses.replace(local.vm_image, ref=link)
     )
     manifests.publish(open_bucket(bucket), gcp)
-    yield gce_settings(bucket, fake.endpoint), gcp.version, fake
+    yield settings, gcp.version, fake
     fake.stop()
 
 
@@ -65,6 +68,7 @@ def fake(world):
     world[2].faults = Faults()
     yield world[2]
     world[2].faults = Faults()
+    world[2].denied_permissions.clear()
 
 
 def run(world, job="sleep", params=("seconds=2",), lines=None, **kwargs):
@@ -353,3 +357,13 @@ def test_a_metadata_server_that_is_not_ready_at_boot_is_waited_for(world, fake):
     fake.faults.metadata_unavailable = 4
     outcome = run(world, timeout_seconds=60)
     assert outcome.exit_code == 0 and outcome.result["attempt"] == 1
+
+
+def test_a_run_the_identity_may_not_do_is_refused_before_anything_is_created(world, fake):
+    fake.denied_permissions |= {"iam.serviceAccounts.actAs"}
+    bucket = open_bucket(world[0].bucket)
+    runs_before, inserts_before = set(bucket.list("runs/sleep")), fake.calls["instances.insert"]
+    with pytest.raises(MlbatchError) as info:
+        run(world)
+    assert info.value.exit_code == ExitCode.PERMISSION_DENIED and "iam.serviceAccounts.actAs" in str(info.value)
+    assert fake.calls["instances.insert"] == inserts_before and set(bucket.list("runs/sleep")) == runs_before

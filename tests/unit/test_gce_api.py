@@ -24,6 +24,7 @@ from tests.support.fake_compute import FakeCompute, Faults
 
 PROJECT = "mlbatch-test"
 ZONE_A, ZONE_B = "europe-west4-a", "europe-west4-b"
+RUNNER = "mlbatch-runner@mlbatch-test.iam.gserviceaccount.com"
 T4 = [{"acceleratorType": f"zones/{ZONE_A}/acceleratorTypes/nvidia-tesla-t4", "acceleratorCount": 1}]
 
 
@@ -31,6 +32,8 @@ T4 = [{"acceleratorType": f"zones/{ZONE_A}/acceleratorTypes/nvidia-tesla-t4", "a
 def api():
     fake = FakeCompute(PROJECT, boot_containers=False).start()
     fake.add_image("mlbatch-v0-0-1-20260101000000", "unused:latest")
+    fake.add_subnetwork("europe-west4", "default", private_google_access=True)
+    fake.service_accounts.add(RUNNER)
     yield fake
     fake.stop()
 
@@ -40,17 +43,23 @@ def fake(api):
     api.faults = Faults()
     yield api
     api.faults = Faults()
+    api.denied_permissions.clear()
+    api.add_subnetwork("europe-west4", "default", private_google_access=True)
     for instance in list(api.instances.values()):  # a clean zone for the next test
         instance.deleting = True
         api._remove(instance)
 
 
-@pytest.fixture
-def provider(api):
+def make_provider(api, **overrides) -> GceProvider:
     config = repo_config()
     config["profile"] = "test"
-    config["profiles"]["test"].update(bucket="gs://mlbatch-unit", compute_endpoint=api.endpoint)
+    config["profiles"]["test"].update(bucket="gs://mlbatch-unit", compute_endpoint=api.endpoint, **overrides)
     return GceProvider(load_settings(config, ROOT))
+
+
+@pytest.fixture
+def provider(api):
+    return make_provider(api)
 
 
 def request(name: str, attempt: int = 1, spot: bool = True, **job) -> InstanceRequest:
@@ -166,6 +175,34 @@ def test_preemption_is_asked_for_with_a_server_side_filter(fake, provider):
     assert provider.was_preempted("mlb-spot-2") and not provider.was_preempted("mlb-other-1")
     filters = [q.get("filter", "") for m, q in fake.queries if m == "zoneOperations.list"]
     assert filters and all('operationType = "compute.instances.preempted"' in f and "/instances/" in f for f in filters)
+
+
+# --- 6. preflight -----------------------------------------------------------------------------
+
+
+def test_preflight_passes_when_permissions_and_network_are_there(fake, provider):
+    provider.preflight()
+    assert fake.calls["subnetworks.get"] >= 1 and fake.calls["iam:serviceAccounts.testIamPermissions"] >= 1
+
+
+def test_preflight_names_every_missing_permission(fake, provider):
+    fake.denied_permissions |= {"compute.instances.create", "iam.serviceAccounts.actAs"}
+    with pytest.raises(MlbatchError) as info:
+        provider.preflight()
+    assert info.value.exit_code == ExitCode.PERMISSION_DENIED
+    assert "compute.instances.create" in str(info.value) and f"iam.serviceAccounts.actAs on {RUNNER}" in str(info.value)
+
+
+def test_preflight_needs_private_google_access_unless_cloud_nat(fake, api):
+    fake.add_subnetwork("europe-west4", "default", private_google_access=False)
+    with pytest.raises(MlbatchError) as info:
+        make_provider(api).preflight()
+    assert info.value.exit_code == ExitCode.BAD_INPUT and "no Private Google Access" in str(info.value)
+    make_provider(api, cloud_nat=True).preflight()
+    with pytest.raises(MlbatchError, match="subnetwork nosuch does not exist in europe-west4"):
+        make_provider(api, subnetwork="nosuch").preflight()
+    with pytest.raises(MlbatchError, match="cloud_nat 'yes': expected true or false"):
+        make_provider(api, cloud_nat="yes")
 
 
 # --- 7. the fake's strictness -----------------------------------------------------------------

@@ -30,10 +30,11 @@ from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
+from tests.support.fake_compute.subnetworks import SubnetworksMixin
 
 
-class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
-    _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES
+class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, SubnetworksMixin, BackingMixin):
+    _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + SubnetworksMixin.ROUTES
 
     def __init__(
         self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock", boot_containers: bool = True
@@ -48,6 +49,9 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
         self.instances: dict[tuple[str, str], FakeInstance] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.by_request_id: dict[str, str] = {}
+        self.subnetworks: dict[tuple[str, str], dict[str, Any]] = {}
+        self.service_accounts: set[str] = set()  # emails the IAM testIamPermissions route knows
+        self.denied_permissions: set[str] = set()  # what the caller lacks (project and service accounts alike)
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received
         self.inserts_performed = 0
         self.calls: collections.Counter[str] = collections.Counter()  # API calls by method id, e.g. "instances.get"
@@ -143,20 +147,21 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, BackingMixin):
             self.calls[method_id] += 1
             self.queries.append((method_id, params))
             try:
-                errors = discovery.check_params(resource, name, {**params, **args})
-                spec = discovery.method(resource, name)
-                if "request" in spec:  # the body schema the discovery document names for this method
-                    errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"])
-                if errors:
-                    raise ApiError(400, "; ".join(errors))
+                if not resource.startswith("iam:"):  # IAM and Resource Manager methods check their own bodies
+                    errors = discovery.check_params(resource, name, {**params, **args})
+                    spec = discovery.method(resource, name)
+                    if "request" in spec:  # the body schema the discovery document names for this method
+                        errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"])
+                    if errors:
+                        raise ApiError(400, "; ".join(errors))
                 if args["project"] != self.project:
                     raise not_found(f"projects/{args['project']}")
-                if self.faults.forbidden:
+                if self.faults.forbidden and resource == "instances":
                     raise by_reason("forbidden", method=f"instances.{name}", target=f"projects/{self.project}")
                 injected = self.faults.reply_errors.get(method_id)
                 if injected:
                     raise by_reason(injected.pop(0), method=method_id, target=path.split("/compute/v1/", 1)[-1])
-                result = getattr(self, f"_{resource}_{name}")(params=params, body=body, **args)
+                result = getattr(self, f"_{resource.replace(':', '_')}_{name}")(params=params, body=body, **args)
             except ApiError as exc:
                 return exc.code, error_body(exc.code, exc.message, exc.reason, exc.domain, exc.info_reason)
             if name == "insert" and self.faults.lose_insert_responses > 0:

@@ -6,6 +6,7 @@ absent" semantics: `if_generation_match=0` on GCS, an exclusive hard link on dis
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ class Bucket(Protocol):
 
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, data: bytes, *, immutable: bool = False) -> None: ...
+    def append(self, key: str, data: bytes) -> None: ...
     def upload(self, key: str, path: Path, *, immutable: bool = False) -> None: ...
     def download(self, key: str, path: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -80,6 +82,13 @@ class FileBucket:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def append(self, key: str, data: bytes) -> None:
+        """Add bytes at the end (a growing log): only the new bytes are written."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "ab") as fh:
+            fh.write(data)
+
     def upload(self, key: str, path: Path, *, immutable: bool = False) -> None:
         self.write(key, Path(path).read_bytes(), immutable=immutable)
 
@@ -110,6 +119,7 @@ class GcsBucket:
         self.prefix = prefix.strip("/")
         self._client = storage.Client()
         self._bucket = self._client.bucket(name)
+        self._appended: set[str] = set()  # keys this process appended to (they exist)
 
     def _name(self, key: str) -> str:
         _check_key(key)
@@ -134,6 +144,25 @@ class GcsBucket:
             blob.upload_from_string(data, if_generation_match=0 if immutable else None)
         except exceptions.PreconditionFailed:
             raise AlreadyExists(f"{self.url(key)} already exists and is immutable") from None
+
+    def append(self, key: str, data: bytes) -> None:
+        """Add bytes at the end (a growing log): upload only them, as a part, and compose the
+        object with it on the server; the bytes uploaded grow linearly with the object."""
+        import uuid
+
+        from google.api_core import exceptions
+
+        dest = self._bucket.blob(self._name(key))
+        part = self._bucket.blob(f"{self._name(key)}.append-{uuid.uuid4().hex}")
+        part.upload_from_string(data)
+        try:
+            # Whether the object exists is asked once per key (a growing log is appended to often).
+            exists = key in self._appended or dest.exists()
+            dest.compose([dest, part] if exists else [part])
+            self._appended.add(key)
+        finally:
+            with contextlib.suppress(exceptions.GoogleAPICallError):  # a stray part must not repeat the bytes
+                part.delete()
 
     def upload(self, key: str, path: Path, *, immutable: bool = False) -> None:
         from google.api_core import exceptions

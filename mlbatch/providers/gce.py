@@ -120,6 +120,7 @@ class GceProvider:
     api_deadline = 120.0  # seconds a call may spend on transient-error retries
     operation_timeout = 600.0
     serial_poll = 1.0
+    serial_poll_max = 10.0
 
     def __init__(self, settings: Settings):
         from google.auth.credentials import AnonymousCredentials
@@ -367,7 +368,7 @@ class GceProvider:
 
     def console(self, name: str, stop: threading.Event) -> Iterator[str]:
         """Serial port 1, polled with start/next; a jump in `start` means the buffer rolled over."""
-        offset, partial = 0, ""
+        offset, partial, quiet = 0, "", 0
         while not stop.is_set():
             try:
                 out = self.instances.get_serial_port_output(
@@ -387,8 +388,10 @@ class GceProvider:
             text = partial + out.contents
             *lines, partial = text.split("\n")
             yield from lines
+            # A quiet console is asked less often (up to every 10 s); output brings it back to 1 s.
+            quiet = 0 if out.contents else quiet + 1
             offset = out.next_
-            stop.wait(self.serial_poll)
+            stop.wait(min(self.serial_poll_max, self.serial_poll * 1.5**quiet))
         if partial:
             yield partial
 

@@ -34,10 +34,21 @@ from mlbatch.ui import Say
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 BOOT_MARGIN = 300  # seconds the controller allows beyond the job's timeout (boot, pull, upload)
 SELF_DELETE_MARGIN = 900  # the instance's max_run_duration beyond the job's timeout
-POLL = 0.25  # seconds between reads of result.json while waiting
+POLL = 0.25  # seconds between reads of result.json at the start of an attempt
 # Seconds between asks to the provider (on GCE each is an instances.get call): records in
 # the bucket end an attempt; the instance's state only catches one that vanished without.
 STATE_CHECK_EVERY = 2.0
+
+
+def poll_interval(elapsed: float) -> float:
+    """Reads of result.json back off while the job runs: quick answers for short jobs, and a
+    bounded cost for long ones (at most 12 reads a minute after five minutes)."""
+    return min(5.0, POLL + elapsed / 60)
+
+
+def state_check_interval(elapsed: float) -> float:
+    """instances.get backs off the same way, to one call every 30 s."""
+    return min(30.0, STATE_CHECK_EVERY + elapsed / 10)
 
 
 class Cancelled(BaseException):
@@ -256,15 +267,16 @@ class Controller:
         shown: list[str] = []
         streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
         streamer.start()
-        deadline = time.monotonic() + spec.timeout_seconds + BOOT_MARGIN
-        next_state_check = time.monotonic() + STATE_CHECK_EVERY
+        started = time.monotonic()
+        deadline = started + spec.timeout_seconds + BOOT_MARGIN
+        next_state_check = started + STATE_CHECK_EVERY
         try:
             while True:
                 result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
                 if result is not None:
                     break
                 if time.monotonic() >= next_state_check:
-                    next_state_check = time.monotonic() + STATE_CHECK_EVERY
+                    next_state_check = time.monotonic() + state_check_interval(time.monotonic() - started)
                     record = runs.read_json(self.bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"))
                     if record is not None and record["status"] == runs.PREEMPTED:
                         return None
@@ -292,7 +304,7 @@ class Controller:
                         attempt,
                         f"no result {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created",
                     )
-                time.sleep(POLL)
+                time.sleep(poll_interval(time.monotonic() - started))
         finally:
             stop.set()
         streamer.join(timeout=5)

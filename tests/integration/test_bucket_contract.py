@@ -35,3 +35,12 @@ def test_missing_objects(any_bucket):
 def test_bad_keys(any_bucket, key):
     with pytest.raises(BadInput):
         open_bucket(any_bucket).write(key, b"x")
+
+
+def test_append_adds_only_the_new_bytes(any_bucket):
+    """A growing log: appends compose on GCS (no rewrite of what is there), append on disk."""
+    bucket = open_bucket(any_bucket)
+    bucket.append("runs/j/r2/attempts/1/log", b"first\n")
+    bucket.append("runs/j/r2/attempts/1/log", b"second\n")
+    assert bucket.read("runs/j/r2/attempts/1/log") == b"first\nsecond\n"
+    assert list(bucket.list("runs/j/r2")) == ["runs/j/r2/attempts/1/log"], "no part objects left behind"

@@ -247,7 +247,25 @@ def bench_run(c, version=None, job="sleep", param=None, repeat=5):
     console.print(summary("bench.run: run-batch against docker run", rows))
 
 
-bench = Collection("bench", bench_run)
+@task(
+    name="control-plane",
+    help={
+        "minutes": "length of each run's job (default 10)",
+        "runs": "concurrent runs measured side by side with one run alone (default 20)",
+    },
+)
+def bench_control_plane(c, minutes=10.0, runs=20):
+    """Compute API calls per run-minute and bucket bytes per log byte, against the fake Compute API."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "tests.bench.control_plane", "--minutes", str(float(minutes)), "--runs", str(int(runs))]
+    code = subprocess.run(argv, cwd=Path(__file__).parent, check=False).returncode  # test support: not part of the package
+    if code:
+        raise Exit(code=code)
+
+
+bench = Collection("bench", bench_run, bench_control_plane)
 
 
 # --- checks --------------------------------------------------------------------------

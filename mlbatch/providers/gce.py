@@ -368,7 +368,7 @@ class GceProvider:
 
     def console(self, name: str, stop: threading.Event) -> Iterator[str]:
         """Serial port 1, polled with start/next; a jump in `start` means the buffer rolled over."""
-        offset, partial, quiet = 0, "", 0
+        offset, partial, quiet, began = 0, "", 0, time.monotonic()
         while not stop.is_set():
             try:
                 out = self.instances.get_serial_port_output(
@@ -388,10 +388,11 @@ class GceProvider:
             text = partial + out.contents
             *lines, partial = text.split("\n")
             yield from lines
-            # A quiet console is asked less often (up to every 10 s); output brings it back to 1 s.
+            # Asked less often while the run goes on (+1 s a minute) and while it is quiet (x1.5 a
+            # quiet poll; output resets that), never less often than every 10 s.
             quiet = 0 if out.contents else quiet + 1
             offset = out.next_
-            stop.wait(min(self.serial_poll_max, self.serial_poll * 1.5**quiet))
+            stop.wait(min(self.serial_poll_max, self.serial_poll * 1.5**quiet + (time.monotonic() - began) / 60))
         if partial:
             yield partial
 

@@ -30,6 +30,8 @@ class BackingMixin:
             with self._lock:
                 instance.status = "RUNNING"
             self._finish(op)
+            if self.on_running is not None:  # a stand-in guest (the control-plane benchmark)
+                threading.Thread(target=self.on_running, args=(instance,), daemon=True).start()
             return
         instance.workdir = self._workroot / instance.name
         instance.workdir.mkdir(parents=True, exist_ok=True)

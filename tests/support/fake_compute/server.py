@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, SubnetworksMixin
     ):
         self.project = project
         self.boot_containers = boot_containers  # False: API-only tests, instances run nothing (no Docker)
+        self.on_running: Callable[[FakeInstance], None] | None = None  # without containers: called when RUNNING
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()

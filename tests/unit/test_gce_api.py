@@ -205,6 +205,15 @@ def test_preflight_needs_private_google_access_unless_cloud_nat(fake, api):
         make_provider(api, cloud_nat="yes")
 
 
+def test_the_end_of_the_max_run_duration_is_not_a_preemption(fake, provider):
+    provider.create(request("mlb-maxrun-1", spot=False), ZONE_A)
+    instance = fake.find("mlb-maxrun-1")
+    fake.advance(960)
+    while fake.find("mlb-maxrun-1") is not None:
+        threading.Event().wait(0.1)
+    assert not instance.preempted and not provider.was_preempted("mlb-maxrun-1")
+
+
 # --- 7. the fake's strictness -----------------------------------------------------------------
 
 

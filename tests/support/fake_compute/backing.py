@@ -134,6 +134,10 @@ class BackingMixin:
         self._shut_down(instance, PREEMPTION_GRACE)
         self._finish(op)
 
+    def _end_run_duration(self, instance: FakeInstance, op: dict[str, Any]) -> None:
+        self._shut_down(instance, PREEMPTION_GRACE)
+        self._finish(op)
+
     def _shut_down(self, instance: FakeInstance, grace: int) -> None:
         """The guest's graceful shutdown window, then the instance's termination action."""
         self._stop_container(instance, grace=grace)
@@ -165,7 +169,9 @@ class BackingMixin:
                     # The termination action at the end of the run duration: the same shutdown
                     # window as a preemption, but instance/preempted stays FALSE.
                     instance.status, instance.deleting = "STOPPING", deletes
-                    threading.Thread(target=self._shut_down, args=(instance, PREEMPTION_GRACE), daemon=True).start()
+                    # The platform's own delete shows as a delete operation (no preemption one).
+                    op = self._new_operation(instance.zone, "delete" if deletes else "stop", instance.name)
+                    threading.Thread(target=self._end_run_duration, args=(instance, op), daemon=True).start()
 
     def _reaper(self) -> None:
         while not self._stop.wait(0.2):

@@ -273,14 +273,36 @@ bench = Collection("bench", bench_run, bench_control_plane)
 
 @task
 def lint(c):
-    """ruff, mypy, yamllint, ansible-lint and packer validate: the static checks CI runs."""
+    """ruff (check and format), mypy, yamllint, ansible-lint and packer validate: the static checks CI runs."""
     c.run("ruff check mlbatch tests tasks.py", echo=True)
     c.run("ruff format --check mlbatch tests tasks.py", echo=True)
-    c.run("mypy mlbatch", echo=True)
+    c.run("mypy mlbatch tasks.py", echo=True)
     c.run("yamllint -s ansible batch_code invoke.yaml .drone.yml", echo=True)
     with c.cd("ansible"):
         c.run("ansible-lint --offline -q playbook.yml", echo=True)
     c.run("packer validate packer/mlbatch.pkr.hcl", echo=True)
 
 
-ns = Collection(release, run_batch, runs, logs, gc, demo, lint, local, releases, bench)
+@task
+def test(c):
+    """pytest: unit, integration and end to end; arguments after `--` go to pytest (invoke test -- -m "not slow")."""
+    import shlex
+    import subprocess
+    import sys
+
+    # invoke joins what follows `--` with spaces; scripts/test quotes each argument so this restores them.
+    argv = [sys.executable, "-m", "pytest", *shlex.split(c.remainder)]
+    print(" ".join(shlex.quote(a) for a in argv[2:]), flush=True)
+    code = subprocess.run(argv, cwd=ROOT).returncode
+    if code:
+        raise Exit(code=code)
+
+
+@task
+def check(c):
+    """What CI runs after local.up: lint, then the tests (arguments after `--` go to pytest)."""
+    lint(c)
+    test(c)
+
+
+ns = Collection(release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, bench)

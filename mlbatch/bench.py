@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from mlbatch.core import manifest as manifests
+from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.local.infra import docker_client
@@ -59,7 +60,7 @@ def bench_run(
             outcome = controller.run(RunRequest(job, version, params=params))
             candidate.append(time.monotonic() - start)
             if outcome.exit_code != 0:
-                raise RuntimeError(f"bench run {outcome.run_id} failed: {outcome.result.get('message')}")
+                raise RuntimeError(f"bench run {outcome.run_id} failed: {outcome.record.message}")
             for name, seconds in outcome.phases.items():
                 phases.setdefault(name, []).append(seconds)
             say(f"round {i + 1}/{repeat}: docker run {baseline[-1]:.2f}s, run-batch {candidate[-1]:.2f}s")
@@ -72,6 +73,6 @@ def bench_run(
         ("ratio", f"{cand / base:.2f}x"),
         ("overhead", f"{cand - base:.2f}s"),
     ]
-    order = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
-    rows.append(("run-batch phases", ", ".join(f"{p} {statistics.median(phases[p]):.2f}s" for p in order if p in phases)))
+    medians = {name: statistics.median(seconds) for name, seconds in phases.items()}
+    rows.append(("run-batch phases", ", ".join(f"{name} {s:.2f}s" for name, s in runs.phases_in_order(medians))))
     return rows

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlbatch.core.names import MANAGED_LABEL
 from mlbatch.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +40,7 @@ def infra():
     settings = make_settings("file:///tmp/mlbatch-unused")
     local_infra.up(settings, lambda message: None)
     yield
-    leftovers = [
-        c.name for c in local_infra.docker_client().containers.list(all=True, filters={"label": local_infra.MANAGED_LABEL})
-    ]
+    leftovers = [c.name for c in local_infra.docker_client().containers.list(all=True, filters={"label": MANAGED_LABEL})]
     assert not leftovers, f"mlbatch containers left behind: {leftovers}"
 
 

@@ -15,9 +15,10 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
 
 from google.api_core import retry as gretry
+
+from mlbatch.core.runs import InstanceSpec, RunSpec
 
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
@@ -56,13 +57,13 @@ def metadata(path: str, default: str | None = None, retry_for: float = BOOT_RETR
     return _backoff(retry_for)(_metadata_once)(path, default, min(10.0, retry_for))
 
 
-def instance_spec() -> dict[str, Any]:
-    return {
-        "spec": json.loads(metadata("instance/attributes/mlbatch-run-spec")),
-        "attempt": int(metadata("instance/attributes/mlbatch-attempt")),
-        "instance": metadata("instance/name"),
-        "workdir": os.environ.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
-    }
+def instance_spec() -> InstanceSpec:
+    return InstanceSpec(
+        spec=RunSpec.from_json(metadata("instance/attributes/mlbatch-run-spec"), "metadata mlbatch-run-spec"),
+        attempt=int(metadata("instance/attributes/mlbatch-attempt")),
+        instance=metadata("instance/name"),
+        workdir=os.environ.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
+    )
 
 
 def preempted() -> bool:

@@ -17,26 +17,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from mlbatch import __version__
 from mlbatch.agent.runner import Preempted, run_attempt
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import AlreadyExists
-from mlbatch.core.runs import PREEMPTED, SUCCEEDED, RunSpec
+from mlbatch.core.runs import PREEMPTED, SUCCEEDED, InstanceSpec, RunSpec
 
 
-def load_instance_spec() -> tuple[dict[str, Any], bool]:
+def load_instance_spec() -> tuple[InstanceSpec, bool]:
     """Local profile: the file named by MLBATCH_INSTANCE_FILE; GCE: metadata attributes."""
     path = os.environ.get("MLBATCH_INSTANCE_FILE")
     if path:
-        return json.loads(Path(path).read_text()), False
+        return InstanceSpec.from_json(Path(path).read_text(), path), False
     from mlbatch.agent import gce
 
     return gce.instance_spec(), True
@@ -55,23 +53,26 @@ def fail_safe(message: str, spec: RunSpec | None, attempt: int, instance: str) -
     print(f"{runs.AGENT_FAILED_MARKER}: {message}", flush=True)
     if spec is None:
         return
-    record = {
-        "run_id": spec.run_id,
-        "job": spec.job,
-        "version": spec.version,
-        "attempt": attempt,
-        "instance": instance,
-        "status": runs.INFRA_FAILED,
-        "exit_code": -1,
-        "message": f"agent failed: {message}",
-        "finished": runs.now_iso(),
-        "recorded_by": "agent-fail-safe",
-    }
     try:
         bucket = open_bucket(spec.bucket)
-        runs.write_json(bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"), record)
+        record = runs.AttemptRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            attempt=attempt,
+            instance=instance,
+            status=runs.INFRA_FAILED,
+            exit_code=-1,
+            message=f"agent failed: {message}",
+            started="",
+            finished=runs.now_iso(),
+            phases={},
+            provenance=runs.Provenance.of(spec, agent=__version__),
+            results=bucket.url(runs.results_prefix(spec.run_id)),
+        )
+        runs.write_record(bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_RECORD), record)
         with contextlib.suppress(AlreadyExists):  # the agent (or the controller) recorded the end first
-            runs.write_json(bucket, runs.result_key(spec.run_id), record, immutable=True)
+            runs.write_record(bucket, runs.result_key(spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True)
     except Exception as exc:  # the bucket is down too: the console marker is all there is
         print(f"{runs.AGENT_FAILED_MARKER}: could not record the failure: {type(exc).__name__}: {exc}", flush=True)
 
@@ -86,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     attempt, name, status = 0, "", runs.INFRA_FAILED
     try:
         instance, on_gce = load_instance_spec()
-        attempt, name = int(instance["attempt"]), instance["instance"]
-        spec = RunSpec.from_json(json.dumps(instance["spec"]))
-        status = run_attempt(spec, attempt=attempt, instance=name, workdir=Path(instance["workdir"]), registry_login=on_gce)
+        spec, attempt, name = instance.spec, instance.attempt, instance.instance
+        status = run_attempt(spec, attempt=attempt, instance=name, workdir=Path(instance.workdir), registry_login=on_gce)
     except Preempted as exc:  # before the attempt began (or after it ended): nothing of the job to save
         status = PREEMPTED if exc.preempted else runs.INFRA_FAILED
         if not exc.preempted:

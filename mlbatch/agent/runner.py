@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import threading
 import time
@@ -13,11 +12,13 @@ from typing import Any
 
 import requests
 
+from mlbatch import __version__
 from mlbatch.agent.logsink import LogSink
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.bundle import extract_bundle
-from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.errors import AlreadyExists, FetchFailed
+from mlbatch.core.names import managed_labels
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
 CONTAINER_CODE_DIR = "/code"
@@ -32,10 +33,6 @@ class Preempted(BaseException):
     def __init__(self, message: str, preempted: bool = True):
         super().__init__(message)
         self.preempted = preempted
-
-
-class FetchFailed(Exception):
-    pass
 
 
 def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
@@ -59,7 +56,7 @@ class Attempt:
         self.container: Any = None
         self.started = runs.now_iso()
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = LogSink(self.bucket, runs.attempt_key(spec.run_id, attempt, "log"), workdir / "attempt.log")
+        self.log = LogSink(self.bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_LOG), workdir / "attempt.log")
 
     # --- phases ---------------------------------------------------------------------
 
@@ -105,7 +102,7 @@ class Attempt:
                 str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
-            labels={"managed-by": "mlbatch", "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
+            labels={**managed_labels(), "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
         )
         pump = threading.Thread(target=self._pump_logs, daemon=True)
         pump.start()
@@ -152,32 +149,28 @@ class Attempt:
 
     # --- records --------------------------------------------------------------------
 
-    def record(self, status: str, exit_code: int, message: str = "") -> dict[str, Any]:
-        record = {
-            "run_id": self.spec.run_id,
-            "job": self.spec.job,
-            "version": self.spec.version,
-            "attempt": self.attempt,
-            "instance": self.instance,
-            "status": status,
-            "exit_code": exit_code,
-            "message": message,
-            "started": self.started,
-            "finished": runs.now_iso(),
-            "phases": self.phases,
-            "provenance": {
-                "version": self.spec.version,
-                "vm_image": self.spec.vm_image,
-                "container": self.spec.container,
-                "code_sha256": self.spec.code_sha256,
-                "agent": os.environ.get("MLBATCH_AGENT_VERSION", ""),
-            },
-            "results": self.bucket.url(runs.results_prefix(self.spec.run_id)),
-        }
-        runs.write_json(self.bucket, runs.attempt_key(self.spec.run_id, self.attempt, "attempt.json"), record)
+    def record(self, status: str, exit_code: int, message: str = "") -> runs.AttemptRecord:
+        record = runs.AttemptRecord(
+            run_id=self.spec.run_id,
+            job=self.spec.job,
+            version=self.spec.version,
+            attempt=self.attempt,
+            instance=self.instance,
+            status=status,
+            exit_code=exit_code,
+            message=message,
+            started=self.started,
+            finished=runs.now_iso(),
+            phases=self.phases,
+            provenance=runs.Provenance.of(self.spec, agent=__version__),
+            results=self.bucket.url(runs.results_prefix(self.spec.run_id)),
+        )
+        runs.write_record(self.bucket, runs.attempt_key(self.spec.run_id, self.attempt, runs.ATTEMPT_RECORD), record)
         if status != runs.PREEMPTED:  # a preempted attempt is retried; anything else ends the run
             with contextlib.suppress(AlreadyExists):  # the controller recorded the end first (cancel)
-                runs.write_json(self.bucket, runs.result_key(self.spec.run_id), record, immutable=True)
+                runs.write_record(
+                    self.bucket, runs.result_key(self.spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True
+                )
         return record
 
 

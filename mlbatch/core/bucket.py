@@ -29,9 +29,22 @@ class Bucket(Protocol):
     def url(self, key: str) -> str: ...
 
 
+FILE_SCHEME = "file://"
+
+
+def file_bucket_dir(uri: str) -> Path | None:
+    """The folder of a file:// bucket; None for any other kind."""
+    return Path(uri[len(FILE_SCHEME) :]) if uri.startswith(FILE_SCHEME) else None
+
+
+def file_bucket_uri(folder: Path) -> str:
+    return f"{FILE_SCHEME}{folder}"
+
+
 def open_bucket(uri: str) -> Bucket:
-    if uri.startswith("file://"):
-        return FileBucket(Path(uri[len("file://") :]))
+    folder = file_bucket_dir(uri)
+    if folder is not None:
+        return FileBucket(folder)
     if uri.startswith("gs://"):
         return GcsBucket(uri)
     raise BadInput(f"invalid bucket {uri!r}: expected file:///path or gs://bucket[/prefix]")
@@ -49,7 +62,7 @@ class FileBucket:
 
     def __init__(self, root: Path):
         self.root = root
-        self.uri = f"file://{root}"
+        self.uri = file_bucket_uri(root)
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)

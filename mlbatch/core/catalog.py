@@ -19,7 +19,7 @@ PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 DEFAULT_STR_PATTERN = r"[A-Za-z0-9._,:/@+=-]{0,256}"
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _MACHINE_TYPE = re.compile(r"^[a-z0-9]+-[a-z0-9-]+$")
-MAX_TIMEOUT = 7 * 24 * 3600
+MAX_TIMEOUT = 7 * 24 * 3600  # seconds: the longest a job may run, in the catalog and as --timeout
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,10 @@ class MlbatchError(Exception):
             self.exit_code = exit_code
 
 
+# One class per reserved code, here and nowhere else, in the order of the README's table.
+# Raised by core, release, providers, the controller and the agent alike.
+
+
 class BadInput(MlbatchError):
     exit_code = ExitCode.BAD_INPUT
 
@@ -48,3 +52,41 @@ class NotFound(MlbatchError):
 
 class AlreadyExists(MlbatchError):
     exit_code = ExitCode.ALREADY_EXISTS
+
+
+class StepFailed(MlbatchError):
+    """A release step failed; the message names the step."""
+
+    exit_code = ExitCode.STEP_FAILED
+
+
+class FetchFailed(MlbatchError):
+    """The instance could not pull the container or fetch and verify the code."""
+
+    exit_code = ExitCode.FETCH_FAILED
+
+
+class CapacityError(MlbatchError):
+    """No capacity in this zone: the controller tries the next one."""
+
+    exit_code = ExitCode.NO_CAPACITY
+
+
+class QuotaError(MlbatchError):
+    exit_code = ExitCode.QUOTA_EXCEEDED
+
+
+class InfraError(MlbatchError):
+    """Infrastructure that is neither the job's nor one of the above (the engine, the registry)."""
+
+    exit_code = ExitCode.INFRA_FAILED
+
+
+class BadRecord(MlbatchError):
+    """A record in the bucket that exists but cannot be read (corrupt, incomplete, or from a newer mlbatch)."""
+
+    exit_code = ExitCode.INFRA_FAILED
+
+
+class PermissionDenied(MlbatchError):
+    exit_code = ExitCode.PERMISSION_DENIED

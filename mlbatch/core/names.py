@@ -13,6 +13,12 @@ GCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
+# Everything mlbatch creates (instances, job and registry containers, images) carries this
+# label; gc, the providers' list_ours and `local.down` select on it and on nothing else.
+MANAGED_LABEL_KEY = "managed-by"
+MANAGED_LABEL_VALUE = "mlbatch"
+MANAGED_LABEL = f"{MANAGED_LABEL_KEY}={MANAGED_LABEL_VALUE}"  # Docker's label filter form
+
 # A job name must leave room for "mlb-", the run id suffix and the attempt in 63 chars.
 MAX_JOB_NAME = 30
 _RUN_ID = re.compile(r"^(?P<job>[a-z]([-a-z0-9]*[a-z0-9])?)-(?P<ts>\d{8}-\d{6})-(?P<rand>[a-z0-9]{4})$")
@@ -39,6 +45,14 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
         if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
             raise BadInput(f"invalid label {key}={value!r}: lowercase [a-z0-9_-], at most 63 characters")
     return labels
+
+
+def managed_labels() -> dict[str, str]:
+    return {MANAGED_LABEL_KEY: MANAGED_LABEL_VALUE}
+
+
+def is_managed(labels: dict[str, str]) -> bool:
+    return labels.get(MANAGED_LABEL_KEY) == MANAGED_LABEL_VALUE
 
 
 def utc_stamp(now: dt.datetime | None = None) -> str:

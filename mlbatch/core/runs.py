@@ -5,6 +5,7 @@ runs/<job>/<run_id>/attempts/<n>/log        the attempt's log, flushed while it 
 runs/<job>/<run_id>/attempts/<n>/attempt.json  how the attempt ended (agent)
 runs/<job>/<run_id>/results/...             what the job wrote to $MLBATCH_RESULTS_DIR
 runs/<job>/<run_id>/result.json             how the run ended; written last
+idempotency/<job>/<sha256(key)[:32]>.json   the run a trigger's idempotency key started
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.errors import ExitCode, NotFound
+from mlbatch.core.errors import BadRecord, ExitCode, NotFound
 from mlbatch.core.names import job_of_run_id
 
 # How a run or an attempt ended.
@@ -53,9 +55,66 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """Everything an instance needs to run one attempt, and nothing secret."""
+# --- typed records ------------------------------------------------------------------------
+#
+# Every record carries `schema_version`. Adding a field with a default keeps the version;
+# a change an older reader would misread raises it. Records written before versions
+# existed read as version 1; unknown keys are ignored so an older reader copes with an
+# added field; a record from a newer schema is refused with a clear error.
+
+SCHEMA_VERSION = 1
+
+
+class Record:
+    """to_dict/from_dict for the dataclass records below."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "") -> Self:
+        what = what or cls.__name__
+        if not isinstance(data, dict):
+            raise BadRecord(f"{what} is not a JSON object: {str(data)[:80]!r}")
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise BadRecord(f"{what} has schema_version {version!r}; this mlbatch reads up to {SCHEMA_VERSION}: upgrade mlbatch")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        values = {k: v for k, v in data.items() if k in fields}
+        if "schema_version" in fields:
+            values["schema_version"] = version  # explicit: a record without one is 1, whatever the default becomes
+        missing = [name for name, f in fields.items() if name not in values and _required(f)]
+        if missing:
+            raise BadRecord(f"{what} lacks {', '.join(missing)}")
+        try:
+            return cls(**cls._decode(values))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise BadRecord(f"{what} cannot be read: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes, what: str = "") -> Self:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BadRecord(f"{what or cls.__name__} is not JSON: {exc}") from None
+        return cls.from_dict(data, what)
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Turn JSON values into field types (nested records, tuples); the identity by default."""
+        return values
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSpec(Record):
+    """spec.json: everything an instance needs to run one attempt, and nothing secret."""
 
     run_id: str
     job: str
@@ -68,18 +127,130 @@ class RunSpec:
     params: dict[str, Any]
     timeout_seconds: int
     created: str
-    profile: str
     vm_image: str
     idempotency_key: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+    schema_version: int = SCHEMA_VERSION
 
     @classmethod
-    def from_json(cls, text: str) -> RunSpec:
-        data = json.loads(text)
-        data["argv"] = tuple(data["argv"])
-        return cls(**data)
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "argv": tuple(values["argv"])}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InstanceSpec(Record):
+    """What one instance is told: the run's spec and which attempt it is.
+
+    Local: the file named by MLBATCH_INSTANCE_FILE. GCE: the metadata attributes
+    mlbatch-run-spec (the RunSpec) and mlbatch-attempt; the rest the VM knows itself.
+    """
+
+    spec: RunSpec
+    attempt: int
+    instance: str
+    workdir: str
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "spec": RunSpec.from_dict(values["spec"], "the instance's run spec"), "attempt": int(values["attempt"])}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IdempotencyRecord(Record):
+    """idempotency/<job>/<key hash>.json: the run a trigger's key started."""
+
+    run_id: str
+    created: str
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Provenance(Record):
+    """What exactly ran: the release's pins and the agent that ran them."""
+
+    version: str
+    vm_image: str
+    container: str
+    code_sha256: str
+    agent: str  # the agent's mlbatch version
+
+    @classmethod
+    def of(cls, spec: RunSpec, agent: str) -> Provenance:
+        return cls(
+            version=spec.version, vm_image=spec.vm_image, container=spec.container, code_sha256=spec.code_sha256, agent=agent
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptRecord(Record):
+    """attempts/<n>/attempt.json: how one attempt ended, written by the agent."""
+
+    run_id: str
+    job: str
+    version: str
+    attempt: int
+    instance: str
+    status: str
+    exit_code: int  # the job's own exit code; -1 when it did not exit by itself
+    message: str
+    started: str
+    finished: str
+    phases: dict[str, float]
+    provenance: Provenance
+    results: str  # URL of the run's results prefix
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "provenance": Provenance.from_dict(values["provenance"], "provenance")}
+
+
+AGENT = "agent"
+CONTROLLER = "controller"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResultRecord(Record):
+    """result.json: how the run ended; written once, by the agent or by the controller."""
+
+    run_id: str
+    job: str
+    version: str
+    attempt: int
+    status: str
+    exit_code: int  # the job's own exit code; -1 when it did not exit by itself
+    message: str
+    finished: str
+    results: str
+    recorded_by: str = AGENT  # AGENT or CONTROLLER (records of the agent before versions had no key)
+    instance: str = ""
+    started: str = ""
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    provenance: Provenance | None = None  # the agent's; None when the controller ended the run
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        provenance = values.get("provenance")
+        return {**values, "provenance": Provenance.from_dict(provenance, "provenance") if provenance else None}
+
+    @classmethod
+    def of_attempt(cls, record: AttemptRecord) -> ResultRecord:
+        """The agent ends the run with its attempt's record."""
+        return cls(**{**dataclasses.asdict(record), "provenance": record.provenance, "recorded_by": AGENT})
+
+    @property
+    def run_exit_code(self) -> int:
+        """The exit code run-batch returns for this run."""
+        if self.status == SUCCEEDED:
+            return 0
+        if self.status == FAILED:
+            return self.exit_code
+        return int(STATUS_EXIT_CODES.get(self.status, ExitCode.INFRA_FAILED))
+
+
+def idempotency_record_key(job: str, idempotency_key: str) -> str:
+    return f"idempotency/{job}/{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}.json"
 
 
 def run_prefix(run_id: str) -> str:
@@ -94,6 +265,10 @@ def result_key(run_id: str) -> str:
     return f"{run_prefix(run_id)}/result.json"
 
 
+ATTEMPT_RECORD = "attempt.json"
+ATTEMPT_LOG = "log"
+
+
 def attempt_key(run_id: str, attempt: int, name: str) -> str:
     return f"{run_prefix(run_id)}/attempts/{attempt}/{name}"
 
@@ -102,9 +277,20 @@ def results_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}/results"
 
 
+# A run's phases in the order they happen: the controller times create, boot and teardown,
+# the agent the rest; summaries and benchmarks list them in this order.
+PHASES = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
+
+
+def phases_in_order(phases: dict[str, float]) -> list[tuple[str, float]]:
+    return [(name, phases[name]) for name in PHASES if name in phases]
+
+
 @contextlib.contextmanager
 def timed(phases: dict[str, float], name: str) -> Iterator[None]:
     """Add the seconds the block takes to phases[name] (a run's phases span attempts)."""
+    if name not in PHASES:
+        raise ValueError(f"unknown phase {name!r}: expected one of {', '.join(PHASES)}")
     start = time.monotonic()
     try:
         yield
@@ -123,14 +309,38 @@ def write_json(bucket: Bucket, key: str, data: dict[str, Any], *, immutable: boo
     bucket.write(key, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), immutable=immutable)
 
 
-def exit_code_of(result: dict[str, Any]) -> int:
-    """The exit code run-batch returns for a final result record."""
-    status = result["status"]
-    if status == SUCCEEDED:
-        return 0
-    if status == FAILED:
-        return int(result["exit_code"])
-    return int(STATUS_EXIT_CODES.get(status, ExitCode.INFRA_FAILED))
+R = TypeVar("R", bound=Record)
+
+
+def read_record(bucket: Bucket, key: str, kind: type[R]) -> R | None:
+    """The record at `key`, or None when there is none; BadRecord when it cannot be read."""
+    try:
+        data = bucket.read(key)
+    except NotFound:
+        return None
+    return kind.from_json(data, bucket.url(key))
+
+
+def write_record(bucket: Bucket, key: str, record: Record, *, immutable: bool = False) -> None:
+    bucket.write(key, record.to_json().encode(), immutable=immutable)
+
+
+def read_spec(bucket: Bucket, run_id: str) -> RunSpec | None:
+    return read_record(bucket, spec_key(run_id), RunSpec)
+
+
+def read_result(bucket: Bucket, run_id: str) -> ResultRecord | None:
+    return read_record(bucket, result_key(run_id), ResultRecord)
+
+
+def read_attempt(bucket: Bucket, run_id: str, attempt: int) -> AttemptRecord | None:
+    return read_record(bucket, attempt_key(run_id, attempt, ATTEMPT_RECORD), AttemptRecord)
+
+
+def attempt_log_keys(bucket: Bucket, run_id: str) -> list[str]:
+    """The keys of a run's attempt logs, in attempt order."""
+    keys = (k for k in bucket.list(f"{run_prefix(run_id)}/attempts") if k.endswith("/" + ATTEMPT_LOG))
+    return sorted(keys, key=lambda k: int(k.split("/")[-2]))
 
 
 def list_run_ids(bucket: Bucket, job: str | None = None) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlbatch.core.bucket import file_bucket_dir, file_bucket_uri
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME
 
@@ -71,8 +72,9 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
 
     state_dir = _abs(project_root, str(config.get("state_dir") or ".mlbatch")).resolve()
     bucket = str(get("bucket"))
-    if bucket.startswith("file://"):
-        bucket = "file://" + str(_abs(project_root, bucket[len("file://") :]).resolve())
+    folder = file_bucket_dir(bucket)
+    if folder is not None:
+        bucket = file_bucket_uri(_abs(project_root, str(folder)).resolve())
     elif not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$", bucket):
         raise BadInput(
             f"invalid mlbatch.profiles.{profile}.bucket {bucket!r}: expected file:///path or gs://bucket-name[/prefix]"

@@ -23,19 +23,15 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from mlbatch.core.errors import MlbatchError
+from mlbatch.core.bucket import file_bucket_dir
+from mlbatch.core.errors import InfraError
+from mlbatch.core.names import MANAGED_LABEL, managed_labels
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
 CA_LABEL = "org.mlbatch.ca-bundle-sha256"
 CA_PATH = "/usr/local/share/mlbatch/ca-bundle.crt"
-# Containers created by mlbatch carry this label; `local.down` and `gc` find them by it.
-MANAGED_LABEL = "managed-by=mlbatch"
 _DEBIAN_MIRROR = "http://deb.debian.org/debian"
-
-
-class InfraError(MlbatchError):
-    pass
 
 
 def _is_debian_root() -> bool:
@@ -159,7 +155,7 @@ def ensure_registry(settings: Settings, say: Say) -> None:
             name="mlbatch-registry",
             network_mode="host",
             environment={"REGISTRY_HTTP_ADDR": addr},
-            labels={"managed-by": "mlbatch"},
+            labels=managed_labels(),
             restart_policy={"Name": "always"},
         )
     _wait(f"registry {addr}", lambda: registry_running(settings.registry), 30, say)
@@ -262,19 +258,19 @@ def up(settings: Settings, say: Say) -> None:
     ensure_engine(settings, say)
     ensure_registry(settings, say)
     ensure_base_image(settings, say)
-    if settings.bucket.startswith("file://"):
-        Path(settings.bucket[len("file://") :]).mkdir(parents=True, exist_ok=True)
+    folder = file_bucket_dir(settings.bucket)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
         say(f"bucket {settings.bucket}: ready")
 
 
 def status(settings: Settings) -> dict[str, str]:
     engine = engine_running()
+    folder = file_bucket_dir(settings.bucket)
     out = {
         "docker engine": "running" if engine else "not running",
         f"registry {settings.registry}": "running" if registry_running(settings.registry) else "not running",
-        f"bucket {settings.bucket}": "ready"
-        if not settings.bucket.startswith("file://") or Path(settings.bucket[7:]).is_dir()
-        else "missing",
+        f"bucket {settings.bucket}": "ready" if folder is None or folder.is_dir() else "missing",
     }
     if engine:
         client = docker_client()

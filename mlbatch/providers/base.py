@@ -7,23 +7,14 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import ExitCode, MlbatchError
+from mlbatch.core.errors import CapacityError as CapacityError  # re-exported: providers raise it, the controller catches it
+from mlbatch.core.errors import QuotaError as QuotaError
 from mlbatch.core.runs import RunSpec
 
 # Instance states as the controller sees them.
 RUNNING = "running"
 STOPPED = "stopped"  # ended, still present (local: exited container; GCE: TERMINATED)
 GONE = "gone"  # deleted, or never created
-
-
-class CapacityError(MlbatchError):
-    """No capacity in this zone: the controller tries the next one."""
-
-    exit_code = ExitCode.NO_CAPACITY
-
-
-class QuotaError(MlbatchError):
-    exit_code = ExitCode.QUOTA_EXCEEDED
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,9 +23,10 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import compute_v1
 
-from mlbatch.core.errors import BadInput, ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import BadInput, CapacityError, MlbatchError, NotFound, PermissionDenied, QuotaError
+from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
-from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceInfo, InstanceRequest, QuotaError
+from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 CAPACITY_CODES = (
     "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -68,10 +69,6 @@ RUN_PERMISSIONS = (
 RESOURCE_MANAGER = "https://cloudresourcemanager.googleapis.com"
 IAM = "https://iam.googleapis.com"
 _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING", "REPAIRING"}
-
-
-class PermissionDenied(MlbatchError):
-    exit_code = ExitCode.PERMISSION_DENIED
 
 
 def reasons(exc: gexc.GoogleAPICallError) -> set[str]:
@@ -412,7 +409,9 @@ class GceProvider:
     def list_ours(self) -> list[InstanceInfo]:
         out = []
         for zone in self.zones:
-            request = compute_v1.ListInstancesRequest(project=self.project, zone=zone, filter='labels.managed-by="mlbatch"')
+            request = compute_v1.ListInstancesRequest(
+                project=self.project, zone=zone, filter=f'labels.{MANAGED_LABEL_KEY}="{MANAGED_LABEL_VALUE}"'
+            )
             for inst in self._call(f"listing instances in {zone}", self.instances.list, request=request):
                 self._zone_of[inst.name] = zone
                 state = RUNNING if inst.status in _RUNNING_STATES else STOPPED

@@ -7,13 +7,15 @@ directory and a file:// bucket are mounted at their own paths.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbatch.core.bucket import file_bucket_dir
+from mlbatch.core.names import MANAGED_LABEL
+from mlbatch.core.runs import InstanceSpec
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
 from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
@@ -51,20 +53,12 @@ class LocalProvider:
         workdir = self._workdir(request.name)
         workdir.mkdir(parents=True, exist_ok=True)
         instance_file = workdir / "instance.json"
-        instance_file.write_text(
-            json.dumps(
-                {
-                    "spec": json.loads(request.spec.to_json()),
-                    "attempt": request.attempt,
-                    "instance": request.name,
-                    "workdir": str(workdir),
-                }
-            )
-        )
+        instance = InstanceSpec(spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir))
+        instance_file.write_text(instance.to_json())
         volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}, str(workdir): {"bind": str(workdir), "mode": "rw"}}
-        if request.spec.bucket.startswith("file://"):
-            bucket_dir = request.spec.bucket[len("file://") :]
-            volumes[bucket_dir] = {"bind": bucket_dir, "mode": "rw"}
+        bucket_dir = file_bucket_dir(request.spec.bucket)
+        if bucket_dir is not None:
+            volumes[str(bucket_dir)] = {"bind": str(bucket_dir), "mode": "rw"}
         env = {"MLBATCH_INSTANCE_FILE": str(instance_file)}
         if os.environ.get("STORAGE_EMULATOR_HOST"):  # the local profile may use a GCS emulator
             env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
@@ -112,6 +106,6 @@ class LocalProvider:
 
     def list_ours(self) -> list[InstanceInfo]:
         out = []
-        for c in self.client.containers.list(all=True, filters={"label": ["managed-by=mlbatch", "role=instance"]}):
+        for c in self.client.containers.list(all=True, filters={"label": [MANAGED_LABEL, "role=instance"]}):
             out.append(InstanceInfo(name=c.name, zone="local", state=_state(c), labels=c.labels))
         return out

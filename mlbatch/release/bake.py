@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from mlbatch.ui import Say
 
 # What goes into the image: a change to any of these means a new bake.
 BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
+WHEEL_SOURCES = ("mlbatch", "pyproject.toml", "README.md")  # what `pip wheel` needs (the readme is its metadata)
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
 INPUT_HASH_LABEL = "org.mlbatch.input-hash"
 # The lines of a Packer + Ansible build worth showing as progress.
@@ -53,11 +55,20 @@ def packer_template(root: Path) -> list[str]:
 
 
 def build_wheel(root: Path, out_dir: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir), str(root)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    """The agent wheel, built from a clean copy of its sources: setuptools packs whatever a
+    checkout's build/lib holds, so a module since moved or removed (fakes) would ship."""
+    with tempfile.TemporaryDirectory(prefix="mlbatch-wheel-") as tmp:
+        source = Path(tmp)
+        for name in WHEEL_SOURCES:
+            if (root / name).is_dir():
+                shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(root / name, source / name)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir), str(source)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     (wheel,) = out_dir.glob("mlbatch-*.whl")
     return wheel
 

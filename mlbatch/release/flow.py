@@ -14,17 +14,13 @@ from mlbatch.core import bundle
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.catalog import parse_catalog
-from mlbatch.core.errors import AlreadyExists, BadInput, ExitCode, MlbatchError
+from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, StepFailed
 from mlbatch.core.manifest import CodeBundle, Manifest
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
 from mlbatch.release import bake, containers, imagetest
 from mlbatch.ui import Steps, say, spinner
-
-
-class StepFailed(MlbatchError):
-    exit_code = ExitCode.STEP_FAILED
 
 
 def git_sha(root: Path) -> str:

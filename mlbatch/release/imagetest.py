@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mlbatch.core.errors import MlbatchError
-from mlbatch.local.infra import MANAGED_LABEL
+from mlbatch.core.names import managed_labels
 
 
 def test_local_image(client, root: Path, image_ref: str, version: str) -> None:
@@ -17,7 +17,7 @@ def test_local_image(client, root: Path, image_ref: str, version: str) -> None:
         entrypoint=["/bin/sleep", "infinity"],
         detach=True,
         auto_remove=False,
-        labels=dict([MANAGED_LABEL.split("=")]) | {"org.mlbatch.role": "image-test"},
+        labels=managed_labels() | {"org.mlbatch.role": "image-test"},
     )
     try:
         result = subprocess.run(

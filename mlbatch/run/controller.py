@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import re
 import signal
 import threading
@@ -23,12 +22,12 @@ from typing import Any
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.catalog import Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
+from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
+from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, MlbatchError
 from mlbatch.core.manifest import Manifest
-from mlbatch.core.names import check_job_name, check_labels, instance_name, new_run_id
+from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
-from mlbatch.providers.base import GONE, STOPPED, CapacityError, InstanceRequest, Provider
+from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
 from mlbatch.ui import Say
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -40,15 +39,14 @@ POLL = 0.25  # seconds between reads of result.json at the start of an attempt
 STATE_CHECK_EVERY = 2.0
 
 
-def poll_interval(elapsed: float) -> float:
-    """Reads of result.json back off while the job runs: quick answers for short jobs, and a
-    bounded cost for long ones (at most 12 reads a minute after five minutes)."""
-    return min(5.0, POLL + elapsed / 60)
+POLL_MAX, STATE_CHECK_MAX = 5.0, 30.0
 
 
-def state_check_interval(elapsed: float) -> float:
-    """instances.get backs off the same way, to one call every 30 s."""
-    return min(30.0, STATE_CHECK_EVERY + elapsed / 10)
+def backed_off(base: float, elapsed: float, cap: float) -> float:
+    """Waits grow with the attempt's age (x2 every 15 s of it, linearly) up to `cap`: quick
+    answers for short jobs, a bounded cost per minute for long ones (result.json at most
+    12 reads a minute after ~5 minutes, instances.get 2 a minute after ~3.5 minutes)."""
+    return min(cap, base * (1 + elapsed / 15))
 
 
 class Cancelled(BaseException):
@@ -76,9 +74,14 @@ class Prepared:
 class RunOutcome:
     run_id: str
     exit_code: int
-    result: dict[str, Any]
+    record: runs.ResultRecord
     phases: dict[str, float]
     attached: bool = False
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """The result record as result.json holds it."""
+        return self.record.to_dict()
 
 
 def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
@@ -86,8 +89,8 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     check_job_name(request.job)
     version = parse_version(request.version).tag
     raw_params = parse_params(request.params)
-    if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= 7 * 24 * 3600:
-        raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {7 * 24 * 3600}")
+    if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= MAX_TIMEOUT:
+        raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {MAX_TIMEOUT}")
     if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
         raise BadInput(f"invalid --idempotency-key {request.idempotency_key!r}: expected 1-128 of [A-Za-z0-9._:@-]")
     manifest = manifests.load(bucket, version)
@@ -96,10 +99,6 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
         raise BadInput(f"unknown job {request.job!r} in release {version}: expected one of {', '.join(manifest.jobs)}")
     params = job.resolve_params(raw_params)
     return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
-
-
-def _key_record(job: str, key: str) -> str:
-    return f"idempotency/{job}/{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
 @contextlib.contextmanager
@@ -125,6 +124,12 @@ def _cancel_on_signals() -> Iterator[None]:
 
 
 class Controller:
+    # Waits, as class attributes so fast tests can shorten them (behaviour is the same).
+    poll = POLL
+    state_check_every = STATE_CHECK_EVERY
+    boot_margin = BOOT_MARGIN
+    attach_poll = 1.0  # seconds between reads of a run followed through its records
+
     def __init__(self, bucket: Bucket, provider: Provider, say: Say, echo: Say):
         self.bucket, self.provider, self.say, self.echo = bucket, provider, say, echo
 
@@ -135,17 +140,13 @@ class Controller:
         self.provider.preflight()  # permissions and network, before anything is written or created
         run_id = new_run_id(request.job)
         if request.idempotency_key:
+            key = runs.idempotency_record_key(request.job, request.idempotency_key)
             try:
-                runs.write_json(
-                    self.bucket,
-                    _key_record(request.job, request.idempotency_key),
-                    {"run_id": run_id, "created": runs.now_iso()},
-                    immutable=True,
-                )
+                runs.write_record(self.bucket, key, runs.IdempotencyRecord(run_id=run_id, created=runs.now_iso()), immutable=True)
             except AlreadyExists:
-                existing = runs.read_json(self.bucket, _key_record(request.job, request.idempotency_key)) or {}
-                self.say(f"idempotency key {request.idempotency_key!r} already started run {existing['run_id']}")
-                return self.attach(existing["run_id"])
+                existing = self._read_key_record(key, request.idempotency_key)
+                self.say(f"idempotency key {request.idempotency_key!r} already started run {existing.run_id}")
+                return self.attach(existing.run_id)
         spec = runs.RunSpec(
             run_id=run_id,
             job=request.job,
@@ -158,21 +159,35 @@ class Controller:
             params=prepared.params,
             timeout_seconds=prepared.timeout_seconds,
             created=runs.now_iso(),
-            profile=prepared.manifest.profile,
             vm_image=prepared.manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
         )
-        runs.write_json(self.bucket, runs.spec_key(run_id), dataclasses.asdict(spec), immutable=True)
+        runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
         self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
         with _cancel_on_signals():
             return self._attempts(spec, prepared.job)
+
+    def _read_key_record(self, key: str, idempotency_key: str) -> runs.IdempotencyRecord:
+        """The run an idempotency key started; a clear error when its record is unreadable."""
+        try:
+            existing = runs.read_record(self.bucket, key, runs.IdempotencyRecord)
+        except BadRecord as exc:
+            raise BadRecord(
+                f"idempotency key {idempotency_key!r} has a record that cannot be read ({exc}); "
+                "no run was started: inspect or remove it"
+            ) from None
+        if existing is None:  # it existed a moment ago: removed by hand in between
+            raise BadRecord(
+                f"idempotency key {idempotency_key!r}: its record {self.bucket.url(key)} vanished; no run was started"
+            )
+        return existing
 
     # --- attempts ---------------------------------------------------------------------
 
     def _attempts(self, spec: runs.RunSpec, job: Job) -> RunOutcome:
         phases: dict[str, float] = {}
         max_attempts = 1 + job.max_preemption_retries
-        result: dict[str, Any] | None = None
+        result: runs.ResultRecord | None = None
         attempt = 0
         try:
             for attempt in range(1, max_attempts + 1):
@@ -204,9 +219,9 @@ class Controller:
         except MlbatchError as exc:
             status = {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
             result = self._final(spec, status, attempt, str(exc))
-        return RunOutcome(spec.run_id, runs.exit_code_of(result), result, {**phases, **result.get("phases", {})})
+        return RunOutcome(spec.run_id, result.run_exit_code, result, {**phases, **result.phases})
 
-    def _cancelled(self, spec: runs.RunSpec, attempt: int, exc: Cancelled) -> dict[str, Any]:
+    def _cancelled(self, spec: runs.RunSpec, attempt: int, exc: Cancelled) -> runs.ResultRecord:
         return self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
 
     def _delete(self, name: str) -> None:
@@ -235,7 +250,7 @@ class Controller:
             spot=spot,
             labels=check_labels(
                 {
-                    "managed-by": "mlbatch",
+                    **managed_labels(),
                     "role": "instance",
                     "job": spec.job,
                     "run-id": spec.run_id,
@@ -258,7 +273,7 @@ class Controller:
 
     def _one_attempt(
         self, spec: runs.RunSpec, job: Job, attempt: int, name: str, phases: dict[str, float]
-    ) -> dict[str, Any] | None:
+    ) -> runs.ResultRecord | None:
         """Run one attempt; the final result record, or None when it was preempted."""
         with runs.timed(phases, "create"):
             self._create(spec, job, attempt, name)
@@ -268,21 +283,22 @@ class Controller:
         streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
         streamer.start()
         started = time.monotonic()
-        deadline = started + spec.timeout_seconds + BOOT_MARGIN
-        next_state_check = started + STATE_CHECK_EVERY
+        deadline = started + spec.timeout_seconds + self.boot_margin
+        next_state_check = started + self.state_check_every
         try:
             while True:
-                result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
+                result = runs.read_result(self.bucket, spec.run_id)
                 if result is not None:
                     break
                 if time.monotonic() >= next_state_check:
-                    next_state_check = time.monotonic() + state_check_interval(time.monotonic() - started)
-                    record = runs.read_json(self.bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"))
-                    if record is not None and record["status"] == runs.PREEMPTED:
+                    age = time.monotonic() - started
+                    next_state_check = time.monotonic() + backed_off(self.state_check_every, age, STATE_CHECK_MAX)
+                    record = runs.read_attempt(self.bucket, spec.run_id, attempt)
+                    if record is not None and record.status == runs.PREEMPTED:
                         return None
                     if self.provider.state(name) in (STOPPED, GONE):
-                        time.sleep(POLL)  # the agent writes its records before it ends: read once more
-                        result = runs.read_json(self.bucket, runs.result_key(spec.run_id))
+                        time.sleep(self.poll)  # the agent writes its records before it ends: read once more
+                        result = runs.read_result(self.bucket, spec.run_id)
                         if result is not None:
                             break
                         if self.provider.was_preempted(name):
@@ -302,15 +318,15 @@ class Controller:
                         spec,
                         runs.TIMEOUT,
                         attempt,
-                        f"no result {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created",
+                        f"no result {spec.timeout_seconds + self.boot_margin}s after the instance was created",
                     )
-                time.sleep(poll_interval(time.monotonic() - started))
+                time.sleep(backed_off(self.poll, time.monotonic() - started, POLL_MAX))
         finally:
             stop.set()
         streamer.join(timeout=5)
         self._echo_rest_of_log(spec.run_id, attempt, shown)
-        if "started" in result:
-            started = dt.datetime.fromisoformat(result["started"]).timestamp()
+        if result.started:
+            started = dt.datetime.fromisoformat(result.started).timestamp()
             phases["boot"] = round(max(0.0, started - created_at), 3)
         return result
 
@@ -323,7 +339,7 @@ class Controller:
     def _echo_rest_of_log(self, run_id: str, attempt: int, shown: list[str]) -> None:
         """The console can end before the log does (a VM that deleted itself): finish from the bucket log."""
         try:
-            lines = self.bucket.read(runs.attempt_key(run_id, attempt, "log")).decode(errors="replace").splitlines()
+            lines = self.bucket.read(runs.attempt_key(run_id, attempt, runs.ATTEMPT_LOG)).decode(errors="replace").splitlines()
         except MlbatchError:
             return
         last = next((line for line in reversed(shown) if line in lines), None)
@@ -331,48 +347,48 @@ class Controller:
         for line in lines[start:]:
             self.echo(line)
 
-    def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> dict[str, Any]:
+    def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> runs.ResultRecord:
         """Record how the run ended when the agent could not; the first record written wins."""
-        record = {
-            "run_id": spec.run_id,
-            "job": spec.job,
-            "version": spec.version,
-            "attempt": attempt,
-            "status": status,
-            "exit_code": -1,
-            "message": message,
-            "finished": runs.now_iso(),
-            "recorded_by": "controller",
-            "results": self.bucket.url(runs.results_prefix(spec.run_id)),
-        }
+        record = runs.ResultRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            attempt=attempt,
+            status=status,
+            exit_code=-1,
+            message=message,
+            finished=runs.now_iso(),
+            recorded_by=runs.CONTROLLER,
+            results=self.bucket.url(runs.results_prefix(spec.run_id)),
+        )
         try:
-            runs.write_json(self.bucket, runs.result_key(spec.run_id), record, immutable=True)
+            runs.write_record(self.bucket, runs.result_key(spec.run_id), record, immutable=True)
         except AlreadyExists:
-            return runs.read_json(self.bucket, runs.result_key(spec.run_id)) or record
+            return runs.read_result(self.bucket, spec.run_id) or record
         self.say(message)
         return record
 
     # --- attaching to an existing run ----------------------------------------------------
 
-    def attach(self, run_id: str, poll: float = 1.0) -> RunOutcome:
+    def attach(self, run_id: str) -> RunOutcome:
         """Follow a run started elsewhere through its bucket records until it ends."""
-        spec = runs.read_json(self.bucket, runs.spec_key(run_id))
+        spec = runs.read_spec(self.bucket, run_id)
         if spec is None:
             raise MlbatchError(f"run {run_id} has an idempotency record but no spec.json yet")
-        deadline = time.monotonic() + spec["timeout_seconds"] + BOOT_MARGIN
+        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
         shown: dict[str, int] = {}
         with _cancel_on_signals():
             while True:
-                result = runs.read_json(self.bucket, runs.result_key(run_id))
+                result = runs.read_result(self.bucket, run_id)
                 self._echo_new_log(run_id, shown)
                 if result is not None:
-                    return RunOutcome(run_id, runs.exit_code_of(result), result, dict(result.get("phases", {})), True)
+                    return RunOutcome(run_id, result.run_exit_code, result, dict(result.phases), True)
                 if time.monotonic() > deadline:
-                    raise MlbatchError(f"run {run_id} has not ended after {spec['timeout_seconds'] + BOOT_MARGIN}s")
-                time.sleep(poll)
+                    raise MlbatchError(f"run {run_id} has not ended after {spec.timeout_seconds + self.boot_margin}s")
+                time.sleep(self.attach_poll)
 
     def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
-        for key in sorted(k for k in self.bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")):
+        for key in runs.attempt_log_keys(self.bucket, run_id):
             data = self.bucket.read(key).decode(errors="replace")
             for line in data[shown.get(key, 0) :].splitlines():
                 self.echo(line)
@@ -380,17 +396,16 @@ class Controller:
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:
-    r = outcome.result
+    r = outcome.record
     rows = [
         ("run", outcome.run_id),
-        ("status", r["status"]),
+        ("status", r.status),
         ("exit code", str(outcome.exit_code)),
-        ("attempts", str(r.get("attempt", "-"))),
-        ("results", r.get("results", "-")),
+        ("attempts", str(r.attempt)),
+        ("results", r.results),
     ]
-    if r.get("message"):
-        rows.append(("message", r["message"]))
-    order = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
-    times = ", ".join(f"{p} {outcome.phases[p]:.1f}s" for p in order if p in outcome.phases)
+    if r.message:
+        rows.append(("message", r.message))
+    times = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in runs.phases_in_order(outcome.phases))
     rows.append(("time", times or "-"))
     return rows

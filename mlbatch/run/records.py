@@ -8,6 +8,7 @@ import time
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import NotFound
+from mlbatch.core.names import is_managed
 from mlbatch.providers.base import STOPPED, Provider
 
 
@@ -24,16 +25,16 @@ class RunRow:
 def list_runs(bucket: Bucket, job: str | None = None) -> list[RunRow]:
     rows = []
     for run_id in runs.list_run_ids(bucket, job):
-        spec = runs.read_json(bucket, runs.spec_key(run_id)) or {}
-        result = runs.read_json(bucket, runs.result_key(run_id))
+        spec = runs.read_spec(bucket, run_id)
+        result = runs.read_result(bucket, run_id)
         rows.append(
             RunRow(
                 run_id,
-                spec.get("job", "?"),
-                spec.get("version", "?"),
-                spec.get("created", "?"),
-                result["status"] if result else "running",
-                str(runs.exit_code_of(result)) if result else "-",
+                spec.job if spec else "?",
+                spec.version if spec else "?",
+                spec.created if spec else "?",
+                result.status if result else "running",
+                str(result.run_exit_code) if result else "-",
             )
         )
     return rows
@@ -42,11 +43,8 @@ def list_runs(bucket: Bucket, job: str | None = None) -> list[RunRow]:
 def read_logs(bucket: Bucket, run_id: str) -> str:
     if not bucket.exists(runs.spec_key(run_id)):
         raise NotFound(f"run {run_id} does not exist in {bucket.uri} (see `invoke runs`)")
-    keys = sorted(
-        (k for k in bucket.list(f"{runs.run_prefix(run_id)}/attempts") if k.endswith("/log")), key=lambda k: int(k.split("/")[-2])
-    )
     parts = []
-    for key in keys:
+    for key in runs.attempt_log_keys(bucket, run_id):
         parts.append(f"===== attempt {key.split('/')[-2]} =====\n")
         parts.append(bucket.read(key).decode(errors="replace"))
     return "".join(parts)
@@ -57,7 +55,7 @@ def collect_garbage(provider: Provider, dry_run: bool, now: float | None = None)
     now = time.time() if now is None else now
     removed = []
     for info in provider.list_ours():
-        if info.labels.get("managed-by") != "mlbatch":
+        if not is_managed(info.labels):
             continue  # list_ours filters on it already; never touch what is not ours
         expiry = info.labels.get("expiry", "")
         if expiry.isdigit() and int(expiry) < now:

@@ -14,8 +14,3 @@ def pytest_addoption(parser):
 @pytest.fixture
 def expected_version(request):
     return request.config.getoption("--mlbatch-version")
-
-
-@pytest.fixture
-def is_vm(host):
-    return host.backend.NAME != "docker"

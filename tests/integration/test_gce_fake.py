@@ -31,7 +31,7 @@ from tests.conftest import ROOT, make_settings, repo_config, unique_version
 from tests.integration.helpers import INVOKE
 from tests.support.fake_compute import FakeCompute, Faults
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 PROJECT = "mlbatch-test"
 
 
@@ -350,7 +350,7 @@ def test_an_agent_that_fails_outside_the_job_ends_its_vm_and_says_why(world, fak
     before = len(fake.insert_bodies())
     outcome = run(world, timeout_seconds=30)
     assert outcome.exit_code == ExitCode.INFRA_FAILED and runs.AGENT_FAILED_MARKER in outcome.result["message"]
-    assert "JSONDecodeError" in outcome.result["message"]
+    assert "mlbatch-run-spec is not JSON" in outcome.result["message"]
     assert len(fake.insert_bodies()) - before == 1 and not fake.instances
 
 

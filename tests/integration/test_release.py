@@ -18,7 +18,7 @@ from mlbatch.ui import Steps
 from tests.conftest import ROOT, make_settings, unique_version
 from tests.integration.helpers import invoke, snapshot
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 
 
 @pytest.fixture(scope="session")

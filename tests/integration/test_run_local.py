@@ -22,7 +22,7 @@ from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
 from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 
 
 @pytest.fixture(scope="module")

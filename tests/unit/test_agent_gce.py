@@ -1,11 +1,15 @@
+import http.server
 import json
+import threading
 
 import pytest
 
 from mlbatch.agent import gce, main
-from mlbatch.agent.gce import needs_registry_login
+from mlbatch.agent.gce import instance_spec, needs_registry_login
+from mlbatch.core.runs import InstanceSpec
 from tests.support.fake_compute import FakeCompute, FakeInstance
-from tests.support.fake_compute.metadata import metadata_server
+from tests.support.fake_compute import metadata as fake_metadata
+from tests.unit.test_records import SPEC
 
 
 @pytest.mark.parametrize(
@@ -22,6 +26,58 @@ def test_only_google_registries_get_the_vm_token(ref, login):
     assert needs_registry_login(ref) is login
 
 
+class _Metadata(http.server.BaseHTTPRequestHandler):
+    """The GCE metadata server's answers, strict about the Metadata-Flavor header like the real one."""
+
+    values: dict[str, str] = {}
+
+    def do_GET(self):  # noqa: N802 - the http.server hook
+        path = self.path.removeprefix("/computeMetadata/v1/")
+        if self.headers.get("Metadata-Flavor") != "Google":
+            self.send_error(403)
+        elif path not in self.values:
+            self.send_error(404)
+        else:
+            body = self.values[path].encode()
+            self.send_response(200)
+            self.send_header("Metadata-Flavor", "Google")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def metadata_server(monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{server.server_port}")
+    yield _Metadata.values
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("written_by", ["this mlbatch", "an mlbatch before schema versions"])
+def test_the_agent_reads_its_instance_spec_from_metadata(metadata_server, monkeypatch, tmp_path, written_by):
+    spec = json.loads(SPEC.to_json())
+    if written_by != "this mlbatch":
+        del spec["schema_version"]
+        spec["profile"] = "gcp"
+    metadata_server.update(
+        {
+            "instance/attributes/mlbatch-run-spec": json.dumps(spec),
+            "instance/attributes/mlbatch-attempt": "2",
+            "instance/name": "mlb-sleep-20261125-200000-abcd-2",
+        }
+    )
+    monkeypatch.setenv("MLBATCH_WORKDIR", str(tmp_path))
+    assert instance_spec() == InstanceSpec(
+        spec=SPEC, attempt=2, instance="mlb-sleep-20261125-200000-abcd-2", workdir=str(tmp_path)
+    )
+
+
 # --- against the fake's metadata server and Compute API (no Docker) -----------------------------
 
 
@@ -29,9 +85,8 @@ def test_only_google_registries_get_the_vm_token(ref, login):
 def vm(monkeypatch):
     """A fake instance with its metadata server, as the agent sees it on a VM."""
     fake = FakeCompute("mlbatch-test", boot_containers=False).start()
-    spec = {"run_id": "sleep-20260101-000000-abcd", "bucket": "file:///nonexistent"}
     items = [
-        {"key": "mlbatch-run-spec", "value": json.dumps(spec)},
+        {"key": "mlbatch-run-spec", "value": SPEC.to_json()},
         {"key": "mlbatch-attempt", "value": "1"},
         {"key": "mlbatch-compute-endpoint", "value": fake.endpoint},
     ]
@@ -39,7 +94,7 @@ def vm(monkeypatch):
         zone="europe-west4-a", body={"name": "mlb-agent-1", "id": "1", "metadata": {"items": items}}, status="RUNNING"
     )
     fake.instances[(instance.zone, instance.name)] = instance
-    instance.metadata_server = metadata_server(fake, instance)
+    instance.metadata_server = fake_metadata.metadata_server(fake, instance)
     monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{instance.metadata_server.server_port}")
     monkeypatch.delenv("MLBATCH_INSTANCE_FILE", raising=False)
     yield fake, instance
@@ -63,5 +118,5 @@ def test_an_agent_that_cannot_read_its_spec_says_so_and_deletes_its_vm(vm, capsy
     fake, instance = vm
     fake.faults.corrupt_run_spec = True
     assert main.main([]) == 1
-    assert "MLBATCH-AGENT-FAILED: JSONDecodeError" in capsys.readouterr().out
+    assert "MLBATCH-AGENT-FAILED: BadRecord: metadata mlbatch-run-spec is not JSON" in capsys.readouterr().out
     assert fake.calls["instances.delete"] == 1 and instance.deleting, "the agent deleted its own VM"

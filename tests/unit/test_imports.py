@@ -13,6 +13,8 @@ def modules_after(imports: str) -> set[str]:
 
 
 def test_the_local_path_never_imports_the_compute_client():
+    # Not vacuous: the client must be importable (the gce extra) and seen when imported.
+    assert "google.cloud.compute_v1" in modules_after("from mlbatch.providers import gce"), "install the gce extra"
     loaded = modules_after(
         "import tasks; from mlbatch.run import controller, records; from mlbatch.providers import local; "
         "from mlbatch.release import flow; from mlbatch.agent import main"

@@ -74,7 +74,10 @@ def test_the_test_profile_is_gcp_against_emulators():
 
 
 def test_local_profile_allows_an_emulator():
-    load_settings(repo_config(), ROOT, env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"})
+    config = repo_config()
+    config["profiles"]["local"]["bucket"] = "gs://mlbatch-emulated"
+    settings = load_settings(config, ROOT, env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"})
+    assert settings.is_local and settings.bucket == "gs://mlbatch-emulated"
 
 
 def test_missing_ca_bundle_is_refused(tmp_path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mlbatch.core.names import managed_labels
 from tests.support.fake_compute.errors import not_found
 
 
@@ -24,7 +25,7 @@ class ImagesMixin:
             "status": "READY",
             "id": str(next(self._ids)),
             "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00"),
-            "labels": {"managed-by": "mlbatch"},
+            "labels": managed_labels(),
             # Baked from a UEFI image, the image is one too: Secure Boot needs it (rules.py).
             "guestOsFeatures": [{"type": "UEFI_COMPATIBLE"}] if uefi else [],
             "_docker_ref": docker_ref,

@@ -1,0 +1,179 @@
+"""An in-memory Provider whose instances do what the test scripts, for fast controller tests.
+
+It keeps the Provider protocol of mlbatch/providers/base.py as strictly as the real ones:
+`create` refuses an unknown zone or a name in use, `state` says GONE for what was deleted or
+never made, `delete` is idempotent, `list_ours` returns only instances labelled
+managed-by=mlbatch. The instance's agent is the real one's record path
+(mlbatch.agent.runner.Attempt: log, attempt.json, result.json into the run's bucket); only
+the container part (pull, run) is replaced by the scripted outcome.
+
+    provider = MemoryProvider(tmp_path / "instances", zones=("zone-a", "zone-b"))
+    provider.script(preempt(), succeed("hello"))     # what attempt 1, 2, ... do
+    provider.no_capacity_in.add("zone-a")            # creates there raise CapacityError
+    provider.raise_from("state", Cancelled("SIGTERM"))  # the next state() raises it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlbatch.agent.runner import Attempt
+from mlbatch.core import runs
+from mlbatch.core.errors import AlreadyExists, CapacityError, NotFound, QuotaError
+from mlbatch.core.names import is_managed
+from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
+
+
+@dataclasses.dataclass(frozen=True)
+class Behaviour:
+    """What one instance does once created."""
+
+    status: str | None  # the status its agent records; None: it records nothing
+    exit_code: int = -1
+    lines: tuple[str, ...] = ()
+    end_state: str = STOPPED  # its state afterwards (RUNNING: it never ends)
+    preempted: bool = False  # whether the provider says it took the instance away
+
+
+def succeed(*lines: str) -> Behaviour:
+    return Behaviour(runs.SUCCEEDED, 0, lines)
+
+
+def fail(exit_code: int, *lines: str) -> Behaviour:
+    return Behaviour(runs.FAILED, exit_code, lines)
+
+
+def preempt(*lines: str) -> Behaviour:
+    """Spot preemption: the agent gets SIGTERM and records the attempt as preempted."""
+    return Behaviour(runs.PREEMPTED, -1, lines, preempted=True)
+
+
+def vanish(preempted: bool = True) -> Behaviour:
+    """The instance is gone without a record (taken away before its agent could write)."""
+    return Behaviour(None, end_state=GONE, preempted=preempted)
+
+
+def hang(*lines: str) -> Behaviour:
+    """The instance runs and never records an end."""
+    return Behaviour(None, lines=lines, end_state=RUNNING)
+
+
+@dataclasses.dataclass
+class MemoryInstance:
+    request: InstanceRequest | None
+    zone: str
+    labels: dict[str, str]
+    state: str
+    preempted: bool = False
+    lines: tuple[str, ...] = ()
+
+
+class MemoryProvider:
+    name = "memory"
+
+    def __init__(self, workdir: Path, zones: tuple[str, ...] = ("zone-a",)):
+        self.workdir = workdir
+        self.zones = zones
+        self.no_capacity_in: set[str] = set()
+        self.quota_exceeded = False
+        self.instances: dict[str, MemoryInstance] = {}
+        self.requests: list[tuple[InstanceRequest, str]] = []  # every create call that made an instance
+        self.deleted: list[str] = []
+        self._script: list[Behaviour] = []
+        self._raise: dict[str, BaseException] = {}
+        self._lock = threading.Lock()  # console() runs in the controller's streaming thread
+
+    # --- what the test drives -----------------------------------------------------------
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """What the next instances do, one behaviour per create, in order."""
+        self._script.extend(behaviours)
+
+    def raise_from(self, method: str, exc: BaseException) -> None:
+        """The next call of `method` ("create", "state", "delete", ...) raises `exc`."""
+        self._raise[method] = exc
+
+    def add_foreign(self, name: str, labels: dict[str, str], state: str = RUNNING, zone: str = "") -> None:
+        """An instance someone else made (gc must judge it by its labels)."""
+        self.instances[name] = MemoryInstance(None, zone or self.zones[0], labels, state)
+
+    def running(self) -> list[str]:
+        return [name for name, inst in self.instances.items() if inst.state != GONE]
+
+    def _interrupt(self, method: str) -> None:
+        exc = self._raise.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    # --- the Provider protocol ----------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Nothing to check in memory (the gce provider's preflight is tested against the fake API)."""
+
+    def create(self, request: InstanceRequest, zone: str) -> None:
+        self._interrupt("create")
+        if zone not in self.zones:
+            raise NotFound(f"zone {zone} does not exist: expected one of {', '.join(self.zones)}")
+        if request.name in self.instances and self.instances[request.name].state != GONE:
+            raise AlreadyExists(f"instance {request.name} already exists")
+        if self.quota_exceeded:
+            raise QuotaError(f"creating {request.name} in {zone}: Quota 'CPUS' exceeded")
+        if zone in self.no_capacity_in:
+            raise CapacityError(f"{zone}: ZONE_RESOURCE_POOL_EXHAUSTED")
+        if not self._script:
+            raise AssertionError(f"the test scripted no behaviour for instance {request.name}")
+        behaviour = self._script.pop(0)
+        instance = MemoryInstance(request, zone, dict(request.labels), RUNNING, lines=behaviour.lines)
+        with self._lock:
+            self.instances[request.name] = instance
+            self.requests.append((request, zone))
+        if behaviour.status is not None:
+            self._agent(request, behaviour)
+        instance.state, instance.preempted = behaviour.end_state, behaviour.preempted
+
+    def _agent(self, request: InstanceRequest, behaviour: Behaviour) -> None:
+        """The real agent's records for the scripted outcome."""
+        attempt = Attempt(request.spec, request.attempt, request.name, self.workdir / request.name)
+        try:
+            for line in behaviour.lines:
+                attempt.log.write(line)
+            attempt.log.info(f"attempt {request.attempt} {behaviour.status}")
+        finally:
+            attempt.log.close()
+        attempt.record(behaviour.status or "", behaviour.exit_code)
+
+    def state(self, name: str) -> str:
+        self._interrupt("state")
+        instance = self.instances.get(name)
+        return GONE if instance is None else instance.state
+
+    def was_preempted(self, name: str) -> bool:
+        self._interrupt("was_preempted")
+        instance = self.instances.get(name)
+        return bool(instance and instance.preempted)
+
+    def console(self, name: str, stop: threading.Event) -> Iterator[str]:
+        with self._lock:
+            instance = self.instances.get(name)
+        if instance is None:
+            return
+        yield from instance.lines
+        if instance.state == RUNNING:
+            stop.wait()
+
+    def delete(self, name: str) -> None:
+        self._interrupt("delete")
+        instance = self.instances.get(name)
+        if instance is not None and instance.state != GONE:
+            instance.state = GONE
+            self.deleted.append(name)
+
+    def list_ours(self) -> list[InstanceInfo]:
+        return [
+            InstanceInfo(name=name, zone=inst.zone, state=inst.state, labels=dict(inst.labels))
+            for name, inst in self.instances.items()
+            if inst.state != GONE and is_managed(inst.labels)
+        ]

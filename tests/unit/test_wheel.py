@@ -1,0 +1,50 @@
+"""The agent wheel holds the product only, and the bake's input hash ignores the tests."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+from mlbatch.release.bake import BAKE_INPUTS, WHEEL_SOURCES, build_wheel, input_hash
+from tests.conftest import ROOT
+
+NOT_PRODUCT = re.compile(r"(^|/)(tests?|testing|support)(/|$)|fake|memory_provider|conftest")
+
+
+def copy_tree(names: tuple[str, ...], to: Path) -> Path:
+    for name in names:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, to / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(ROOT / name, to / name)
+    return to
+
+
+def wheel_names(root: Path, out: Path) -> list[str]:
+    with zipfile.ZipFile(build_wheel(root, out)) as wheel:
+        return wheel.namelist()
+
+
+def test_the_agent_wheel_holds_no_fake_nor_test_module(tmp_path):
+    tree = copy_tree((*WHEEL_SOURCES, "tests"), tmp_path / "tree")
+    # A checkout's build/lib may still hold modules since moved out of the package.
+    stale = tree / "build" / "lib" / "mlbatch" / "testing"
+    stale.mkdir(parents=True)
+    (stale / "fake_compute.py").write_text("FAKE = True\n")
+    names = wheel_names(tree, tmp_path / "out")
+    assert "mlbatch/agent/main.py" in names and "mlbatch/core/runs.py" in names
+    assert [n for n in names if NOT_PRODUCT.search(n)] == []
+    assert {n.split("/")[0] for n in names} <= {"mlbatch", next(n for n in names if ".dist-info/" in n).split("/")[0]}
+
+
+def test_editing_a_fake_does_not_change_the_bake_input_hash(tmp_path):
+    tree = copy_tree((*BAKE_INPUTS, "tests"), tmp_path)
+    before = input_hash(tree)
+    with (tree / "tests" / "support" / "memory_provider.py").open("a") as fake:
+        fake.write("# edited\n")
+    assert input_hash(tree) == before
+    with (tree / "mlbatch" / "agent" / "runner.py").open("a") as agent:
+        agent.write("# edited\n")
+    assert input_hash(tree) != before, "the hash does see what goes into the image"

@@ -93,10 +93,6 @@ def _retry(deadline: float) -> gretry.Retry:
     return gretry.Retry(predicate=transient, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
 
 
-class ZoneUnsupported(CapacityError):
-    """The zone does not offer what the instance asks for (machine type, GPU): try the next one."""
-
-
 def _translate(exc: gexc.GoogleAPICallError, what: str) -> MlbatchError:
     if isinstance(exc, gexc.Forbidden | gexc.PermissionDenied):
         if reasons(exc) & {*QUOTA_CODES, "quotaExceeded"}:
@@ -219,8 +215,8 @@ class GceProvider:
             message = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
             if any(c in CAPACITY_CODES for c in codes):
                 raise CapacityError(f"{zone}: {message}")
-            if any(c in ZONE_UNSUPPORTED_CODES for c in codes):
-                raise ZoneUnsupported(f"{zone}: {message}")
+            if any(c in ZONE_UNSUPPORTED_CODES for c in codes):  # the zone lacks the machine type or GPU
+                raise CapacityError(f"{zone}: {message}")
             if all(c in GONE_CODES for c in codes):
                 raise NotFound(f"{what}: {message}")
             if any(c in QUOTA_CODES for c in codes):

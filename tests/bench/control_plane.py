@@ -20,6 +20,7 @@ import json
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def _guest(fake: FakeCompute, bucket: CountingBucket, seconds: int, log_bytes: c
         runs.write_json(bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"), record)
         runs.write_json(bucket, runs.result_key(spec.run_id), record, immutable=True)
         url = f"{fake.endpoint}/compute/v1/projects/{PROJECT}/zones/{instance.zone}/instances/{instance.name}"
-        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()
+        with contextlib.suppress(urllib.error.HTTPError):  # the controller's delete may come first (404, 400)
+            urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()
 
     return play
 

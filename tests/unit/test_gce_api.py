@@ -4,6 +4,7 @@ the fake's own strictness (filters, pages, image families, cross-field rules, st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import urllib.error
@@ -15,12 +16,12 @@ from google.cloud import compute_v1
 
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import ExitCode, MlbatchError
-from mlbatch.core.runs import RunSpec
 from mlbatch.core.settings import load_settings
 from mlbatch.providers.base import GONE, RUNNING, CapacityError, InstanceRequest
 from mlbatch.providers.gce import GceProvider
 from tests.conftest import ROOT, repo_config
 from tests.support.fake_compute import FakeCompute, Faults
+from tests.unit.test_records import SPEC
 
 PROJECT = "mlbatch-test"
 ZONE_A, ZONE_B = "europe-west4-a", "europe-west4-b"
@@ -63,21 +64,7 @@ def provider(api):
 
 
 def request(name: str, attempt: int = 1, spot: bool = True, **job) -> InstanceRequest:
-    spec = RunSpec(
-        run_id="sleep-20260101-000000-abcd",
-        job="sleep",
-        version="v0.0.1",
-        bucket="gs://mlbatch-unit",
-        container="127.0.0.1:5000/trainer@sha256:" + "0" * 64,
-        code_key="batch_code/v0.0.1/batch_code.tar.gz",
-        code_sha256="0" * 64,
-        argv=("sleep", "1"),
-        params={},
-        timeout_seconds=60,
-        created="2026-01-01T00:00:00+00:00",
-        profile="test",
-        vm_image="mlbatch-v0-0-1-20260101000000",
-    )
+    spec = dataclasses.replace(SPEC, bucket="gs://mlbatch-unit", vm_image="mlbatch-v0-0-1-20260101000000")
     return InstanceRequest(
         name=name,
         spec=spec,

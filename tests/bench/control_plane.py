@@ -69,7 +69,7 @@ class CountingBucket(FileBucket):
 def _guest(fake: FakeCompute, bucket: CountingBucket, seconds: int, log_bytes: collections.Counter[str]):
     def play(instance) -> None:
         attrs = instance.metadata()
-        spec = runs.RunSpec.from_json(attrs["mlbatch-run-spec"])
+        spec = runs.RunSpec.from_json(attrs["mlbatch-run-spec"], "mlbatch-run-spec")
         attempt = int(attrs["mlbatch-attempt"])
         with tempfile.TemporaryDirectory(prefix="bench-guest-") as work:
             sink = LogSink(bucket, runs.attempt_key(spec.run_id, attempt, "log"), Path(work) / "attempt.log")
@@ -81,9 +81,23 @@ def _guest(fake: FakeCompute, bucket: CountingBucket, seconds: int, log_bytes: c
                 time.sleep(1)
             sink.close()
             log_bytes[spec.run_id] = (Path(work) / "attempt.log").stat().st_size
-        record = {"run_id": spec.run_id, "attempt": attempt, "status": runs.SUCCEEDED, "exit_code": 0, "started": runs.now_iso()}
-        runs.write_json(bucket, runs.attempt_key(spec.run_id, attempt, "attempt.json"), record)
-        runs.write_json(bucket, runs.result_key(spec.run_id), record, immutable=True)
+        record = runs.AttemptRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            attempt=attempt,
+            instance=instance.name,
+            status=runs.SUCCEEDED,
+            exit_code=0,
+            message="",
+            started=runs.now_iso(),
+            finished=runs.now_iso(),
+            phases={},
+            provenance=runs.Provenance.of(spec, agent="bench"),
+            results=bucket.url(runs.results_prefix(spec.run_id)),
+        )
+        runs.write_record(bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_RECORD), record)
+        runs.write_record(bucket, runs.result_key(spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True)
         url = f"{fake.endpoint}/compute/v1/projects/{PROJECT}/zones/{instance.zone}/instances/{instance.name}"
         with contextlib.suppress(urllib.error.HTTPError):  # the controller's delete may come first (404, 400)
             urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()

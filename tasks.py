@@ -265,7 +265,26 @@ def bench_control_plane(c, minutes=10.0, runs=20):
         raise Exit(code=code)
 
 
-bench = Collection("bench", bench_run, bench_control_plane)
+@task(
+    name="logs",
+    help={
+        "mb": "MB of awkward output (\\r bars, 1 MB lines, non-UTF-8) to push through (default 200)",
+        "bucket": "bucket to append to (default: a file:// bucket in a temp folder)",
+        "repeat": "rounds as fast as possible; the best of each is kept (default 3)",
+        "seconds": "then one round with the output spread over this many seconds, as a job writes it (default 20)",
+    },
+)
+def bench_logs(c, mb=200, bucket=None, repeat=3, seconds=20):
+    """Bytes/s of the agent's log sink against writing the same bytes to a plain file, side by side."""
+    from mlbatch.bench_logs import bench_logs as measure
+    from mlbatch.ui import console, say, summary
+
+    with _errors():
+        rows = measure(bucket, int(mb), int(repeat), float(seconds), say)
+    console.print(summary("bench.logs: the bucket log against a plain file", rows))
+
+
+bench = Collection("bench", bench_run, bench_control_plane, bench_logs)
 
 
 # --- checks --------------------------------------------------------------------------

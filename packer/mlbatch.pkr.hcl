@@ -70,7 +70,24 @@ variable "base_image" {
   default     = "debian:bookworm-slim"
 }
 
-# --- googlecompute (gcp profile) ---
+variable "prepull_images" {
+  type        = list(string)
+  description = "The release's containers (repository@sha256:digest) pulled into the image, so a run does not pull at boot."
+  default     = []
+  validation {
+    condition     = length([for ref in var.prepull_images : ref if length(split("@sha256:", ref)) != 2]) == 0
+    error_message = "Each of prepull_images must be pinned by digest: repository@sha256:<digest>."
+  }
+}
+
+variable "prepull_registry_token" {
+  type        = string
+  description = "Access token for the registry login of the pre-pull (oauth2accesstoken); empty: pull anonymously. Pass it as PKR_VAR_prepull_registry_token."
+  default     = ""
+  sensitive   = true
+}
+
+# --- googlecompute (gcp and test profiles; mlbatch.release.gce_image passes them all) ---
 variable "project_id" {
   type        = string
   description = "GCP project that owns the image."
@@ -81,12 +98,68 @@ variable "zone" {
   type        = string
   description = "Zone of the temporary build VM."
   default     = "europe-west4-a"
+  validation {
+    condition     = length(split("-", var.zone)) == 3
+    error_message = "The zone must be a GCE zone such as europe-west4-a."
+  }
 }
 
 variable "source_image_family" {
   type        = string
   description = "Public image family the GCE bake starts from."
   default     = "debian-12"
+}
+
+variable "source_image_project" {
+  type        = string
+  description = "Project that publishes source_image_family."
+  default     = "debian-cloud"
+}
+
+variable "machine_type" {
+  type        = string
+  description = "Machine type of the temporary build VM."
+  default     = "e2-standard-2"
+}
+
+variable "network" {
+  type        = string
+  description = "VPC network of the build VM (name or self link)."
+  default     = "default"
+}
+
+variable "subnetwork" {
+  type        = string
+  description = "Subnetwork of the build VM; empty for the network's auto subnet. Needs Private Google Access or Cloud NAT."
+  default     = ""
+}
+
+variable "service_account_email" {
+  type        = string
+  description = "Service account of the build VM; empty for the project's default."
+  default     = ""
+}
+
+variable "use_internal_ip" {
+  type        = bool
+  description = "Connect to the build VM's internal address (it never gets an external IP)."
+  default     = true
+}
+
+variable "use_iap" {
+  type        = bool
+  description = "Connect through an IAP tunnel instead (needs gcloud where Packer runs)."
+  default     = false
+}
+
+variable "ssh_port" {
+  type        = number
+  description = "Port of the build VM's sshd."
+  default     = 22
+  validation {
+    condition     = var.ssh_port > 0 && var.ssh_port < 65536
+    error_message = "The ssh_port must be a TCP port (1-65535)."
+  }
 }
 
 locals {
@@ -100,17 +173,27 @@ locals {
 }
 
 source "googlecompute" "vm" {
-  project_id          = var.project_id
-  zone                = var.zone
-  source_image_family = var.source_image_family
-  image_name          = var.image_name
-  image_family        = var.image_family
-  image_labels        = local.labels
-  machine_type        = "e2-standard-2"
-  disk_size           = 20
-  ssh_username        = "packer"
-  omit_external_ip    = false
-  use_internal_ip     = false
+  project_id              = var.project_id
+  zone                    = var.zone
+  source_image_family     = var.source_image_family
+  source_image_project_id = [var.source_image_project]
+  image_name              = var.image_name
+  image_family            = var.image_family
+  image_labels            = local.labels
+  image_description       = "mlbatch ${var.version} ${var.git_sha}"
+  machine_type            = var.machine_type
+  network                 = var.network
+  subnetwork              = var.subnetwork
+  service_account_email   = var.service_account_email
+  disk_size               = 20
+  # No external IP: Packer reaches the VM by its internal address, or through IAP.
+  omit_external_ip = true
+  use_internal_ip  = var.use_internal_ip || !var.use_iap
+  use_iap          = var.use_iap
+  ssh_username     = "packer"
+  ssh_port         = var.ssh_port
+  # Debian 12's OpenSSH refuses the SHA-1 signatures of Packer 1.6's RSA keys.
+  temporary_key_pair_type = "ed25519"
 }
 
 source "docker" "local" {
@@ -139,8 +222,14 @@ build {
       "--ssh-extra-args", "-o HostKeyAlgorithms=+ssh-rsa -o PubkeyAcceptedKeyTypes=+ssh-rsa",
       "--extra-vars", "mlbatch_version=${var.version} mlbatch_git_sha=${var.git_sha} mlbatch_image_name=${var.image_name}",
       "--extra-vars", "agent_wheel=${var.agent_wheel} base_ca_bundle=${var.ca_bundle}",
+      "--extra-vars", jsonencode({ prepull_images = var.prepull_images, prepull_registry_token = var.prepull_registry_token }),
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../ansible/ansible.cfg"]
+    # Ansible's user defaults to the local one (root): on the VM it would then skip
+    # `become` (already root, it thinks) while Packer's ssh session is ssh_username's.
+    override = {
+      vm = { user = "packer" }
+    }
   }
 
   post-processor "manifest" {

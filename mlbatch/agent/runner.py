@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
+import stat
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,14 @@ import requests
 from mlbatch import __version__
 from mlbatch.agent.logsink import LogSink
 from mlbatch.core import runs
-from mlbatch.core.bucket import open_bucket
+from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.core.errors import AlreadyExists, FetchFailed
 from mlbatch.core.names import managed_labels
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
+OUTPUT_DRAIN_LIMIT = 1800  # seconds the agent waits for the output of a job that has exited
+DRAIN_REPORT_EVERY = 30
 CONTAINER_CODE_DIR = "/code"
 CONTAINER_RESULTS_DIR = "/results"
 
@@ -47,6 +52,49 @@ def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
     return env
 
 
+def upload_results(bucket: Bucket, results: Path, prefix: str, say: Callable[[str], None]) -> int:
+    """Upload the regular files under `results`, streamed from disk.
+
+    The directory is the job's: anything in it may be hostile. Nothing here follows a link
+    (a link to /etc/... would publish the instance's files), and nothing is opened but a
+    regular file reached through real directories under `results`; links, FIFOs, sockets and
+    devices are skipped, each with a line in the run's log.
+    """
+    count = 0
+    root = results.resolve()
+    for dirpath, dirs, files in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirs):
+            if (here / name).is_symlink():
+                dirs.remove(name)
+                say(f"skipped {(here / name).relative_to(root).as_posix()}: a symlink, not uploaded")
+        dirs.sort()
+        for name in sorted(files):
+            path = here / name
+            relative = path.relative_to(root).as_posix()
+            if not relative.isprintable() or relative != relative.encode("utf-8", "replace").decode():
+                say(f"skipped {relative!r}: its name is not printable UTF-8, which an object name must be")
+                continue
+            mode = path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a symlink" if stat.S_ISLNK(mode) else f"not a regular file ({stat.filemode(mode)})"
+                say(f"skipped {relative}: {kind}, not uploaded")
+                continue
+            try:  # O_NOFOLLOW: a file swapped for a link after the check is refused, not followed
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError as exc:
+                say(f"skipped {relative}: {exc.strerror}")
+                continue
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    say(f"skipped {relative}: not a regular file, not uploaded")
+                    continue
+                bucket.upload(f"{prefix}/{relative}", Path(f"/proc/self/fd/{fh.fileno()}"))
+            count += 1
+    say(f"uploaded {count} result file(s) to {bucket.url(prefix)}")
+    return count
+
+
 class Attempt:
     def __init__(self, spec: runs.RunSpec, attempt: int, instance: str, workdir: Path):
         self.spec, self.attempt, self.instance = spec, attempt, instance
@@ -56,7 +104,12 @@ class Attempt:
         self.container: Any = None
         self.started = runs.now_iso()
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = LogSink(self.bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_LOG), workdir / "attempt.log")
+        self.log = LogSink(
+            self.bucket,
+            runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_LOG),
+            workdir / "attempt.log",
+            max_bytes=spec.max_log_bytes,
+        )
 
     # --- phases ---------------------------------------------------------------------
 
@@ -90,10 +143,12 @@ class Attempt:
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
         self.log.info(f"running {list(self.spec.argv)} (timeout {self.spec.timeout_seconds}s)")
-        self.container = client.containers.run(
+        # Created, attached, then started (as `docker run` does): the attach stream carries the
+        # job's raw bytes from its first one; the engine's json-file log would turn bytes that
+        # are not UTF-8 into U+FFFD, so `logs()` cannot be the record.
+        self.container = client.containers.create(
             self.spec.container,
             list(self.spec.argv),
-            detach=True,
             name=f"{self.instance}-job",
             working_dir=CONTAINER_CODE_DIR,
             environment=_job_env(self.spec, self.attempt),
@@ -104,41 +159,48 @@ class Attempt:
             },
             labels={**managed_labels(), "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
         )
-        pump = threading.Thread(target=self._pump_logs, daemon=True)
+        output = self.container.attach(stdout=True, stderr=True, stream=True, logs=False)
+        pump = threading.Thread(target=self._pump_logs, args=(output,), name="job-output", daemon=True)
         pump.start()
+        self.container.start()
         deadline = time.monotonic() + self.spec.timeout_seconds
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.log.info(f"timeout: the job ran longer than {self.spec.timeout_seconds}s; stopping it")
                 self.container.stop(timeout=JOB_STOP_GRACE)
-                pump.join(timeout=5)
+                self._drain(pump)
                 return runs.TIMEOUT, -1
             try:  # block on the engine rather than poll; short slices keep the deadline exact
                 code_ = int(self.container.wait(timeout=min(remaining, 10))["StatusCode"])
                 break
             except requests.exceptions.RequestException:  # this slice timed out: the job still runs
                 continue
-        pump.join(timeout=10)
+        self._drain(pump)
         self.log.info(f"job exited with code {code_}")
         return (runs.SUCCEEDED if code_ == 0 else runs.FAILED), code_
 
-    def _pump_logs(self) -> None:
+    def _drain(self, pump: threading.Thread) -> None:
+        """Wait until the engine has handed over the job's last byte: the tail is what a user reads first."""
+        waited = 0
+        while pump.is_alive() and waited < OUTPUT_DRAIN_LIMIT:
+            pump.join(timeout=DRAIN_REPORT_EVERY)
+            waited += DRAIN_REPORT_EVERY
+            if pump.is_alive():
+                self.log.info(f"the job has ended; its output is still draining ({self.log.written} bytes logged so far)")
+        if pump.is_alive():
+            self.log.info(f"log truncated: the job's output did not end within {OUTPUT_DRAIN_LIMIT}s of the job")
+
+    def _pump_logs(self, output: Iterable[bytes]) -> None:
+        """The job's stdout and stderr as raw bytes, in the order the engine hands them over (no decoding, no line splitting)."""
         try:
-            for chunk in self.container.logs(stream=True, follow=True):
-                for line in chunk.decode(errors="replace").splitlines():
-                    self.log.write(line)
+            for chunk in output:
+                self.log.write_bytes(chunk)
         except Exception as exc:  # the job container went away under us (instance deleted)
             self.log.info(f"job output stream ended: {type(exc).__name__}")
 
     def upload(self) -> int:
-        results = self.workdir / "results"
-        count = 0
-        for path in sorted(p for p in results.rglob("*") if p.is_file()):
-            self.bucket.upload(f"{runs.results_prefix(self.spec.run_id)}/{path.relative_to(results).as_posix()}", path)
-            count += 1
-        self.log.info(f"uploaded {count} result file(s) to {self.bucket.url(runs.results_prefix(self.spec.run_id))}")
-        return count
+        return upload_results(self.bucket, self.workdir / "results", runs.results_prefix(self.spec.run_id), self.log.info)
 
     def remove_job_container(self) -> None:
         if self.container is not None:
@@ -207,6 +269,9 @@ def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, 
     finally:
         att.remove_job_container()
     att.log.info(f"attempt {attempt} {status}")
-    att.log.close()
+    try:
+        att.log.close()
+    except Exception as exc:  # the bucket stayed down through every retry: still record how the attempt ended
+        print(f"[mlbatch] the last log flush failed: {exc}", flush=True)
     att.record(status, exit_code, message)
     return status

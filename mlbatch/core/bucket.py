@@ -2,26 +2,39 @@
 
 Immutable objects (manifests, code bundles, run specs) are created with "only if
 absent" semantics: `if_generation_match=0` on GCS, an exclusive hard link on disk.
+
+Every GCS call retries transient failures (429, 5xx, dropped connections) with the
+preconditions that make the retry safe:
+- "only if absent" writes carry `if_generation_match=0`; when a retry meets the object
+  already there with exactly our bytes, it was our own earlier try whose answer was lost.
+- overwrites (attempt records) write the same bytes again: idempotent.
+- appends (logs) are a step that looks before it acts: the object's size says whether the
+  chunk is already in; if not, a part object is composed onto it under
+  `if_generation_match` of the generation just read, so a chunk goes in exactly once.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mlbatch.core.errors import AlreadyExists, BadInput, NotFound
+from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
 
 
 class Bucket(Protocol):
     uri: str
 
-    def read(self, key: str) -> bytes: ...
+    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes: ...
+    def size(self, key: str) -> int: ...
+    def append(self, key: str, data: bytes, *, at: int) -> None: ...
     def write(self, key: str, data: bytes, *, immutable: bool = False) -> None: ...
-    def append(self, key: str, data: bytes) -> None: ...
     def upload(self, key: str, path: Path, *, immutable: bool = False) -> None: ...
     def download(self, key: str, path: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -70,19 +83,40 @@ class FileBucket:
     def url(self, key: str) -> str:
         return f"{self.uri}/{key}"
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of the object (all of it by default)."""
         try:
-            return self._path(key).read_bytes()
+            with self._path(key).open("rb") as fh:
+                fh.seek(start)
+                return fh.read() if end is None else fh.read(max(0, end - start))
         except FileNotFoundError:
             raise NotFound(f"{self.url(key)} does not exist") from None
 
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"{self.url(key)} does not exist") from None
+
+    def append(self, key: str, data: bytes, *, at: int) -> None:
+        """Add `data` at offset `at` (the size the caller already appended): a plain file append."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("ab") as fh:
+            if fh.tell() != at:
+                raise MlbatchError(f"{self.url(key)} holds {fh.tell()} bytes, the appender expected {at}")
+            fh.write(data)
+
     def write(self, key: str, data: bytes, *, immutable: bool = False) -> None:
+        self._store(key, lambda fh: fh.write(data), immutable)
+
+    def _store(self, key: str, fill, immutable: bool) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                fill(fh)
             os.chmod(tmp, 0o644)
             if immutable:
                 try:
@@ -95,15 +129,10 @@ class FileBucket:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def append(self, key: str, data: bytes) -> None:
-        """Add bytes at the end (a growing log): only the new bytes are written."""
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "ab") as fh:
-            fh.write(data)
-
     def upload(self, key: str, path: Path, *, immutable: bool = False) -> None:
-        self.write(key, Path(path).read_bytes(), immutable=immutable)
+        """Copied in 1 MB blocks: results of several GB never sit in memory."""
+        with Path(path).open("rb") as source:
+            self._store(key, lambda fh: shutil.copyfileobj(source, fh, 1024 * 1024), immutable)
 
     def download(self, key: str, path: Path) -> None:
         Path(path).write_bytes(self.read(key))
@@ -121,6 +150,32 @@ class FileBucket:
                     yield str(Path(dirpath, name).relative_to(self.root))
 
 
+# Parts of a log object are composed onto it; GCS allows 1024 components in an object, so
+# the object is rewritten as one piece (from its own bytes) before it gets there.
+MAX_COMPONENTS = 1000
+PART_MARK = ".mlbatch-part-"
+UPLOAD_CHUNK = 8 * 1024 * 1024  # resumable uploads stream in 8 MB chunks (a multiple of 256 KiB)
+
+
+def _part_key(key: str, at: int) -> str:
+    return f"{key}{PART_MARK}{at:015d}"
+
+
+def _retry():
+    """google-cloud-storage's own policy (429, 5xx, connection errors), with a shorter first pause."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_delay(initial=0.5, multiplier=2.0, maximum=30.0).with_timeout(300.0)
+
+
+def _md5_b64(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
+
+
 class GcsBucket:
     """gs://bucket[/prefix] through google-cloud-storage (imported only when used)."""
 
@@ -132,72 +187,120 @@ class GcsBucket:
         self.prefix = prefix.strip("/")
         self._client = storage.Client()
         self._bucket = self._client.bucket(name)
-        self._appended: set[str] = set()  # keys this process appended to (they exist)
+        self._retry = _retry()
 
     def _name(self, key: str) -> str:
         _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _blob(self, key: str):
+        blob = self._bucket.blob(self._name(key))
+        blob.chunk_size = UPLOAD_CHUNK
+        return blob
+
     def url(self, key: str) -> str:
         return f"{self.uri}/{key}"
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         from google.api_core import exceptions
 
+        if end is not None and end <= start:
+            return b""
         try:
-            return self._bucket.blob(self._name(key)).download_as_bytes()
+            return self._blob(key).download_as_bytes(start=start or None, end=None if end is None else end - 1, retry=self._retry)
+        except exceptions.RequestRangeNotSatisfiable:
+            return b""
         except exceptions.NotFound:
             raise NotFound(f"{self.url(key)} does not exist") from None
+
+    def size(self, key: str) -> int:
+        blob = self._bucket.get_blob(self._name(key), retry=self._retry)
+        if blob is None:
+            raise NotFound(f"{self.url(key)} does not exist")
+        return int(blob.size)
 
     def write(self, key: str, data: bytes, *, immutable: bool = False) -> None:
         from google.api_core import exceptions
 
-        blob = self._bucket.blob(self._name(key))
+        blob = self._blob(key)
         try:
-            blob.upload_from_string(data, if_generation_match=0 if immutable else None)
+            blob.upload_from_string(data, if_generation_match=0 if immutable else None, retry=self._retry)
         except exceptions.PreconditionFailed:
+            if self._holds(key, md5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()):
+                return  # our own earlier try went through and its answer was lost
             raise AlreadyExists(f"{self.url(key)} already exists and is immutable") from None
-
-    def append(self, key: str, data: bytes) -> None:
-        """Add bytes at the end (a growing log): upload only them, as a part, and compose the
-        object with it on the server; the bytes uploaded grow linearly with the object."""
-        import uuid
-
-        from google.api_core import exceptions
-
-        dest = self._bucket.blob(self._name(key))
-        part = self._bucket.blob(f"{self._name(key)}.append-{uuid.uuid4().hex}")
-        part.upload_from_string(data)
-        try:
-            # Whether the object exists is asked once per key (a growing log is appended to often).
-            exists = key in self._appended or dest.exists()
-            dest.compose([dest, part] if exists else [part])
-            self._appended.add(key)
-        finally:
-            with contextlib.suppress(exceptions.GoogleAPICallError):  # a stray part must not repeat the bytes
-                part.delete()
 
     def upload(self, key: str, path: Path, *, immutable: bool = False) -> None:
+        """Streamed from disk in UPLOAD_CHUNK pieces (a resumable upload past 8 MB)."""
         from google.api_core import exceptions
 
-        blob = self._bucket.blob(self._name(key))
+        blob = self._blob(key)
         try:
-            blob.upload_from_filename(str(path), if_generation_match=0 if immutable else None)
+            blob.upload_from_filename(str(path), if_generation_match=0 if immutable else None, retry=self._retry)
         except exceptions.PreconditionFailed:
+            if self._holds(key, md5=_md5_b64(Path(path))):
+                return
             raise AlreadyExists(f"{self.url(key)} already exists and is immutable") from None
+
+    def _holds(self, key: str, md5: str) -> bool:
+        blob = self._bucket.get_blob(self._name(key), retry=self._retry)
+        return blob is not None and blob.md5_hash == md5
+
+    def append(self, key: str, data: bytes, *, at: int) -> None:
+        """Add `data` at offset `at`, exactly once, whatever the bucket answers in between."""
+        from google.api_core import exceptions
+
+        if not data:
+            return
+
+        def step(looks: int = 0) -> None:
+            dest = self._bucket.get_blob(self._name(key), retry=None)
+            size = 0 if dest is None else int(dest.size)
+            if size == at + len(data):
+                return  # already in: an earlier try's answer was lost
+            if size != at:
+                raise MlbatchError(f"{self.url(key)} holds {size} bytes, the appender expected {at}")
+            try:
+                if dest is None:
+                    self._blob(key).upload_from_string(data, if_generation_match=0, retry=None)
+                    return
+                if (dest.component_count or 1) >= MAX_COMPONENTS:
+                    dest = self._flatten(key, dest)
+                part = self._blob(_part_key(key, at))
+                part.upload_from_string(data, retry=None)
+                dest.compose([dest, part], if_generation_match=dest.generation, retry=None)
+            except exceptions.PreconditionFailed:
+                if looks >= 3:
+                    raise MlbatchError(f"{self.url(key)} keeps changing under its appender") from None
+                step(looks + 1)  # the object moved between our look and our write: look again
+
+        self._retry(step)()
+        if at:
+            with contextlib.suppress(exceptions.NotFound):
+                self._blob(_part_key(key, at)).delete(retry=self._retry)
+
+    def _flatten(self, key: str, dest):
+        """Rewrite a composite object as one piece, under the generation just read."""
+        with tempfile.TemporaryFile() as tmp:
+            dest.download_to_file(tmp, retry=None)
+            tmp.seek(0)
+            fresh = self._blob(key)
+            fresh.upload_from_file(tmp, if_generation_match=dest.generation, retry=None)
+        return self._bucket.get_blob(self._name(key), retry=None)
 
     def download(self, key: str, path: Path) -> None:
         from google.api_core import exceptions
 
         try:
-            self._bucket.blob(self._name(key)).download_to_filename(str(path))
+            self._blob(key).download_to_filename(str(path), retry=self._retry)
         except exceptions.NotFound:
             raise NotFound(f"{self.url(key)} does not exist") from None
 
     def exists(self, key: str) -> bool:
-        return self._bucket.blob(self._name(key)).exists()
+        return self._blob(key).exists(retry=self._retry)
 
     def list(self, prefix: str) -> Iterator[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
-        for blob in self._client.list_blobs(self._bucket, prefix=self._name(prefix.rstrip("/")) + "/"):
-            yield blob.name[strip:]
+        for blob in self._client.list_blobs(self._bucket, prefix=self._name(prefix.rstrip("/")) + "/", retry=self._retry):
+            if PART_MARK not in blob.name.rsplit("/", 1)[-1]:  # an append's part not yet composed
+                yield blob.name[strip:]

@@ -63,6 +63,7 @@ class Job:
     gpu_type: str = ""
     gpu_count: int = 0
     params: tuple[Param, ...] = ()
+    max_log_mb: int = 0  # 0: the whole log is kept; N: the first N MB, and the log's last line says what was cut
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
         """Validate `--param k=v` values against the catalog; return all params with defaults."""
@@ -87,7 +88,7 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not _PARAM_NAME.match(key):
+        if not sep or not _PARAM_NAME.fullmatch(key):
             raise BadInput(f"invalid --param {pair!r}: expected name=value with a name like n_estimators")
         if key in out:
             raise BadInput(f"--param {key} given twice")
@@ -100,7 +101,7 @@ def _fail(job: str, message: str) -> BadInput:
 
 
 def _param(job: str, name: str, spec: Mapping[str, Any]) -> Param:
-    if not _PARAM_NAME.match(name):
+    if not _PARAM_NAME.fullmatch(name):
         raise _fail(job, f"invalid param name {name!r}: expected [a-z][a-z0-9_]*")
     unknown_keys = set(spec) - {"type", "default", "help", "pattern", "choices"}
     if unknown_keys:
@@ -136,7 +137,7 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     if not isinstance(command, list) or not command or not all(isinstance(a, str) and a for a in command):
         raise _fail(name, "command must be a non-empty list of strings (an argv list, never a shell string)")
     container = spec.get("container")
-    if not isinstance(container, str) or not GCE_NAME.match(container):
+    if not isinstance(container, str) or not GCE_NAME.fullmatch(container):
         raise _fail(name, f"container {container!r} is not a valid container name")
     if containers is not None and container not in containers:
         raise _fail(name, f"container {container!r} is not one of containers/: {', '.join(sorted(containers))}")
@@ -155,6 +156,9 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     gpu = spec.get("gpu") or {}
     if gpu and (not isinstance(gpu.get("type"), str) or not isinstance(gpu.get("count", 1), int)):
         raise _fail(name, "gpu must be {type: nvidia-..., count: N}")
+    max_log_mb = spec.get("max_log_mb", 0)
+    if not isinstance(max_log_mb, int) or isinstance(max_log_mb, bool) or not 0 <= max_log_mb <= 1_000_000:
+        raise _fail(name, f"max_log_mb {max_log_mb!r} must be an integer from 0 (no cap) to 1000000")
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise _fail(name, "params must be a mapping of name -> {type, default, help}")
@@ -171,6 +175,7 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         gpu_type=str(gpu.get("type", "")),
         gpu_count=int(gpu.get("count", 1)) if gpu else 0,
         params=tuple(_param(name, k, v or {}) for k, v in params.items()),
+        max_log_mb=max_log_mb,
     )
 
 

@@ -39,6 +39,8 @@ class CodeBundle:
     uri: str
     sha256: str
     size: int
+    clean: bool = False  # made from a git tree with no change and no untracked file under batch_code/
+    tree_state: str = ""  # why the tree was not clean (or "not a git checkout"); releases before 0.2 lack it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,11 +21,11 @@ MANAGED_LABEL = f"{MANAGED_LABEL_KEY}={MANAGED_LABEL_VALUE}"  # Docker's label f
 
 # A job name must leave room for "mlb-", the run id suffix and the attempt in 63 chars.
 MAX_JOB_NAME = 30
-_RUN_ID = re.compile(r"^(?P<job>[a-z]([-a-z0-9]*[a-z0-9])?)-(?P<ts>\d{8}-\d{6})-(?P<rand>[a-z0-9]{4})$")
+_RUN_ID = re.compile(r"^(?P<job>[a-z]([-a-z0-9]*[a-z0-9])?)-(?P<ts>\d{8}-\d{6})-(?P<rand>[a-z0-9]{4})$", re.ASCII)
 
 
 def check_gce_name(name: str, what: str = "name") -> str:
-    if not GCE_NAME.match(name):
+    if not GCE_NAME.fullmatch(name):
         raise BadInput(
             f"invalid {what} {name!r}: expected lowercase letters, digits and dashes, "
             "starting with a letter, at most 63 characters ([a-z]([-a-z0-9]{0,61}[a-z0-9])?)"
@@ -42,7 +42,7 @@ def check_job_name(name: str) -> str:
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
-        if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
+        if not LABEL_KEY.fullmatch(key) or not LABEL_VALUE.fullmatch(value):
             raise BadInput(f"invalid label {key}={value!r}: lowercase [a-z0-9_-], at most 63 characters")
     return labels
 
@@ -70,7 +70,7 @@ def new_run_id(job: str, now: dt.datetime | None = None) -> str:
 
 
 def job_of_run_id(run_id: str) -> str:
-    match = _RUN_ID.match(run_id)
+    match = _RUN_ID.fullmatch(run_id)
     if not match:
         raise BadInput(f"invalid run id {run_id!r}: expected <job>-<YYYYMMDD-hhmmss>-<4 characters>")
     return match["job"]

@@ -65,6 +65,11 @@ def now_iso() -> str:
 SCHEMA_VERSION = 1
 
 
+def _dumps(data: dict[str, Any]) -> str:
+    """The one JSON form of records in the bucket: indented, keys sorted, a final newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 class Record:
     """to_dict/from_dict for the dataclass records below."""
 
@@ -72,7 +77,7 @@ class Record:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return _dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "") -> Self:
@@ -129,6 +134,7 @@ class RunSpec(Record):
     created: str
     vm_image: str
     idempotency_key: str = ""
+    max_log_bytes: int = 0  # the job's max_log_mb; 0: no cap
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -306,7 +312,7 @@ def read_json(bucket: Bucket, key: str) -> dict[str, Any] | None:
 
 
 def write_json(bucket: Bucket, key: str, data: dict[str, Any], *, immutable: bool = False) -> None:
-    bucket.write(key, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), immutable=immutable)
+    bucket.write(key, _dumps(data).encode(), immutable=immutable)
 
 
 R = TypeVar("R", bound=Record)

@@ -46,6 +46,14 @@ class Settings:
     # The VPC has Cloud NAT: instances without an external IP reach Google APIs and registries
     # through it, so the run preflight does not ask the subnet for Private Google Access.
     cloud_nat: bool = False
+    # the VM image bake (googlecompute); see invoke.yaml
+    bake_zone: str = ""  # "" = the first of zones
+    source_image_family: str = "debian-12"
+    source_image_project: str = "debian-cloud"
+    bake_machine_type: str = "e2-standard-2"
+    internal_ip: bool = True  # the build VM gets no external IP; Packer connects to its internal address
+    use_iap: bool = False  # or through an IAP tunnel (needs gcloud where Packer runs)
+    ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
 
     @property
     def is_local(self) -> bool:
@@ -97,6 +105,13 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
         cloud_nat=get("cloud_nat", False),
+        bake_zone=str(get("bake_zone")),
+        source_image_family=str(get("source_image_family", "debian-12")),
+        source_image_project=str(get("source_image_project", "debian-cloud")),
+        bake_machine_type=str(get("bake_machine_type", "e2-standard-2")),
+        internal_ip=get("internal_ip", True),
+        use_iap=get("use_iap", False),
+        ssh_port=get("ssh_port", 22),
     )
     _validate(settings, env)
     return settings
@@ -132,3 +147,28 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
             raise BadInput(
                 f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"
             )
+        _validate_bake(s, where)
+
+
+def bake_zone(s: Settings) -> str:
+    return s.bake_zone or s.zones[0]
+
+
+def _validate_bake(s: Settings, where: str) -> None:
+    """The googlecompute bake's settings (gcp and test profiles)."""
+    if s.bake_zone and not (_ZONE.match(s.bake_zone) and s.bake_zone.startswith(s.region + "-")):
+        raise BadInput(f"invalid {where}.bake_zone {s.bake_zone!r}: expected a zone of {s.region}, e.g. {s.region}-a, or null")
+    for key in ("source_image_family", "source_image_project", "bake_machine_type"):
+        if not GCE_NAME.match(getattr(s, key)):
+            example = {"source_image_family": "debian-12", "source_image_project": "debian-cloud"}.get(key, "e2-standard-2")
+            raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected a GCE name, e.g. {example}")
+    for key in ("internal_ip", "use_iap"):
+        if not isinstance(getattr(s, key), bool):
+            raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected true or false")
+    if not (s.internal_ip or s.use_iap):
+        raise BadInput(
+            f"{where}: internal_ip and use_iap are both false: the build VM has no external IP, "
+            "so Packer must reach it by its internal address or through IAP; set one to true"
+        )
+    if isinstance(s.ssh_port, bool) or not isinstance(s.ssh_port, int) or not 0 < s.ssh_port < 65536:
+        raise BadInput(f"invalid {where}.ssh_port {s.ssh_port!r}: expected a TCP port, e.g. 22")

@@ -12,7 +12,8 @@ from mlbatch.core.errors import BadInput
 _SEMVER_TAG = re.compile(
     r"^v(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
     r"(?:-(?P<pre>(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
-    r"(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
+    r"(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$",
+    re.ASCII,  # \d must not take other scripts' digits: "v0.0.1\u0660" is not v0.0.10
 )
 EXPECTED_FORM = "vMAJOR.MINOR.PATCH or vMAJOR.MINOR.PATCH-PRERELEASE, e.g. v1.4.0 or v1.4.0-rc.1"
 
@@ -38,7 +39,7 @@ class Version:
 
 
 def parse_version(text: str) -> Version:
-    match = _SEMVER_TAG.match(text or "")
+    match = _SEMVER_TAG.fullmatch(text or "")  # fullmatch: `$` alone lets a trailing newline through
     if not match or len(text) > 40:
         raise BadInput(f"invalid version {text!r}: expected {EXPECTED_FORM}")
     return Version(int(match["major"]), int(match["minor"]), int(match["patch"]), match["pre"] or "")

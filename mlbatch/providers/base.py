@@ -15,6 +15,9 @@ from mlbatch.core.runs import RunSpec
 RUNNING = "running"
 STOPPED = "stopped"  # ended, still present (local: exited container; GCE: TERMINATED)
 GONE = "gone"  # deleted, or never created
+# Characters a console holds for a line before passing it on unfinished (a \r progress bar
+# never ends its line): the controller's memory stays bounded whatever the job prints.
+CONSOLE_LINE_LIMIT = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from google.cloud import compute_v1
 from mlbatch.core.errors import BadInput, CapacityError, MlbatchError, NotFound, PermissionDenied, QuotaError
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
-from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
+from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 CAPACITY_CODES = (
     "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -384,6 +384,9 @@ class GceProvider:
             # Asked less often while the run goes on (+1 s a minute) and while it is quiet (x1.5 a
             # quiet poll; output resets that), never less often than every 10 s.
             quiet = 0 if out.contents else quiet + 1
+            if len(partial) > CONSOLE_LINE_LIMIT:  # a line with no end (a \r progress bar): memory stays bounded
+                yield partial
+                partial = ""
             offset = out.next_
             stop.wait(min(self.serial_poll_max, self.serial_poll * 1.5**quiet + (time.monotonic() - began) / 60))
         if partial:
@@ -413,3 +416,55 @@ class GceProvider:
                 state = RUNNING if inst.status in _RUNNING_STATES else STOPPED
                 out.append(InstanceInfo(name=inst.name, zone=zone, state=state, labels=dict(inst.labels)))
         return out
+
+    # --- a plain VM to test a baked image on (the release's image tests) -------------------------
+
+    def create_test_vm(self, name: str, image: str, ssh_user: str, public_key: str, max_run_seconds: int = 3600) -> str:
+        """Boot `image` with `public_key` for `ssh_user` in its ssh-keys metadata; return its internal IP.
+
+        The VM has no external IP and no service account (the checks need neither), deletes
+        itself after max_run_seconds even if the release dies, and carries the labels `invoke gc`
+        removes expired instances by. The caller deletes it with delete(name).
+        """
+        zone = self.zones[0]
+        network = compute_v1.NetworkInterface(network=f"projects/{self.project}/global/networks/{self.settings.network}")
+        if self.settings.subnetwork:
+            network.subnetwork = f"projects/{self.project}/regions/{self.settings.region}/subnetworks/{self.settings.subnetwork}"
+        metadata = {"ssh-keys": f"{ssh_user}:{public_key.strip()}", "block-project-ssh-keys": "true", "enable-oslogin": "FALSE"}
+        body = compute_v1.Instance(
+            name=name,
+            machine_type=f"zones/{zone}/machineTypes/e2-small",
+            labels={
+                MANAGED_LABEL_KEY: MANAGED_LABEL_VALUE,
+                "role": "image-test",
+                "expiry": str(int(time.time()) + max_run_seconds),
+            },
+            disks=[
+                compute_v1.AttachedDisk(
+                    boot=True,
+                    auto_delete=True,
+                    initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=self.source_image(image)),
+                )
+            ],
+            network_interfaces=[network],
+            shielded_instance_config=compute_v1.ShieldedInstanceConfig(enable_secure_boot=True, enable_vtpm=True),
+            metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]),
+            scheduling=compute_v1.Scheduling(
+                max_run_duration=compute_v1.Duration(seconds=max_run_seconds), instance_termination_action="DELETE"
+            ),
+        )
+        what = f"creating the image-test VM {name} in {zone}"
+        self._zone_of[name] = zone
+        request = compute_v1.InsertInstanceRequest(
+            project=self.project, zone=zone, instance_resource=body, request_id=str(uuid.uuid4())
+        )
+        op = self._call(what, self.instances.insert, request=request)
+        self._wait(op.name, zone, what)
+        deadline = time.monotonic() + self.operation_timeout
+        while True:  # the insert is DONE once the VM exists; it may still be STAGING
+            instance = self._call(what, self.instances.get, project=self.project, zone=zone, instance=name)
+            if instance.status == "RUNNING" and instance.network_interfaces[0].network_i_p:
+                return instance.network_interfaces[0].network_i_p
+            if instance.status not in ("PROVISIONING", "STAGING") or time.monotonic() > deadline:
+                raise MlbatchError(f"{what}: the VM is {instance.status}, not RUNNING with an internal IP")
+            time.sleep(2)

@@ -18,7 +18,7 @@ from mlbatch.core.names import MANAGED_LABEL
 from mlbatch.core.runs import InstanceSpec
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
-from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
+from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -91,6 +91,9 @@ class LocalProvider:
             buffer += chunk.decode(errors="replace")
             *lines, buffer = buffer.split("\n")
             yield from lines
+            if len(buffer) > CONSOLE_LINE_LIMIT:  # a line with no end (a \r progress bar): memory stays bounded
+                yield buffer
+                buffer = ""
             if stop.is_set():
                 return
         if buffer:

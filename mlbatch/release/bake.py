@@ -24,7 +24,11 @@ WHEEL_SOURCES = ("mlbatch", "pyproject.toml", "README.md")  # what `pip wheel` n
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
 INPUT_HASH_LABEL = "org.mlbatch.input-hash"
 # The lines of a Packer + Ansible build worth showing as progress.
-_PROGRESS = re.compile(r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP")
+_PROGRESS = re.compile(
+    r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP"
+    # googlecompute's long waits: the build VM, its ssh, the image
+    r"|Creating instance|Waiting for SSH to become available|Connected to SSH!|Deleting instance|Creating image"
+)
 
 
 def input_hash(root: Path) -> str:
@@ -106,14 +110,22 @@ def find_local_image(client, digest: str) -> VmImage | None:
     return None
 
 
-def run_packer(root: Path, request: BakeRequest, source: str, say: Say) -> tuple[dict, str]:
-    """Run `packer build -only=<source>`; return the manifest post-processor's last build and the input hash."""
+def run_packer(
+    root: Path,
+    request: BakeRequest,
+    source: str,
+    say: Say,
+    extra_vars: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[dict, str]:
+    """Run `packer build -only=<source>` (extra_vars: the source's own variables; extra_env: secrets as
+    PKR_VAR_*, never on the command line); return the manifest post-processor's last build and the input hash."""
     digest = input_hash(root)
     with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         manifest_path = Path(tmp, "packer-manifest.json")
         argv = ["packer", "build", "-color=false", f"-only={source}"]
-        for key, value in request.variables(wheel, digest, manifest_path).items():
+        for key, value in {**request.variables(wheel, digest, manifest_path), **(extra_vars or {})}.items():
             argv += ["-var", f"{key}={value}"]
         template = packer_template(root)
         env = {
@@ -121,6 +133,7 @@ def run_packer(root: Path, request: BakeRequest, source: str, say: Say) -> tuple
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "ANSIBLE_NOCOLOR": "1",
             "PACKER_NO_COLOR": "1",
+            **(extra_env or {}),
         }
         if template[0].endswith("packer"):
             subprocess.run(["packer", "init", *template], check=True, env=env)

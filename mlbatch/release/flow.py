@@ -40,6 +40,7 @@ def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, d
     catalog = parse_catalog(
         (root / "batch_code" / "jobs.yaml").read_text(), containers=set(containers.container_names(root / "containers"))
     )
+    bundle.collect(root / "batch_code")  # a link leaving batch_code/ refuses the release here, before any side effect
     bucket = open_bucket(settings.bucket)
     if bucket.exists(manifests.manifest_key(version)):
         raise AlreadyExists(
@@ -50,8 +51,8 @@ def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, d
 
 
 def upload_code(bucket: Bucket, root: Path, version: str) -> tuple[CodeBundle, str]:
-    data = bundle.make_bundle(root / "batch_code")
-    digest = bundle.sha256(data)
+    made = bundle.build_bundle(root / "batch_code")
+    data, digest = made.data, made.sha256
     key = f"batch_code/{version}/batch_code.tar.gz"
     outcome = f"uploaded {len(data)} bytes"
     try:
@@ -64,7 +65,8 @@ def upload_code(bucket: Bucket, root: Path, version: str) -> tuple[CodeBundle, s
     stored = bundle.sha256(bucket.read(key))
     if stored != digest:
         raise MlbatchError(f"{bucket.url(key)} reads back as sha256 {stored}, expected {digest}")
-    return CodeBundle(uri=bucket.url(key), sha256=digest, size=len(data)), outcome
+    code = CodeBundle(uri=bucket.url(key), sha256=digest, size=len(data), clean=made.clean, tree_state=made.tree_state)
+    return code, outcome
 
 
 def release(settings: Settings, version_text: str, steps: Steps) -> Manifest:

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlbatch.core.errors import MlbatchError
 from mlbatch.core.names import managed_labels
+
+
+def run_suite(root: Path, hosts: str, args: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """pytest tests/image against `hosts` (docker://... or ssh://...); `-rf` lists the failed checks."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", str(root / "tests" / "image"), "-q", "-rf", "-p", "no:cacheprovider"]
+        + [f"--hosts={hosts}", *args],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=timeout,
+    )
+
+
+def failed_checks(output: str) -> list[str]:
+    """The test ids pytest's short summary names as FAILED or ERROR."""
+    return re.findall(r"^(?:FAILED|ERROR) \S+::(\S+)", output, flags=re.MULTILINE)
 
 
 def test_local_image(client, root: Path, image_ref: str, version: str) -> None:
@@ -20,24 +39,7 @@ def test_local_image(client, root: Path, image_ref: str, version: str) -> None:
         labels=managed_labels() | {"org.mlbatch.role": "image-test"},
     )
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                str(root / "tests" / "image"),
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                f"--hosts=docker://{container.id}",
-                f"--mlbatch-version={version}",
-                "-m",
-                "not vm",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=root,
-        )
+        result = run_suite(root, f"docker://{container.id}", [f"--mlbatch-version={version}", "-m", "not vm"])
     finally:
         container.remove(force=True)
     if result.returncode != 0:

@@ -13,21 +13,22 @@ import contextlib
 import dataclasses
 import datetime as dt
 import re
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
+from mlbatch.core.cancel import Cancelled
+from mlbatch.core.cancel import cancel_on_signals as _cancel_on_signals
 from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, MlbatchError
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
+from mlbatch.run.echo import BoundedEcho, LogFollower, echo_log_after
 from mlbatch.ui import Say
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -47,10 +48,6 @@ def backed_off(base: float, elapsed: float, cap: float) -> float:
     answers for short jobs, a bounded cost per minute for long ones (result.json at most
     12 reads a minute after ~5 minutes, instances.get 2 a minute after ~3.5 minutes)."""
     return min(cap, base * (1 + elapsed / 15))
-
-
-class Cancelled(BaseException):
-    """SIGTERM or SIGINT reached the controller (cron, Rundeck, Ctrl-C)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,28 +98,6 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
 
 
-@contextlib.contextmanager
-def _cancel_on_signals() -> Iterator[None]:
-    """invoke forwards only Ctrl-C to us; cron and Rundeck send SIGTERM. Both cancel."""
-
-    received: list[int] = []
-
-    def handler(signum, frame):
-        if not received:  # a second signal must not interrupt the teardown of the first
-            received.append(signum)
-            raise Cancelled(signal.Signals(signum).name)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class Controller:
     # Waits, as class attributes so fast tests can shorten them (behaviour is the same).
     poll = POLL
@@ -161,6 +136,7 @@ class Controller:
             created=runs.now_iso(),
             vm_image=prepared.manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
+            max_log_bytes=prepared.job.max_log_mb * 1024 * 1024,
         )
         runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
         self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
@@ -279,12 +255,14 @@ class Controller:
             self._create(spec, job, attempt, name)
         created_at = time.time()
         stop = threading.Event()
-        shown: list[str] = []
-        streamer = threading.Thread(target=self._stream, args=(name, stop, shown), daemon=True)
+        console = BoundedEcho(self.echo)
+        markers: list[str] = []  # the agent's fail-safe lines seen on the console
+        streamer = threading.Thread(target=self._stream, args=(name, stop, console, markers), daemon=True)
         streamer.start()
         started = time.monotonic()
         deadline = started + spec.timeout_seconds + self.boot_margin
         next_state_check = started + self.state_check_every
+        result = None
         try:
             while True:
                 result = runs.read_result(self.bucket, spec.run_id)
@@ -305,7 +283,7 @@ class Controller:
                             return None  # taken away before the agent could record it
                         # Ended with no result and no preemption: the agent failed (its console
                         # marker says why) or someone removed the instance. Not retried.
-                        marker = next((line for line in reversed(shown) if runs.AGENT_FAILED_MARKER in line), "")
+                        marker = markers[-1] if markers else ""
                         return self._final(
                             spec,
                             runs.INFRA_FAILED,
@@ -323,29 +301,21 @@ class Controller:
                 time.sleep(backed_off(self.poll, time.monotonic() - started, POLL_MAX))
         finally:
             stop.set()
-        streamer.join(timeout=5)
-        self._echo_rest_of_log(spec.run_id, attempt, shown)
+            streamer.join(timeout=5)
+            if result is not None:  # the console can end before the log does (a VM that deleted itself)
+                echo_log_after(self.bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_LOG), console.last, console)
+            console.close()
         if result.started:
             started = dt.datetime.fromisoformat(result.started).timestamp()
             phases["boot"] = round(max(0.0, started - created_at), 3)
         return result
 
-    def _stream(self, name: str, stop: threading.Event, shown: list[str]) -> None:
+    def _stream(self, name: str, stop: threading.Event, console: BoundedEcho, markers: list[str]) -> None:
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
-                self.echo(line)
-                shown.append(line)
-
-    def _echo_rest_of_log(self, run_id: str, attempt: int, shown: list[str]) -> None:
-        """The console can end before the log does (a VM that deleted itself): finish from the bucket log."""
-        try:
-            lines = self.bucket.read(runs.attempt_key(run_id, attempt, runs.ATTEMPT_LOG)).decode(errors="replace").splitlines()
-        except MlbatchError:
-            return
-        last = next((line for line in reversed(shown) if line in lines), None)
-        start = len(lines) - lines[::-1].index(last) if last is not None else 0
-        for line in lines[start:]:
-            self.echo(line)
+                console.line(line)
+                if runs.AGENT_FAILED_MARKER in line:
+                    markers.append(line)
 
     def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> runs.ResultRecord:
         """Record how the run ended when the agent could not; the first record written wins."""
@@ -376,23 +346,19 @@ class Controller:
         if spec is None:
             raise MlbatchError(f"run {run_id} has an idempotency record but no spec.json yet")
         deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
-        shown: dict[str, int] = {}
+        follower, console = LogFollower(), BoundedEcho(self.echo)
         with _cancel_on_signals():
-            while True:
-                result = runs.read_result(self.bucket, run_id)
-                self._echo_new_log(run_id, shown)
-                if result is not None:
-                    return RunOutcome(run_id, result.run_exit_code, result, dict(result.phases), True)
-                if time.monotonic() > deadline:
-                    raise MlbatchError(f"run {run_id} has not ended after {spec.timeout_seconds + self.boot_margin}s")
-                time.sleep(self.attach_poll)
-
-    def _echo_new_log(self, run_id: str, shown: dict[str, int]) -> None:
-        for key in runs.attempt_log_keys(self.bucket, run_id):
-            data = self.bucket.read(key).decode(errors="replace")
-            for line in data[shown.get(key, 0) :].splitlines():
-                self.echo(line)
-            shown[key] = len(data)
+            try:
+                while True:
+                    result = runs.read_result(self.bucket, run_id)
+                    follower.follow(self.bucket, runs.attempt_log_keys(self.bucket, run_id), console)
+                    if result is not None:
+                        return RunOutcome(run_id, result.run_exit_code, result, dict(result.phases), True)
+                    if time.monotonic() > deadline:
+                        raise MlbatchError(f"run {run_id} has not ended after {spec.timeout_seconds + self.boot_margin}s")
+                    time.sleep(self.attach_poll)
+            finally:
+                console.close()
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

@@ -1,7 +1,9 @@
 """testinfra checks of a baked mlbatch image.
 
-Hosts come from `--hosts`: docker://CONTAINER for the local bake (mlbatch starts one),
-ssh://HOST for a GCE build VM. Checks marked `vm` hold only on a real VM.
+Hosts come from `--hosts` (testinfra parametrises every test by host): docker://CONTAINER
+for the local bake (mlbatch starts one), ssh://USER@HOST:PORT for a VM booted from the
+image. Checks marked `vm` hold only on a VM (systemd units, the image's own engine,
+pre-pulled containers); `-m "not vm"` leaves them out for the container image.
 """
 
 import pytest
@@ -9,8 +11,19 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption("--mlbatch-version", default=None, help="release version the image must carry")
+    parser.addoption(
+        "--mlbatch-prepulled",
+        action="append",
+        default=[],
+        help="REPOSITORY@sha256:DIGEST that the image's engine must hold (repeat the option per image)",
+    )
 
 
 @pytest.fixture
 def expected_version(request):
     return request.config.getoption("--mlbatch-version")
+
+
+@pytest.fixture
+def prepulled(request):
+    return request.config.getoption("--mlbatch-prepulled")

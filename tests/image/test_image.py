@@ -38,13 +38,44 @@ def test_agent_does_not_import_the_compute_client(host):
     assert result.stdout.strip() == "False"
 
 
+CA_BUNDLE = "/usr/local/share/mlbatch/ca-bundle.crt"
+
+
 @pytest.mark.vm
 def test_agent_unit_enabled_on_vm(host):
+    # Started by systemd at boot, the agent reads its run spec from the instance metadata.
     assert host.service("mlbatch-agent").is_enabled
+    unit = host.file("/etc/systemd/system/mlbatch-agent.service").content_string
+    assert f"ExecStart={AGENT}" in unit
     # run-batch streams the serial console: the agent's output must reach it.
-    assert "StandardOutput=journal+console" in host.file("/etc/systemd/system/mlbatch-agent.service").content_string
+    assert "StandardOutput=journal+console" in unit
+    assert "WantedBy=multi-user.target" in unit
 
 
 @pytest.mark.vm
 def test_docker_engine_on_vm(host):
     assert host.service("docker").is_enabled
+    assert host.service("docker").is_running
+    with host.sudo():
+        info = host.run("docker info --format %s", "{{.ServerVersion}}")
+    assert info.rc == 0 and info.stdout.strip(), info.stderr
+
+
+@pytest.mark.vm
+def test_ca_bundle_on_vm(host):
+    bundle = host.file(CA_BUNDLE)
+    assert bundle.is_file and "BEGIN CERTIFICATE" in bundle.content_string
+    environment = host.file("/etc/environment").content_string
+    for variable in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        assert f"{variable}={CA_BUNDLE}" in environment
+    # The engine pulls with the system trust: the bundle is part of it.
+    assert host.file("/usr/local/share/ca-certificates/mlbatch-extra.crt").is_file
+
+
+@pytest.mark.vm
+def test_prepulled_containers_on_vm(host, prepulled):
+    if not prepulled:
+        pytest.skip("no --mlbatch-prepulled given")
+    with host.sudo():
+        missing = [ref for ref in prepulled if host.run("docker image inspect --format %s %s", "{{.Id}}", ref).rc != 0]
+    assert not missing, f"not pre-pulled into the image's engine: {missing}"

@@ -25,3 +25,14 @@ def snapshot(bucket_uri: str) -> dict[str, bytes]:
 
     bucket = open_bucket(bucket_uri)
     return {key: bucket.read(key) for prefix in ("releases", "batch_code", "runs") for key in bucket.list(prefix)}
+
+
+def fake_compute_settings(compute_endpoint: str, bucket: str = "gs://unused-bucket", **overrides):
+    """The test profile (the gcp code path) pointed at a fake Compute API."""
+    from mlbatch.core.settings import load_settings
+    from tests.conftest import repo_config
+
+    config = repo_config()
+    config["profile"] = "test"
+    config["profiles"]["test"].update(bucket=bucket, compute_endpoint=compute_endpoint, **overrides)
+    return load_settings(config, ROOT)

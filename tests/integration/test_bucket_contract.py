@@ -37,10 +37,16 @@ def test_bad_keys(any_bucket, key):
         open_bucket(any_bucket).write(key, b"x")
 
 
-def test_append_adds_only_the_new_bytes(any_bucket):
-    """A growing log: appends compose on GCS (no rewrite of what is there), append on disk."""
+def test_append_read_ranges_and_size(any_bucket):
+    from mlbatch.core.errors import MlbatchError
+
     bucket = open_bucket(any_bucket)
-    bucket.append("runs/j/r2/attempts/1/log", b"first\n")
-    bucket.append("runs/j/r2/attempts/1/log", b"second\n")
-    assert bucket.read("runs/j/r2/attempts/1/log") == b"first\nsecond\n"
-    assert list(bucket.list("runs/j/r2")) == ["runs/j/r2/attempts/1/log"], "no part objects left behind"
+    key = "runs/j/r1/attempts/1/log"
+    bucket.append(key, b"abc\r", at=0)
+    bucket.append(key, b"\xffdef", at=4)
+    assert bucket.read(key) == b"abc\r\xffdef" and bucket.size(key) == 8
+    assert bucket.read(key, start=3) == b"\r\xffdef" and bucket.read(key, start=1, end=3) == b"bc"
+    assert bucket.read(key, start=8) == b""
+    with pytest.raises(MlbatchError, match="expected 4"):
+        bucket.append(key, b"again", at=4)  # a stale appender never writes over or duplicates
+    assert list(bucket.list("runs/j/r1")) == [key], "no part object is left or listed"

@@ -39,6 +39,16 @@ def check_params(resource: str, name: str, params: dict[str, str]) -> list[str]:
     return errors
 
 
+def without_nulls(value: Any) -> Any:
+    """JSON nulls mean "not set" to the real API (Packer sends `"accessConfigs": [null]` and null
+    metadata items): drop them before checking, as its JSON parser does."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value if v is not None]
+    return value
+
+
 def check_body(schema: str, body: Any, method_id: str) -> list[str]:
     """Unknown fields, wrong types, enum values outside the document, bad names, missing required fields."""
     errors: list[str] = []

@@ -85,3 +85,37 @@ def test_missing_ca_bundle_is_refused(tmp_path: Path):
     config["profiles"]["local"]["ca_bundle"] = str(tmp_path / "missing.pem")
     with pytest.raises(BadInput, match="ca_bundle .* is not a file"):
         load_settings(config, ROOT, env={})
+
+
+def test_bake_settings_default_to_debian_12_without_external_ip():
+    from mlbatch.core.settings import bake_zone
+
+    settings = load_settings(gcp_config(), ROOT, env={})
+    assert (settings.source_image_project, settings.source_image_family) == ("debian-cloud", "debian-12")
+    assert settings.internal_ip and not settings.use_iap
+    assert bake_zone(settings) == "europe-west4-a"
+    assert bake_zone(load_settings(gcp_config(bake_zone="europe-west4-c"), ROOT, env={})) == "europe-west4-c"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("bake_zone", "us-central1-a", r"bake_zone 'us-central1-a': expected a zone of europe-west4"),
+        ("source_image_family", "Debian 12", r"source_image_family 'Debian 12': expected a GCE name"),
+        ("source_image_project", "", r"source_image_project '': expected a GCE name, e.g. debian-cloud"),
+        ("bake_machine_type", "E2", r"bake_machine_type 'E2'"),
+        ("internal_ip", "yes", r"internal_ip 'yes': expected true or false"),
+        ("use_iap", 1, r"use_iap 1: expected true or false"),
+        ("ssh_port", 70000, r"ssh_port 70000: expected a TCP port"),
+        ("ssh_port", "22", r"ssh_port '22': expected a TCP port"),
+    ],
+)
+def test_bad_bake_values_name_the_key(key, value, message):
+    with pytest.raises(BadInput, match=message):
+        load_settings(gcp_config(**{key: value}), ROOT, env={})
+
+
+def test_a_bake_needs_a_way_to_reach_the_build_vm():
+    with pytest.raises(BadInput, match="internal_ip and use_iap are both false"):
+        load_settings(gcp_config(internal_ip=False, use_iap=False), ROOT, env={})
+    assert load_settings(gcp_config(internal_ip=False, use_iap=True), ROOT, env={}).use_iap

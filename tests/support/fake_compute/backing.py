@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from tests.support.fake_compute import guest
 from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 
@@ -37,6 +38,9 @@ class BackingMixin:
         instance.workdir.mkdir(parents=True, exist_ok=True)
         instance.metadata_server = metadata_server(self, instance)
         md_host = f"127.0.0.1:{instance.metadata_server.server_port}"
+        if guest.is_guest_image(docker_ref):  # a VM image (ssh, systemd), not the agent's container
+            self._boot_guest(instance, docker_ref, md_host, op)
+            return
         argv = [
             "docker",
             "run",
@@ -68,6 +72,18 @@ class BackingMixin:
         self._finish(op)
         threading.Thread(target=self._follow_serial, args=(instance,), daemon=True).start()
 
+    def _boot_guest(self, instance: FakeInstance, docker_ref: str, md_host: str, op: dict[str, Any]) -> None:
+        try:
+            container = guest.boot_instance(instance, docker_ref, md_host)
+        except (RuntimeError, TimeoutError) as exc:
+            self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))
+            return
+        with self._lock:
+            instance.container = container
+            instance.status = "RUNNING"
+        self._finish(op)
+        threading.Thread(target=self._follow_serial, args=(instance,), daemon=True).start()
+
     def _follow_serial(self, instance: FakeInstance) -> None:
         proc = subprocess.Popen(["docker", "logs", "-f", instance.container], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
@@ -88,6 +104,7 @@ class BackingMixin:
         # Like GCE: the guest gets a shutdown signal and up to ~90 s; the agent needs much less.
         time.sleep(self.faults.operation_seconds)
         self._stop_container(instance, grace=DELETE_GRACE)
+        self._save_disks(instance)  # a disk without autoDelete keeps what the instance wrote
         with self._lock:
             self._remove(instance)
         self._finish(op)
@@ -109,6 +126,7 @@ class BackingMixin:
     def _remove(self, instance: FakeInstance) -> None:
         """The instance is deleted: its container, metadata server and work dir go, and so does its name."""
         self._destroy(instance)
+        self._drop_disks(instance)
         self.instances.pop((instance.zone, instance.name), None)
 
     def _destroy(self, instance: FakeInstance) -> None:
@@ -141,6 +159,7 @@ class BackingMixin:
     def _shut_down(self, instance: FakeInstance, grace: int) -> None:
         """The guest's graceful shutdown window, then the instance's termination action."""
         self._stop_container(instance, grace=grace)
+        self._save_disks(instance)  # a disk without autoDelete outlives the instance
         with self._lock:
             action = instance.body.get("scheduling", {}).get("instanceTerminationAction", "STOP")
             if action == "DELETE":

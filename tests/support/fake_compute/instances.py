@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Any
 
@@ -51,7 +50,7 @@ class InstancesMixin:
             raise ApiError(400, "Metadata exceeds the 512 KB limit")
         source = body.get("disks", [{}])[0].get("initializeParams", {}).get("sourceImage", "")
         image = self._source_image(source)  # 404 for an image (or family) that does not exist
-        check_instance_rules(body, self.images[image])
+        check_instance_rules(body, image)
         op = self._new_operation(zone, "insert", name, request_id)
         if zone in self.faults.stockout_zones:
             self._finish(
@@ -84,32 +83,11 @@ class InstancesMixin:
             },
             created=self.now(),
         )
+        self._attach_boot_disk(instance, image)
         self.instances[(zone, name)] = instance
         self.inserts_performed += 1
-        threading.Thread(target=self._boot, args=(instance, self.images[image]["_docker_ref"], op), daemon=True).start()
+        threading.Thread(target=self._boot, args=(instance, image["_docker_ref"], op), daemon=True).start()
         return op
-
-    def _source_image(self, source: str) -> str:
-        """The image's name: `.../global/images/NAME`, or the newest non-deprecated image of `.../images/family/F`."""
-        path = source.split("/compute/v1/", 1)[-1]
-        family = re.fullmatch(r"(?:projects/([^/]+)/)?global/images/family/([^/]+)", path)
-        if family:
-            project = family[1] or self.project
-            named = [
-                i
-                for i in self.images.values()
-                if i["family"] == family[2] and i.get("deprecated", {}).get("state") not in ("DEPRECATED", "OBSOLETE", "DELETED")
-            ]
-            if project != self.project or not named:
-                raise not_found(f"projects/{project}/global/images/family/{family[2]}")
-            return max(named, key=lambda i: i["creationTimestamp"])["name"]
-        match = re.fullmatch(r"(?:projects/([^/]+)/)?global/images/([^/]+)", path)
-        if not match:
-            raise ApiError(400, f"Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '{source}'.")
-        if (match[1] or self.project) != self.project:
-            raise not_found(f"projects/{match[1]}/global/images/{match[2]}")
-        self._image(match[2])
-        return match[2]
 
     def _get_instance(self, zone: str, name: str) -> FakeInstance:
         instance = self.instances.get((zone, name))

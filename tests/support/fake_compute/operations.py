@@ -76,5 +76,5 @@ class OperationsMixin:
         return op
 
     def _zoneOperations_list(self, project, zone, params, body):
-        items = [op for op in self.operations.values() if op["zone"].endswith(f"/zones/{zone}")]
+        items = [op for op in self.operations.values() if op.get("zone", "").endswith(f"/zones/{zone}")]
         return listed("compute#operationList", items, params, self.faults.page_size)

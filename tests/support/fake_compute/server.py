@@ -26,16 +26,36 @@ from typing import Any
 
 from tests.support import discovery
 from tests.support.fake_compute.backing import BackingMixin
+from tests.support.fake_compute.disks import DisksMixin
 from tests.support.fake_compute.errors import ApiError, by_reason, error_body, not_found
+from tests.support.fake_compute.global_operations import GlobalOperationsMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
 from tests.support.fake_compute.subnetworks import SubnetworksMixin
+from tests.support.fake_compute.zones import ZonesMixin
 
 
-class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, SubnetworksMixin, BackingMixin):
-    _ROUTES = InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + SubnetworksMixin.ROUTES
+class FakeCompute(
+    InstancesMixin,
+    OperationsMixin,
+    ImagesMixin,
+    SubnetworksMixin,
+    BackingMixin,
+    GlobalOperationsMixin,
+    DisksMixin,
+    ZonesMixin,
+):
+    _ROUTES = (
+        InstancesMixin.ROUTES
+        + OperationsMixin.ROUTES
+        + ImagesMixin.ROUTES
+        + SubnetworksMixin.ROUTES
+        + GlobalOperationsMixin.ROUTES
+        + DisksMixin.ROUTES
+        + ZonesMixin.ROUTES
+    )
 
     def __init__(
         self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock", boot_containers: bool = True
@@ -48,6 +68,9 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, SubnetworksMixin
         self.faults = Faults()
         self.clock_offset = 0.0
         self.images: dict[str, dict[str, Any]] = {}
+        self.public_images: dict[str, dict[str, dict[str, Any]]] = {}  # project -> name -> image (debian-cloud...)
+        self.disks: dict[tuple[str, str], dict[str, Any]] = {}
+        self._owned_refs: set[str] = set()  # Docker images this fake made (captured disks)
         self.instances: dict[tuple[str, str], FakeInstance] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.by_request_id: dict[str, str] = {}
@@ -83,6 +106,7 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, SubnetworksMixin
             for instance in list(self.instances.values()):
                 self._destroy(instance)
             self.instances.clear()
+            self._release_docker_refs(everything=True)
         shutil.rmtree(self._workroot, ignore_errors=True)
 
     def now(self) -> float:
@@ -113,7 +137,7 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, SubnetworksMixin
                     body = json.loads(raw) if raw else None
                 except json.JSONDecodeError:
                     return self._reply(400, error_body(400, "Invalid JSON payload received."))
-                status, payload = fake._dispatch(self.command, url.path, params, body)
+                status, payload = fake._dispatch(self.command, url.path, params, discovery.without_nulls(body))
                 self._reply(status, payload)
 
             def _reply(self, status, payload):
@@ -156,7 +180,8 @@ class FakeCompute(InstancesMixin, OperationsMixin, ImagesMixin, SubnetworksMixin
                         errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"])
                     if errors:
                         raise ApiError(400, "; ".join(errors))
-                if args["project"] != self.project:
+                public_read = verb == "GET" and resource == "images" and args["project"] in self.public_images
+                if args["project"] != self.project and not public_read:
                     raise not_found(f"projects/{args['project']}")
                 if self.faults.forbidden and resource == "instances":
                     raise by_reason("forbidden", method=f"instances.{name}", target=f"projects/{self.project}")

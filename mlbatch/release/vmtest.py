@@ -1,0 +1,88 @@
+"""Test a baked GCE image on a temporary VM: the testinfra suite over ssh, `vm` checks included.
+
+The VM is created through the gce provider from the image's self link with a throw-away
+ssh key in its `ssh-keys` metadata, tested, and deleted whatever happens (a failed check,
+an error, Ctrl-C or SIGTERM). The release host must reach the VM's internal IP on port 22
+(same VPC, VPN or IAP TCP forwarding): the VM has no external IP.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlbatch.core.cancel import cancel_on_signals
+from mlbatch.core.errors import ExitCode, MlbatchError
+from mlbatch.core.manifest import VmImage
+from mlbatch.core.settings import Settings
+from mlbatch.release.imagetest import failed_checks, run_suite
+from mlbatch.ui import Say
+
+SSH_USER = "mlbatch-test"
+SUITE_TIMEOUT = 1200.0  # seconds the whole testinfra run may take
+
+
+def ssh_config(directory: Path, key: Path) -> Path:
+    """An ssh config for a VM nobody has seen before: its host key is new by definition."""
+    config = directory / "ssh_config"
+    config.write_text(
+        "Host *\n"
+        f"  IdentityFile {key}\n"
+        "  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+        "  ConnectTimeout 20\n"
+        "  ServerAliveInterval 15\n"
+        f"  ControlPath {directory}/cm-%C\n"
+        "  ControlMaster auto\n"
+        "  ControlPersist 60\n"
+    )
+    return config
+
+
+def new_key(directory: Path) -> Path:
+    key = directory / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mlbatch-image-test", "-f", str(key)], check=True)
+    return key
+
+
+def run_vm_suite(
+    root: Path, address: str, key: Path, directory: Path, version: str, prepulled: Sequence[str], port: int = 22
+) -> list[str]:
+    """The whole suite, `vm` checks included, over ssh://; returns the failed checks ([] if all passed)."""
+    args = [f"--ssh-config={ssh_config(directory, key)}", f"--mlbatch-version={version}"]
+    args += [f"--mlbatch-prepulled={ref}" for ref in prepulled]
+    result = run_suite(root, f"ssh://{SSH_USER}@{address}:{port}", args, timeout=SUITE_TIMEOUT)
+    if result.returncode == 0:
+        return []
+    return failed_checks(result.stdout) or [f"the test run itself (exit {result.returncode}): {result.stdout[-1500:]}"]
+
+
+def test_image_on_vm(settings: Settings, root: Path, image: VmImage, say: Say, prepulled: Sequence[str] = ()) -> None:
+    """Boot `image` on a temporary VM and run the image suite there; raise MlbatchError naming the failed checks."""
+    from mlbatch.providers.gce import GceProvider
+
+    provider = GceProvider(settings)
+    name = f"mlb-imagetest-{secrets.token_hex(4)}"
+    with tempfile.TemporaryDirectory(prefix="mlbatch-vmtest-") as tmp, cancel_on_signals():
+        directory = Path(tmp)
+        key = new_key(directory)
+        try:
+            say(f"image test: creating VM {name} from {image.name}")
+            address = provider.create_test_vm(name, image.ref, SSH_USER, key.with_suffix(".pub").read_text())
+            say(f"image test: running tests/image on {name} ({address}) over ssh")
+            failed = run_vm_suite(root, address, key, directory, image.baked_by_version, prepulled)
+        finally:
+            say(f"image test: deleting VM {name}")
+            provider.delete(name)
+    if failed:
+        raise MlbatchError(
+            f"image {image.name} failed its checks on a VM: {', '.join(failed)} "
+            "(the image was not promoted; run tests/image with --hosts=ssh://... on a VM of it to see why)",
+            ExitCode.STEP_FAILED,
+        )
+    say(f"image test: {image.name} passed on a VM")

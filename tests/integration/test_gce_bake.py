@@ -1,0 +1,164 @@
+"""Packer 1.6.6's real googlecompute builder bakes the VM image against the fake Compute API.
+
+Nothing of Google is reachable here, so its edges are local: an intercepting proxy (mitmdump)
+routes compute.googleapis.com / www.googleapis.com to the fake Compute API and checks the
+bearer token, which Packer obtains for real from a loopback token endpoint with a
+service-account key (GOOGLE_APPLICATION_CREDENTIALS); GCE_METADATA_HOST names a loopback
+metadata server (Packer asks it for its identity) so nothing probes 169.254.169.254. The
+fake boots debian-cloud/debian-12 as a guest container with sshd on a loopback port, Packer
+runs the Ansible roles over ssh, and images.insert from the kept disk commits that guest
+into the Docker image behind the new GCE image.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+
+import pytest
+
+from mlbatch.core.manifest import Container
+from mlbatch.release import gce_image
+from mlbatch.release.bake import BakeRequest, input_hash
+from tests.conftest import ROOT
+from tests.integration.helpers import fake_compute_settings
+from tests.support.fake_compute import FakeCompute
+from tests.support.fake_compute.guest import build_guest_image
+from tests.support.fake_compute.metadata import metadata_server
+from tests.support.fake_compute.state import FakeInstance
+from tests.support.fake_oauth import FakeOAuth
+from tests.support.intercept import google_routes, intercepting_proxy
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
+PROJECT = "mlbatch-test"
+VERSION = "v0.9.0-bake.1"
+PROBE = "127.0.0.1:5000/mlbatch-prepull-probe"
+
+
+def pushed_probe() -> Container:
+    """A container of the release to pre-pull: pushed to the local registry, named by digest."""
+    tag = f"{PROBE}:gcebake"
+    subprocess.run(["docker", "tag", "debian:bookworm-slim", tag], check=True)
+    subprocess.run(["docker", "push", "-q", tag], check=True, capture_output=True)
+    digests = json.loads(
+        subprocess.run(["docker", "inspect", "-f", "{{json .RepoDigests}}", tag], capture_output=True, text=True).stdout
+    )
+    digest = next(d for d in digests if d.startswith(PROBE + "@")).split("@")[1]
+    return Container(name="probe", repository=PROBE, digest=digest)
+
+
+@pytest.fixture(scope="module")
+def cloud(infra, tmp_path_factory, request):
+    """The fake Compute API behind the intercepting proxy, a token endpoint, Packer's environment."""
+    tmp = tmp_path_factory.mktemp("gce-bake")
+    fake = FakeCompute(PROJECT).start()
+    fake.add_image("debian-12-bookworm-v20261101", build_guest_image(), family="debian-12", project="debian-cloud", labels={})
+    oauth = FakeOAuth(token=f"ya29.fake-{secrets.token_hex(8)}").start()
+    key = oauth.write_key(tmp / "release-sa.json", project=PROJECT)
+    # The machine Packer runs on (a CI runner VM): its metadata server answers who it is.
+    runner = FakeInstance(
+        zone="europe-west4-a", body={"name": "ci-runner", "id": "1", "serviceAccounts": [{"email": oauth.client_email}]}
+    )
+    host_metadata = metadata_server(fake, runner)
+    # This machine's Packer is Debian's 1.6.6 build, whose image insert names the disk by a URL
+    # the real API refuses (intercept.py): the proxy repairs it, and the test says so.
+    with intercepting_proxy(google_routes(fake.endpoint, oauth.token_uri), token=oauth.token, repair_source_disk=True) as proxy:
+        env = {
+            **proxy.env(),
+            "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+            "GCE_METADATA_HOST": f"127.0.0.1:{host_metadata.server_port}",
+        }
+        mp = pytest.MonkeyPatch()
+        for name, value in env.items():
+            mp.setenv(name, value)
+        try:
+            yield fake, oauth, proxy
+        finally:
+            mp.undo()
+            host_metadata.shutdown()
+            oauth.stop()
+            fake.stop()
+
+
+def settings_for(fake):
+    return fake_compute_settings(fake.endpoint)
+
+
+def test_packer_bakes_a_candidate_that_is_promoted_and_then_reused(cloud):
+    fake, oauth, proxy = cloud
+    settings = settings_for(fake)
+    probe = pushed_probe()
+    name = f"mlbatch-v0-9-0-bake-1-{time.strftime('%Y%m%d%H%M%S')}"
+    request = BakeRequest(
+        version=VERSION,
+        git_sha="0123abcd",
+        image_name=name,
+        image_family="mlbatch",
+        base_image="debian:bookworm-slim",
+        ca_bundle=settings.ca_bundle,
+    )
+    lines: list[str] = []
+    started = time.monotonic()
+    candidate = gce_image.bake(settings, ROOT, request, {"probe": probe}, lines.append)
+    baked_in = time.monotonic() - started
+    print(f"\nbake took {baked_in:.0f}s")
+
+    # Ansible ran the same roles as on the docker source, over Packer's ssh communicator.
+    tasks = " ".join(lines)
+    for role in ("base", "docker", "agent", "prepull", "provenance"):
+        assert f"TASK [{role} :" in tasks, role
+    assert "PLAY RECAP" in tasks
+    insert = next(b for m, p, b in fake.requests if m == "POST" and p.endswith("/zones/europe-west4-a/instances"))
+    ssh_keys = next(i["value"] for i in insert["metadata"]["items"] if i["key"] == "ssh-keys")
+    assert ssh_keys.startswith("packer:ssh-ed25519 ")
+    assert not insert["networkInterfaces"][0].get("accessConfigs")  # no external IP (Packer sends [null])
+    assert insert["serviceAccounts"][0]["email"] == settings.service_account
+    # Packer's calls went through the proxy with the token it got from the token endpoint.
+    calls = [e["request"] for e in proxy.exchanges()]
+    assert any("/projects/debian-cloud/global/images/family/debian-12" in c for c in calls)
+    assert all(e["status"] < 500 for e in proxy.exchanges()), proxy.exchanges()
+    repaired = [e["repaired"] for e in proxy.exchanges() if "repaired" in e]
+    print("REPLACED: the proxy repaired Packer's sourceDisk URL (Debian's Packer 1.6.6 build):", repaired)
+    assert oauth.grants and oauth.grants[0]["iss"] == oauth.client_email
+
+    # The candidate: in the candidate family, labelled, READY; no build VM or disk is left.
+    record = fake.images[candidate.name]
+    assert candidate.name == name + "-candidate"
+    assert candidate.ref == record["selfLink"]
+    assert record["family"] == "mlbatch-candidate" and record["status"] == "READY"
+    assert record["labels"] == {
+        "managed-by": "mlbatch",
+        "version": "v0-9-0-bake-1",
+        "git-sha": "0123abcd",
+        "input-hash": input_hash(ROOT)[:63],
+    }
+    assert candidate.baked_by_version == VERSION
+    assert fake.instances == {} and fake.disks == {}
+
+    # The image is the provisioned guest's disk: provenance written, the probe pre-pulled.
+    docker_ref = record["_docker_ref"]
+    provenance = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "cat", docker_ref, "/etc/mlbatch-release"], capture_output=True, text=True
+    )
+    assert f"MLBATCH_VERSION={VERSION}" in provenance.stdout, provenance
+    pulled = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "sh", docker_ref, "-c", "cat /var/lib/docker/image/*/repositories.json"],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.ref in pulled.stdout, pulled
+
+    # Promoted: served under the image name in the served family; the candidate is gone.
+    served = gce_image.promote(settings, candidate, lines.append)
+    assert served.ref == f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/images/{name}"
+    assert fake.images[name]["family"] == "mlbatch"
+    assert [n for n, i in fake.images.items() if i["family"] == "mlbatch-candidate"] == []
+    # A second release with the same inputs finds it and skips the bake.
+    assert gce_image.find_image(settings, input_hash(ROOT)) == served
+
+    # A candidate whose tests failed is discarded: nothing in either family but the served image.
+    failed = fake.add_image(name + "-x-candidate", docker_ref, family="mlbatch-candidate", labels=record["labels"])
+    gce_image.discard(settings, candidate.__class__(name + "-x-candidate", failed, candidate.input_hash, VERSION), lines.append)
+    assert sorted(fake.images) == [name]

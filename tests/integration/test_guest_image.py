@@ -1,0 +1,185 @@
+"""The VM branch of the Ansible roles, proven on a fake GCE guest (systemd, sshd, sudo).
+
+A guest (tests/support/fake_compute/guest.py) is provisioned over ssh by the playbook with
+packer_builder_type=googlecompute, then the whole image suite, `vm` checks included, runs
+against it over ssh://. The provisioned guest is then committed as an image of the fake
+Compute API and mlbatch.release.vmtest tests it on a temporary VM through the gce provider.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlbatch.core.errors import ExitCode, MlbatchError
+from mlbatch.core.manifest import VmImage
+from mlbatch.core.settings import load_settings
+from mlbatch.release import vmtest
+from mlbatch.release.bake import build_wheel
+from mlbatch.release.imagetest import run_suite
+from tests.conftest import ROOT, repo_config
+from tests.support.fake_compute import FakeCompute
+from tests.support.fake_compute.guest import build_guest_image, commit_guest, free_port, start_guest, stop_guest
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
+VERSION = "v0.0.1-guest.1"
+VM_CHECKS = [
+    "test_agent_unit_enabled_on_vm",
+    "test_docker_engine_on_vm",
+    "test_ca_bundle_on_vm",
+    "test_prepulled_containers_on_vm",
+]
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+@dataclasses.dataclass
+class Guest:
+    container: str
+    port: int
+    key: Path
+    directory: Path
+    token: str  # the registry token the playbook logged in with
+
+
+@pytest.fixture(scope="module")
+def prepull_ref(infra) -> str:
+    """A small image in the local registry, named by digest as a release's manifest does."""
+    from mlbatch.local.infra import docker_client
+
+    client = docker_client()
+    repository = "127.0.0.1:5000/mlbatch-guest-prepull"
+    tag = secrets.token_hex(4)
+    client.images.get("debian:bookworm-slim").tag(repository, tag)
+    client.images.push(repository, tag)
+    digest = client.images.get_registry_data(f"{repository}:{tag}").id
+    client.images.remove(f"{repository}:{tag}")
+    return f"{repository}@{digest}"
+
+
+@pytest.fixture(scope="module")
+def guest(infra, prepull_ref, tmp_path_factory):
+    """A guest provisioned by the playbook's googlecompute branch, as Packer's ansible provisioner does."""
+    directory = tmp_path_factory.mktemp("guest")
+    key = vmtest.new_key(directory)
+    public = key.with_suffix(".pub").read_text().strip()
+    port = free_port()
+    container = start_guest(
+        f"guest-{secrets.token_hex(3)}", port, f"packer:{public}\n{vmtest.SSH_USER}:{public}", image=build_guest_image()
+    )
+    try:
+        wheel = build_wheel(ROOT, directory)
+        token = f"not-a-secret-{secrets.token_hex(8)}"
+        extra = {
+            "packer_builder_type": "googlecompute",
+            "mlbatch_version": VERSION,
+            "mlbatch_git_sha": "0" * 40,
+            "mlbatch_image_name": "mlbatch-v0-0-1-guest-1",
+            "agent_wheel": str(wheel),
+            "base_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
+            "prepull_images": [prepull_ref],
+            "prepull_registry_token": token,
+        }
+        result = subprocess.run(
+            [ANSIBLE_PLAYBOOK, "-i", f"127.0.0.1:{port},", "-u", "packer", "--private-key", str(key)]
+            + ["--ssh-extra-args", "-o UserKnownHostsFile=/dev/null"]
+            + ["-e", json.dumps(extra), str(ROOT / "ansible" / "playbook.yml")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")},
+            timeout=1200,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        yield Guest(container, port, key, directory, token)
+    finally:
+        stop_guest(container)
+
+
+def test_vm_checks_pass_on_the_provisioned_guest_over_ssh(guest, prepull_ref):
+    ssh_config = vmtest.ssh_config(guest.directory, guest.key)
+    result = run_suite(
+        ROOT,
+        f"ssh://{vmtest.SSH_USER}@127.0.0.1:{guest.port}",
+        [f"--ssh-config={ssh_config}", f"--mlbatch-version={VERSION}", f"--mlbatch-prepulled={prepull_ref}", "-rA"],
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    passed = set(re.findall(r"^PASSED \S+::(test_\w+)", result.stdout, flags=re.MULTILINE))
+    assert set(VM_CHECKS) <= passed, result.stdout[-3000:]
+
+
+def test_the_registry_token_is_not_baked_into_the_image(guest):
+    found = subprocess.run(
+        [
+            "docker",
+            "exec",
+            guest.container,
+            "grep",
+            "-rIl",
+            "--",
+            guest.token,
+            "/root",
+            "/home",
+            "/etc",
+            "/opt",
+            "/var/tmp",
+            "/tmp",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 1, f"the registry token is written in {found.stdout.split()}"
+
+
+@pytest.fixture(scope="module")
+def fake_with_guest_image(guest):
+    """The provisioned guest's disk as an image of the fake Compute API (a baked image)."""
+    ref = commit_guest(guest.container, f"mlbatch-guest-baked:{secrets.token_hex(4)}")
+    fake = FakeCompute("mlbatch-test").start()
+    name = "mlbatch-v0-0-1-guest-1-20261125000000"
+    link = fake.add_image(name, ref)
+    config = repo_config()
+    config["profile"] = "test"
+    config["profiles"]["test"].update(bucket="gs://mlbatch-vmtest-unused", compute_endpoint=fake.endpoint)
+    settings = load_settings(config, ROOT)
+    yield settings, fake, VmImage(name=name, ref=link, input_hash="none", baked_by_version=VERSION)
+    fake.stop()
+    subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+
+
+def _left(fake) -> list[str]:
+    """Instances of this fake still there, and containers still standing for any instance it made."""
+    containers = []
+    for body in fake.insert_bodies():
+        label = f"label=org.mlbatch.instance={body['name']}"
+        containers += subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True).stdout.split()
+    return [name for _, name in fake.instances] + containers
+
+
+def test_image_passes_on_a_temporary_vm_of_the_fake(fake_with_guest_image, prepull_ref):
+    settings, fake, image = fake_with_guest_image
+    lines: list[str] = []
+    vmtest.test_image_on_vm(settings, ROOT, image, lines.append, prepulled=[prepull_ref])
+    assert any("passed on a VM" in line for line in lines), lines
+    assert not _left(fake)
+    inserted = fake.insert_bodies()[-1]
+    keys = {i["key"]: i["value"] for i in inserted["metadata"]["items"]}
+    assert keys["ssh-keys"].startswith(f"{vmtest.SSH_USER}:ssh-ed25519 ")
+    assert "accessConfigs" not in inserted["networkInterfaces"][0]  # no external IP
+
+
+def test_failed_check_names_it_and_deletes_the_vm(fake_with_guest_image, prepull_ref):
+    settings, fake, image = fake_with_guest_image
+    missing = prepull_ref.split("@")[0] + "@sha256:" + "0" * 64
+    with pytest.raises(MlbatchError) as failure:
+        vmtest.test_image_on_vm(settings, ROOT, image, lambda line: None, prepulled=[missing])
+    assert failure.value.exit_code == ExitCode.STEP_FAILED
+    assert "test_prepulled_containers_on_vm" in str(failure.value)
+    assert "test_agent_unit_enabled_on_vm" not in str(failure.value)
+    assert not _left(fake)

@@ -1,0 +1,63 @@
+"""The googlecompute bake's Packer variables: every one the code passes is declared, typed
+and accepted by `packer validate` (a typo would otherwise surface only in a real bake)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mlbatch.core.manifest import Container
+from mlbatch.core.settings import load_settings
+from mlbatch.release.bake import BakeRequest
+from mlbatch.release.gce_image import packer_variables
+from tests.conftest import ROOT, repo_config
+
+DIGEST = "sha256:" + "1" * 64
+
+
+def settings(**overrides):
+    config = repo_config()
+    config["profile"] = "test"
+    config["profiles"]["test"].update(bucket="gs://unused-bucket", **overrides)
+    return load_settings(config, ROOT, env={})
+
+
+def request() -> BakeRequest:
+    return BakeRequest("v1.2.3", "abc123", "mlbatch-v1-2-3-20260101000000", "mlbatch", "debian:bookworm-slim", None)
+
+
+def variables(**overrides) -> dict[str, str]:
+    containers = {"trainer": Container("trainer", "127.0.0.1:5000/trainer", DIGEST)}
+    shared = request().variables(Path("/tmp/mlbatch.whl"), "f" * 64, Path("/tmp/packer-manifest.json"))
+    return {**shared, **packer_variables(settings(**overrides), request(), containers)}
+
+
+def test_every_variable_passed_is_declared_in_the_template():
+    declared = set(re.findall(r'^variable "([a-z_]+)"', (ROOT / "packer" / "mlbatch.pkr.hcl").read_text(), re.M))
+    assert set(variables()) <= declared, set(variables()) - declared
+
+
+def test_the_settings_reach_the_build_vm_without_an_external_ip():
+    values = variables(bake_zone="europe-west4-b", subnetwork="mlbatch-subnet", ssh_port=2222)
+    assert values["zone"] == "europe-west4-b"
+    assert values["source_image_project"] == "debian-cloud" and values["source_image_family"] == "debian-12"
+    assert values["subnetwork"] == "mlbatch-subnet" and values["ssh_port"] == "2222"
+    assert values["use_internal_ip"] == "true" and values["use_iap"] == "false"
+    assert values["service_account_email"] == "mlbatch-runner@mlbatch-test.iam.gserviceaccount.com"
+    assert values["prepull_images"] == f'["127.0.0.1:5000/trainer@{DIGEST}"]'
+
+
+def test_packer_validate_accepts_the_values_and_refuses_an_unpinned_container():
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def validate(values: dict[str, str]) -> subprocess.CompletedProcess:
+        argv = ["packer", "validate"]
+        for key, value in values.items():
+            argv += ["-var", f"{key}={value}"]
+        return subprocess.run([*argv, str(ROOT / "packer" / "mlbatch.pkr.hcl")], capture_output=True, text=True, env=env)
+
+    ok = validate(variables())
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    refused = validate({**variables(), "prepull_images": '["127.0.0.1:5000/trainer:latest"]'})
+    assert refused.returncode != 0 and "pinned by digest" in refused.stdout + refused.stderr

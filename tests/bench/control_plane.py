@@ -53,17 +53,21 @@ class CountingBucket(FileBucket):
             self.calls[method] += 1
             self.bytes_up += size if key.endswith("/log") else 0
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         self._count("read", key)
-        return super().read(key)
+        return super().read(key, start, end)
 
     def write(self, key: str, data: bytes, *, immutable: bool = False) -> None:
         self._count("write", key, len(data))
         super().write(key, data, immutable=immutable)
 
-    def append(self, key: str, data: bytes) -> None:
+    def size(self, key: str) -> int:  # a metadata read (on GCS, the appender's look before each append)
+        self._count("read", key)
+        return super().size(key)
+
+    def append(self, key: str, data: bytes, *, at: int) -> None:
         self._count("append", key, len(data))
-        super().append(key, data)
+        super().append(key, data, at=at)
 
 
 def _guest(fake: FakeCompute, bucket: CountingBucket, seconds: int, log_bytes: collections.Counter[str]):
@@ -72,7 +76,9 @@ def _guest(fake: FakeCompute, bucket: CountingBucket, seconds: int, log_bytes: c
         spec = runs.RunSpec.from_json(attrs["mlbatch-run-spec"], "mlbatch-run-spec")
         attempt = int(attrs["mlbatch-attempt"])
         with tempfile.TemporaryDirectory(prefix="bench-guest-") as work:
-            sink = LogSink(bucket, runs.attempt_key(spec.run_id, attempt, "log"), Path(work) / "attempt.log")
+            sink = LogSink(
+                bucket, runs.attempt_key(spec.run_id, attempt, "log"), Path(work) / "attempt.log", console=io.BytesIO()
+            )
             for i in range(seconds):
                 line = f"step {i + 1}/{seconds}: loss {1 / (i + 1):.6f} " + "x" * 60
                 sink.write(line)

@@ -502,6 +502,24 @@ def bench_run(c, version=None, job="sleep", param=None, repeat=5, profile=None):
 
 
 @task(
+    name="control-plane",
+    help={
+        "minutes": "length of each run's job (default 10)",
+        "runs": "concurrent runs measured side by side with one run alone (default 20)",
+    },
+)
+def bench_control_plane(c, minutes=10.0, runs=20):
+    """Compute API calls per run-minute and bucket bytes per log byte, against the fake Compute API."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "tests.bench.control_plane", "--minutes", str(float(minutes)), "--runs", str(int(runs))]
+    code = subprocess.run(argv, cwd=Path(__file__).parent, check=False).returncode  # test support: not part of the package
+    if code:
+        raise Exit(code=code)
+
+
+@task(
     name="logs",
     help={
         "mb": "MB of awkward output (\\r bars, 1 MB lines, non-UTF-8) to push through (default 200)",
@@ -549,7 +567,7 @@ def bench_sweep(c, version=None, tasks=16, parallelism=4, profile=None):
     console.print(summary("bench.sweep: one sweep against separate run-batch calls", rows))
 
 
-bench = Collection("bench", bench_run, bench_logs, bench_sweep)
+bench = Collection("bench", bench_run, bench_control_plane, bench_logs, bench_sweep)
 
 
 # --- checks --------------------------------------------------------------------------

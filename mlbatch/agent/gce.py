@@ -1,36 +1,60 @@
-"""What the agent needs from Compute Engine: metadata, a token, and deleting its own VM.
+"""What the agent needs from Compute Engine: metadata, a token, and ending its own VM.
 
 Plain HTTP through urllib: the agent stays small and never imports the Compute client.
 GCE_METADATA_HOST is the variable google-auth honours too; the fake Compute API sets it.
+Transient failures (the metadata server not answering yet at boot, 429/5xx, timeouts) are
+retried with google.api_core's backoff; anything else is raised at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
 
+from google.api_core import retry as gretry
+
 from mlbatch.core.runs import InstanceSpec, RunSpec
 
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 
-def metadata(path: str, default: str | None = None) -> str:
+def transient(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in TRANSIENT_STATUS
+    return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError)
+
+
+def _backoff(timeout: float) -> gretry.Retry:
+    return gretry.Retry(predicate=transient, initial=0.5, maximum=8.0, multiplier=2.0, timeout=timeout)
+
+
+# At boot the metadata server (and the network) may take a while: wait up to 3 minutes.
+BOOT_RETRY = 180.0
+
+
+def _metadata_once(path: str, default: str | None, timeout: float) -> str:
     host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
     request = urllib.request.Request(
         f"http://{host}/computeMetadata/v1/{path}",  # noqa: S310 - metadata server
         headers={"Metadata-Flavor": "Google"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             return resp.read().decode()
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and default is not None:
             return default
         raise
+
+
+def metadata(path: str, default: str | None = None, retry_for: float = BOOT_RETRY) -> str:
+    return _backoff(retry_for)(_metadata_once)(path, default, min(10.0, retry_for))
 
 
 def instance_spec() -> InstanceSpec:
@@ -40,6 +64,15 @@ def instance_spec() -> InstanceSpec:
         instance=metadata("instance/name"),
         workdir=os.environ.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
     )
+
+
+def preempted() -> bool:
+    """Whether Compute is preempting this VM (instance/preempted), asked on SIGTERM: the answer
+    must come within the ~30 s shutdown window, so retries stop after 5 s (then: not preempted)."""
+    try:
+        return metadata("instance/preempted", default="FALSE", retry_for=5.0).strip().upper() == "TRUE"
+    except Exception:
+        return False
 
 
 def access_token() -> str:
@@ -57,28 +90,37 @@ def registry_login(client, image_ref: str) -> None:
         client.login(username="oauth2accesstoken", password=access_token(), registry=image_ref.split("/")[0])
 
 
-def delete_self(attempts: int = 5) -> None:
-    """Delete this VM (the controller may be gone); one request id across retries."""
+def delete_self(retry_for: float = 120.0) -> None:
+    """Delete this VM (the controller may be gone); one request id across retries. Another
+    delete under way (the controller's: 400 resourceNotReady) or none left (404) is success."""
     endpoint = metadata("instance/attributes/mlbatch-compute-endpoint", default=DEFAULT_COMPUTE_ENDPOINT)
     project = metadata("project/project-id")
     zone = metadata("instance/zone").rsplit("/", 1)[-1]
     name = metadata("instance/name")
     url = f"{endpoint}/compute/v1/projects/{project}/zones/{zone}/instances/{name}?requestId={uuid.uuid4()}"
-    for attempt in range(attempts):
+
+    def attempt() -> None:
         request = urllib.request.Request(  # noqa: S310 - a fixed https API endpoint (or the test fake)
-            url,
-            method="DELETE",
-            headers={"Authorization": f"Bearer {access_token()}"},
+            url, method="DELETE", headers={"Authorization": f"Bearer {access_token()}"}
         )
         try:
             urllib.request.urlopen(request, timeout=30).close()  # noqa: S310
-            return
         except urllib.error.HTTPError as exc:
-            if exc.code == 404:
+            if exc.code == 404 or (exc.code == 400 and b"resourceNotReady" in exc.read()):
                 return
-            if exc.code not in (429, 500, 502, 503, 504) or attempt == attempts - 1:
-                raise
-        except urllib.error.URLError:
-            if attempt == attempts - 1:
-                raise
-        time.sleep(2**attempt)
+            raise
+
+    _backoff(retry_for)(attempt)()
+
+
+def end_instance() -> None:
+    """Delete this VM; if that cannot be done, power it off: a TERMINATED VM costs nothing
+    but its disk, and the controller (or `invoke gc`) deletes it."""
+    try:
+        delete_self()
+        return
+    except Exception as exc:
+        print(f"[mlbatch] could not delete this instance ({type(exc).__name__}: {exc}); powering off", flush=True)
+    systemctl = shutil.which("systemctl")
+    if systemctl:
+        subprocess.run([systemctl, "poweroff"], check=False)

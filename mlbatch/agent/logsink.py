@@ -3,9 +3,10 @@ appended to the bucket log while the job runs.
 
 - Bytes, not lines: `\\r` progress bars, lines of megabytes with no newline and bytes that
   are not UTF-8 reach the bucket exactly as the job wrote them.
-- The local file is the record; every `interval` seconds only what is new is appended to
-  the bucket object (`Bucket.append`: a file append, or a GCS compose of the new chunk),
-  never the whole log again.
+- The local file is the record; every `interval` seconds, backing off to `max_interval`
+  as the run ages, only what is new is appended to the bucket object (`Bucket.append`: a
+  file append, or a GCS compose of the new chunk), never the whole log again. Bytes sent
+  to the bucket grow linearly with the log (`bytes_uploaded`); close() appends the rest.
 - The console (docker logs / serial port) is a convenience that must never slow the job's
   log down: it gets the bytes through a bounded queue, and when it falls behind, what it
   skipped is counted and said there ("N bytes not shown here; the bucket log has them").
@@ -35,12 +36,15 @@ class LogSink:
         interval: float = 2.0,
         console: BinaryIO | None = None,
         max_bytes: int = 0,
+        max_interval: float = 30.0,
     ):
         self.bucket, self.key, self.path, self.interval = bucket, key, local_path, interval
+        self.max_interval = max(interval, max_interval)
         self.max_bytes = max_bytes
         self.written = 0  # bytes in the local log
         self.dropped = 0  # bytes over the cap, not kept
         self.flushed = 0  # bytes already in the bucket object
+        self.bytes_uploaded = 0  # bytes sent to the bucket (retried appends count once)
         self._at_line_start = True
         self._closed = False
         self._lock = threading.Lock()  # writes to the local file
@@ -129,13 +133,18 @@ class LogSink:
                     chunk = fh.read(min(APPEND_CHUNK, size - self.flushed))
                     self.bucket.append(self.key, chunk, at=self.flushed)
                     self.flushed += len(chunk)
+                    self.bytes_uploaded += len(chunk)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        # Flushes back off from `interval` to `max_interval` while the job runs: the console
+        # carries the live output; the bucket copy must survive the instance, not be instant.
+        interval = self.interval
+        while not self._stop.wait(interval):
             try:
                 self.flush()
             except Exception as exc:  # a flaky bucket must not kill the job; the next flush carries on
                 self._to_console(f"[mlbatch] log flush failed (retried at the next flush): {exc}\n".encode())
+            interval = min(self.max_interval, interval * 1.5)
 
     def close(self) -> None:
         """Stop, say so when the cap cut the log (its last line), and append the rest."""

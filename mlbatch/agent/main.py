@@ -2,13 +2,21 @@
 
 Reads its instance spec, runs one attempt of the run (pull, fetch, run, upload), records
 how it ended, then ends the instance: the local instance's container exits; a GCE VM
-deletes itself. On SIGTERM (a preemption gives ~30 s) it stops the job, flushes the log
-and records the attempt as preempted within 25 s.
+deletes itself. On SIGTERM it asks the metadata server whether this is a preemption
+(instance/preempted): a preemption gives ~30 s, in which the agent stops the job, flushes
+the log and records the attempt as preempted (retried); any other shutdown is recorded as
+a failure (not retried).
+
+Fail-safe: whatever goes wrong (metadata unreachable at boot, bucket down, a bug), the
+agent prints a marker line on the console, records the attempt as failed with the reason
+when it knows its run, and ends its VM. A real VM keeps running when its agent exits, so
+an agent that just crashed would leave it running until the controller's timeout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -17,7 +25,10 @@ from pathlib import Path
 from mlbatch import __version__
 from mlbatch.agent import task as task_mode
 from mlbatch.agent.runner import Preempted, run_attempt
-from mlbatch.core.runs import PREEMPTED, SUCCEEDED, InstanceSpec
+from mlbatch.core import runs
+from mlbatch.core.bucket import open_bucket
+from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.runs import PREEMPTED, SUCCEEDED, InstanceSpec, RunSpec
 from mlbatch.core.sweeps import RecordKeys
 
 
@@ -35,7 +46,40 @@ def load_instance_spec() -> tuple[InstanceSpec, bool]:
 
 
 def _on_sigterm(signum, frame):
-    raise Preempted(f"signal {signum}")
+    if os.environ.get("MLBATCH_INSTANCE_FILE"):  # local profile: a stop is how a local instance is preempted
+        raise Preempted(f"signal {signum}", preempted=True)
+    from mlbatch.agent import gce
+
+    raise Preempted(f"signal {signum}", preempted=gce.preempted())
+
+
+def fail_safe(message: str, spec: RunSpec | None, attempt: int, instance: str) -> None:
+    """The marker on the console, and the attempt recorded as failed when the run is known."""
+    print(f"{runs.AGENT_FAILED_MARKER}: {message}", flush=True)
+    if spec is None:
+        return
+    try:
+        bucket = open_bucket(spec.bucket)
+        record = runs.AttemptRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            attempt=attempt,
+            instance=instance,
+            status=runs.INFRA_FAILED,
+            exit_code=-1,
+            message=f"agent failed: {message}",
+            started="",
+            finished=runs.now_iso(),
+            phases={},
+            provenance=runs.Provenance.of(spec, agent=__version__),
+            results=bucket.url(runs.results_prefix(spec.run_id)),
+        )
+        runs.write_record(bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_RECORD), record)
+        with contextlib.suppress(AlreadyExists):  # the agent (or the controller) recorded the end first
+            runs.write_record(bucket, runs.result_key(spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True)
+    except Exception as exc:  # the bucket is down too: the console marker is all there is
+        print(f"{runs.AGENT_FAILED_MARKER}: could not record the failure: {type(exc).__name__}: {exc}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,22 +87,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"mlbatch-agent {__version__}")
     parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    instance, on_gce = load_instance_spec()
-    record = run_attempt(
-        instance.spec,
-        attempt=instance.attempt,
-        instance=instance.instance,
-        workdir=Path(instance.workdir),
-        registry_login=on_gce,
-        keys=RecordKeys.for_task(instance.spec.run_id, instance.task, instance.attempt) if instance.task is not None else None,
-    )
-    if instance.task is not None:  # Cloud Batch tears the VM down and acts on this code (lifecycle policies)
-        return task_mode.exit_code(record)
-    status = record.status
-    if on_gce and status != PREEMPTED:  # a preempted VM is being stopped by the platform already
+    on_gce = not os.environ.get("MLBATCH_INSTANCE_FILE")
+    spec: RunSpec | None = None
+    attempt, name, status = 0, "", runs.INFRA_FAILED
+    task: int | None = None
+    record: runs.AttemptRecord | None = None
+    try:
+        instance, on_gce = load_instance_spec()
+        spec, attempt, name, task = instance.spec, instance.attempt, instance.instance, instance.task
+        keys = RecordKeys.for_task(spec.run_id, task, attempt) if task is not None else None
+        record = run_attempt(spec, attempt=attempt, instance=name, workdir=Path(instance.workdir), registry_login=on_gce, keys=keys)
+        status = record.status
+    except Preempted as exc:  # before the attempt began (or after it ended): nothing of the job to save
+        status = PREEMPTED if exc.preempted else runs.INFRA_FAILED
+        if not exc.preempted:
+            fail_safe(f"the instance is being shut down ({exc}) and it is not a preemption", spec, attempt, name)
+    except Exception as exc:
+        fail_safe(f"{type(exc).__name__}: {exc}", spec, attempt, name)
+    if task is not None:  # Cloud Batch tears the VM down and acts on this code (lifecycle policies)
+        return task_mode.exit_code(record) if record is not None else 1
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # recorded: let the VM's end finish whatever comes
+    if on_gce and status != PREEMPTED:  # a preempted VM is being ended by the platform already
         from mlbatch.agent import gce
 
-        gce.delete_self()
+        gce.end_instance()
     return 0 if status == SUCCEEDED else 1
 
 

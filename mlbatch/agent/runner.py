@@ -32,7 +32,13 @@ CONTAINER_RESULTS_DIR = "/results"
 
 
 class Preempted(BaseException):
-    """Raised from the SIGTERM handler; a BaseException so no `except Exception` swallows it."""
+    """Raised from the SIGTERM handler; a BaseException so no `except Exception` swallows it.
+    `preempted` says whether the platform is preempting the instance (retried) or ending it
+    for another reason (a delete, a stop, its max run duration: not retried)."""
+
+    def __init__(self, message: str, preempted: bool = True):
+        super().__init__(message)
+        self.preempted = preempted
 
 
 def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
@@ -256,7 +262,10 @@ def run_attempt(
         with runs.timed(att.phases, "upload"):
             att.upload()
     except Preempted as exc:
-        status, message = runs.PREEMPTED, f"instance is being stopped ({exc}): attempt preempted"
+        if exc.preempted:
+            status, message = runs.PREEMPTED, f"instance is being stopped ({exc}): attempt preempted"
+        else:
+            status, message = runs.INFRA_FAILED, f"instance is being shut down ({exc}) and it is not a preemption"
         att.log.info(message)
         if att.container is not None:
             att.container.stop(timeout=JOB_STOP_GRACE)

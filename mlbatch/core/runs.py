@@ -37,6 +37,8 @@ PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
 SKIPPED = "skipped"  # concurrency: skip, while a run of the job was still going; nothing was started
 TASKS_FAILED = "tasks_failed"  # a sweep whose tasks did not all succeed
+# The agent prints this at the start of a console line when it fails outside the job.
+AGENT_FAILED_MARKER = "MLBATCH-AGENT-FAILED"
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,

@@ -49,6 +49,9 @@ class Settings:
     # The release preflight's APIs; tests point them at tests/support/fake_iam.py
     resource_manager_endpoint: str = ""
     service_usage_endpoint: str = ""
+    # The VPC has Cloud NAT: instances without an external IP reach Google APIs and registries
+    # through it, so the run preflight does not ask the subnet for Private Google Access.
+    cloud_nat: bool = False
     # the VM image bake (googlecompute); see invoke.yaml
     bake_zone: str = ""  # "" = the first of zones
     source_image_family: str = "debian-12"
@@ -111,6 +114,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         batch_endpoint=str(get("batch_endpoint")),
         resource_manager_endpoint=str(get("resource_manager_endpoint")),
         service_usage_endpoint=str(get("service_usage_endpoint")),
+        cloud_nat=get("cloud_nat", False),
         bake_zone=str(get("bake_zone")),
         source_image_family=str(get("source_image_family", "debian-12")),
         source_image_project=str(get("source_image_project", "debian-cloud")),
@@ -136,6 +140,8 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
         raise BadInput(
             f"{where}.price_table {str(s.price_table)!r} is not a file: expected a YAML like mlbatch/run/prices.yaml, or null"
         )
+    if not isinstance(s.cloud_nat, bool):
+        raise BadInput(f"invalid {where}.cloud_nat {s.cloud_nat!r}: expected true or false")
     if s.profile not in EMULATOR_PROFILES:
         if env.get("STORAGE_EMULATOR_HOST"):
             raise BadInput(

@@ -45,6 +45,9 @@ class Provider(Protocol):
     name: str
     zones: tuple[str, ...]  # tried in order when a zone has no capacity
 
+    def preflight(self) -> None:
+        """Refuse a run this provider cannot do (permissions, network), before anything is created."""
+
     def create(self, request: InstanceRequest, zone: str) -> None:
         """Create and start the instance in `zone`; CapacityError when the zone has none."""
 

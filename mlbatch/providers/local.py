@@ -59,6 +59,9 @@ class LocalProvider:
         except docker.errors.NotFound:
             return None
 
+    def preflight(self) -> None:
+        """Nothing to check: the engine and registry are this machine's (local.up starts them)."""
+
     def create(self, request: InstanceRequest, zone: str) -> None:
         workdir = self._workdir(request.name)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -35,10 +35,20 @@ from mlbatch.ui import Say
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 BOOT_MARGIN = 300  # seconds the controller allows beyond the job's timeout (boot, pull, upload)
 SELF_DELETE_MARGIN = 900  # the instance's max_run_duration beyond the job's timeout
-POLL = 0.25  # seconds between reads of result.json while waiting
+POLL = 0.25  # seconds between reads of result.json at the start of an attempt
 # Seconds between asks to the provider (on GCE each is an instances.get call): records in
 # the bucket end an attempt; the instance's state only catches one that vanished without.
 STATE_CHECK_EVERY = 2.0
+
+
+POLL_MAX, STATE_CHECK_MAX = 5.0, 30.0
+
+
+def backed_off(base: float, elapsed: float, cap: float) -> float:
+    """Waits grow with the attempt's age (x2 every 15 s of it, linearly) up to `cap`: quick
+    answers for short jobs, a bounded cost per minute for long ones (result.json at most
+    12 reads a minute after ~5 minutes, instances.get 2 a minute after ~3.5 minutes)."""
+    return min(cap, base * (1 + elapsed / 15))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +130,7 @@ class Controller:
         prepared = prepare(self.bucket, request)
         if request.version == manifests.LATEST:
             self.say(f"--version latest resolved to {prepared.manifest.version}")
+        self.provider.preflight()  # permissions and network, before anything is written or created
         run_id = new_run_id(request.job)
         if request.idempotency_key:
             key = runs.idempotency_record_key(request.job, request.idempotency_key)
@@ -313,10 +324,13 @@ class Controller:
                 created_at = self._launch(spec, job, attempt)
         stop = threading.Event()
         console = BoundedEcho(self.echo)
-        streamer = threading.Thread(target=self._stream, args=(name, stop, console), daemon=True)
+        markers: list[str] = []  # the agent's fail-safe lines seen on the console
+        streamer = threading.Thread(target=self._stream, args=(name, stop, console, markers), daemon=True)
         streamer.start()
-        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin - max(0.0, time.time() - created_at)
-        next_state_check = time.monotonic() + self.state_check_every
+        started = time.monotonic()
+        # A run taken over (runs.wait of a detached run) has used part of its time already.
+        deadline = started + spec.timeout_seconds + self.boot_margin - max(0.0, time.time() - created_at)
+        next_state_check = started + self.state_check_every
         result = None
         try:
             while True:
@@ -324,7 +338,8 @@ class Controller:
                 if result is not None:
                     break
                 if time.monotonic() >= next_state_check:
-                    next_state_check = time.monotonic() + self.state_check_every
+                    age = time.monotonic() - started
+                    next_state_check = time.monotonic() + backed_off(self.state_check_every, age, STATE_CHECK_MAX)
                     record = runs.read_attempt(self.bucket, spec.run_id, attempt)
                     if record is not None and record.status == runs.PREEMPTED:
                         return None
@@ -333,8 +348,18 @@ class Controller:
                         result = runs.read_result(self.bucket, spec.run_id)
                         if result is not None:
                             break
-                        if self.provider.was_preempted(name) or record is None:
-                            return None  # ended without a record: the instance was taken away
+                        if self.provider.was_preempted(name):
+                            return None  # taken away before the agent could record it
+                        # Ended with no result and no preemption: the agent failed (its console
+                        # marker says why) or someone removed the instance. Not retried.
+                        marker = markers[-1] if markers else ""
+                        return self._final(
+                            spec,
+                            runs.INFRA_FAILED,
+                            attempt,
+                            f"instance {name} ended with no result and was not preempted"
+                            + (f"; its console said: {marker.strip()}" if marker else ""),
+                        )
                 if time.monotonic() > deadline:
                     return self._final(
                         spec,
@@ -342,7 +367,7 @@ class Controller:
                         attempt,
                         f"no result {spec.timeout_seconds + self.boot_margin}s after the instance was created",
                     )
-                time.sleep(self.poll)
+                time.sleep(backed_off(self.poll, time.monotonic() - started, POLL_MAX))
         finally:
             stop.set()
             streamer.join(timeout=5)
@@ -354,10 +379,12 @@ class Controller:
             phases["boot"] = round(max(0.0, started - created_at), 3)
         return result
 
-    def _stream(self, name: str, stop: threading.Event, console: BoundedEcho) -> None:
+    def _stream(self, name: str, stop: threading.Event, console: BoundedEcho, markers: list[str]) -> None:
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
                 console.line(line)
+                if runs.AGENT_FAILED_MARKER in line:
+                    markers.append(line)
 
     def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> runs.ResultRecord:
         """Record how the run ended when the agent could not; the first record written wins."""

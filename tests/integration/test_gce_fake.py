@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +18,7 @@ from google.cloud import compute_v1
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
-from mlbatch.core.errors import ExitCode
+from mlbatch.core.errors import ExitCode, MlbatchError
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
 from mlbatch.providers.gce import GceProvider
 from mlbatch.run.controller import SELF_DELETE_MARGIN, Controller, RunRequest
@@ -37,7 +39,10 @@ def world(infra, gcs_emulator):
     """A release as the gcp profile writes it (VM image by self link) in fake-gcs, and the fake API."""
     fake = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
     bucket, version = release_for_test_profile("gce", fake)
-    yield gce_settings(bucket, fake.endpoint), version, fake
+    settings = gce_settings(bucket, fake.endpoint)
+    fake.add_subnetwork(settings.region, settings.network, private_google_access=True)  # the run preflight reads it
+    fake.service_accounts.add(settings.service_account)
+    yield settings, version, fake
     fake.stop()
 
 
@@ -46,6 +51,7 @@ def fake(world):
     world[2].faults = Faults()
     yield world[2]
     world[2].faults = Faults()
+    world[2].denied_permissions.clear()
 
 
 def run(world, job="sleep", params=("seconds=2",), lines=None, **kwargs):
@@ -221,7 +227,8 @@ def _killed_controller_instance(world):
 def test_killed_controller_leaves_an_instance_that_deletes_itself(world, fake):
     instance = _killed_controller_instance(world)
     fake.advance(600 + SELF_DELETE_MARGIN)
-    wait_for(lambda: fake.find(instance.name) is None, timeout=30, what="max_run_duration to delete the instance")
+    # The termination action gives the guest its shutdown window (the agent records, then exits).
+    wait_for(lambda: fake.find(instance.name) is None, timeout=120, what="max_run_duration to delete the instance")
 
 
 def test_gc_removes_expired_leftovers_and_nothing_else(world, fake):
@@ -271,3 +278,54 @@ def test_the_fake_rejects_what_the_real_api_rejects(world, fake, change, message
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 400 and message in json.loads(info.value.read())["error"]["message"]
     assert fake.find("strict-check") is None
+
+
+# --- what real Compute Engine does to a run (issue 8) ------------------------------------------
+
+
+def _run_in_thread(world, **kwargs):
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(run(world, **kwargs)), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_shutdown_that_is_not_a_preemption_is_not_retried(world, fake):
+    """The max run duration (DELETE) shuts the VM down as a preemption would, but instance/preempted
+    stays FALSE and no preemption operation is recorded: the attempt fails (110), no second attempt."""
+    before = len(fake.insert_bodies())
+    thread, outcome = _run_in_thread(world, params=("seconds=120",), timeout_seconds=120)
+    instance = wait_for(lambda: next((i for i in fake.instances.values() if b" 1/120" in i.serial), None), what="the job")
+    fake.advance(120 + SELF_DELETE_MARGIN)
+    thread.join(timeout=300)
+    assert outcome, "the run ended"
+    assert outcome[0].exit_code == ExitCode.INFRA_FAILED and outcome[0].result["attempt"] == 1
+    assert "not a preemption" in outcome[0].result["message"]
+    assert len(fake.insert_bodies()) - before == 1 and fake.find(instance.name) is None
+
+
+def test_an_agent_that_fails_outside_the_job_ends_its_vm_and_says_why(world, fake):
+    """A run spec the agent cannot read: the agent prints its marker and deletes its VM (a real VM
+    keeps running when the agent exits); the controller reports 110 with the marker, at once."""
+    fake.faults.corrupt_run_spec = True
+    before = len(fake.insert_bodies())
+    outcome = run(world, timeout_seconds=30)
+    assert outcome.exit_code == ExitCode.INFRA_FAILED and runs.AGENT_FAILED_MARKER in outcome.result["message"]
+    assert "mlbatch-run-spec is not JSON" in outcome.result["message"]
+    assert len(fake.insert_bodies()) - before == 1 and not fake.instances
+
+
+def test_a_metadata_server_that_is_not_ready_at_boot_is_waited_for(world, fake):
+    fake.faults.metadata_unavailable = 4
+    outcome = run(world, timeout_seconds=60)
+    assert outcome.exit_code == 0 and outcome.result["attempt"] == 1
+
+
+def test_a_run_the_identity_may_not_do_is_refused_before_anything_is_created(world, fake):
+    fake.denied_permissions |= {"iam.serviceAccounts.actAs"}
+    bucket = open_bucket(world[0].bucket)
+    runs_before, inserts_before = set(bucket.list("runs/sleep")), fake.calls["instances.insert"]
+    with pytest.raises(MlbatchError) as info:
+        run(world)
+    assert info.value.exit_code == ExitCode.PERMISSION_DENIED and "iam.serviceAccounts.actAs" in str(info.value)
+    assert fake.calls["instances.insert"] == inserts_before and set(bucket.list("runs/sleep")) == runs_before

@@ -25,20 +25,31 @@ _STATUS_TEXT = {
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str, reason: str = "invalid"):
+    def __init__(self, code: int, message: str, reason: str = "invalid", domain: str = "global", info_reason: str = ""):
         super().__init__(message)
         self.code, self.message, self.reason = code, message, reason
+        self.domain, self.info_reason = domain, info_reason
 
 
-def error_body(code: int, message: str, reason: str = "invalid") -> dict[str, Any]:
-    return {
-        "error": {
-            "code": code,
-            "message": message,
-            "status": _STATUS_TEXT.get(code, "UNKNOWN"),
-            "errors": [{"message": message, "domain": "global", "reason": reason}],
-        }
+def error_body(code: int, message: str, reason: str = "invalid", domain: str = "global", info_reason: str = "") -> dict[str, Any]:
+    """The legacy `errors[]` shape (domain, reason) and, where the real API gives one, a
+    google.rpc.ErrorInfo in `details[]` (what google-api-core exposes as `exc.reason`)."""
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "status": _STATUS_TEXT.get(code, "UNKNOWN"),
+        "errors": [{"message": message, "domain": domain, "reason": reason}],
     }
+    if info_reason:
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": info_reason,
+                "domain": "googleapis.com",
+                "metadata": {"service": "compute.googleapis.com"},
+            }
+        ]
+    return {"error": error}
 
 
 def not_found(path: str) -> ApiError:
@@ -104,6 +115,18 @@ class RoutedApi:
     def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
         """What the service refuses before the method runs (wrong project, missing permission)."""
 
+    def _validate(self, resource: str, name: str, params: dict[str, str], args: dict[str, str], body: Any) -> list[str]:
+        """The request against the discovery document: parameters, and the body schema the method names."""
+        errors = discovery.check_params(resource, name, {**params, **args}, api=self.API)
+        spec = discovery.method(resource, name, api=self.API)
+        if "request" in spec:
+            int_enums = "enum-encoding=int" in params.get("$alt", "")
+            errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"], self.API, int_enums)
+        return errors
+
+    def _received(self, method_id: str, path: str, params: dict[str, str]) -> None:
+        """Each routed request, before validation (a fake may count calls or inject errors here)."""
+
     def _lost_response(self, name: str) -> bool:
         """Whether to lose the response of a method that was performed."""
         return False
@@ -119,18 +142,17 @@ class RoutedApi:
             if route is None:
                 return 404, error_body(404, f"fake {self.NAME}: no route for {verb} {path}", "notFound")
             resource, name, args = route
+            method_id = f"{resource}.{name}"
             try:
-                errors = discovery.check_params(resource, name, {**params, **args}, api=self.API)
-                spec = discovery.method(resource, name, api=self.API)
-                if "request" in spec:  # the body schema the discovery document names for this method
-                    int_enums = "enum-encoding=int" in params.get("$alt", "")
-                    errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"], self.API, int_enums)
+                self._received(method_id, path, params)
+                errors = self._validate(resource, name, params, args, body)
                 if errors:
                     raise ApiError(400, "; ".join(errors))
                 self._admit(resource, name, args)
-                result = getattr(self, f"_{resource.rsplit('.', 1)[-1]}_{name}")(params=params, body=body, **args)
+                handler = getattr(self, f"_{resource.rsplit('.', 1)[-1].replace(':', '_')}_{name}")
+                result = handler(params=params, body=body, **args)
             except ApiError as exc:
-                return exc.code, error_body(exc.code, exc.message, exc.reason)
+                return exc.code, error_body(exc.code, exc.message, exc.reason, exc.domain, exc.info_reason)
             if self._lost_response(name):
                 return 503, error_body(503, f"injected: the {name} was performed but its response was lost", "backendError")
             return 200, result

@@ -111,6 +111,9 @@ class MemoryProvider:
 
     # --- the Provider protocol ----------------------------------------------------------
 
+    def preflight(self) -> None:
+        """Nothing to check in memory (the gce provider's preflight is tested against the fake API)."""
+
     def create(self, request: InstanceRequest, zone: str) -> None:
         self._interrupt("create")
         if zone not in self.zones:

@@ -7,15 +7,33 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from typing import Any
 
 from tests.support.fake_compute import guest
 from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 
+# What a guest gets between the shutdown signal (ACPI, SIGTERM to the agent) and the stop, on
+# preemption and at the end of a max run duration. GCE gives 30 s; a delete gives up to ~90 s.
+PREEMPTION_GRACE = 30
+DELETE_GRACE = 30
+
 
 class BackingMixin:
     def _boot(self, instance: FakeInstance, docker_ref: str, op: dict[str, Any]) -> None:
+        """PROVISIONING (resources allocated) -> STAGING (booting) -> RUNNING, as the real API reports it."""
+        time.sleep(self.faults.operation_seconds)
+        with self._lock:
+            instance.status = "STAGING"
+        if not self.boot_containers:  # API-only tests: nothing runs on the instance
+            time.sleep(self.faults.operation_seconds)
+            with self._lock:
+                instance.status = "RUNNING"
+            self._finish(op)
+            if self.on_running is not None:  # a stand-in guest (the control-plane benchmark)
+                threading.Thread(target=self.on_running, args=(instance,), daemon=True).start()
+            return
         instance.workdir = self._workroot / instance.name
         instance.workdir.mkdir(parents=True, exist_ok=True)
         instance.metadata_server = metadata_server(self, instance)
@@ -79,17 +97,27 @@ class BackingMixin:
                     del instance.serial[:drop]
                     instance.serial_dropped += drop
         proc.wait()
-        with self._lock:  # the agent ended: a VM whose OS halted is TERMINATED
-            if instance.status in ("RUNNING", "STOPPING") and (instance.zone, instance.name) in self.instances:
-                instance.status = "TERMINATED" if instance.status == "RUNNING" else instance.status
+        # The agent's process ended. A real VM keeps RUNNING when a process exits (the agent must
+        # delete or power off its VM itself), so the fake does not stop the instance here.
 
     def _delete_later(self, instance: FakeInstance, op: dict[str, Any]) -> None:
         # Like GCE: the guest gets a shutdown signal and up to ~90 s; the agent needs much less.
-        self._stop_container(instance, grace=30)
+        time.sleep(self.faults.operation_seconds)
+        self._stop_container(instance, grace=DELETE_GRACE)
         self._save_disks(instance)  # a disk without autoDelete keeps what the instance wrote
         with self._lock:
             self._remove(instance)
         self._finish(op)
+
+    def _lose_race(self, instance: FakeInstance, op: dict[str, Any]) -> None:
+        """A second delete accepted while the first runs: it ends in 404 once the instance is gone."""
+        while not self._stop.is_set():
+            with self._lock:
+                if self.instances.get((instance.zone, instance.name)) is not instance:
+                    break
+            time.sleep(0.1)
+        path = f"projects/{self.project}/zones/{instance.zone}/instances/{instance.name}"
+        self._finish(op, ("RESOURCE_NOT_FOUND", f"The resource '{path}' was not found"))
 
     def _stop_container(self, instance: FakeInstance, grace: int) -> None:
         if instance.container:
@@ -116,44 +144,53 @@ class BackingMixin:
             shutil.rmtree(instance.workdir, ignore_errors=True)
 
     def _preempt(self, instance: FakeInstance) -> None:
-        """Spot preemption: ACPI shutdown (SIGTERM to the agent), ~30 s, then the termination action."""
-        op = self._new_operation(instance.zone, "compute.instances.preempted", instance.name)
-        instance.status = "STOPPING"
-        self._stop_container(instance, grace=30)
+        """Spot preemption: instance/preempted turns TRUE, the operation is recorded, ACPI shutdown
+        (SIGTERM to the agent) gives the guest its window, then the termination action."""
+        with self._lock:
+            instance.preempted = True
+            op = self._new_operation(instance.zone, "compute.instances.preempted", instance.name)
+        self._shut_down(instance, PREEMPTION_GRACE)
+        self._finish(op)
+
+    def _end_run_duration(self, instance: FakeInstance, op: dict[str, Any]) -> None:
+        self._shut_down(instance, PREEMPTION_GRACE)
+        self._finish(op)
+
+    def _shut_down(self, instance: FakeInstance, grace: int) -> None:
+        """The guest's graceful shutdown window, then the instance's termination action."""
+        self._stop_container(instance, grace=grace)
+        self._save_disks(instance)  # a disk without autoDelete outlives the instance
         with self._lock:
             action = instance.body.get("scheduling", {}).get("instanceTerminationAction", "STOP")
             if action == "DELETE":
                 self._remove(instance)
             else:
                 instance.status = "TERMINATED"
-        self._finish(op)
 
     def _enforce_timers(self) -> None:
         with self._lock:
             instances = list(self.instances.values())
         for instance in instances:
-            if instance.status not in ("RUNNING", "TERMINATED"):
-                continue
             age = self.now() - instance.created
             attempt = instance.body.get("labels", {}).get("attempt", "")
             preempt_at = self.faults.preempt_attempts.get(int(attempt) if attempt.isdigit() else -1)
             spot = instance.body.get("scheduling", {}).get("provisioningModel") == "SPOT"
-            if preempt_at is not None and spot and age >= preempt_at and instance.status == "RUNNING":
-                threading.Thread(target=self._preempt, args=(instance,), daemon=True).start()
-                continue
-            max_run = instance.body.get("scheduling", {}).get("maxRunDuration", {}).get("seconds")
-            if max_run is not None and age >= int(max_run):
-                self._terminate_at_max_run(instance)
-
-    def _terminate_at_max_run(self, instance: FakeInstance) -> None:
-        action = instance.body.get("scheduling", {}).get("instanceTerminationAction", "STOP")
-        with self._lock:
-            if action == "DELETE":
-                self._new_operation(instance.zone, "delete", instance.name)
-                self._remove(instance)
-            else:
-                self._stop_container(instance, grace=1)
-                instance.status = "TERMINATED"
+            with self._lock:
+                if instance.status != "RUNNING" or instance.deleting:
+                    continue
+                deletes = instance.body.get("scheduling", {}).get("instanceTerminationAction") == "DELETE"
+                if preempt_at is not None and spot and age >= preempt_at:
+                    instance.status, instance.deleting = "STOPPING", deletes
+                    threading.Thread(target=self._preempt, args=(instance,), daemon=True).start()
+                    continue
+                max_run = instance.body.get("scheduling", {}).get("maxRunDuration", {}).get("seconds")
+                if max_run is not None and age >= int(max_run):
+                    # The termination action at the end of the run duration: the same shutdown
+                    # window as a preemption, but instance/preempted stays FALSE.
+                    instance.status, instance.deleting = "STOPPING", deletes
+                    # The platform's own delete shows as a delete operation (no preemption one).
+                    op = self._new_operation(instance.zone, "delete" if deletes else "stop", instance.name)
+                    threading.Thread(target=self._end_run_duration, args=(instance, op), daemon=True).start()
 
     def _reaper(self) -> None:
         while not self._stop.wait(0.2):

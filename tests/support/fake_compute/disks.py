@@ -45,6 +45,7 @@ class DisksMixin:
             "status": "READY",
             "sizeGb": str(params.get("diskSizeGb") or image.get("diskSizeGb", "10")),
             "sourceImage": image["selfLink"],
+            "guestOsFeatures": image.get("guestOsFeatures", []),  # a disk from a UEFI image is one too
             "users": [instance.body["selfLink"]],
             "_instance": instance.name,
             "_auto_delete": bool(spec.get("autoDelete", False)),

@@ -4,6 +4,7 @@ Like the real API: images live in a project (ours, or a public one such as debia
 `insert` copies another image (sourceImage) or captures a disk (sourceDisk) through a
 global operation, the new image is PENDING until that operation is DONE, names are unique,
 labels are checked, and a family resolves to its newest READY, non-deprecated image.
+Lists are paged and strictly filtered (listing.py): a filter the fake cannot parse is a 400.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from typing import Any
 
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE, managed_labels
 from tests.support.fake_compute.errors import ApiError, not_found
+from tests.support.fake_compute.listing import listed
 
 _GLOBAL = "/compute/v1/projects/(?P<project>[^/]+)/global"
 _IMAGE_LINK = re.compile(r"(?:.*/)?projects/(?P<project>[^/]+)/global/images/(?P<image>(?:family/)?[^/]+)")
 _DISK_LINK = re.compile(r"(?:.*/)?projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/disks/(?P<disk>[^/]+)")
-# One term of a list filter: `labels.KEY = "VALUE"`, `family = "F"`, `name = "N"` (quotes optional).
-_FILTER_TERM = re.compile(r"\(?\s*(?P<field>labels\.[a-z0-9_-]+|family|name|status)\s*=\s*\"?(?P<value>[^\"()\s]*)\"?\s*\)?")
 
 
 def _now() -> str:
@@ -45,7 +45,9 @@ class ImagesMixin:
             return self.images
         return self.public_images.setdefault(project, {})
 
-    def add_image(self, name: str, docker_ref: str, family: str = "mlbatch", project: str = "", labels=None) -> str:
+    def add_image(
+        self, name: str, docker_ref: str, family: str = "mlbatch", project: str = "", labels=None, uefi: bool = True
+    ) -> str:
         """Register an image backed by `docker_ref` (a guest image boots as a VM: guest.py)."""
         project = project or self.project
         link = self._image_link(project, name)
@@ -60,6 +62,8 @@ class ImagesMixin:
             "labels": managed_labels() if labels is None else dict(labels),
             "diskSizeGb": "10",
             "sourceType": "RAW",
+            # Baked from a UEFI image, the image is one too: Secure Boot needs it (rules.py).
+            "guestOsFeatures": [{"type": "UEFI_COMPATIBLE"}] if uefi else [],
             "_docker_ref": docker_ref,
         }
         return link
@@ -103,19 +107,7 @@ class ImagesMixin:
 
     def _images_list(self, project, params, body):
         items = [self._public_view(i) for i in self._image_store(project).values()]
-        text = params.get("filter", "").strip()
-        if text:
-            terms = [t for t in re.split(r"\s+AND\s+|\)\s*\(", text) if t.strip()]
-            for term in terms:
-                match = _FILTER_TERM.fullmatch(term.strip())
-                if not match:
-                    raise ApiError(400, f"Invalid list filter expression '{text}'.")
-                field, value = match["field"], match["value"]
-                if field.startswith("labels."):
-                    items = [i for i in items if (i.get("labels") or {}).get(field[7:]) == value]
-                else:
-                    items = [i for i in items if i.get(field) == value]
-        return {"kind": "compute#imageList", "id": f"projects/{project}/global/images", "items": items}
+        return {"id": f"projects/{project}/global/images", **listed("compute#imageList", items, params, self.faults.page_size)}
 
     def _images_insert(self, project, params, body):
         request_id = params.get("requestId", "")
@@ -147,7 +139,7 @@ class ImagesMixin:
                     f"The disk resource '{disk['selfLink']}' is already being used by '{disk['users'][0]}'",
                     "resourceInUseByAnotherResource",
                 )
-            source, capture = {"_docker_ref": disk["_docker_ref"]}, disk
+            source, capture = {"_docker_ref": disk["_docker_ref"], "guestOsFeatures": disk.get("guestOsFeatures", [])}, disk
         else:
             raise ApiError(400, f"{sources[0]} is not supported by this fake")
         record = {
@@ -160,6 +152,7 @@ class ImagesMixin:
             "family": body.get("family", ""),
             "labels": dict(body.get("labels") or {}),
             "diskSizeGb": "10",
+            "guestOsFeatures": body.get("guestOsFeatures") or source.get("guestOsFeatures", []),
             "_docker_ref": source["_docker_ref"],
         }
         if capture is not None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Any
 
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
-from tests.support.fake_compute.errors import ApiError, not_found
+from tests.support.fake_compute.errors import ApiError, by_reason, not_found
+from tests.support.fake_compute.listing import listed
+from tests.support.fake_compute.rules import check_instance_rules
 from tests.support.fake_compute.state import FakeInstance
 
 _ZONE = "/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)"
@@ -48,7 +49,8 @@ class InstancesMixin:
         if sum(len(i.get("value", "")) for i in body.get("metadata", {}).get("items", [])) > 512 * 1024:
             raise ApiError(400, "Metadata exceeds the 512 KB limit")
         source = body.get("disks", [{}])[0].get("initializeParams", {}).get("sourceImage", "")
-        image = self._source_image(source)  # 404 for an image that does not exist
+        image = self._source_image(source)  # 404 for an image (or family) that does not exist
+        check_instance_rules(body, image)
         op = self._new_operation(zone, "insert", name, request_id)
         if zone in self.faults.stockout_zones:
             self._finish(
@@ -58,6 +60,13 @@ class InstancesMixin:
                     f"The zone 'projects/{project}/zones/{zone}' does not have enough resources available "
                     "to fulfill the request. Try a different zone, or try again later.",
                 ),
+            )
+            return op
+        if zone in self.faults.unsupported_zones:
+            machine = body.get("machineType", "").rsplit("/", 1)[-1]
+            self._finish(
+                op,
+                ("UNSUPPORTED_OPERATION", f"The selected machine type ({machine}) is not supported in zone {zone}."),
             )
             return op
         if self.faults.quota_exceeded:
@@ -93,17 +102,23 @@ class InstancesMixin:
         return self._view(self._get_instance(zone, instance))
 
     def _instances_list(self, project, zone, params, body):
-        items = [self._view(i) for (z, _), i in self.instances.items() if z == zone]
-        match = re.fullmatch(r"labels\.([a-z0-9_-]+)\s*=\s*\"?([a-z0-9_-]*)\"?", params.get("filter", "").strip())
-        if match:
-            items = [i for i in items if (i.get("labels") or {}).get(match[1]) == match[2]]
-        return {"kind": "compute#instanceList", "items": items}
+        items = [self._view(i) for (z, _), i in sorted(self.instances.items()) if z == zone]
+        return listed("compute#instanceList", items, params, self.faults.page_size)
 
     def _instances_delete(self, project, zone, instance, params, body):
         request_id = params.get("requestId", "")
         if request_id in self.by_request_id:
             return self.operations[self.by_request_id[request_id]]
         target = self._get_instance(zone, instance)
+        if target.deleting:
+            # Another delete is under way (the agent's own, or the controller's): the real API
+            # refuses a second one as not ready, or accepts it and its operation ends in 404.
+            if not self.faults.delete_race_in_operation:
+                raise by_reason("resourceNotReady", target=f"projects/{project}/zones/{zone}/instances/{instance}")
+            op = self._new_operation(zone, "delete", instance, request_id)
+            threading.Thread(target=self._lose_race, args=(target, op), daemon=True).start()
+            return op
+        target.deleting = True
         target.status = "STOPPING"
         op = self._new_operation(zone, "delete", instance, request_id)
         threading.Thread(target=self._delete_later, args=(target, op), daemon=True).start()

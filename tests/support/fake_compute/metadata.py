@@ -19,8 +19,15 @@ def metadata_server(fake: Any, instance: Any) -> http.server.ThreadingHTTPServer
         def do_GET(self):
             if self.headers.get("Metadata-Flavor") != "Google":
                 return self._reply(403, "Missing Metadata-Flavor:Google header", "text/plain")
+            with fake._lock:
+                unavailable = fake.faults.metadata_unavailable > 0
+                fake.faults.metadata_unavailable -= 1 if unavailable else 0
+            if unavailable:  # early in boot the metadata server may not answer yet
+                return self._reply(503, "Service Unavailable", "text/plain")
             path = urllib.parse.urlsplit(self.path).path.removeprefix("/computeMetadata/v1/")
             attrs = instance.metadata()
+            if fake.faults.corrupt_run_spec and "mlbatch-run-spec" in attrs:
+                attrs["mlbatch-run-spec"] = attrs["mlbatch-run-spec"][: len(attrs["mlbatch-run-spec"]) // 2]
             if path.startswith("instance/attributes/") and path.split("/", 2)[2] in attrs:
                 return self._reply(200, attrs[path.split("/", 2)[2]], "text/plain")
             values = {
@@ -28,6 +35,8 @@ def metadata_server(fake: Any, instance: Any) -> http.server.ThreadingHTTPServer
                 "instance/zone": f"projects/123456/zones/{instance.zone}",
                 "project/project-id": fake.project,
                 "instance/id": instance.body["id"],
+                # TRUE once a preemption began (a max run duration or a delete leaves it FALSE).
+                "instance/preempted": "TRUE" if instance.preempted else "FALSE",
             }
             if path in values:
                 return self._reply(200, values[path], "text/plain")

@@ -6,7 +6,15 @@ import time
 from typing import Any
 
 from tests.support.fake_compute.errors import not_found
+from tests.support.fake_compute.listing import listed
 
+# The HTTP status an operation's error carries, by error code (as the real API sets them).
+_HTTP_STATUS_OF = {
+    "ZONE_RESOURCE_POOL_EXHAUSTED": 503,
+    "QUOTA_EXCEEDED": 403,
+    "RESOURCE_NOT_FOUND": 404,
+    "UNSUPPORTED_OPERATION": 400,
+}
 _ZONE = "/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)"
 
 
@@ -42,7 +50,7 @@ class OperationsMixin:
             op["endTime"] = time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00")
             if error:
                 op["error"] = {"errors": [{"code": error[0], "message": error[1]}]}
-                op["httpErrorStatusCode"] = 503 if "RESOURCE_POOL" in error[0] else 403
+                op["httpErrorStatusCode"] = _HTTP_STATUS_OF.get(error[0], 400)
 
     def _zone_link(self, zone: str) -> str:
         return f"https://www.googleapis.com/compute/v1/projects/{self.project}/zones/{zone}"
@@ -58,7 +66,7 @@ class OperationsMixin:
         if self.faults.early_waits > 0:
             self.faults.early_waits -= 1
             return op  # the real wait may return before DONE, too
-        deadline = time.monotonic() + 2  # the real one waits up to 2 minutes
+        deadline = time.monotonic() + self.faults.wait_hold  # the real one holds up to ~2 minutes
         while op["status"] != "DONE" and time.monotonic() < deadline:
             self._lock.release()
             try:
@@ -69,4 +77,4 @@ class OperationsMixin:
 
     def _zoneOperations_list(self, project, zone, params, body):
         items = [op for op in self.operations.values() if op.get("zone", "").endswith(f"/zones/{zone}")]
-        return {"kind": "compute#operationList", "items": items}
+        return listed("compute#operationList", items, params, self.faults.page_size)

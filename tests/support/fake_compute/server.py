@@ -10,24 +10,27 @@ parameters and body are checked against the official discovery document.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.support import discovery
 from tests.support.fake_compute.backing import BackingMixin
 from tests.support.fake_compute.disks import DisksMixin
-from tests.support.fake_compute.errors import ApiError, error_body, not_found
+from tests.support.fake_compute.errors import by_reason, error_body, not_found
 from tests.support.fake_compute.global_operations import GlobalOperationsMixin
 from tests.support.fake_compute.image_admin import ImageAdminMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
+from tests.support.fake_compute.subnetworks import SubnetworksMixin
 from tests.support.fake_compute.zones import ZonesMixin
 from tests.support.fake_http import RoutedApi, json_server
 
@@ -37,6 +40,7 @@ class FakeCompute(
     OperationsMixin,
     ImageAdminMixin,  # before ImagesMixin: it pages images.list
     ImagesMixin,
+    SubnetworksMixin,
     BackingMixin,
     GlobalOperationsMixin,
     DisksMixin,
@@ -46,10 +50,14 @@ class FakeCompute(
     API, NAME = discovery.COMPUTE, "compute"
     _ROUTES = (
         InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + GlobalOperationsMixin.ROUTES + DisksMixin.ROUTES
-    ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES)
+    ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES + SubnetworksMixin.ROUTES)
 
-    def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
+    def __init__(
+        self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock", boot_containers: bool = True
+    ):
         self.project = project
+        self.boot_containers = boot_containers  # False: API-only tests, instances run nothing (no Docker)
+        self.on_running: Callable[[FakeInstance], None] | None = None  # without containers: called when RUNNING
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()
@@ -61,8 +69,13 @@ class FakeCompute(
         self.instances: dict[tuple[str, str], FakeInstance] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.by_request_id: dict[str, str] = {}
+        self.subnetworks: dict[tuple[str, str], dict[str, Any]] = {}
+        self.service_accounts: set[str] = set()  # emails the IAM testIamPermissions route knows
+        self.denied_permissions: set[str] = set()  # what the caller lacks (project and service accounts alike)
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received
         self.inserts_performed = 0
+        self.calls: collections.Counter[str] = collections.Counter()  # API calls by method id, e.g. "instances.get"
+        self.queries: list[tuple[str, dict[str, str]]] = []  # (method id, query parameters) as received
         self._ids = itertools.count(1000)
         self._lock = threading.RLock()
         self._workroot = Path(tempfile.mkdtemp(prefix="fake-compute-"))
@@ -101,12 +114,24 @@ class FakeCompute(
 
     # --- HTTP plumbing ------------------------------------------------------------------
 
+    def _received(self, method_id: str, path: str, params: dict[str, str]) -> None:
+        self.calls[method_id] += 1
+        self.queries.append((method_id, params))
+        injected = self.faults.reply_errors.get(method_id)
+        if injected:
+            raise by_reason(injected.pop(0), method=method_id, target=path.split("/compute/v1/", 1)[-1])
+
+    def _validate(self, resource: str, name: str, params: dict[str, str], args: dict[str, str], body: Any) -> list[str]:
+        if resource.startswith("iam:"):  # IAM and Resource Manager methods check their own bodies
+            return []
+        return super()._validate(resource, name, params, args, body)
+
     def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
         public_read = resource == "images" and name in ("get", "getFromFamily", "list") and args["project"] in self.public_images
         if args["project"] != self.project and not public_read:
             raise not_found(f"projects/{args['project']}")
-        if self.faults.forbidden:
-            raise ApiError(403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden")
+        if self.faults.forbidden and resource == "instances":
+            raise by_reason("forbidden", method=f"instances.{name}", target=f"projects/{self.project}")
 
     def _lost_response(self, name: str) -> bool:
         if name == "insert" and self.faults.lose_insert_responses > 0:

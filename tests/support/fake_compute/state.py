@@ -22,6 +22,15 @@ class Faults:
     preempt_attempts: dict[int, float] = dataclasses.field(default_factory=dict)  # attempt -> seconds after start
     early_waits: int = 0  # operations.wait calls that return at once, not DONE
     serial_buffer_bytes: int | None = None  # keep only the newest N bytes of the serial port
+    # Synchronous errors by reason (errors.REASONS), per method id: {"instances.insert": ["rateLimitExceeded"]}.
+    reply_errors: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    unsupported_zones: set[str] = dataclasses.field(default_factory=set)  # inserts end in UNSUPPORTED_OPERATION
+    operation_seconds: float = 0.0  # extra time every insert/delete takes before its operation is DONE
+    wait_hold: float = 120.0  # the longest a zoneOperations.wait holds before it answers (the real API: ~2 min)
+    delete_race_in_operation: bool = False  # a second delete is accepted and its operation ends in 404
+    page_size: int = 500  # the most items a list page holds (the API may return fewer than maxResults)
+    metadata_unavailable: int = 0  # the next N metadata requests fail with 503 (the server is still starting)
+    corrupt_run_spec: bool = False  # the run spec attribute is not JSON (an agent bug or a bad controller)
 
 
 @dataclasses.dataclass
@@ -35,6 +44,8 @@ class FakeInstance:
     serial_dropped: int = 0  # bytes rolled out of the buffer
     metadata_server: http.server.ThreadingHTTPServer | None = None
     workdir: Path | None = None
+    deleting: bool = False  # a delete was accepted and is under way
+    preempted: bool = False  # what the metadata server says at instance/preempted
 
     @property
     def name(self) -> str:

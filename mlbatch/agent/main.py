@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         instance, on_gce = load_instance_spec()
         spec, attempt, name, task = instance.spec, instance.attempt, instance.instance, instance.task
         keys = RecordKeys.for_task(spec.run_id, task, attempt) if task is not None else None
-        record = run_attempt(spec, attempt=attempt, instance=name, workdir=Path(instance.workdir), registry_login=on_gce, keys=keys)
+        record = run_attempt(
+            spec, attempt=attempt, instance=name, workdir=Path(instance.workdir), registry_login=on_gce, keys=keys
+        )
         status = record.status
     except Preempted as exc:  # before the attempt began (or after it ended): nothing of the job to save
         status = PREEMPTED if exc.preempted else runs.INFRA_FAILED

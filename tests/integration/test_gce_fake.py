@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import subprocess
 import threading
 import time
 import urllib.error

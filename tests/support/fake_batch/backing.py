@@ -166,12 +166,15 @@ class BackingMixin:
         return (job.body.get("allocationPolicy", {}).get("instances") or [{}])[0].get("policy", {})
 
     def _destroy_vm(self, vm: str, container: str) -> None:
-        """The VM goes: its container and the job containers its agent started on it."""
+        """The VM goes: its container, then the job containers its agent started on it (in that
+        order: an agent still running could otherwise create a job container after the listing)."""
+        if container:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
         jobs = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=org.mlbatch.instance={vm}"], capture_output=True, text=True
         ).stdout.split()
-        if container or jobs:
-            subprocess.run(["docker", "rm", "-f", *([container] if container else []), *jobs], capture_output=True)
+        if jobs:
+            subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)
 
     def delete_job(self, job: FakeJob) -> None:
         """DELETION_IN_PROGRESS, its VMs stopped, then the job is gone (from anyone: the test, another operator)."""

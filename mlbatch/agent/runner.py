@@ -108,6 +108,10 @@ class Attempt:
     # --- phases ---------------------------------------------------------------------
 
     def pull(self, client, registry_login: bool) -> None:
+        if "@sha256:" in self.spec.container and _present(client, self.spec.container):
+            # Pre-pulled into the VM image at bake time; a digest names exactly these bytes.
+            self.log.info(f"{self.spec.container} is pre-pulled in the image: no pull")
+            return
         self.log.info(f"pulling {self.spec.container}")
         try:
             if registry_login:
@@ -228,6 +232,16 @@ class Attempt:
                     self.bucket, runs.result_key(self.spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True
                 )
         return record
+
+
+def _present(client, ref: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, registry_login: bool = False) -> str:

@@ -101,3 +101,18 @@ def test_release_bakes_tests_promotes_and_the_next_release_reuses_the_image(clou
     assert [n for n, i in fake.images.items() if i.get("family") in ("mlbatch", "mlbatch-candidate")] == [image.name]
     assert fake.instances == {} and fake.disks == {}
 
+
+def test_run_batch_boots_the_baked_image_and_runs_the_job_with_the_prepulled_container(cloud, bucket):
+    """After the releases above: the fake boots the baked guest image, systemd starts the agent
+    unit, which runs the job through the guest's Docker engine with the pre-pulled container."""
+    world, _ = cloud
+    versions = manifests.list_versions(open_bucket(bucket))
+    assert versions, "the release test above published no release"
+    started = time.monotonic()
+    result = world.cli(bucket, "run-batch", "--job", "sleep", "--version", versions[0], "--param", "seconds=3", timeout=1200)
+    print(f"\nrun-batch took {time.monotonic() - started:.0f}s")
+    print(result.stdout[-4000:])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    assert "tick" in result.stdout, "the job's output came back over the serial console"
+    assert "is pre-pulled in the image: no pull" in result.stdout
+    assert world.compute.instances == {}, "the VM deleted itself / was deleted"

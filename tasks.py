@@ -158,34 +158,95 @@ images = Collection("images", list_images, prune)
 
 def _run(c, request, profile=None):
     """Run (or attach to) a batch; print the summary; return the outcome."""
-    from mlbatch.core.bucket import open_bucket
-    from mlbatch.providers import get_provider
-    from mlbatch.run.controller import Controller, summary_rows
-    from mlbatch.ui import console, echo, say, summary
+    from mlbatch.run.controller import summary_rows
+    from mlbatch.ui import console, summary
 
-    settings = _settings(c, profile)
-    bucket = open_bucket(settings.bucket)
-    controller = Controller(bucket, get_provider(settings), say, echo)
-    outcome = controller.run(request)
+    outcome = _controller(c, profile).run(request)
     console.print(summary(f"run-batch {request.job} {request.version}", summary_rows(outcome)))
     return outcome
 
 
+# --- sweeps (run-batch --sweep / --sweep-file) -------------------------------------------
+
+
+def _run_sweep(c, request, profile=None):
+    """A sweep: one run, one task per params set; print the ranked table; return the outcome."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.run.sweep import Sweep, rank, summary_table, sweep_rows
+    from mlbatch.run.sweep_runners import task_runner
+    from mlbatch.ui import console, say, summary
+
+    settings = _settings(c, profile)
+    bucket = open_bucket(settings.bucket)
+    runner, _ = task_runner(settings, bucket, say)
+    outcome, tasks = Sweep(bucket, runner, say).run(request)
+    if tasks:
+        from mlbatch.core.manifest import load
+
+        job = load(bucket, request.version).jobs[request.job]
+        by = f", best first by {job.metric} ({job.metric_goal})" if job.metric else ""
+        console.print(summary_table(rank(tasks, job), f"sweep {outcome.run_id}{by}"))
+    console.print(summary(f"run-batch --sweep {request.job} {request.version}", sweep_rows(outcome)))
+    return outcome
+
+
 @task(
-    iterable=["param"],
+    iterable=["param", "sweep"],
     help={
         "job": "job name from the release's batch_code/jobs.yaml, e.g. train-digits",
-        "version": "released version to run, e.g. v1.4.0 (see `invoke releases`)",
+        "version": "released version to run, e.g. v1.4.0 (see `invoke releases`), or latest (newest not a pre-release)",
         "param": "job parameter as name=value; repeat for several (validated against the catalog)",
         "timeout": "seconds the job may run, overriding the catalog's timeout_seconds",
         "idempotency_key": "a trigger's id (schedule slot, Rundeck execution id): the same key never starts two runs",
         "profile": PROFILE_HELP,
+        "detach": "print the run id once the instance exists and exit 0; `invoke runs.wait RUN` follows it",
+        "sweep": "sweep a param: name=a,b,c; repeat for a grid (one task per combination, one run id)",
+        "sweep_file": "a file with one params set a line (name=value name=value), e.g. dates of a backfill",
+        "parallelism": "sweeps: at most this many tasks at once (default 4)",
     },
 )
-def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", profile=None):
-    """Run JOB of release VERSION on a throw-away instance; exit with the job's exit code."""
+def run_batch(
+    c,
+    job,
+    version,
+    param=None,
+    timeout=None,
+    idempotency_key="",
+    profile=None,
+    detach=False,
+    sweep=None,
+    sweep_file="",
+    parallelism=None,
+):
+    """Run JOB of release VERSION (or latest) on a throw-away instance (or a sweep of it); exit with the job's exit code."""
     from mlbatch.run.controller import RunRequest
+    from mlbatch.run.sweep import SweepRequest, is_sweep
 
+    if parallelism is not None and not str(parallelism).isdigit():
+        raise Exit(f"mlbatch: invalid --parallelism {parallelism!r}: expected a whole number of tasks", code=100)
+    if is_sweep(tuple(sweep or ()), sweep_file):
+        if detach:
+            raise Exit("mlbatch: --detach does not apply to sweeps yet: a sweep is followed to its end", code=100)
+        with _errors():
+            outcome = _run_sweep(
+                c,
+                SweepRequest(
+                    job=job,
+                    version=version,
+                    sweeps=tuple(sweep or ()),
+                    sweep_file=sweep_file,
+                    params=tuple(param or ()),
+                    parallelism=int(parallelism) if parallelism is not None else None,
+                    timeout_seconds=int(timeout) if timeout is not None else None,
+                    idempotency_key=idempotency_key,
+                ),
+                profile,
+            )
+        if outcome.exit_code:
+            raise Exit(code=outcome.exit_code)
+        return
+    if parallelism is not None:
+        raise Exit("mlbatch: --parallelism applies to sweeps: add --sweep name=a,b or --sweep-file FILE", code=100)
     with _errors():
         request = RunRequest(
             job=job,
@@ -194,20 +255,110 @@ def run_batch(c, job, version, param=None, timeout=None, idempotency_key="", pro
             timeout_seconds=int(timeout) if timeout is not None else None,
             idempotency_key=idempotency_key,
         )
+        if detach:
+            from mlbatch.run.detach import start
+
+            print(start(_controller(c, profile), request))
+            return
         outcome = _run(c, request, profile)
     if outcome.exit_code:
         raise Exit(code=outcome.exit_code)
 
 
-@task(help={"job": "only runs of this job", "profile": PROFILE_HELP})
-def runs(c, job=None, profile=None):
-    """List runs from the bucket's records, oldest first."""
+def _controller(c, profile=None):
     from mlbatch.core.bucket import open_bucket
-    from mlbatch.run.records import list_runs
+    from mlbatch.providers import get_provider
+    from mlbatch.run.controller import Controller
+    from mlbatch.ui import echo, say
+
+    settings = _settings(c, profile)
+    return Controller(open_bucket(settings.bucket), get_provider(settings), say, echo)
+
+
+@task(
+    name="list",
+    default=True,
+    help={
+        "job": "only runs of this job",
+        "status": "only runs with this status: running, succeeded, failed, timeout, cancelled, preempted, skipped, ...",
+        "since": "only runs created since: 30m, 24h, 7d, or a date/time like 2026-11-24T03:00 (UTC)",
+        "json": "one JSON list for machines instead of the table",
+        "profile": PROFILE_HELP,
+    },
+)
+def runs_list(c, job=None, status=None, since=None, json=False, profile=None):
+    """List runs from the bucket's records, oldest first, with their metrics."""
+    import json as json_module
+
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.run import inspect
 
     with _errors():
-        for row in list_runs(open_bucket(_settings(c, profile).bucket), job):
-            print(f"{row.run_id}\t{row.version}\t{row.status}\t{row.exit_code}\t{row.created}")
+        rows = inspect.list_runs(open_bucket(_settings(c, profile).bucket), job, status, since)
+    print(json_module.dumps(rows, indent=2) if json else inspect.render_list(rows), end="\n" if json else "")
+
+
+@task(
+    name="show",
+    help={
+        "run_id": "the run, as `invoke runs` lists it",
+        "json": "the same as one JSON object, for machines",
+        "profile": PROFILE_HELP,
+    },
+)
+def runs_show(c, run_id, json=False, profile=None):
+    """A run's spec, params, attempts (zone, Spot or on-demand, phases), provenance, metrics and estimated cost."""
+    import json as json_module
+
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run import inspect
+    from mlbatch.run.prices import load_prices
+    from mlbatch.ui import console
+
+    with _errors():
+        job_of_run_id(run_id)
+        settings = _settings(c, profile)
+        view = inspect.show(open_bucket(settings.bucket), run_id, load_prices(settings.price_table))
+    if json:
+        print(json_module.dumps(view, indent=2))
+    else:
+        console.print(inspect.render_show(view))
+
+
+@task(
+    name="wait",
+    help={"run_id": "the run, e.g. as `run-batch --detach` printed it", "profile": PROFILE_HELP},
+)
+def runs_wait(c, run_id, profile=None):
+    """Follow a (detached) run to its end and exit with its exit code, as an attached run-batch would."""
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run import detach
+    from mlbatch.run.controller import summary_rows
+    from mlbatch.ui import console, summary
+
+    with _errors():
+        job_of_run_id(run_id)
+        outcome = detach.wait(_controller(c, profile), run_id)
+        console.print(summary(f"runs.wait {run_id}", summary_rows(outcome)))
+    if outcome.exit_code:
+        raise Exit(code=outcome.exit_code)
+
+
+@task(name="cancel", help={"run_id": "the run to end", "profile": PROFILE_HELP})
+def runs_cancel(c, run_id, profile=None):
+    """End a run: recorded as cancelled, its instance deleted. An ended run is left as it is."""
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run import detach
+    from mlbatch.ui import say
+
+    with _errors():
+        job_of_run_id(run_id)
+        record = detach.cancel(_controller(c, profile), run_id)
+        say(f"run {run_id}: {record.status}")
+
+
+runs = Collection("runs", runs_list, runs_show, runs_wait, runs_cancel)
 
 
 @task(help={"run_id": "the run, as `invoke runs` lists it", "profile": PROFILE_HELP})
@@ -224,13 +375,19 @@ def logs(c, run_id, profile=None):
 
 @task(help={"dry_run": "only say what would be removed", "profile": PROFILE_HELP})
 def gc(c, dry_run=False, profile=None):
-    """Remove instances that are mlbatch's and expired or orphaned; nothing else."""
+    """Remove instances (and Batch jobs of sweeps) that are mlbatch's and expired or orphaned; nothing else."""
     from mlbatch.providers import get_provider
     from mlbatch.run.records import collect_garbage
     from mlbatch.ui import say
 
     with _errors():
-        removed = collect_garbage(get_provider(_settings(c, profile)), dry_run)
+        settings = _settings(c, profile)
+        removed = collect_garbage(get_provider(settings), dry_run)
+        if not settings.is_local:  # sweeps run as Cloud Batch jobs on gcp
+            from mlbatch.providers.batch import BatchJobs
+            from mlbatch.run.sweep_batch import collect_batch_garbage
+
+            removed += collect_batch_garbage(BatchJobs(settings), dry_run)
         for name, reason in removed:
             say(f"{'would remove' if dry_run else 'removed'} {name}: {reason}")
         say(f"{len(removed)} instance(s) {'to remove' if dry_run else 'removed'}")
@@ -253,6 +410,62 @@ def demo(c, version=None):
         show_metrics(open_bucket(_settings(c).bucket), outcome)
     if outcome.exit_code:
         raise Exit(code=outcome.exit_code)
+
+
+# --- scheduler exports ---------------------------------------------------------------
+
+
+@task(
+    name="export",
+    help={
+        "output_dir": "folder for one <job>.yaml per catalog job (default .mlbatch/rundeck)",
+        "project_dir": "absolute path of this checkout on the Rundeck node (default: this checkout)",
+        "version": "take the catalog of this release (or latest); default: batch_code/jobs.yaml of the checkout",
+        "invoke_path": "the invoke executable on the Rundeck node (default invoke)",
+    },
+)
+def rundeck_export(c, output_dir=None, project_dir=None, version=None, invoke_path="invoke"):
+    """Write a Rundeck job definition (YAML) per catalog job, calling run-batch with ${job.execid} as key."""
+    from mlbatch.triggers import rundeck
+    from mlbatch.triggers.common import load_catalog
+    from mlbatch.ui import say
+
+    with _errors():
+        settings = _settings(c)
+        out = Path(output_dir) if output_dir else settings.state_dir / "rundeck"
+        for path in rundeck.export(load_catalog(settings, version), out, Path(project_dir or ROOT), invoke_path):
+            say(f"wrote {path}")
+
+
+rundeck_ns = Collection("rundeck", rundeck_export)
+
+
+@task(
+    name="export",
+    iterable=["param"],
+    help={
+        "job": "catalog job to schedule, e.g. train-digits",
+        "cron": "unix-cron schedule in quotes, e.g. '0 3 * * *'",
+        "version": "release each trigger runs (default latest: the newest that is not a pre-release, at trigger time)",
+        "param": "job parameter as name=value; repeatable (validated against batch_code/jobs.yaml)",
+        "time_zone": "tz database name the cron is read in (default Etc/UTC)",
+        "profile": "settings profile whose project, region and service account the commands use (default gcp)",
+    },
+)
+def schedule_export(c, job, cron, version="latest", param=None, time_zone="Etc/UTC", profile="gcp"):
+    """Print the gcloud commands for Cloud Scheduler -> Pub/Sub -> the mlbatch Cloud Function."""
+    from mlbatch.core.catalog import parse_params
+    from mlbatch.triggers import schedule
+    from mlbatch.triggers.common import load_catalog, pick_job
+
+    with _errors():
+        settings = _settings(c, profile)
+        chosen = pick_job(load_catalog(settings), job)
+        commands = schedule.gcloud_commands(settings, chosen, cron, version, parse_params(param or ()), time_zone)
+        print(schedule.script(commands), end="")
+
+
+schedule_ns = Collection("schedule", schedule_export)
 
 
 # --- benchmarks ----------------------------------------------------------------------
@@ -307,7 +520,36 @@ def bench_logs(c, mb=200, bucket=None, repeat=3, seconds=20):
     console.print(summary("bench.logs: the bucket log against a plain file", rows))
 
 
-bench = Collection("bench", bench_run, bench_logs)
+@task(
+    name="sweep",
+    help={
+        "version": "release to measure; default: the newest release in the bucket",
+        "tasks": "params sets: N separate run-batch calls against one sweep of N tasks (default 16)",
+        "parallelism": "the sweep's parallelism (default 4)",
+        "profile": "settings profile: local (default), gcp, or test",
+    },
+)
+def bench_sweep(c, version=None, tasks=16, parallelism=4, profile=None):
+    """A sweep of N short tasks against N separate run-batch calls: wall time and API calls, side by side."""
+    from mlbatch.core import manifest
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.providers import get_provider
+    from mlbatch.run.sweep_bench import bench_sweep as measure
+    from mlbatch.run.sweep_runners import task_runner
+    from mlbatch.ui import console, say, summary
+
+    with _errors():
+        settings = _settings(c, profile)
+        bucket = open_bucket(settings.bucket)
+        version = version or (manifest.list_versions(bucket) or [None])[-1]
+        if version is None:
+            raise Exit("mlbatch: no release in the bucket: run `invoke release --version vX.Y.Z` first", code=101)
+        runner, client = task_runner(settings, bucket, lambda _: None)
+        rows = measure(bucket, get_provider(settings), runner, client, version, int(tasks), int(parallelism), say)
+    console.print(summary("bench.sweep: one sweep against separate run-batch calls", rows))
+
+
+bench = Collection("bench", bench_run, bench_logs, bench_sweep)
 
 
 # --- checks --------------------------------------------------------------------------
@@ -347,4 +589,6 @@ def check(c):
     test(c)
 
 
-ns = Collection(release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, images, bench)
+ns = Collection(
+    release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, images, bench, rundeck_ns, schedule_ns
+)

@@ -22,6 +22,7 @@ from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.core.errors import AlreadyExists, FetchFailed
 from mlbatch.core.names import managed_labels
+from mlbatch.core.sweeps import RecordKeys
 
 JOB_STOP_GRACE = 10  # seconds the job gets between SIGTERM and SIGKILL
 OUTPUT_DRAIN_LIMIT = 1800  # seconds the agent waits for the output of a job that has exited
@@ -90,8 +91,9 @@ def upload_results(bucket: Bucket, results: Path, prefix: str, say: Callable[[st
 
 
 class Attempt:
-    def __init__(self, spec: runs.RunSpec, attempt: int, instance: str, workdir: Path):
+    def __init__(self, spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, keys: RecordKeys | None = None):
         self.spec, self.attempt, self.instance = spec, attempt, instance
+        self.keys = keys or RecordKeys.for_run(spec.run_id, attempt)
         self.workdir = workdir
         self.bucket = open_bucket(spec.bucket)
         self.phases: dict[str, float] = {}
@@ -100,7 +102,7 @@ class Attempt:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = LogSink(
             self.bucket,
-            runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_LOG),
+            self.keys.log,
             workdir / "attempt.log",
             max_bytes=spec.max_log_bytes,
         )
@@ -198,7 +200,7 @@ class Attempt:
             self.log.info(f"job output stream ended: {type(exc).__name__}")
 
     def upload(self) -> int:
-        return upload_results(self.bucket, self.workdir / "results", runs.results_prefix(self.spec.run_id), self.log.info)
+        return upload_results(self.bucket, self.workdir / "results", self.keys.results, self.log.info)
 
     def remove_job_container(self) -> None:
         if self.container is not None:
@@ -223,14 +225,13 @@ class Attempt:
             finished=runs.now_iso(),
             phases=self.phases,
             provenance=runs.Provenance.of(self.spec, agent=__version__),
-            results=self.bucket.url(runs.results_prefix(self.spec.run_id)),
+            results=self.bucket.url(self.keys.results),
         )
-        runs.write_record(self.bucket, runs.attempt_key(self.spec.run_id, self.attempt, runs.ATTEMPT_RECORD), record)
-        if status != runs.PREEMPTED:  # a preempted attempt is retried; anything else ends the run
+        runs.write_record(self.bucket, self.keys.attempt, record)
+        # A preempted attempt is retried; anything else ends the run (a sweep's task ends only itself).
+        if self.keys.result and status != runs.PREEMPTED:
             with contextlib.suppress(AlreadyExists):  # the controller recorded the end first (cancel)
-                runs.write_record(
-                    self.bucket, runs.result_key(self.spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True
-                )
+                runs.write_record(self.bucket, self.keys.result, runs.ResultRecord.of_attempt(record), immutable=True)
         return record
 
 
@@ -244,10 +245,18 @@ def _present(client, ref: str) -> bool:
     return True
 
 
-def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, registry_login: bool = False) -> str:
+def run_attempt(
+    spec: runs.RunSpec,
+    attempt: int,
+    instance: str,
+    workdir: Path,
+    registry_login: bool = False,
+    keys: RecordKeys | None = None,
+) -> runs.AttemptRecord:
+    """One attempt, start to record; the attempt's record."""
     import docker
 
-    att = Attempt(spec, attempt, instance, workdir)
+    att = Attempt(spec, attempt, instance, workdir, keys)
     att.log.info(f"agent on {instance}: run {spec.run_id} attempt {attempt}, release {spec.version}")
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
@@ -278,5 +287,4 @@ def run_attempt(spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, 
         att.log.close()
     except Exception as exc:  # the bucket stayed down through every retry: still record how the attempt ended
         print(f"[mlbatch] the last log flush failed: {exc}", flush=True)
-    att.record(status, exit_code, message)
-    return status
+    return att.record(status, exit_code, message)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
+from mlbatch.core.errors import AlreadyExists, BadInput, Conflict, MlbatchError, NotFound
 
 
 class Bucket(Protocol):
@@ -40,6 +41,9 @@ class Bucket(Protocol):
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def url(self, key: str) -> str: ...
+    # Compare-and-swap on one object: generation 0 means "absent", as GCS's if_generation_match.
+    def read_generation(self, key: str) -> tuple[bytes | None, int]: ...
+    def write_if_generation(self, key: str, data: bytes, generation: int) -> None: ...
 
 
 FILE_SCHEME = "file://"
@@ -139,6 +143,39 @@ class FileBucket:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    @contextlib.contextmanager
+    def _locked(self, key: str):
+        """Writers of one folder take turns (flock on the folder), across processes on this host."""
+        folder = self._path(key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _generation(self, path: Path) -> int:
+        # Every write replaces the file with a new one: a new inode and a new mtime together
+        # stand for GCS's generation number.
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return 0
+        return st.st_mtime_ns * 10**10 + st.st_ino % 10**10
+
+    def read_generation(self, key: str) -> tuple[bytes | None, int]:
+        path = self._path(key)
+        with self._locked(key):
+            generation = self._generation(path)
+            return (path.read_bytes() if generation else None), generation
+
+    def write_if_generation(self, key: str, data: bytes, generation: int) -> None:
+        with self._locked(key):
+            if self._generation(self._path(key)) != generation:
+                raise Conflict(f"{self.url(key)} changed since it was read (generation {generation})")
+            self.write(key, data)
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix
@@ -298,6 +335,26 @@ class GcsBucket:
 
     def exists(self, key: str) -> bool:
         return self._blob(key).exists(retry=self._retry)
+
+    def read_generation(self, key: str) -> tuple[bytes | None, int]:
+        from google.api_core import exceptions
+
+        while True:
+            blob = self._bucket.get_blob(self._name(key))
+            if blob is None:
+                return None, 0
+            try:  # the data of exactly that generation, or read both again
+                return blob.download_as_bytes(if_generation_match=blob.generation), int(blob.generation)
+            except (exceptions.PreconditionFailed, exceptions.NotFound):
+                continue
+
+    def write_if_generation(self, key: str, data: bytes, generation: int) -> None:
+        from google.api_core import exceptions
+
+        try:
+            self._bucket.blob(self._name(key)).upload_from_string(data, if_generation_match=generation)
+        except exceptions.PreconditionFailed:
+            raise Conflict(f"{self.url(key)} changed since it was read (generation {generation})") from None
 
     def list(self, prefix: str) -> Iterator[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0

@@ -20,6 +20,8 @@ DEFAULT_STR_PATTERN = r"[A-Za-z0-9._,:/@+=-]{0,256}"
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _MACHINE_TYPE = re.compile(r"^[a-z0-9]+-[a-z0-9-]+$")
 MAX_TIMEOUT = 7 * 24 * 3600  # seconds: the longest a job may run, in the catalog and as --timeout
+# What a trigger does while a run of the same job is still going (see mlbatch.run.overlap).
+CONCURRENCY = ("allow", "skip", "wait")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,10 @@ class Job:
     gpu_type: str = ""
     gpu_count: int = 0
     params: tuple[Param, ...] = ()
+    concurrency: str = "allow"  # allow | skip | wait, while a run of this job is still going
+    # Sweeps rank their tasks by this key of the results' metrics.json, best first.
+    metric: str = ""
+    metric_goal: str = "max"  # max | min
     max_log_mb: int = 0  # 0: the whole log is kept; N: the first N MB, and the log's last line says what was cut
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
@@ -156,6 +162,15 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
     gpu = spec.get("gpu") or {}
     if gpu and (not isinstance(gpu.get("type"), str) or not isinstance(gpu.get("count", 1), int)):
         raise _fail(name, "gpu must be {type: nvidia-..., count: N}")
+    concurrency = spec.get("concurrency", "allow")
+    if concurrency not in CONCURRENCY:
+        raise _fail(name, f"concurrency {concurrency!r} must be one of {', '.join(CONCURRENCY)}")
+    metric = spec.get("metric", "")
+    if not isinstance(metric, str) or (metric and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", metric)):
+        raise _fail(name, f"metric {metric!r} must be a key of the job's metrics.json, e.g. accuracy")
+    metric_goal = spec.get("metric_goal", "max")
+    if metric_goal not in ("max", "min"):
+        raise _fail(name, f"metric_goal {metric_goal!r} must be max or min")
     max_log_mb = spec.get("max_log_mb", 0)
     if not isinstance(max_log_mb, int) or isinstance(max_log_mb, bool) or not 0 <= max_log_mb <= 1_000_000:
         raise _fail(name, f"max_log_mb {max_log_mb!r} must be an integer from 0 (no cap) to 1000000")
@@ -175,6 +190,9 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         gpu_type=str(gpu.get("type", "")),
         gpu_count=int(gpu.get("count", 1)) if gpu else 0,
         params=tuple(_param(name, k, v or {}) for k, v in params.items()),
+        concurrency=concurrency,
+        metric=metric,
+        metric_goal=metric_goal,
         max_log_mb=max_log_mb,
     )
 

@@ -25,6 +25,28 @@ class ExitCode(enum.IntEnum):
     CANCELLED = 109  # the controller got SIGINT/SIGTERM; instance removed
     INFRA_FAILED = 110  # provider error that is neither the job's nor the above
     PERMISSION_DENIED = 111
+    TASKS_FAILED = 112  # a sweep ran and some of its tasks did not succeed (sweep.json says which)
+    SKIPPED_OVERLAP = 113  # concurrency: skip, and a run of the job is still going; nothing was started
+
+
+# One line per reserved code, for exports that carry the table (Rundeck job descriptions).
+MEANINGS = {
+    ExitCode.OK: "the job succeeded",
+    ExitCode.BAD_INPUT: "bad input: version, job, param, option or setting; nothing was started",
+    ExitCode.NOT_FOUND: "not found: the release or run does not exist",
+    ExitCode.ALREADY_EXISTS: "already exists: a release of this version exists",
+    ExitCode.STEP_FAILED: "a release step failed",
+    ExitCode.FETCH_FAILED: "the instance could not pull the container or fetch/verify the code",
+    ExitCode.PREEMPTED: "preempted more often than the job's max_preemption_retries allow",
+    ExitCode.NO_CAPACITY: "no capacity in any configured zone",
+    ExitCode.QUOTA_EXCEEDED: "quota exceeded",
+    ExitCode.TIMEOUT: "the job outlived its timeout and was stopped",
+    ExitCode.CANCELLED: "cancelled; the instance was deleted",
+    ExitCode.INFRA_FAILED: "infrastructure error that is neither the job's nor one of the above",
+    ExitCode.PERMISSION_DENIED: "permission denied",
+    ExitCode.TASKS_FAILED: "a sweep ran and some of its tasks did not succeed (sweep.json says which)",
+    ExitCode.SKIPPED_OVERLAP: "skipped: a run of this job is still going and the job's concurrency is skip",
+}
 
 
 class MlbatchError(Exception):
@@ -90,3 +112,15 @@ class BadRecord(MlbatchError):
 
 class PermissionDenied(MlbatchError):
     exit_code = ExitCode.PERMISSION_DENIED
+
+
+class Conflict(MlbatchError):
+    """A conditional write lost: the object's generation is no longer the one read."""
+
+    exit_code = ExitCode.INFRA_FAILED
+
+
+class OverlapSkipped(MlbatchError):
+    """The job's concurrency is skip and a run of it is still going; nothing was started."""
+
+    exit_code = ExitCode.SKIPPED_OVERLAP

@@ -96,6 +96,19 @@ def list_versions(bucket: Bucket) -> list[str]:
     return sorted(versions, key=sort_key)
 
 
+LATEST = "latest"
+
+
+def resolve_version(bucket: Bucket, version: str) -> str:
+    """`latest` -> the newest release that is not a pre-release, at the time of asking."""
+    if version != LATEST:
+        return parse_version(version).tag
+    released = [v for v in list_versions(bucket) if not parse_version(v).pre]
+    if not released:
+        raise NotFound(f"--version latest: {bucket.uri} has no release that is not a pre-release (see `invoke releases`)")
+    return released[-1]
+
+
 def iter_manifests(bucket: Bucket) -> Iterator[Manifest]:
     for version in list_versions(bucket):
         yield load(bucket, version)

@@ -35,6 +35,8 @@ NO_CAPACITY = "no_capacity"
 QUOTA_EXCEEDED = "quota_exceeded"
 PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
+SKIPPED = "skipped"  # concurrency: skip, while a run of the job was still going; nothing was started
+TASKS_FAILED = "tasks_failed"  # a sweep whose tasks did not all succeed
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,
@@ -46,6 +48,8 @@ STATUS_EXIT_CODES = {
     QUOTA_EXCEEDED: ExitCode.QUOTA_EXCEEDED,
     PERMISSION_DENIED: ExitCode.PERMISSION_DENIED,
     NOT_FOUND: ExitCode.NOT_FOUND,
+    SKIPPED: ExitCode.SKIPPED_OVERLAP,
+    TASKS_FAILED: ExitCode.TASKS_FAILED,
 }
 
 
@@ -152,6 +156,7 @@ class InstanceSpec(Record):
     attempt: int
     instance: str
     workdir: str
+    task: int | None = None  # a sweep's task: the agent records under tasks/<i>/ (core/sweeps.py)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -231,6 +236,10 @@ class ResultRecord(Record):
     started: str = ""
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
     provenance: Provenance | None = None  # the agent's; None when the controller ended the run
+    # A sweep's result (core/sweeps.py): how many tasks, how many succeeded, where sweep.json is.
+    tasks: int = 0
+    succeeded: int = 0
+    sweep: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -251,6 +260,42 @@ class ResultRecord(Record):
         if self.status == FAILED:
             return self.exit_code
         return int(STATUS_EXIT_CODES.get(self.status, ExitCode.INFRA_FAILED))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InstanceRecord(Record):
+    """attempts/<n>/instance.json: where the controller made the attempt's instance, and when it went.
+
+    Written when the instance exists, rewritten when the controller deletes it; a detached
+    run's instance deletes itself, so `deleted` stays empty unless `runs.wait` took over.
+    """
+
+    run_id: str
+    attempt: int
+    instance: str
+    zone: str
+    spot: bool
+    machine_type: str
+    gpu_type: str = ""
+    gpu_count: int = 0
+    created: str
+    deleted: str = ""
+    detached: bool = False
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # the controller's: create, teardown
+    schema_version: int = SCHEMA_VERSION
+
+
+INSTANCE_RECORD = "instance.json"
+
+
+def read_instance(bucket: Bucket, run_id: str, attempt: int) -> InstanceRecord | None:
+    return read_record(bucket, attempt_key(run_id, attempt, INSTANCE_RECORD), InstanceRecord)
+
+
+def attempt_numbers(bucket: Bucket, run_id: str) -> list[int]:
+    """The attempts that have any record (an instance, a log or an end), in order."""
+    numbers = {int(k.split("/")[4]) for k in bucket.list(f"{run_prefix(run_id)}/attempts") if k.count("/") == 5}
+    return sorted(numbers)
 
 
 def idempotency_record_key(job: str, idempotency_key: str) -> str:

@@ -22,7 +22,7 @@ PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators 
 # Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
 EMULATOR_PROFILES = ("local", "test")
 # Endpoints of emulated Google APIs: only the test profile may set them.
-TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint")
+TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -45,6 +45,7 @@ class Settings:
     network: str = "default"
     subnetwork: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
+    batch_endpoint: str = ""  # tests point this at the fake Cloud Batch API (sweeps)
     # The release preflight's APIs; tests point them at tests/support/fake_iam.py
     resource_manager_endpoint: str = ""
     service_usage_endpoint: str = ""
@@ -56,6 +57,7 @@ class Settings:
     internal_ip: bool = True  # the build VM gets no external IP; Packer connects to its internal address
     use_iap: bool = False  # or through an IAP tunnel (needs gcloud where Packer runs)
     ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
+    price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
 
     @property
     def is_local(self) -> bool:
@@ -106,6 +108,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         network=str(get("network", "default")),
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
+        batch_endpoint=str(get("batch_endpoint")),
         resource_manager_endpoint=str(get("resource_manager_endpoint")),
         service_usage_endpoint=str(get("service_usage_endpoint")),
         bake_zone=str(get("bake_zone")),
@@ -115,6 +118,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         internal_ip=get("internal_ip", True),
         use_iap=get("use_iap", False),
         ssh_port=get("ssh_port", 22),
+        price_table=_abs(project_root, str(get("price_table"))) if get("price_table", None) else None,
     )
     _validate(settings, env)
     return settings
@@ -128,6 +132,10 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
         raise BadInput(f"invalid {where}.image_family {s.image_family!r}: expected a GCE name, e.g. mlbatch")
     if s.ca_bundle is not None and not s.ca_bundle.is_file():
         raise BadInput(f"{where}.ca_bundle {str(s.ca_bundle)!r} is not a file: expected a PEM bundle or null")
+    if s.price_table is not None and not s.price_table.is_file():
+        raise BadInput(
+            f"{where}.price_table {str(s.price_table)!r} is not a file: expected a YAML like mlbatch/run/prices.yaml, or null"
+        )
     if s.profile not in EMULATOR_PROFILES:
         if env.get("STORAGE_EMULATOR_HOST"):
             raise BadInput(

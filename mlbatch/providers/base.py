@@ -29,6 +29,8 @@ class InstanceRequest:
     labels: dict[str, str]
     max_run_seconds: int  # the instance deletes itself after this, controller or not
     spot: bool
+    detached: bool = False  # nobody watches: the instance removes itself when its agent is done
+    task: int | None = None  # a sweep's task index: the agent records under tasks/<i>/
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,19 @@ def _state(container) -> str:
     return RUNNING if container.status in ("created", "running", "restarting") else STOPPED
 
 
+def _remove(container) -> None:
+    """Remove a container; one that is gone, or removing itself (a detached instance), counts as removed."""
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in str(exc):
+            raise
+
+
 class LocalProvider:
     name = "local"
     zones: tuple[str, ...] = ("local",)
@@ -50,7 +63,9 @@ class LocalProvider:
         workdir = self._workdir(request.name)
         workdir.mkdir(parents=True, exist_ok=True)
         instance_file = workdir / "instance.json"
-        instance = InstanceSpec(spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir))
+        instance = InstanceSpec(
+            spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir), task=request.task
+        )
         instance_file.write_text(instance.to_json())
         volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}, str(workdir): {"bind": str(workdir), "mode": "rw"}}
         bucket_dir = file_bucket_dir(request.spec.bucket)
@@ -67,6 +82,8 @@ class LocalProvider:
             volumes=volumes,
             environment=env,
             labels=request.labels,
+            # A VM's agent deletes the VM; a detached local instance's container goes when its agent ends.
+            auto_remove=request.detached,
         )
 
     def state(self, name: str) -> str:
@@ -98,10 +115,10 @@ class LocalProvider:
 
     def delete(self, name: str) -> None:
         for container in self.client.containers.list(all=True, filters={"label": f"org.mlbatch.instance={name}"}):
-            container.remove(force=True)  # job containers the agent started
+            _remove(container)  # job containers the agent started
         container = self._get(name)
         if container is not None:
-            container.remove(force=True)
+            _remove(container)
         shutil.rmtree(self._workdir(name), ignore_errors=True)
 
     def list_ours(self) -> list[InstanceInfo]:

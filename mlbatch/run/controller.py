@@ -23,11 +23,12 @@ from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled
 from mlbatch.core.cancel import cancel_on_signals as _cancel_on_signals
 from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, MlbatchError
+from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, ExitCode, MlbatchError
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
+from mlbatch.run import overlap
 from mlbatch.run.echo import BoundedEcho, LogFollower, echo_log_after
 from mlbatch.ui import Say
 
@@ -74,7 +75,7 @@ class RunOutcome:
 def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     """Every check that can refuse the run, before anything is written or created."""
     check_job_name(request.job)
-    version = parse_version(request.version).tag
+    version = manifests.resolve_version(bucket, request.version)
     raw_params = parse_params(request.params)
     if request.timeout_seconds is not None and not 1 <= request.timeout_seconds <= MAX_TIMEOUT:
         raise BadInput(f"invalid --timeout {request.timeout_seconds}: expected seconds from 1 to {MAX_TIMEOUT}")
@@ -86,6 +87,11 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
         raise BadInput(f"unknown job {request.job!r} in release {version}: expected one of {', '.join(manifest.jobs)}")
     params = job.resolve_params(raw_params)
     return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
+
+
+def status_of(exc: MlbatchError) -> str:
+    """The run status that ends a run with this error's exit code."""
+    return {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
 
 
 class Controller:
@@ -101,7 +107,19 @@ class Controller:
     # --- entry point ----------------------------------------------------------------
 
     def run(self, request: RunRequest) -> RunOutcome:
+        begun = self._begin(request)
+        if isinstance(begun, str):  # the idempotency key's run: follow it
+            return self.attach(begun)
+        spec, job = begun
+        with _cancel_on_signals():
+            return self._attempts(spec, job)
+
+    def _begin(self, request: RunRequest) -> tuple[runs.RunSpec, Job] | str:
+        """Validate, claim the key, write spec.json, take the job's overlap slot: the new run's
+        spec and job, or the run id an idempotency key already started."""
         prepared = prepare(self.bucket, request)
+        if request.version == manifests.LATEST:
+            self.say(f"--version latest resolved to {prepared.manifest.version}")
         run_id = new_run_id(request.job)
         if request.idempotency_key:
             key = runs.idempotency_record_key(request.job, request.idempotency_key)
@@ -110,7 +128,7 @@ class Controller:
             except AlreadyExists:
                 existing = self._read_key_record(key, request.idempotency_key)
                 self.say(f"idempotency key {request.idempotency_key!r} already started run {existing.run_id}")
-                return self.attach(existing.run_id)
+                return existing.run_id
         spec = runs.RunSpec(
             run_id=run_id,
             job=request.job,
@@ -128,9 +146,22 @@ class Controller:
             max_log_bytes=prepared.job.max_log_mb * 1024 * 1024,
         )
         runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
+        self._take_slot(spec, prepared.job)
         self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
-        with _cancel_on_signals():
-            return self._attempts(spec, prepared.job)
+        return spec, prepared.job
+
+    def _take_slot(self, spec: runs.RunSpec, job: Job) -> None:
+        """The job's overlap slot (concurrency skip | wait); a skipped or cancelled wait is recorded."""
+        deadline = time.time() + (1 + job.max_preemption_retries) * (spec.timeout_seconds + SELF_DELETE_MARGIN)
+        try:
+            with _cancel_on_signals():
+                overlap.claim(self.bucket, job, spec.run_id, deadline, self.say)
+        except overlap.OverlapSkipped as exc:
+            self._final(spec, runs.SKIPPED, 0, str(exc))
+            raise
+        except Cancelled as exc:
+            record = self._cancelled(spec, 0, exc)
+            raise MlbatchError(record.message, ExitCode.CANCELLED) from None
 
     def _read_key_record(self, key: str, idempotency_key: str) -> runs.IdempotencyRecord:
         """The run an idempotency key started; a clear error when its record is unreadable."""
@@ -149,16 +180,17 @@ class Controller:
 
     # --- attempts ---------------------------------------------------------------------
 
-    def _attempts(self, spec: runs.RunSpec, job: Job) -> RunOutcome:
+    def _attempts(self, spec: runs.RunSpec, job: Job, first: int = 1, adopt: bool = False) -> RunOutcome:
+        """Attempts `first`.. of the run; with `adopt`, attempt `first`'s instance exists already (runs.wait)."""
         phases: dict[str, float] = {}
         max_attempts = 1 + job.max_preemption_retries
         result: runs.ResultRecord | None = None
         attempt = 0
         try:
-            for attempt in range(1, max_attempts + 1):
+            for attempt in range(first, max_attempts + 1):
                 name = instance_name(spec.run_id, attempt)
                 try:
-                    result = self._one_attempt(spec, job, attempt, name, phases)
+                    result = self._one_attempt(spec, job, attempt, name, phases, adopt and attempt == first)
                 except Cancelled as exc:
                     # Record first, tear down second: the agent sees its job die when the
                     # instance goes and must find the run already ended as cancelled.
@@ -166,7 +198,7 @@ class Controller:
                     raise
                 finally:
                     with runs.timed(phases, "teardown"):
-                        self._delete(name)
+                        self._delete(name, spec.run_id, attempt)
                 if result is not None:
                     break
                 self.say(f"attempt {attempt} was preempted" + ("; retrying" if attempt < max_attempts else ""))
@@ -182,15 +214,15 @@ class Controller:
         except CapacityError as exc:
             result = self._final(spec, runs.NO_CAPACITY, attempt, str(exc))
         except MlbatchError as exc:
-            status = {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
-            result = self._final(spec, status, attempt, str(exc))
+            result = self._final(spec, status_of(exc), attempt, str(exc))
         return RunOutcome(spec.run_id, result.run_exit_code, result, {**phases, **result.phases})
 
     def _cancelled(self, spec: runs.RunSpec, attempt: int, exc: Cancelled) -> runs.ResultRecord:
         return self._final(spec, runs.CANCELLED, attempt, f"cancelled by {exc}; instance deleted")
 
-    def _delete(self, name: str) -> None:
+    def _delete(self, name: str, run_id: str, attempt: int) -> None:
         """Teardown must not hide why the attempt ended; the instance's own safety nets remain."""
+        start = time.monotonic()
         try:
             self.provider.delete(name)
         except Exception as exc:
@@ -198,8 +230,39 @@ class Controller:
                 f"could not delete instance {name}: {exc}. It deletes itself at its max run duration, "
                 "and `invoke gc` removes it once expired"
             )
+            return
+        record = runs.read_instance(self.bucket, run_id, attempt)
+        if record is not None and not record.deleted:
+            phases = {**record.phases, "teardown": round(time.monotonic() - start, 3)}
+            self._write_instance(dataclasses.replace(record, deleted=runs.now_iso(), phases=phases))
 
-    def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str) -> None:
+    def _write_instance(self, record: runs.InstanceRecord) -> None:
+        runs.write_record(self.bucket, runs.attempt_key(record.run_id, record.attempt, runs.INSTANCE_RECORD), record)
+
+    def _launch(self, spec: runs.RunSpec, job: Job, attempt: int, detached: bool = False) -> float:
+        """Create the attempt's instance and record where and how; the unix time it was created."""
+        start = time.monotonic()
+        zone, spot = self._create(spec, job, attempt, instance_name(spec.run_id, attempt), detached)
+        created = runs.now_iso()
+        self._write_instance(
+            runs.InstanceRecord(
+                run_id=spec.run_id,
+                attempt=attempt,
+                instance=instance_name(spec.run_id, attempt),
+                zone=zone,
+                spot=spot,
+                machine_type=job.machine_type,
+                gpu_type=job.gpu_type,
+                gpu_count=job.gpu_count,
+                created=created,
+                detached=detached,
+                phases={"create": round(time.monotonic() - start, 3)},
+            )
+        )
+        return dt.datetime.fromisoformat(created).timestamp()
+
+    def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str, detached: bool = False) -> tuple[str, bool]:
+        """Create the instance in the first zone with capacity; that zone, and whether it is Spot."""
         now = int(time.time())
         max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
         preemptions = attempt - 1
@@ -213,6 +276,7 @@ class Controller:
             attempt=attempt,
             max_run_seconds=max_run,
             spot=spot,
+            detached=detached,
             labels=check_labels(
                 {
                     **managed_labels(),
@@ -230,24 +294,28 @@ class Controller:
             try:
                 self.provider.create(request, zone)
                 self.say(f"instance {name} created in {zone}")
-                return
+                return zone, spot
             except CapacityError as exc:
                 errors.append(f"{zone}: {exc}")
                 self.say(f"no capacity in {zone}; trying the next zone")
         raise CapacityError("no capacity in any zone: " + "; ".join(errors))
 
     def _one_attempt(
-        self, spec: runs.RunSpec, job: Job, attempt: int, name: str, phases: dict[str, float]
+        self, spec: runs.RunSpec, job: Job, attempt: int, name: str, phases: dict[str, float], adopt: bool = False
     ) -> runs.ResultRecord | None:
-        """Run one attempt; the final result record, or None when it was preempted."""
-        with runs.timed(phases, "create"):
-            self._create(spec, job, attempt, name)
-        created_at = time.time()
+        """Run one attempt (or, adopting, follow the one whose instance exists); the final result
+        record, or None when it was preempted."""
+        if adopt:
+            made = runs.read_instance(self.bucket, spec.run_id, attempt)
+            created_at = dt.datetime.fromisoformat(made.created).timestamp() if made else time.time()
+        else:
+            with runs.timed(phases, "create"):
+                created_at = self._launch(spec, job, attempt)
         stop = threading.Event()
         console = BoundedEcho(self.echo)
         streamer = threading.Thread(target=self._stream, args=(name, stop, console), daemon=True)
         streamer.start()
-        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin
+        deadline = time.monotonic() + spec.timeout_seconds + self.boot_margin - max(0.0, time.time() - created_at)
         next_state_check = time.monotonic() + self.state_check_every
         result = None
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from mlbatch.core import runs
+from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import NotFound
 from mlbatch.core.names import is_managed
@@ -46,6 +46,10 @@ def read_logs(bucket: Bucket, run_id: str) -> str:
     parts = []
     for key in runs.attempt_log_keys(bucket, run_id):
         parts.append(f"===== attempt {key.split('/')[-2]} =====\n")
+        parts.append(bucket.read(key).decode(errors="replace"))
+    for key in sweeps.task_log_keys(bucket, run_id):  # a sweep: each task's log, attempt by attempt
+        task = key.split("/tasks/", 1)[1].split("/")
+        parts.append(f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n")
         parts.append(bucket.read(key).decode(errors="replace"))
     return "".join(parts)
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,14 +18,10 @@ from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
-from mlbatch.core.settings import load_settings
 from mlbatch.providers.gce import GceProvider
-from mlbatch.release.flow import release
 from mlbatch.run.controller import SELF_DELETE_MARGIN, Controller, RunRequest
 from mlbatch.run.records import collect_garbage, read_logs
-from mlbatch.ui import Steps
-from tests.conftest import ROOT, make_settings, repo_config, unique_version
-from tests.integration.helpers import INVOKE
+from tests.integration.helpers import release_for_test_profile, run_batch_on_test_profile, settings_for_test_profile, wait_for
 from tests.support.fake_compute import FakeCompute, Faults
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
@@ -35,27 +29,15 @@ PROJECT = "mlbatch-test"
 
 
 def gce_settings(bucket: str, endpoint: str):
-    config = repo_config()
-    config["profile"] = "test"
-    config["profiles"]["test"].update(bucket=bucket, compute_endpoint=endpoint)
-    return load_settings(config, ROOT)
+    return settings_for_test_profile(bucket, compute_endpoint=endpoint)
 
 
 @pytest.fixture(scope="module")
 def world(infra, gcs_emulator):
     """A release as the gcp profile writes it (VM image by self link) in fake-gcs, and the fake API."""
-    from tests.support.gcs import create_bucket
-
-    bucket = f"gs://mlbatch-gce-{int(time.time())}"
-    create_bucket(bucket[5:])
-    local = release(make_settings(bucket), unique_version(), Steps())
     fake = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
-    link = fake.add_image(local.vm_image.name, local.vm_image.ref)
-    gcp = dataclasses.replace(
-        local, version=local.version + ".gce", profile="test", vm_image=dataclasses.replace(local.vm_image, ref=link)
-    )
-    manifests.publish(open_bucket(bucket), gcp)
-    yield gce_settings(bucket, fake.endpoint), gcp.version, fake
+    bucket, version = release_for_test_profile("gce", fake)
+    yield gce_settings(bucket, fake.endpoint), version, fake
     fake.stop()
 
 
@@ -76,29 +58,7 @@ def run(world, job="sleep", params=("seconds=2",), lines=None, **kwargs):
 
 def cli(world, *args, **popen):
     settings, _, fake = world
-    env = {
-        **os.environ,
-        "INVOKE_MLBATCH_PROFILES_TEST_BUCKET": settings.bucket,
-        "INVOKE_MLBATCH_PROFILES_TEST_COMPUTE_ENDPOINT": fake.endpoint,
-    }
-    return subprocess.Popen(
-        [INVOKE, "run-batch", "--profile", "test", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **popen,
-    )
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return run_batch_on_test_profile({"bucket": settings.bucket, "compute_endpoint": fake.endpoint}, *args, **popen)
 
 
 def test_train_digits_end_to_end_through_the_cli(world, fake):

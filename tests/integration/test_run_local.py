@@ -20,7 +20,7 @@ from mlbatch.run.controller import Controller, RunRequest
 from mlbatch.run.records import collect_garbage, list_runs, read_logs
 from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
-from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke
+from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 
@@ -41,16 +41,6 @@ def controller(settings, lines=None):
 def instances(run_id=None):
     filters = {"label": ["managed-by=mlbatch"] + ([f"run-id={run_id}"] if run_id else [])}
     return docker_client().containers.list(all=True, filters=filters)
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_train_digits_succeeds_and_leaves_results(env):
@@ -229,7 +219,7 @@ def test_gc_removes_only_our_expired_or_orphaned_instances(env):
 def test_runs_and_logs_commands(env):
     settings, version = env
     listed = invoke(settings.bucket, "runs", "--job", "train-digits")
-    run_id = listed.stdout.split()[0]
+    run_id = listed.stdout.splitlines()[1].split()[0]  # under the header
     assert "succeeded" in listed.stdout
     logs = invoke(settings.bucket, "logs", run_id)
     assert logs.returncode == 0 and "metrics:" in logs.stdout

@@ -24,6 +24,7 @@ from mlbatch.agent.runner import Attempt
 from mlbatch.core import runs
 from mlbatch.core.errors import AlreadyExists, CapacityError, NotFound, QuotaError
 from mlbatch.core.names import is_managed
+from mlbatch.core.sweeps import RecordKeys
 from mlbatch.providers.base import GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 
@@ -133,7 +134,8 @@ class MemoryProvider:
 
     def _agent(self, request: InstanceRequest, behaviour: Behaviour) -> None:
         """The real agent's records for the scripted outcome."""
-        attempt = Attempt(request.spec, request.attempt, request.name, self.workdir / request.name)
+        keys = RecordKeys.for_task(request.spec.run_id, request.task, request.attempt) if request.task is not None else None
+        attempt = Attempt(request.spec, request.attempt, request.name, self.workdir / request.name, keys)
         try:
             for line in behaviour.lines:
                 attempt.log.write(line)

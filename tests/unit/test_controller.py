@@ -12,43 +12,11 @@ import pytest
 
 import mlbatch
 from mlbatch.core import runs
-from mlbatch.core.bucket import FileBucket
 from mlbatch.core.catalog import MAX_TIMEOUT
 from mlbatch.core.errors import BadInput, BadRecord, ExitCode, NotFound
-from mlbatch.run.controller import Cancelled, Controller, RunRequest, summary_rows
-from tests.support.memory_provider import MemoryProvider, fail, hang, preempt, succeed, vanish
-from tests.support.releases import publish_release
-
-VERSION = "v1.0.0"
-
-
-class FastController(Controller):
-    poll = 0.001
-    state_check_every = 0.0
-    boot_margin = 0
-    attach_poll = 0.001
-
-
-@pytest.fixture
-def bucket(tmp_path):
-    bucket = FileBucket(tmp_path / "bucket")
-    publish_release(bucket, VERSION)
-    return bucket
-
-
-@pytest.fixture
-def provider(tmp_path):
-    return MemoryProvider(tmp_path / "instances", zones=("europe-west4-a", "europe-west4-b"))
-
-
-@pytest.fixture
-def lines():
-    return []
-
-
-@pytest.fixture
-def controller(bucket, provider, lines):
-    return FastController(bucket, provider, lines.append, lines.append)
+from mlbatch.run.controller import Cancelled, RunRequest, summary_rows
+from tests.support.memory_provider import fail, hang, preempt, succeed, vanish
+from tests.unit.conftest import VERSION, FastController
 
 
 def run(controller, job="sleep", **kwargs):

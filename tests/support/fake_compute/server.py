@@ -10,15 +10,11 @@ parameters and body are checked against the official discovery document.
 
 from __future__ import annotations
 
-import http.server
 import itertools
-import json
-import re
 import shutil
 import tempfile
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +29,7 @@ from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
 from tests.support.fake_compute.state import FakeInstance, Faults
 from tests.support.fake_compute.zones import ZonesMixin
+from tests.support.fake_http import RoutedApi, json_server
 
 
 class FakeCompute(
@@ -44,7 +41,9 @@ class FakeCompute(
     GlobalOperationsMixin,
     DisksMixin,
     ZonesMixin,
+    RoutedApi,
 ):
+    API, NAME = discovery.COMPUTE, "compute"
     _ROUTES = (
         InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + GlobalOperationsMixin.ROUTES + DisksMixin.ROUTES
     ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES)
@@ -68,7 +67,7 @@ class FakeCompute(
         self._lock = threading.RLock()
         self._workroot = Path(tempfile.mkdtemp(prefix="fake-compute-"))
         self._stop = threading.Event()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = json_server(self._dispatch, error_body(400, "Invalid JSON payload received."))
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
         self._threads = [
             threading.Thread(target=self._server.serve_forever, daemon=True),
@@ -102,74 +101,15 @@ class FakeCompute(
 
     # --- HTTP plumbing ------------------------------------------------------------------
 
-    def _handler(self):
-        fake = self
+    def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
+        public_read = resource == "images" and name in ("get", "getFromFamily", "list") and args["project"] in self.public_images
+        if args["project"] != self.project and not public_read:
+            raise not_found(f"projects/{args['project']}")
+        if self.faults.forbidden:
+            raise ApiError(403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden")
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _serve(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                url = urllib.parse.urlsplit(self.path)
-                params = dict(urllib.parse.parse_qsl(url.query))
-                try:
-                    body = json.loads(raw) if raw else None
-                except json.JSONDecodeError:
-                    return self._reply(400, error_body(400, "Invalid JSON payload received."))
-                status, payload = fake._dispatch(self.command, url.path, params, discovery.without_nulls(body))
-                self._reply(status, payload)
-
-            def _reply(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _serve
-
-        return Handler
-
-    def _route(self, verb: str, path: str) -> tuple[str, str, dict[str, str]] | None:
-        for route_verb, pattern, resource, name in self._ROUTES:
-            match = re.fullmatch(pattern, path)
-            if route_verb == verb and match:
-                return resource, name, match.groupdict()
-        return None
-
-    def _dispatch(self, verb: str, path: str, params: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            self.requests.append((verb, path, body))
-            if self.faults.http_burst:
-                code = self.faults.http_burst.pop(0)
-                return code, error_body(code, "injected: the service is busy, try again", "backendError")
-            route = self._route(verb, path)
-            if route is None:
-                return 404, error_body(404, f"fake compute: no route for {verb} {path}", "notFound")
-            resource, name, args = route
-            try:
-                errors = discovery.check_params(resource, name, {**params, **args})
-                spec = discovery.method(resource, name)
-                if "request" in spec:  # the body schema the discovery document names for this method
-                    errors += discovery.check_body(spec["request"]["$ref"], body or {}, spec["id"])
-                if errors:
-                    raise ApiError(400, "; ".join(errors))
-                public_read = verb == "GET" and resource == "images" and args["project"] in self.public_images
-                if args["project"] != self.project and not public_read:
-                    raise not_found(f"projects/{args['project']}")
-                if self.faults.forbidden:
-                    raise ApiError(
-                        403, f"Required 'compute.instances.{name}' permission for 'projects/{self.project}'", "forbidden"
-                    )
-                result = getattr(self, f"_{resource}_{name}")(params=params, body=body, **args)
-            except ApiError as exc:
-                return exc.code, error_body(exc.code, exc.message, exc.reason)
-            if name == "insert" and self.faults.lose_insert_responses > 0:
-                self.faults.lose_insert_responses -= 1
-                return 503, error_body(503, "injected: the insert was performed but its response was lost", "backendError")
-            return 200, result
+    def _lost_response(self, name: str) -> bool:
+        if name == "insert" and self.faults.lose_insert_responses > 0:
+            self.faults.lose_insert_responses -= 1
+            return True
+        return False

@@ -1,0 +1,45 @@
+"""Task mode: the agent runs task i of a sweep and records it under tasks/<i>/.
+
+On Cloud Batch every task gets the run's spec (MLBATCH_RUN_SPEC, the runnable's
+environment), its own params and argv (MLBATCH_TASK, the task environment), and from the
+service BATCH_TASK_INDEX and BATCH_TASK_RETRY_ATTEMPT. A local sweep task gets the same
+through its instance file ("task": i, the spec already carrying the task's params).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from collections.abc import Mapping
+
+from mlbatch.core import runs
+from mlbatch.core.errors import ExitCode
+
+# The runnable's exit code tells Cloud Batch what to do: 0 succeeded; the job's own code
+# when it failed (lifecycle policies fail the task, no retry); our reserved codes else.
+_STATUS_EXIT = {runs.SUCCEEDED: 0, **{s: int(c) for s, c in runs.STATUS_EXIT_CODES.items()}}
+
+
+def on_batch(env: Mapping[str, str]) -> bool:
+    return "BATCH_TASK_INDEX" in env and "MLBATCH_RUN_SPEC" in env
+
+
+def batch_instance(env: Mapping[str, str] = os.environ) -> runs.InstanceSpec:
+    """The instance spec of this Batch task: the run's spec with the task's params and argv."""
+    spec = runs.RunSpec.from_json(env["MLBATCH_RUN_SPEC"], "MLBATCH_RUN_SPEC")
+    task = json.loads(env.get("MLBATCH_TASK", "{}"))
+    return runs.InstanceSpec(
+        spec=dataclasses.replace(spec, params=task.get("params", spec.params), argv=tuple(task.get("argv", spec.argv))),
+        task=int(env["BATCH_TASK_INDEX"]),
+        attempt=int(env.get("BATCH_TASK_RETRY_ATTEMPT", "0")) + 1,
+        instance=socket.gethostname(),  # one task a VM (taskCountPerNode 1): the VM names its job container
+        workdir=env.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),
+    )
+
+
+def exit_code(record: runs.AttemptRecord) -> int:
+    if record.status == runs.FAILED:
+        return min(max(record.exit_code, 1), 255)
+    return _STATUS_EXIT.get(record.status, int(ExitCode.INFRA_FAILED))

@@ -1,0 +1,246 @@
+"""Cloud Batch (google-cloud-batch, REST transport): one Batch job per sweep.
+
+The job boots the release's baked image (the same agent, the same agent<->job contract):
+one task per params set, one task a VM, the run's spec in the runnable's environment and
+each task's params and argv in its task environment; Batch sets BATCH_TASK_INDEX and
+BATCH_TASK_RETRY_ATTEMPT. Spot tasks are retried only when preempted (exit code 50001);
+the job's own exit codes fail the task at once (lifecycle policies). Batch deletes its VMs
+when tasks end, and each task has a max run duration, so nothing outlives the sweep.
+
+Like the gce provider: a request_id per create and delete, bounded retries of transient
+errors, errors translated to reserved exit codes. Imported lazily (gcp and test profiles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import batch_v1
+
+from mlbatch.core.catalog import Job
+from mlbatch.core.errors import MlbatchError, NotFound, PermissionDenied
+from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
+from mlbatch.core.runs import RunSpec
+from mlbatch.core.settings import Settings
+from mlbatch.providers.gce import SCOPE, _retry
+from mlbatch.providers.gce import _translate as _translate_compute
+
+PREEMPTED_EXIT_CODE = 50001  # what Batch reports for a task whose Spot VM was preempted
+JOB_EXIT_CODES = list(range(1, 256))  # the job's own codes and our reserved ones: fail, never retry
+AGENT = "/opt/mlbatch/venv/bin/mlbatch-agent"  # where the agent role installs it in the image
+QUOTA_CODES = ("CODE_GCE_QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "quotaExceeded")
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskView:
+    index: int
+    state: str  # PENDING ASSIGNED RUNNING SUCCEEDED FAILED UNEXECUTED
+    exit_code: int | None  # of its last execution, when it has run
+    message: str  # the last status event
+
+
+@dataclasses.dataclass(frozen=True)
+class JobView:
+    name: str
+    state: str  # QUEUED SCHEDULED RUNNING SUCCEEDED FAILED DELETION_IN_PROGRESS ...
+    counts: dict[str, int]  # task state -> number of tasks
+    events: tuple[str, ...]  # status event descriptions, oldest first
+    labels: dict[str, str]
+
+
+def _translate(exc: gexc.GoogleAPICallError, what: str) -> MlbatchError:
+    """As for Compute Engine, with what Batch needs when permission is denied."""
+    error = _translate_compute(exc, what)
+    if isinstance(error, PermissionDenied):
+        return PermissionDenied(
+            f"{what}: permission denied: {exc.message} "
+            "(grant the caller roles/batch.jobsEditor and iam.serviceAccountUser on the runner SA)"
+        )
+    return error
+
+
+def job_id(run_id: str) -> str:
+    return f"mlb-{run_id}"  # a Batch job id: [a-z]([a-z0-9-]{0,61}[a-z0-9])?, like instance names
+
+
+def image_path(ref: str) -> str:
+    """Batch takes projects/P/global/images/NAME; the manifest pins the image by self link."""
+    return "projects/" + ref.split("/projects/", 1)[1] if "/projects/" in ref else ref
+
+
+class BatchJobs:
+    name = "Cloud Batch"
+    api_deadline = 120.0  # seconds a call may spend on transient-error retries
+
+    def __init__(self, settings: Settings):
+        from google.auth.credentials import AnonymousCredentials
+
+        self.settings = settings
+        kwargs: dict[str, Any] = {"transport": "rest"}
+        if settings.batch_endpoint:  # the fake Cloud Batch API in tests (settings refuse it in production)
+            kwargs.update(client_options={"api_endpoint": settings.batch_endpoint}, credentials=AnonymousCredentials())
+        self.client = batch_v1.BatchServiceClient(**kwargs)
+        self.parent = f"projects/{settings.project}/locations/{settings.region}"
+
+    def _name(self, job: str) -> str:
+        return f"{self.parent}/jobs/{job}"
+
+    # --- the job ------------------------------------------------------------------------
+
+    def job_body(
+        self,
+        spec: RunSpec,
+        job: Job,
+        tasks: list[dict[str, Any]],
+        parallelism: int,
+        labels: dict[str, str],
+        max_run_seconds: int,
+    ) -> batch_v1.Job:
+        s = self.settings
+        runnable = batch_v1.Runnable(
+            # A fixed script: the data travels in the environment, never in a shell string.
+            script=batch_v1.Runnable.Script(text=f"exec {AGENT}"),
+            environment=batch_v1.Environment(variables={"MLBATCH_RUN_SPEC": spec.to_json()}),
+        )
+        task_spec = batch_v1.TaskSpec(
+            runnables=[runnable],
+            max_retry_count=job.max_preemption_retries,
+            max_run_duration=f"{max_run_seconds}s",
+            lifecycle_policies=[
+                batch_v1.LifecyclePolicy(
+                    action=batch_v1.LifecyclePolicy.Action.RETRY_TASK,
+                    action_condition=batch_v1.LifecyclePolicy.ActionCondition(exit_codes=[PREEMPTED_EXIT_CODE]),
+                ),
+                batch_v1.LifecyclePolicy(
+                    action=batch_v1.LifecyclePolicy.Action.FAIL_TASK,
+                    action_condition=batch_v1.LifecyclePolicy.ActionCondition(exit_codes=JOB_EXIT_CODES),
+                ),
+            ],
+        )
+        environments = [
+            batch_v1.Environment(variables={"MLBATCH_TASK": json.dumps({"params": p, "argv": job.argv(p)})}) for p in tasks
+        ]
+        model = batch_v1.AllocationPolicy.ProvisioningModel
+        policy = batch_v1.AllocationPolicy.InstancePolicy(
+            machine_type=job.machine_type,
+            provisioning_model=model.SPOT if job.spot else model.STANDARD,
+            boot_disk=batch_v1.AllocationPolicy.Disk(image=image_path(spec.vm_image), size_gb=50, type_="pd-balanced"),
+        )
+        if job.gpu_count:
+            policy.accelerators = [batch_v1.AllocationPolicy.Accelerator(type_=job.gpu_type, count=job.gpu_count)]
+        network = batch_v1.AllocationPolicy.NetworkInterface(
+            network=f"projects/{s.project}/global/networks/{s.network}", no_external_ip_address=True
+        )
+        if s.subnetwork:
+            network.subnetwork = f"projects/{s.project}/regions/{s.region}/subnetworks/{s.subnetwork}"
+        allocation = batch_v1.AllocationPolicy(
+            location=batch_v1.AllocationPolicy.LocationPolicy(allowed_locations=[f"zones/{z}" for z in s.zones]),
+            instances=[
+                batch_v1.AllocationPolicy.InstancePolicyOrTemplate(
+                    policy=policy, install_gpu_drivers=bool(job.gpu_count), block_project_ssh_keys=True
+                )
+            ],
+            service_account=batch_v1.ServiceAccount(email=s.service_account, scopes=[SCOPE]),
+            network=batch_v1.AllocationPolicy.NetworkPolicy(network_interfaces=[network]),
+            labels=labels,
+        )
+        return batch_v1.Job(
+            task_groups=[
+                batch_v1.TaskGroup(
+                    task_spec=task_spec,
+                    task_count=len(tasks),
+                    parallelism=parallelism,
+                    task_count_per_node=1,  # one task a VM: the VM's name is the task's instance
+                    task_environments=environments,
+                )
+            ],
+            allocation_policy=allocation,
+            labels=labels,
+            logs_policy=batch_v1.LogsPolicy(destination=batch_v1.LogsPolicy.Destination.CLOUD_LOGGING),
+        )
+
+    # --- calls ------------------------------------------------------------------------------
+
+    def create(self, job: str, body: batch_v1.Job) -> None:
+        request = batch_v1.CreateJobRequest(parent=self.parent, job_id=job, job=body, request_id=str(uuid.uuid4()))
+        try:
+            self.client.create_job(request=request, retry=_retry(self.api_deadline), timeout=60)
+        except gexc.Conflict:
+            # A retried create whose first response was lost: ours if it carries our run id.
+            existing = self.get(job)
+            if existing is None or existing.labels.get("run-id") != body.labels.get("run-id"):
+                raise
+        except gexc.GoogleAPICallError as exc:
+            raise _translate(exc, f"creating Batch job {job}") from exc
+
+    def get(self, job: str) -> JobView | None:
+        """The job, or None once it is gone (deleted)."""
+        try:
+            found = self.client.get_job(name=self._name(job), retry=_retry(self.api_deadline), timeout=30)
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as exc:
+            raise _translate(exc, f"reading Batch job {job}") from exc
+        counts: dict[str, int] = {}
+        for group in found.status.task_groups.values():
+            for state, n in group.counts.items():
+                counts[state] = counts.get(state, 0) + int(n)
+        return JobView(
+            name=job,
+            state=found.status.state.name,
+            counts=counts,
+            events=tuple(e.description for e in found.status.status_events),
+            labels=dict(found.labels),
+        )
+
+    def tasks(self, job: str) -> list[TaskView]:
+        parent = f"{self._name(job)}/taskGroups/group0"
+        try:
+            pages = self.client.list_tasks(parent=parent, retry=_retry(self.api_deadline), timeout=30)
+            out = []
+            for task in pages:
+                events = list(task.status.status_events)
+                executed = [e for e in events if "task_execution" in e]
+                exit_code = executed[-1].task_execution.exit_code if executed else None
+                out.append(
+                    TaskView(
+                        index=int(task.name.rsplit("/", 1)[1]),
+                        state=task.status.state.name,
+                        exit_code=exit_code,
+                        message=events[-1].description if events else "",
+                    )
+                )
+        except gexc.NotFound:
+            return []
+        except gexc.GoogleAPICallError as exc:
+            raise _translate(exc, f"listing tasks of Batch job {job}") from exc
+        return sorted(out, key=lambda t: t.index)
+
+    def delete(self, job: str, reason: str) -> None:
+        """Ask Batch to delete the job: its VMs go, its tasks stop. Idempotent."""
+        request = batch_v1.DeleteJobRequest(name=self._name(job), reason=reason, request_id=str(uuid.uuid4()))
+        try:
+            self.client.delete_job(request=request, retry=_retry(self.api_deadline), timeout=60)
+        except gexc.NotFound:
+            return
+        except gexc.GoogleAPICallError as exc:
+            raise _translate(exc, f"deleting Batch job {job}") from exc
+
+    def list_ours(self) -> list[JobView]:
+        request = batch_v1.ListJobsRequest(parent=self.parent, filter=f'labels.{MANAGED_LABEL_KEY}="{MANAGED_LABEL_VALUE}"')
+        try:
+            found = list(self.client.list_jobs(request=request, retry=_retry(self.api_deadline), timeout=60))
+        except gexc.NotFound as exc:
+            raise NotFound(f"listing Batch jobs of {self.parent}: {exc.message}") from exc
+        except gexc.GoogleAPICallError as exc:
+            raise _translate(exc, f"listing Batch jobs of {self.parent}") from exc
+        return [
+            JobView(j.name.rsplit("/", 1)[1], j.status.state.name, {}, (), dict(j.labels))
+            for j in found
+            if is_managed(dict(j.labels))  # the filter already says so; never touch what is not ours
+        ]

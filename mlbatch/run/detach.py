@@ -1,0 +1,88 @@
+"""Detached runs: start one and return, follow it later, or cancel it (`run-batch --detach`,
+`invoke runs.wait`, `invoke runs.cancel`).
+
+A detached run is an ordinary run whose first instance nobody watches: on GCE its agent
+deletes the VM when done and `max_run_duration` deletes it regardless; a local instance's
+container removes itself. The bucket records stay the source of truth, so any machine can
+take the run over later:
+
+- `wait` becomes the run's controller from its newest attempt on: it follows that attempt,
+  retries a preemption as an attached run would, deletes the instances at the end and
+  exits with the same code. Ctrl-C or SIGTERM cancel the run, as for an attached run.
+- `cancel` records the run as cancelled (the first result record wins, so an agent that
+  finishes later cannot overwrite it), then deletes its instances.
+
+Nobody retries a preempted detached run until someone waits on it: `runs.show` shows it
+as running with a preempted last attempt.
+"""
+
+from __future__ import annotations
+
+from mlbatch.core import manifest as manifests
+from mlbatch.core import runs
+from mlbatch.core.cancel import Cancelled, cancel_on_signals
+from mlbatch.core.errors import ExitCode, MlbatchError, NotFound
+from mlbatch.core.names import instance_name
+from mlbatch.run.controller import Controller, RunOutcome, RunRequest, status_of
+
+
+def _spec(controller: Controller, run_id: str) -> runs.RunSpec:
+    spec = runs.read_spec(controller.bucket, run_id)
+    if spec is None:
+        raise NotFound(f"run {run_id} does not exist in {controller.bucket.uri} (see `invoke runs`)")
+    return spec
+
+
+def start(controller: Controller, request: RunRequest) -> str:
+    """Start the run's first attempt and return its run id once the instance exists.
+
+    A key that already started a run returns that run's id and starts nothing.
+    """
+    begun = controller._begin(request)
+    if isinstance(begun, str):
+        return begun
+    spec, job = begun
+    try:
+        with cancel_on_signals():
+            controller._launch(spec, job, 1, detached=True)
+    except (Cancelled, MlbatchError) as exc:
+        # Nothing watches a detached run: record how it ended here, and leave nothing behind.
+        if isinstance(exc, Cancelled):
+            record = controller._cancelled(spec, 1, exc)
+        else:
+            record = controller._final(spec, status_of(exc), 1, str(exc))
+        controller._delete(instance_name(spec.run_id, 1), spec.run_id, 1)
+        raise MlbatchError(f"run {spec.run_id} did not start: {record.message}", ExitCode(record.run_exit_code)) from None
+    controller.say(f"run {spec.run_id} started detached: `invoke runs.wait {spec.run_id}` follows it")
+    return spec.run_id
+
+
+def wait(controller: Controller, run_id: str) -> RunOutcome:
+    """Follow a run to its end (taking over from its newest attempt); its outcome and exit code."""
+    spec = _spec(controller, run_id)
+    result = runs.read_result(controller.bucket, run_id)
+    if result is not None:
+        controller.say(f"run {run_id} already ended: {result.status}")
+        return RunOutcome(run_id, result.run_exit_code, result, dict(result.phases), attached=True)
+    job = manifests.load(controller.bucket, spec.version).jobs[spec.job]
+    made = [n for n in runs.attempt_numbers(controller.bucket, run_id) if runs.read_instance(controller.bucket, run_id, n)]
+    newest = made[-1] if made else 1
+    controller.say(f"following run {run_id} from attempt {newest}")
+    with cancel_on_signals():
+        outcome = controller._attempts(spec, job, first=newest, adopt=bool(made))
+    outcome.attached = True
+    return outcome
+
+
+def cancel(controller: Controller, run_id: str) -> runs.ResultRecord:
+    """End the run as cancelled and delete its instances; the run's result record afterwards."""
+    spec = _spec(controller, run_id)
+    result = runs.read_result(controller.bucket, run_id)
+    if result is not None:
+        controller.say(f"run {run_id} already ended: {result.status}; nothing to cancel")
+        return result
+    attempts = runs.attempt_numbers(controller.bucket, run_id) or [1]
+    record = controller._final(spec, runs.CANCELLED, attempts[-1], "cancelled by runs.cancel; instance deleted")
+    for attempt in attempts:
+        controller._delete(instance_name(run_id, attempt), run_id, attempt)
+    return record

@@ -1,0 +1,74 @@
+"""Estimated cost of an instance from the price table (mlbatch/run/prices.yaml, or the
+profile's `price_table`): machine type, Spot or on-demand, region, GPUs and seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlbatch.core.errors import BadInput
+
+_MACHINE = re.compile(r"^(?P<family>[a-z][a-z0-9]*)-(?P<kind>[a-z]+)-(?P<vcpus>\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceTable:
+    data: dict[str, Any]
+    origin: str  # the file it came from
+
+    @property
+    def source(self) -> str:
+        return f"{self.data.get('source', '?')} as of {self.data.get('date', '?')} ({self.data.get('currency', 'USD')})"
+
+    def shape(self, machine_type: str) -> tuple[float, float] | None:
+        if machine_type in self.data.get("shapes", {}):
+            s = self.data["shapes"][machine_type]
+            return float(s["vcpu"]), float(s["gb"])
+        m = _MACHINE.match(machine_type)
+        if not m:
+            return None
+        per_vcpu = self.data.get("memory_per_vcpu", {})
+        gb = per_vcpu.get(f"{m['family']}-{m['kind']}", per_vcpu.get(m["kind"]))
+        return (float(m["vcpus"]), float(m["vcpus"]) * float(gb)) if gb is not None else None
+
+    def hourly(self, machine_type: str, spot: bool, region: str, gpu_type: str = "", gpu_count: int = 0) -> float | None:
+        """USD per hour, or None when the table does not know the region, family or GPU."""
+        shape = self.shape(machine_type)
+        rates = self.data.get("regions", {}).get(region, {}).get(machine_type.split("-")[0])
+        if shape is None or rates is None:
+            return None
+        rate = rates["spot" if spot else "on_demand"]
+        price = shape[0] * float(rate["vcpu"]) + shape[1] * float(rate["gb"])
+        if gpu_count:
+            gpu = self.data.get("gpus", {}).get(gpu_type)
+            if gpu is None:
+                return None
+            price += gpu_count * float(gpu["spot" if spot else "on_demand"])
+        return price
+
+    def cost(self, hourly: float, seconds: float) -> float:
+        billed = max(seconds, float(self.data.get("billing", {}).get("minimum_seconds", 0)))
+        return hourly * billed / 3600
+
+
+def load_prices(path: Path | None = None) -> PriceTable:
+    if path is None:
+        text = resources.files("mlbatch.run").joinpath("prices.yaml").read_text()
+        origin = "mlbatch/run/prices.yaml"
+    else:
+        try:
+            text, origin = path.read_text(), str(path)
+        except OSError as exc:
+            raise BadInput(f"price_table {str(path)!r} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadInput(f"price table {origin} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("regions"), dict) or not data.get("date") or not data.get("source"):
+        raise BadInput(f"price table {origin}: expected a mapping with source, date and regions (see mlbatch/run/prices.yaml)")
+    return PriceTable(data, origin)

@@ -1,0 +1,300 @@
+"""`invoke run-batch --sweep ...`: one run id, one task per params set.
+
+validate every task's params against the catalog (no side effect before) -> idempotency
+key -> spec.json (the run's spec plus each task's params and argv) -> the tasks run where
+the profile says (sweep_local: local instances, at most P at once; sweep_batch: one Cloud
+Batch job) -> sweep.json, summary.csv, result.json last -> exit code: 0 when every task
+succeeded, TASKS_FAILED (112) when some did not, the reserved code of what stopped the
+sweep otherwise (cancelled, quota, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+from mlbatch.core import runs, sweeps
+from mlbatch.core.bucket import Bucket
+from mlbatch.core.catalog import Job, parse_params
+from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
+from mlbatch.core.names import new_run_id
+from mlbatch.core.sweeps import TaskRecord
+from mlbatch.run.controller import (
+    BOOT_MARGIN,
+    Cancelled,
+    Controller,
+    Prepared,
+    RunOutcome,
+    RunRequest,
+    _cancel_on_signals,
+    prepare,
+)
+from mlbatch.ui import Say
+
+DEFAULT_PARALLELISM = 4
+MAX_PARALLELISM = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRequest:
+    job: str
+    version: str
+    sweeps: tuple[str, ...] = ()  # name=a,b,c
+    sweep_file: str = ""  # one params set a line
+    params: tuple[str, ...] = ()  # shared by every task
+    parallelism: int | None = None
+    timeout_seconds: int | None = None
+    idempotency_key: str = ""
+
+
+@dataclasses.dataclass
+class PreparedSweep:
+    prepared: Prepared
+    tasks: list[dict[str, Any]]  # every task's params, validated, with defaults
+    parallelism: int
+
+
+class SweepStopped(Exception):  # noqa: N818 - a stop, not an error of ours: the status says why
+    """The sweep as a whole could not go on (quota, the Batch job deleted, ...); tasks keep what they recorded.
+
+    Not an MlbatchError: the runner raises it and Sweep.run records it, with its run status."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
+
+
+class TaskRunner(Protocol):
+    """Runs a sweep's tasks where the profile says; fills `outcomes` as tasks end."""
+
+    name: str
+
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None: ...
+
+
+def is_sweep(sweep_options: tuple[str, ...], sweep_file: str) -> bool:
+    return bool(sweep_options or sweep_file)
+
+
+def prepare_sweep(bucket: Bucket, request: SweepRequest) -> PreparedSweep:
+    """Every check that can refuse the sweep, each task's params included, before anything is written."""
+    grid = sweeps.parse_sweeps(request.sweeps)
+    lines: list[dict[str, str]] = []
+    if request.sweep_file:
+        path = Path(request.sweep_file)
+        if not path.is_file():
+            raise BadInput(f"--sweep-file {request.sweep_file!r} is not a file: expected one params set a line (a=1 b=x)")
+        lines = sweeps.parse_sweep_file(path.read_text(), f"--sweep-file {request.sweep_file}")
+        if not lines:
+            raise BadInput(f"--sweep-file {request.sweep_file!r} has no params set: expected one a line (a=1 b=x)")
+    raw = sweeps.combine(parse_params(request.params), grid, lines)
+    if request.parallelism is not None and not 1 <= request.parallelism <= MAX_PARALLELISM:
+        raise BadInput(f"invalid --parallelism {request.parallelism}: expected 1 to {MAX_PARALLELISM}")
+    prepared = prepare(bucket, RunRequest(request.job, request.version, (), request.timeout_seconds, request.idempotency_key))
+    tasks = []
+    for i, params in enumerate(raw):
+        try:
+            tasks.append(prepared.job.resolve_params(params))
+        except BadInput as exc:
+            raise BadInput(f"task {i} ({_params_text(params)}): {exc}") from None
+    parallelism = min(request.parallelism or DEFAULT_PARALLELISM, len(tasks))
+    return PreparedSweep(prepared, tasks, parallelism)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def swept_names(tasks: list[dict[str, Any]]) -> list[str]:
+    """The params that differ between tasks: the columns worth showing."""
+    return [k for k in tasks[0] if len({repr(t[k]) for t in tasks}) > 1] if tasks else []
+
+
+def deadline_seconds(sweep: PreparedSweep) -> int:
+    """Tasks run in waves of P; each may take its timeout plus boot, pull and upload."""
+    return math.ceil(len(sweep.tasks) / sweep.parallelism) * (sweep.prepared.timeout_seconds + BOOT_MARGIN)
+
+
+class Sweep:
+    def __init__(self, bucket: Bucket, runner: TaskRunner, say: Say):
+        self.bucket, self.runner, self.say = bucket, runner, say
+
+    def run(self, request: SweepRequest) -> tuple[RunOutcome, list[TaskRecord]]:
+        sweep = prepare_sweep(self.bucket, request)
+        job = sweep.prepared.job
+        run_id = new_run_id(request.job)
+        if request.idempotency_key:
+            key = runs.idempotency_record_key(request.job, request.idempotency_key)
+            controller = Controller(self.bucket, None, self.say, self.say)  # type: ignore[arg-type] # attaching needs no provider
+            try:
+                runs.write_record(self.bucket, key, runs.IdempotencyRecord(run_id=run_id, created=runs.now_iso()), immutable=True)
+            except AlreadyExists:
+                existing = controller._read_key_record(key, request.idempotency_key)
+                self.say(f"idempotency key {request.idempotency_key!r} already started run {existing.run_id}")
+                outcome = controller.attach(existing.run_id)
+                record = runs.read_record(self.bucket, sweeps.sweep_key(outcome.run_id), sweeps.SweepRecord)
+                return outcome, list(record.tasks) if record else []
+        manifest = sweep.prepared.manifest
+        spec = runs.RunSpec(
+            run_id=run_id,
+            job=job.name,
+            version=manifest.version,
+            bucket=self.bucket.uri,
+            container=manifest.containers[job.container].ref,
+            code_key=manifest.code.uri.removeprefix(self.bucket.uri + "/"),
+            code_sha256=manifest.code.sha256,
+            argv=tuple(job.command),
+            params={},
+            timeout_seconds=sweep.prepared.timeout_seconds,
+            created=runs.now_iso(),
+            vm_image=manifest.vm_image.ref,
+            idempotency_key=request.idempotency_key,
+        )
+        plan = sweeps.SweepPlan(
+            parallelism=sweep.parallelism,
+            tasks=tuple(sweeps.TaskPlan(params=p, argv=tuple(job.argv(p))) for p in sweep.tasks),
+        )
+        # spec.json: a RunSpec (what `runs`, `logs` and attaching read) with the sweep's plan beside it
+        runs.write_json(self.bucket, runs.spec_key(run_id), {**spec.to_dict(), "sweep": plan.to_dict()}, immutable=True)
+        self.say(
+            f"sweep {run_id}: {len(sweep.tasks)} tasks of job {job.name}, release {spec.version}, "
+            f"at most {sweep.parallelism} at once on {self.runner.name}"
+        )
+        outcomes = [TaskRecord(index=i, params=p) for i, p in enumerate(sweep.tasks)]
+        status, message = runs.SUCCEEDED, ""
+        with _cancel_on_signals():
+            try:
+                self.runner.execute(spec, sweep, outcomes)
+            except Cancelled as exc:
+                status, message = runs.CANCELLED, f"cancelled by {exc}; unfinished tasks were stopped"
+            except SweepStopped as exc:
+                status, message = exc.status, str(exc)
+            except MlbatchError as exc:
+                by_code = {code: s for s, code in runs.STATUS_EXIT_CODES.items()}
+                status, message = by_code.get(exc.exit_code, runs.INFRA_FAILED), str(exc)
+            result = self._records(spec, job, outcomes, status, message)
+        return RunOutcome(run_id, result.run_exit_code, result, {}), outcomes
+
+    def _records(self, spec: runs.RunSpec, job: Job, outcomes: list[TaskRecord], status: str, message: str) -> runs.ResultRecord:
+        """sweep.json and summary.csv, then result.json last (the first result written wins)."""
+        for outcome in outcomes:
+            outcome.metrics = read_metrics(self.bucket, spec.run_id, outcome.index)
+        ranked = rank(outcomes, job)
+        succeeded = sum(1 for o in outcomes if o.status == runs.SUCCEEDED)
+        if status == runs.SUCCEEDED and succeeded < len(outcomes):
+            status = runs.TASKS_FAILED
+            message = f"{len(outcomes) - succeeded} of {len(outcomes)} tasks did not succeed"
+        record = sweeps.SweepRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            metric=job.metric,
+            metric_goal=job.metric_goal,
+            tasks=tuple(outcomes),
+            ranking=tuple(o.index for o in ranked),
+        )
+        runs.write_record(self.bucket, sweeps.sweep_key(spec.run_id), record)
+        self.bucket.write(sweeps.summary_key(spec.run_id), summary_csv(ranked).encode())
+        result = runs.ResultRecord(
+            run_id=spec.run_id,
+            job=spec.job,
+            version=spec.version,
+            attempt=max((o.attempts for o in outcomes), default=0),
+            status=status,
+            exit_code=-1,
+            message=message,
+            finished=runs.now_iso(),
+            results=self.bucket.url(f"{runs.run_prefix(spec.run_id)}/tasks"),
+            recorded_by=runs.CONTROLLER,
+            tasks=len(outcomes),
+            succeeded=succeeded,
+            sweep=self.bucket.url(sweeps.sweep_key(spec.run_id)),
+        )
+        try:
+            runs.write_record(self.bucket, runs.result_key(spec.run_id), result, immutable=True)
+        except AlreadyExists:
+            return runs.read_result(self.bucket, spec.run_id) or result
+        if message:
+            self.say(message)
+        return result
+
+
+def read_task_attempt(bucket: Bucket, run_id: str, task: int) -> runs.AttemptRecord | None:
+    """The agent's record of the task's latest attempt."""
+    return runs.read_record(bucket, sweeps.task_key(run_id, task, runs.ATTEMPT_RECORD), runs.AttemptRecord)
+
+
+def read_metrics(bucket: Bucket, run_id: str, index: int) -> dict[str, Any]:
+    """The scalars of the task's results/metrics.json; nothing when it wrote none (or not JSON)."""
+    try:
+        data = runs.read_json(bucket, sweeps.task_key(run_id, index, "results/metrics.json"))
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
+
+
+def rank(outcomes: list[TaskRecord], job: Job) -> list[TaskRecord]:
+    """Best first by the catalog's metric: succeeded tasks with the metric, then the others by index."""
+
+    def key(o: TaskRecord) -> tuple[int, float, int]:
+        value = o.metrics.get(job.metric) if job.metric else None
+        if o.status != runs.SUCCEEDED or isinstance(value, bool) or not isinstance(value, int | float):
+            return (1, 0.0, o.index)
+        return (0, -float(value) if job.metric_goal == "max" else float(value), o.index)
+
+    return sorted(outcomes, key=key)
+
+
+def _columns(outcomes: list[TaskRecord]) -> tuple[list[str], list[str]]:
+    params = list(outcomes[0].params) if outcomes else []
+    metrics: list[str] = []
+    for o in outcomes:
+        metrics += [m for m in o.metrics if m not in metrics]
+    return params, metrics
+
+
+def summary_csv(ranked: list[TaskRecord]) -> str:
+    params, metrics = _columns(ranked)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["rank", "task", *params, "status", "exit_code", "attempts", *metrics])
+    for rank_, o in enumerate(ranked, 1):
+        row = [rank_, o.index, *(o.params[p] for p in params), o.status, o.exit_code, o.attempts]
+        writer.writerow(row + [o.metrics.get(m, "") for m in metrics])
+    return out.getvalue()
+
+
+def summary_table(ranked: list[TaskRecord], title: str):
+    """params -> status -> metrics, best first: only the params that vary, all the metrics."""
+    from rich.table import Table
+
+    params = swept_names([o.params for o in ranked]) or list(ranked[0].params if ranked else [])
+    _, metrics = _columns(ranked)
+    table = Table(title=title, title_justify="left")
+    for column in ["#", "task", *params, "status", "exit", *metrics]:
+        table.add_column(column, justify="left" if column == "status" else "right")
+    for rank_, o in enumerate(ranked, 1):
+        cells = [str(rank_), str(o.index), *(str(o.params[p]) for p in params), o.status, str(o.exit_code)]
+        table.add_row(*cells, *(str(o.metrics.get(m, "")) for m in metrics))
+    return table
+
+
+def sweep_rows(outcome: RunOutcome) -> list[tuple[str, str]]:
+    r = outcome.record
+    rows = [
+        ("run", outcome.run_id),
+        ("status", r.status),
+        ("exit code", str(outcome.exit_code)),
+        ("tasks", f"{r.succeeded} of {r.tasks} succeeded"),
+        ("records", r.sweep or "-"),
+        ("summary", r.sweep.removesuffix("sweep.json") + "summary.csv" if r.sweep else "-"),
+    ]
+    if r.message:
+        rows.append(("message", r.message))
+    return rows

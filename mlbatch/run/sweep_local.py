@@ -1,0 +1,129 @@
+"""A sweep on the local provider: one instance per task attempt, at most P at once.
+
+Each instance is the same throw-away instance a single run uses, told its task index:
+its agent records under tasks/<i>/. A task whose instance was preempted (its agent
+recorded so, or it vanished without a record) runs again, up to the job's retries.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+from mlbatch.core import runs
+from mlbatch.core.bucket import Bucket
+from mlbatch.core.names import check_gce_name, check_labels, managed_labels
+from mlbatch.core.sweeps import TaskRecord
+from mlbatch.core.versions import parse_version
+from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
+from mlbatch.run.controller import BOOT_MARGIN, POLL, SELF_DELETE_MARGIN, STATE_CHECK_EVERY
+from mlbatch.run.sweep import PreparedSweep, read_task_attempt
+from mlbatch.ui import Say
+
+
+def task_instance_name(run_id: str, task: int, attempt: int) -> str:
+    return check_gce_name(f"mlb-{run_id}-t{task}-{attempt}", "instance name")
+
+
+@dataclasses.dataclass
+class _Running:
+    task: int
+    attempt: int
+    name: str
+    deadline: float
+
+
+class LocalTasks:
+    poll = POLL  # seconds between reads of the running tasks' records
+    state_check_every = STATE_CHECK_EVERY  # seconds between asks to the provider
+
+    def __init__(self, bucket: Bucket, provider: Provider, say: Say):
+        self.bucket, self.provider, self.say = bucket, provider, say
+        self.name = f"{provider.name} instances"
+
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None:
+        job = sweep.prepared.job
+        pending = collections.deque((i, 1) for i in range(len(sweep.tasks)))
+        running: dict[int, _Running] = {}
+        next_state_check = time.monotonic() + self.state_check_every
+        try:
+            while pending or running:
+                while pending and len(running) < sweep.parallelism:
+                    task, attempt = pending.popleft()
+                    running[task] = self._start(spec, sweep, task, attempt)
+                    outcomes[task].attempts = attempt
+                time.sleep(self.poll)
+                check_state = time.monotonic() >= next_state_check
+                if check_state:
+                    next_state_check = time.monotonic() + self.state_check_every
+                for task, r in list(running.items()):
+                    ended = self._ended(spec, r, check_state)
+                    if ended is None:
+                        continue
+                    del running[task]
+                    self._delete(r.name)
+                    status, exit_code, message = ended
+                    if status == runs.PREEMPTED and r.attempt <= job.max_preemption_retries:
+                        self.say(f"task {task}: attempt {r.attempt} was preempted; retrying")
+                        pending.appendleft((task, r.attempt + 1))
+                        continue
+                    outcomes[task].ended(status, exit_code, r.attempt, message)
+                    done = sum(1 for o in outcomes if o.attempts and o.status != runs.CANCELLED)
+                    self.say(f"task {task} {status} ({done}/{len(outcomes)} done)")
+        finally:
+            for r in running.values():  # cancelled or failed: nothing is left running
+                self._delete(r.name)
+
+    def _ended(self, spec: runs.RunSpec, r: _Running, check_state: bool) -> tuple[str, int, str] | None:
+        """(status, exit code, message) once the task's attempt has ended, else None."""
+
+        def record() -> runs.AttemptRecord | None:
+            found = read_task_attempt(self.bucket, spec.run_id, r.task)
+            return found if found is not None and found.attempt == r.attempt else None  # not an earlier attempt's
+
+        found = record()
+        if found is None and check_state and self.provider.state(r.name) in (STOPPED, GONE):
+            time.sleep(self.poll)  # the agent writes its record before it ends: read once more
+            found = record()
+            if found is None:
+                return runs.PREEMPTED, -1, "the instance ended without a record"
+        if found is not None:
+            return found.status, found.exit_code, found.message
+        if time.monotonic() > r.deadline:
+            return runs.TIMEOUT, -1, f"no record {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created"
+        return None
+
+    def _start(self, spec: runs.RunSpec, sweep: PreparedSweep, task: int, attempt: int) -> _Running:
+        job, params = sweep.prepared.job, sweep.tasks[task]
+        task_spec = dataclasses.replace(spec, params=params, argv=tuple(job.argv(params)))
+        name = task_instance_name(spec.run_id, task, attempt)
+        max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
+        labels = {
+            **managed_labels(),
+            "role": "instance",
+            "job": spec.job,
+            "run-id": spec.run_id,
+            "version": parse_version(spec.version).slug,
+            "attempt": str(attempt),
+            "task": str(task),
+            "expiry": str(int(time.time()) + max_run),
+        }
+        request = InstanceRequest(
+            name=name,
+            spec=task_spec,
+            job=job,
+            attempt=attempt,
+            labels=check_labels(labels),
+            max_run_seconds=max_run,
+            spot=job.spot,
+            task=task,
+        )
+        self.provider.create(request, self.provider.zones[0])
+        return _Running(task, attempt, name, time.monotonic() + spec.timeout_seconds + BOOT_MARGIN)
+
+    def _delete(self, name: str) -> None:
+        try:
+            self.provider.delete(name)
+        except Exception as exc:  # the instance's own safety nets and `invoke gc` remain
+            self.say(f"could not delete instance {name}: {exc}")

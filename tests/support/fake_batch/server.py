@@ -1,0 +1,85 @@
+"""A fake Cloud Batch API for tests: strict about what it accepts (every request checked
+against the official batch.v1 discovery document, plus what the service refuses beyond
+types), job and task states as the real service reports them, and each task run as a
+container of the job's boot image running the real agent.
+
+One module for the REST methods (jobs.py), one for what runs the tasks (backing.py), one
+for the state (state.py); this one holds the HTTP plumbing and the test controls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.support import discovery
+from tests.support.fake_batch.backing import BackingMixin
+from tests.support.fake_batch.jobs import JobsMixin
+from tests.support.fake_batch.state import CONTAINER_LABEL, FakeJob, Faults
+from tests.support.fake_http import ApiError, RoutedApi, error_body, json_server, not_found
+
+
+class FakeBatch(JobsMixin, BackingMixin, RoutedApi):
+    API, NAME = discovery.BATCH, "batch"
+    _ROUTES = JobsMixin.ROUTES
+
+    def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
+        self.project = project
+        self.storage_emulator = storage_emulator
+        self.docker_socket = docker_socket
+        self.faults = Faults()
+        self.images: dict[str, str] = {}  # image name -> local Docker image standing for it
+        self.jobs: dict[str, FakeJob] = {}
+        self.by_request_id: dict[str, str] = {}
+        self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received
+        self.creates_performed = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._workroot = Path(tempfile.mkdtemp(prefix="fake-batch-"))
+        self._server = json_server(self._dispatch, error_body(400, "Invalid JSON payload received."))
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> FakeBatch:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        with self._lock:
+            for job in self.jobs.values():
+                job.deleting = True
+        for container in self.running_containers():
+            inspect = ["docker", "inspect", "-f", "{{.Config.Hostname}}", container]
+            self._destroy_vm(subprocess.run(inspect, capture_output=True, text=True).stdout.strip(), container)
+        shutil.rmtree(self._workroot, ignore_errors=True)
+
+    def add_image(self, name: str, docker_ref: str) -> str:
+        """An image of the project, backed by a local Docker image; its self link."""
+        self.images[name] = docker_ref
+        return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/images/{name}"
+
+    def running_containers(self) -> list[str]:
+        return subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=managed-by={CONTAINER_LABEL}"], capture_output=True, text=True
+        ).stdout.split()
+
+    # --- what the service refuses, what the tests break -------------------------------
+
+    def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
+        project = (args.get("parent") or args.get("name", "")).split("/")[1]
+        if project != self.project:
+            raise not_found(f"projects/{project}")
+        if self.faults.forbidden:
+            verb = {"create": "create", "delete": "delete", "list": "list"}.get(name, "get")
+            raise ApiError(403, f"Permission 'batch.jobs.{verb}' denied on 'projects/{self.project}'", "forbidden")
+
+    def _lost_response(self, name: str) -> bool:
+        if name == "create" and self.faults.lose_create_responses > 0:
+            self.faults.lose_create_responses -= 1
+            return True
+        return False

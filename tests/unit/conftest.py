@@ -1,0 +1,42 @@
+"""Fixtures for the controller's fast tests: a file:// bucket with a release, the in-memory
+provider, and a controller whose waits are shortened (its decisions are the same)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlbatch.core.bucket import FileBucket
+from mlbatch.run.controller import Controller
+from tests.support.memory_provider import MemoryProvider
+from tests.support.releases import publish_release
+
+VERSION = "v1.0.0"
+
+
+class FastController(Controller):
+    poll = 0.001
+    state_check_every = 0.0
+    boot_margin = 0
+    attach_poll = 0.001
+
+
+@pytest.fixture
+def bucket(tmp_path):
+    bucket = FileBucket(tmp_path / "bucket")
+    publish_release(bucket, VERSION)
+    return bucket
+
+
+@pytest.fixture
+def provider(tmp_path):
+    return MemoryProvider(tmp_path / "instances", zones=("europe-west4-a", "europe-west4-b"))
+
+
+@pytest.fixture
+def lines():
+    return []
+
+
+@pytest.fixture
+def controller(bucket, provider, lines):
+    return FastController(bucket, provider, lines.append, lines.append)

@@ -1,0 +1,145 @@
+"""The fake Cloud Batch API is as strict as the real one (batch.v1 discovery document, plus what
+the service refuses beyond types), without running any task: its jobs wait on a quota fault."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import batch_v1
+
+from mlbatch.core import runs
+from mlbatch.core.catalog import parse_catalog
+from mlbatch.core.settings import load_settings
+from mlbatch.providers.batch import BatchJobs
+from tests.conftest import ROOT, repo_config
+from tests.support.fake_batch import FakeBatch
+from tests.support.fake_compute import FakeCompute
+
+JOB = parse_catalog((ROOT / "batch_code" / "jobs.yaml").read_text())["sleep"]
+
+
+@pytest.fixture
+def fake():
+    fake = FakeBatch("mlbatch-test").start()
+    fake.faults.quota_exceeded = True  # jobs are accepted and wait: nothing runs
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def jobs(fake):
+    config = repo_config()
+    config["profile"] = "test"
+    config["profiles"]["test"].update(bucket="gs://b-unit", batch_endpoint=fake.endpoint)
+    jobs = BatchJobs(load_settings(config, ROOT))
+    jobs.api_deadline = 5.0
+    return jobs
+
+
+def body(jobs, fake, tasks=2, **labels):
+    link = fake.add_image("mlbatch-v1-0-0-1", "unused:latest")
+    spec = runs.RunSpec(
+        run_id="sleep-20260101-000000-abcd", job="sleep", version="v1.0.0", bucket="gs://b-unit", container="r@sha256:1",
+        code_key="k", code_sha256="s", argv=("python", "sleep.py"), params={}, timeout_seconds=60, created="now",
+        vm_image=link,
+    )  # fmt: skip
+    params = [JOB.resolve_params({"seconds": str(i)}) for i in range(tasks)]
+    return jobs.job_body(spec, JOB, params, 2, {"managed-by": "mlbatch", "run-id": spec.run_id, **labels}, 900)
+
+
+def raw_create(fake, job_id, payload, request_id=""):
+    import urllib.error
+    import urllib.request
+
+    url = f"{fake.endpoint}/v1/projects/mlbatch-test/locations/europe-west4/jobs?jobId={job_id}"
+    request = urllib.request.Request(url + (f"&requestId={request_id}" if request_id else ""), json.dumps(payload).encode())
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_job_is_created_listed_read_and_deleted(jobs, fake):
+    jobs.create("mlb-a", body(jobs, fake))
+    view = jobs.get("mlb-a")
+    assert view is not None and view.labels["managed-by"] == "mlbatch" and view.counts == {"PENDING": 2}
+    assert [j.name for j in jobs.list_ours()] == ["mlb-a"]
+    assert [t.state for t in jobs.tasks("mlb-a")] == ["PENDING", "PENDING"]
+    jobs.delete("mlb-a", "test")
+    assert jobs.get("mlb-a").state == "DELETION_IN_PROGRESS"
+
+
+def _boot_disk(payload):
+    return payload["allocationPolicy"]["instances"][0]["policy"]["bootDisk"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b.update(colour="red"), 'Unknown name "colour"'),
+        (lambda b: b["taskGroups"][0].update(taskEnvironments=[]), "taskEnvironments has 0 entries"),
+        (lambda b: b["logsPolicy"].update(destination="SOMEWHERE"), "expected one of"),
+        (lambda b: b["taskGroups"][0]["taskSpec"].update(maxRunDuration="1h"), "max_run_duration"),
+        (lambda b: b.update(labels={"Bad": "x"}), "Invalid label"),
+        (lambda b: _boot_disk(b).update(image="projects/p/global/images/x"), "not found"),
+    ],
+)
+def test_what_the_service_refuses(jobs, fake, change, message):
+    payload = json.loads(batch_v1.Job.to_json(body(jobs, fake), use_integers_for_enums=False))
+    change(payload)
+    status, reply = raw_create(fake, "mlb-bad", payload)
+    assert status == 400 and message in reply["error"]["message"]
+
+
+def test_request_ids_deduplicate_and_a_lost_response_makes_one_job(jobs, fake):
+    payload = json.loads(batch_v1.Job.to_json(body(jobs, fake), use_integers_for_enums=False))
+    assert raw_create(fake, "mlb-b", payload, "req-1")[0] == 200
+    assert raw_create(fake, "mlb-b", payload, "req-1")[0] == 200, "the same request id is the same create"
+    assert raw_create(fake, "mlb-b", payload, "req-2")[0] == 409
+    fake.faults.lose_create_responses = 1
+    jobs.create("mlb-c", body(jobs, fake))  # retried after the lost response: the request id makes it one job
+    assert fake.creates_performed == 2 and jobs.get("mlb-c") is not None
+
+
+def test_a_quota_error_shows_in_the_jobs_status_events(jobs, fake):
+    jobs.create("mlb-q", body(jobs, fake))
+    deadline = time.monotonic() + 10
+    while not any("CODE_GCE_QUOTA_EXCEEDED" in e for e in jobs.get("mlb-q").events) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert jobs.get("mlb-q").state == "SCHEDULED"
+
+
+def test_the_fake_compute_api_still_validates_through_the_shared_routing():
+    from google.cloud import compute_v1
+
+    fake = FakeCompute("mlbatch-test").start()
+    try:
+        fake.add_image("img", "unused:latest")
+        status, reply = fake._dispatch("GET", "/compute/v1/projects/mlbatch-test/global/images/img", {"colour": "red"}, None)
+        assert status == 400 and "'colour' is not a parameter of compute.images.get" in reply["error"]["message"]
+        client = compute_v1.ImagesClient(
+            transport="rest",
+            client_options={"api_endpoint": fake.endpoint},
+            credentials=__import__("google.auth.credentials").auth.credentials.AnonymousCredentials(),
+        )
+        assert client.get(project="mlbatch-test", image="img").name == "img"
+        with pytest.raises(gexc.NotFound):
+            client.get(project="other-project", image="img")
+    finally:
+        fake.stop()
+
+
+def test_permission_denied_is_not_retried_and_names_the_batch_role(jobs, fake):
+    from mlbatch.core.errors import ExitCode, PermissionDenied
+
+    fake.faults.forbidden = True
+    before = len(fake.requests)
+    with pytest.raises(PermissionDenied, match="roles/batch.jobsEditor") as caught:
+        jobs.create("mlb-f", body(jobs, fake))
+    assert caught.value.exit_code == ExitCode.PERMISSION_DENIED and "batch.jobs.create" in str(caught.value)
+    assert len(fake.requests) == before + 1, "a 403 is not retried"

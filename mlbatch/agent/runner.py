@@ -116,6 +116,10 @@ class Attempt:
     # --- phases ---------------------------------------------------------------------
 
     def pull(self, client, registry_login: bool) -> None:
+        if "@sha256:" in self.spec.container and _present(client, self.spec.container):
+            # Pre-pulled into the VM image at bake time; a digest names exactly these bytes.
+            self.log.info(f"{self.spec.container} is pre-pulled in the image: no pull")
+            return
         self.log.info(f"pulling {self.spec.container}")
         try:
             if registry_login:
@@ -235,6 +239,16 @@ class Attempt:
             with contextlib.suppress(AlreadyExists):  # the controller recorded the end first (cancel)
                 runs.write_record(self.bucket, self.keys.result, runs.ResultRecord.of_attempt(record), immutable=True)
         return record
+
+
+def _present(client, ref: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def run_attempt(

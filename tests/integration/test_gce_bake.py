@@ -25,11 +25,8 @@ from mlbatch.release.bake import BakeRequest, input_hash
 from tests.conftest import ROOT
 from tests.integration.helpers import fake_compute_settings
 from tests.support.fake_compute import FakeCompute
-from tests.support.fake_compute.guest import build_guest_image
-from tests.support.fake_compute.metadata import metadata_server
-from tests.support.fake_compute.state import FakeInstance
 from tests.support.fake_oauth import FakeOAuth
-from tests.support.intercept import google_routes, intercepting_proxy
+from tests.support.packer_edges import add_debian_cloud, packer_edges
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
 PROJECT = "mlbatch-test"
@@ -54,32 +51,15 @@ def cloud(infra, tmp_path_factory, request):
     """The fake Compute API behind the intercepting proxy, a token endpoint, Packer's environment."""
     tmp = tmp_path_factory.mktemp("gce-bake")
     fake = FakeCompute(PROJECT).start()
-    fake.add_image("debian-12-bookworm-v20261101", build_guest_image(), family="debian-12", project="debian-cloud", labels={})
+    add_debian_cloud(fake)
     oauth = FakeOAuth(token=f"ya29.fake-{secrets.token_hex(8)}").start()
     key = oauth.write_key(tmp / "release-sa.json", project=PROJECT)
-    # The machine Packer runs on (a CI runner VM): its metadata server answers who it is.
-    runner = FakeInstance(
-        zone="europe-west4-a", body={"name": "ci-runner", "id": "1", "serviceAccounts": [{"email": oauth.client_email}]}
-    )
-    host_metadata = metadata_server(fake, runner)
-    # This machine's Packer is Debian's 1.6.6 build, whose image insert names the disk by a URL
-    # the real API refuses (intercept.py): the proxy repairs it, and the test says so.
-    with intercepting_proxy(google_routes(fake.endpoint, oauth.token_uri), token=oauth.token, repair_source_disk=True) as proxy:
-        env = {
-            **proxy.env(),
-            "GOOGLE_APPLICATION_CREDENTIALS": str(key),
-            "GCE_METADATA_HOST": f"127.0.0.1:{host_metadata.server_port}",
-        }
-        mp = pytest.MonkeyPatch()
-        for name, value in env.items():
-            mp.setenv(name, value)
-        try:
+    try:
+        with packer_edges(fake, oauth, key) as proxy:
             yield fake, oauth, proxy
-        finally:
-            mp.undo()
-            host_metadata.shutdown()
-            oauth.stop()
-            fake.stop()
+    finally:
+        oauth.stop()
+        fake.stop()
 
 
 def settings_for(fake):

@@ -9,87 +9,34 @@ bucket is fake-gcs-server; the preflight asks fakes of Service Usage and Resourc
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import json
-import os
 import secrets
-import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode, PermissionDenied
-from mlbatch.core.settings import load_settings
 from mlbatch.local.infra import docker_client
 from mlbatch.release import containers, preflight
 from mlbatch.release.adc import REGISTRY_USER
 from mlbatch.release.flow import StepFailed, release
 from mlbatch.release.targets.gcp import GcpTarget
 from mlbatch.ui import Steps
-from tests.conftest import ROOT, repo_config, unique_version
-from tests.integration.helpers import INVOKE, snapshot
+from tests.conftest import ROOT, unique_version
+from tests.integration.helpers import snapshot
 from tests.support.fake_compute import FakeCompute
-from tests.support.fake_iam import FakeIam
 from tests.support.fake_oauth import FakeOAuth
-from tests.support.registry import authenticating_registry
+from tests.support.gcp_world import PROJECT, TOKEN, gcp_world, registry_tags
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
-PROJECT = "mlbatch-test"
-TOKEN = "ya29.fake-" + secrets.token_urlsafe(16)
-
-
-@dataclasses.dataclass
-class World:
-    oauth: FakeOAuth
-    iam: FakeIam
-    compute: FakeCompute
-    registry: str  # host:port of the authenticating registry
-    key_file: str
-
-    def settings(self, bucket: str, **overrides):
-        config = repo_config()
-        config["profile"] = "test"
-        config["profiles"]["test"].update(self.profile(bucket), **overrides)
-        return load_settings(config, ROOT)
-
-    def profile(self, bucket: str) -> dict[str, str]:
-        return {
-            "bucket": bucket,
-            "registry": f"{self.registry}/mlbatch",
-            "compute_endpoint": self.compute.endpoint,
-            "resource_manager_endpoint": self.iam.endpoint,
-            "service_usage_endpoint": self.iam.endpoint,
-        }
-
-    def cli(self, bucket: str, *args: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, **{f"INVOKE_MLBATCH_PROFILES_TEST_{k.upper()}": v for k, v in self.profile(bucket).items()}}
-        return subprocess.run([INVOKE, *args, "--profile", "test"], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
 def world(infra, gcs_emulator, tmp_path_factory):
-    oauth = FakeOAuth(TOKEN).start()
-    key_file = oauth.write_key(tmp_path_factory.mktemp("adc") / "release-key.json")
-    iam = FakeIam(PROJECT, oauth.authorizes, granted=set(preflight.PERMISSIONS), enabled=set(preflight.SERVICES)).start()
-    compute = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
-    previous = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
-    os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(key_file)
-    try:
-        with authenticating_registry(REGISTRY_USER, TOKEN) as registry:
-            yield World(oauth, iam, compute, registry, str(key_file))
-    finally:
-        if previous is None:
-            os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
-        else:
-            os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = previous
-        compute.stop()
-        iam.stop()
-        oauth.stop()
+    with gcp_world(gcs_emulator, tmp_path_factory.mktemp("adc")) as w:
+        yield w
 
 
 @pytest.fixture
@@ -99,21 +46,6 @@ def bucket(world):
     name = f"mlbatch-rel-{secrets.token_hex(4)}"
     create_bucket(name)
     return f"gs://{name}"
-
-
-def registry_tags(world: World, repository: str) -> list[str]:
-    """Tags in the authenticating registry, read with the login it expects."""
-    auth = base64.b64encode(f"{REGISTRY_USER}:{TOKEN}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://{world.registry}/v2/mlbatch/{repository}/tags/list", headers={"Authorization": f"Basic {auth}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback
-            return json.load(resp).get("tags") or []
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return []
-        raise
 
 
 # --- preflight -------------------------------------------------------------------------

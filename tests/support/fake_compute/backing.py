@@ -74,7 +74,7 @@ class BackingMixin:
 
     def _boot_guest(self, instance: FakeInstance, docker_ref: str, md_host: str, op: dict[str, Any]) -> None:
         try:
-            container = guest.boot_instance(instance, docker_ref, md_host)
+            container = guest.boot_instance(instance, docker_ref, md_host, self.storage_emulator)
         except (RuntimeError, TimeoutError) as exc:
             self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))
             return

@@ -100,13 +100,16 @@ for line in os.environ.get("FAKE_GCE_SSH_KEYS", "").splitlines():
 # The fake's disk is overlayfs: a directory of the image's own layer cannot be renamed
 # (EXDEV). dockerd renames runtimes/ at each start, and recreates it: let it.
 shutil.rmtree("/var/lib/docker/runtimes", ignore_errors=True)
-metadata_host = os.environ.get("FAKE_GCE_METADATA_HOST", "127.0.0.1:1")
+# What a VM's network reaches: its metadata server, and Cloud Storage (the emulator, when the fake has one).
+ours = {"GCE_METADATA_HOST": os.environ.get("FAKE_GCE_METADATA_HOST", "127.0.0.1:1")}
+if os.environ.get("FAKE_GCE_STORAGE_EMULATOR_HOST"):
+    ours["STORAGE_EMULATOR_HOST"] = os.environ["FAKE_GCE_STORAGE_EMULATOR_HOST"]
 lines = []
 if os.path.exists("/etc/environment"):
     with open("/etc/environment") as f:
-        lines = [line for line in f.read().splitlines() if not line.startswith("GCE_METADATA_HOST=")]
+        lines = [line for line in f.read().splitlines() if line.split("=", 1)[0] not in (*ours, "STORAGE_EMULATOR_HOST")]
 with open("/etc/environment", "w") as f:
-    f.write("\n".join([*lines, f"GCE_METADATA_HOST={metadata_host}"]) + "\n")
+    f.write("\n".join([*lines, *(f"{k}={v}" for k, v in ours.items())]) + "\n")
 os.execv("/lib/systemd/systemd", ["/lib/systemd/systemd"])
 '''
 
@@ -200,6 +203,7 @@ def start_guest(
     labels: dict[str, str] | None = None,
     metadata_host: str = "127.0.0.1:1",
     ssh_address: str = "127.0.0.1",
+    storage_emulator: str = "",
 ) -> str:
     """Boot `image` as instance `instance_name`; return its container id once sshd answers.
 
@@ -247,6 +251,8 @@ def start_guest(
         f"FAKE_GCE_METADATA_HOST={metadata_host}",
         "-e",
         f"FAKE_GCE_SSH_ADDRESS={ssh_address}",
+        "-e",
+        f"FAKE_GCE_STORAGE_EMULATOR_HOST={storage_emulator}",
     ]
     for key, value in (labels or {}).items():
         argv += ["--label", f"{key}={value}"]
@@ -272,7 +278,7 @@ def commit_guest(container: str, image: str) -> str:
     return image
 
 
-def boot_instance(instance: FakeInstance, image: str, metadata_host: str) -> str:
+def boot_instance(instance: FakeInstance, image: str, metadata_host: str, storage_emulator: str = "") -> str:
     """Boot a fake instance from a guest image: an address of its own as networkIP, sshd on its
     port 22, the users of its `ssh-keys` metadata. Returns the container id."""
     address = loopback_address()
@@ -286,4 +292,5 @@ def boot_instance(instance: FakeInstance, image: str, metadata_host: str) -> str
         labels={"org.mlbatch.fake-zone": instance.zone},
         metadata_host=metadata_host,
         ssh_address=address,
+        storage_emulator=storage_emulator,
     )

@@ -1,0 +1,118 @@
+"""The whole gcp release, end to end: `invoke release --profile test` against the emulators.
+
+Preflight (fakes of Service Usage and Resource Manager) -> containers pushed to the
+authenticating registry with the ADC token from the loopback token endpoint -> code bundle to
+fake-gcs-server -> a fresh bake by Packer 1.6.6's googlecompute builder against the fake
+Compute API (through the intercepting proxy) into the candidate family -> the image suite,
+`vm` checks included, on a temporary VM over ssh -> promotion into the served family -> the
+manifest pinning the image by self link. A second release of another version with the same
+inputs reuses that image.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+
+import pytest
+
+from mlbatch.core import manifest as manifests
+from mlbatch.core.bucket import open_bucket
+from mlbatch.release import bake
+from tests.conftest import ROOT, unique_version
+from tests.support.gcp_world import PROJECT, gcp_world
+from tests.support.gcs import create_bucket
+from tests.support.packer_edges import add_debian_cloud, packer_edges
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
+SERVED = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/images/"
+
+
+@pytest.fixture(scope="module")
+def cloud(infra, gcs_emulator, tmp_path_factory):
+    with gcp_world(gcs_emulator, tmp_path_factory.mktemp("adc")) as world:
+        add_debian_cloud(world.compute)
+        with packer_edges(world.compute, world.oauth, world.key_file) as proxy:
+            yield world, proxy
+
+
+def pulled_repositories(docker_ref: str) -> str:
+    """The guest engine's repositories.json inside the image behind a fake GCE image."""
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "sh", docker_ref, "-c", "cat /var/lib/docker/image/*/repositories.json"],
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def bucket(cloud) -> str:
+    """The releases' bucket, shared by the run-batch test that follows the release test."""
+    name = f"mlbatch-e2e-{secrets.token_hex(4)}"
+    create_bucket(name)
+    return f"gs://{name}"
+
+
+def test_release_bakes_tests_promotes_and_the_next_release_reuses_the_image(cloud, bucket):
+    world, proxy = cloud
+    fake = world.compute
+
+    first = unique_version("v0.0.1-e2e")
+    started = time.monotonic()
+    result = world.cli(bucket, "release", "--version", first, timeout=3600)
+    print(f"\nfirst release took {time.monotonic() - started:.0f}s")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    print(result.stdout[-3000:])
+
+    manifest = manifests.load(open_bucket(bucket), first)
+    image = manifest.vm_image
+    assert image.ref.startswith(SERVED) and image.ref == fake.images[image.name]["selfLink"]
+    assert fake.images[image.name]["family"] == "mlbatch" and fake.images[image.name]["status"] == "READY"
+    assert image.input_hash == bake.input_hash(ROOT) and image.baked_by_version == first
+    assert [n for n, i in fake.images.items() if i.get("family") == "mlbatch-candidate"] == []
+    assert fake.instances == {} and fake.disks == {}, "the build VM, the test VM and their disks are gone"
+    # Packer's calls went through the proxy with the token google-auth got from the token endpoint.
+    assert any("/projects/debian-cloud/global/images/family/debian-12" in e["request"] for e in proxy.exchanges())
+    assert world.oauth.grants
+    repaired = [e["repaired"] for e in proxy.exchanges() if "repaired" in e]
+    print("REPLACED: the proxy repaired Packer's sourceDisk URL (Debian's Packer 1.6.6 build, see intercept.py):", repaired)
+    # The release's containers, pinned by digest in the manifest, are pre-pulled in the image.
+    assert manifest.containers
+    pulled = pulled_repositories(fake.images[image.name]["_docker_ref"])
+    for container in manifest.containers.values():
+        assert container.repository.startswith(world.registry)
+        assert container.ref in pulled, (container.ref, pulled[:2000])
+    # The image suite ran on a temporary VM of the fake (created from the candidate, then deleted).
+    inserts = [b for m, p, b in fake.requests if m == "POST" and p.endswith("/instances")]
+    tested = [b for b in inserts if b["name"].startswith("mlb-imagetest-")]
+    assert len(tested) == 1
+
+    second = unique_version("v0.0.2-e2e")
+    started = time.monotonic()
+    again = world.cli(bucket, "release", "--version", second, timeout=3600)
+    print(f"second release took {time.monotonic() - started:.0f}s")
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-6000:]
+    reused = manifests.load(open_bucket(bucket), second).vm_image
+    assert reused.ref == image.ref and reused.baked_by_version == first
+    baked = [b for m, p, b in fake.requests if m == "POST" and p.endswith("/instances") and b["name"].startswith("packer-")]
+    assert len(baked) == 1, "the second release did not bake"
+    assert [n for n, i in fake.images.items() if i.get("family") in ("mlbatch", "mlbatch-candidate")] == [image.name]
+    assert fake.instances == {} and fake.disks == {}
+
+
+def test_run_batch_boots_the_baked_image_and_runs_the_job_with_the_prepulled_container(cloud, bucket):
+    """After the releases above: the fake boots the baked guest image, systemd starts the agent
+    unit, which runs the job through the guest's Docker engine with the pre-pulled container."""
+    world, _ = cloud
+    versions = manifests.list_versions(open_bucket(bucket))
+    assert versions, "the release test above published no release"
+    started = time.monotonic()
+    result = world.cli(bucket, "run-batch", "--job", "sleep", "--version", versions[0], "--param", "seconds=3", timeout=1200)
+    print(f"\nrun-batch took {time.monotonic() - started:.0f}s")
+    print(result.stdout[-4000:])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    assert "tick" in result.stdout, "the job's output came back over the serial console"
+    assert "is pre-pulled in the image: no pull" in result.stdout
+    assert world.compute.instances == {}, "the VM deleted itself / was deleted"

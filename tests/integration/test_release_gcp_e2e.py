@@ -11,6 +11,7 @@ inputs reuses that image.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import time
@@ -18,6 +19,7 @@ import time
 import pytest
 
 from mlbatch.core import manifest as manifests
+from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.release import bake
 from tests.conftest import ROOT, unique_version
@@ -115,4 +117,14 @@ def test_run_batch_boots_the_baked_image_and_runs_the_job_with_the_prepulled_con
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     assert "tick" in result.stdout, "the job's output came back over the serial console"
     assert "is pre-pulled in the image: no pull" in result.stdout
+    assert world.compute.instances == {}, "the VM deleted itself / was deleted"
+
+    # The headline job: train-digits (scikit-learn in the pre-pulled trainer container) on the baked image.
+    result = world.cli(
+        bucket, "run-batch", "--job", "train-digits", "--version", versions[0], "--param", "n_estimators=10", timeout=1200
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    run_id = result.stdout.split("run ", 1)[1].split(":")[0]
+    metrics = json.loads(open_bucket(bucket).read(f"{runs.results_prefix(run_id)}/metrics.json"))
+    assert metrics["n_estimators"] == 10 and metrics["accuracy"] > 0.8, metrics
     assert world.compute.instances == {}, "the VM deleted itself / was deleted"

@@ -38,7 +38,7 @@ from tests.support.fake_http import RoutedApi, json_server
 class FakeCompute(
     InstancesMixin,
     OperationsMixin,
-    ImageAdminMixin,  # before ImagesMixin: it pages images.list
+    ImageAdminMixin,
     ImagesMixin,
     SubnetworksMixin,
     BackingMixin,

@@ -121,8 +121,7 @@ def measure(runs_at_once: int, seconds: int) -> dict[str, float]:
             config["profile"] = "test"
             config["profiles"]["test"].update(bucket="gs://mlbatch-bench", compute_endpoint=fake.endpoint)
             settings = load_settings(config, ROOT)
-            fake.add_subnetwork(settings.region, settings.network, private_google_access=True)
-            fake.service_accounts.add(settings.service_account)
+            fake.ready_for_runs(settings.region, settings.network, settings.service_account)
             job = Job(name="sleep", container="trainer", command=("sleep",), params=(Param("seconds", "int", 1),))
             manifests.publish(
                 bucket,

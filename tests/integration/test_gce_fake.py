@@ -39,8 +39,7 @@ def world(infra, gcs_emulator):
     fake = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
     bucket, version = release_for_test_profile("gce", fake)
     settings = gce_settings(bucket, fake.endpoint)
-    fake.add_subnetwork(settings.region, settings.network, private_google_access=True)  # the run preflight reads it
-    fake.service_accounts.add(settings.service_account)
+    fake.ready_for_runs(settings.region, settings.network, settings.service_account)
     yield settings, version, fake
     fake.stop()
 

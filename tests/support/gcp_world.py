@@ -68,10 +68,8 @@ def gcp_world(gcs_emulator: str, directory: Path) -> Iterator[World]:
     key_file = oauth.write_key(directory / "release-key.json")
     iam = FakeIam(PROJECT, oauth.authorizes, granted=set(preflight.PERMISSIONS), enabled=set(preflight.SERVICES)).start()
     compute = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
-    # What the run preflight asks of the project: a subnet with Private Google Access, the runner account.
     test_profile = repo_config()["profiles"]["test"]
-    compute.add_subnetwork(test_profile["region"], test_profile["network"], private_google_access=True)
-    compute.service_accounts.add(test_profile["service_account"])
+    compute.ready_for_runs(test_profile["region"], test_profile["network"], test_profile["service_account"])
     previous = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(key_file)
     try:

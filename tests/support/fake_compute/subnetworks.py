@@ -37,6 +37,11 @@ class SubnetworksMixin:
             "selfLink": link,
         }
 
+    def ready_for_runs(self, region: str, network: str, service_account: str) -> None:
+        """What the run preflight asks of a project: a subnet with Private Google Access, the runner account."""
+        self.add_subnetwork(region, network, private_google_access=True)
+        self.service_accounts.add(service_account)
+
     def _subnetworks_get(self, project, region, subnetwork, params, body):
         found = self.subnetworks.get((region, subnetwork))
         if found is None:

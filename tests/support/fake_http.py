@@ -4,7 +4,6 @@ body) to the fake and sends its (status, JSON) back, and strict routing (RoutedA
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import urllib.parse
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.support import discovery
+from tests.support.loopback import JsonServer
 
 _STATUS_TEXT = {
     400: "INVALID_ARGUMENT",
@@ -59,37 +59,20 @@ def not_found(path: str) -> ApiError:
 Dispatch = Callable[[str, str, dict[str, str], Any], tuple[int, dict[str, Any]]]
 
 
-def json_server(dispatch: Dispatch, invalid_json: dict[str, Any]) -> http.server.ThreadingHTTPServer:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def json_server(dispatch: Dispatch, invalid_json: dict[str, Any]) -> JsonServer:
+    """The loopback server with requests parsed as the REST fakes want them: path, query
+    parameters and the JSON body, or `invalid_json` (400) when the body is not JSON."""
 
-        def log_message(self, *args):
-            pass
+    def respond(verb: str, target: str, headers: Any, raw: bytes) -> tuple[int, dict[str, Any]]:
+        url = urllib.parse.urlsplit(target)
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return 400, invalid_json
+        # JSON nulls mean "not set" to the real APIs (Packer sends some): drop them, as their parser does.
+        return dispatch(verb, url.path, dict(urllib.parse.parse_qsl(url.query)), discovery.without_nulls(body))
 
-        def _serve(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            url = urllib.parse.urlsplit(self.path)
-            params = dict(urllib.parse.parse_qsl(url.query))
-            try:
-                body = json.loads(raw) if raw else None
-            except json.JSONDecodeError:
-                return self._reply(400, invalid_json)
-            # JSON nulls mean "not set" to the real APIs (Packer sends some): drop them, as their parser does.
-            status, payload = dispatch(self.command, url.path, params, discovery.without_nulls(body))
-            self._reply(status, payload)
-
-        def _reply(self, status, payload):
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = do_PATCH = _serve
-
-    return http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    return JsonServer(respond)
 
 
 class RoutedApi:

@@ -11,27 +11,18 @@ more than 30 names or names outside the parent.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import urllib.parse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from tests.support import discovery
 from tests.support.loopback import JsonServer
 
 SYSTEM_PARAMS = {"$alt", "alt", "prettyPrint", "fields", "key", "quotaUser"}
 _PERMISSION = re.compile(r"^[a-z][a-zA-Z0-9]*\.[a-zA-Z0-9]+\.[a-zA-Z0-9]+$")
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
-
-
-@functools.cache
-def document(name: str) -> dict[str, Any]:
-    import googleapiclient
-
-    path = Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / f"{name}.json"
-    return json.loads(path.read_text())
 
 
 class ApiError(Exception):
@@ -44,7 +35,7 @@ class ApiError(Exception):
 
 
 def _check_request(doc: str, resource: str, method: str, query: dict[str, list[str]], body: Any) -> None:
-    spec = document(doc)["resources"][resource]["methods"][method]
+    spec = discovery.document(doc)["resources"][resource]["methods"][method]
     for key in query:
         if key in SYSTEM_PARAMS:
             continue
@@ -54,7 +45,7 @@ def _check_request(doc: str, resource: str, method: str, query: dict[str, list[s
         if len(query[key]) > 1 and not p.get("repeated"):
             raise ApiError(400, f"Invalid value for {key}: not repeated")
     if "request" in spec:
-        schema = document(doc)["schemas"][spec["request"]["$ref"]]
+        schema = discovery.document(doc)["schemas"][spec["request"]["$ref"]]
         if not isinstance(body, dict):
             raise ApiError(400, "Invalid JSON payload received: expected an object")
         for key, value in body.items():

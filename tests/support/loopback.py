@@ -1,4 +1,5 @@
-"""A threaded JSON-over-HTTP server on 127.0.0.1 for the small fakes (token endpoint, IAM)."""
+"""A threaded JSON-over-HTTP server on 127.0.0.1: the one server behind every fake Google API
+(token endpoint, IAM, and through fake_http.json_server the Compute and Batch fakes)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class JsonServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_DELETE = _serve
+            do_GET = do_POST = do_DELETE = do_PATCH = _serve
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"

@@ -42,14 +42,14 @@ class FakeBatch(JobsMixin, BackingMixin, RoutedApi):
         self._lock = threading.RLock()
         self._workroot = Path(tempfile.mkdtemp(prefix="fake-batch-"))
         self._server = json_server(self._dispatch, error_body(400, "Invalid JSON payload received."))
-        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+        self.endpoint = self._server.url
 
     def start(self) -> FakeBatch:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        self._server.stop()
         with self._lock:
             for job in self.jobs.values():
                 job.deleting = True

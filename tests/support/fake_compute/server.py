@@ -81,22 +81,19 @@ class FakeCompute(
         self._workroot = Path(tempfile.mkdtemp(prefix="fake-compute-"))
         self._stop = threading.Event()
         self._server = json_server(self._dispatch, error_body(400, "Invalid JSON payload received."))
-        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
-        self._threads = [
-            threading.Thread(target=self._server.serve_forever, daemon=True),
-            threading.Thread(target=self._reaper, daemon=True),
-        ]
+        self.endpoint = self._server.url
+        self._reaper_thread = threading.Thread(target=self._reaper, daemon=True)
 
     # --- lifecycle and test controls -------------------------------------------------
 
     def start(self) -> FakeCompute:
-        for t in self._threads:
-            t.start()
+        self._server.start()
+        self._reaper_thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._server.shutdown()
+        self._server.stop()
         with self._lock:
             for instance in list(self.instances.values()):
                 self._destroy(instance)

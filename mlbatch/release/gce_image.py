@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mlbatch.core.errors import BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
-from mlbatch.core.names import GCE_NAME
+from mlbatch.core.names import GCE_NAME, is_managed
 from mlbatch.core.settings import Settings, bake_zone
 from mlbatch.release import adc
 from mlbatch.release.bake import BakeRequest, run_packer
@@ -89,7 +89,7 @@ def find_image(settings: Settings, input_hash: str) -> VmImage | None:
     usable = [
         image
         for image in found
-        if image.labels.get("managed-by") == "mlbatch"
+        if is_managed(dict(image.labels))
         and image.labels.get("input-hash") == label
         and image.family == settings.image_family
         and image.status == "READY"
@@ -164,7 +164,7 @@ def _candidate(settings: Settings, images, image: VmImage):
         found = images.get(project=settings.project, image=image.name)
     except gexc.GoogleAPICallError as exc:
         raise _api_error(exc, f"reading the candidate image {image.name}") from exc
-    if found.family != candidate_family(settings) or found.labels.get("managed-by") != "mlbatch":
+    if found.family != candidate_family(settings) or not is_managed(dict(found.labels)):
         raise BadInput(
             f"image {image.name} is in family {found.family!r}, not the candidate family {candidate_family(settings)!r} "
             "of an mlbatch bake: refusing to promote or discard it"

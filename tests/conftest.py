@@ -28,8 +28,18 @@ def make_settings(bucket: str, **profile_overrides) -> Settings:
     return load_settings(config, ROOT)
 
 
-def unique_version(prefix: str = "v0.0.1-test") -> str:
-    return f"{prefix}.{dt.datetime.now(dt.UTC):%H%M%S}{secrets.token_hex(2)}"
+def unique_version(prefix: str = "v0.0.1-test", now: dt.datetime | None = None) -> str:
+    """A version no other test run has used: `prefix` plus a numeric identifier that grows
+    with time. A pre-release `prefix` (v0.0.1-test) gets a dotted identifier
+    (v0.0.1-test.1764496800123042); a plain release (v0) gets minor and patch
+    (v0.1764496800123.42), which `--version latest` can resolve to. The identifier is
+    milliseconds since the epoch, never a clock reading such as %H%M%S: that gives leading
+    zeros before 10:00, which semver refuses (tests/unit/test_test_versions.py)."""
+    millis = int((now or dt.datetime.now(dt.UTC)).timestamp() * 1000)
+    salt = secrets.randbelow(1000)
+    if "-" in prefix:
+        return f"{prefix}.{millis}{salt:03d}"
+    return f"{prefix}.{millis}.{salt}"
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,17 @@ def instance_spec() -> InstanceSpec:
     )
 
 
+def run_reference() -> tuple[str, str, int] | None:
+    """The run's bucket, id and attempt from attributes of their own (mlbatch-bucket,
+    mlbatch-run-id), for recording a failure when mlbatch-run-spec cannot be read."""
+    bucket = metadata("instance/attributes/mlbatch-bucket", default="", retry_for=30.0)
+    run_id = metadata("instance/attributes/mlbatch-run-id", default="", retry_for=30.0)
+    attempt = metadata("instance/attributes/mlbatch-attempt", default="", retry_for=30.0)
+    if not (bucket and run_id and attempt.isdigit()):
+        return None
+    return bucket, run_id, int(attempt)
+
+
 def preempted() -> bool:
     """Whether Compute is preempting this VM (instance/preempted), asked on SIGTERM: the answer
     must come within the ~30 s shutdown window, so retries stop after 5 s (then: not preempted)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -53,31 +54,67 @@ def _on_sigterm(signum, frame):
     raise Preempted(f"signal {signum}", preempted=gce.preempted())
 
 
-def fail_safe(message: str, spec: RunSpec | None, attempt: int, instance: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class FailureTarget:
+    """Where the fail-safe records a failure: the run's bucket and id, and what is known of
+    the release (nothing, when the run spec itself could not be read)."""
+
+    bucket: str
+    run_id: str
+    attempt: int
+    version: str = ""
+    provenance: runs.Provenance | None = None
+
+    @classmethod
+    def of(cls, spec: RunSpec, attempt: int) -> FailureTarget:
+        return cls(spec.bucket, spec.run_id, attempt, spec.version, runs.Provenance.of(spec, agent=__version__))
+
+
+def failure_target(spec: RunSpec | None, attempt: int, on_gce: bool) -> FailureTarget | None:
+    """The run to record a failure against. A GCE VM whose run spec could not be read still
+    has the run's id and bucket as attributes of their own: the record in the bucket, unlike
+    the console marker, outlives the VM (the controller may not read the console before the
+    VM is gone)."""
+    if spec is not None:
+        return FailureTarget.of(spec, attempt)
+    if not on_gce:
+        return None
+    with contextlib.suppress(Exception):
+        from mlbatch.agent import gce
+
+        reference = gce.run_reference()
+        if reference is not None:
+            return FailureTarget(*reference)
+    return None
+
+
+def fail_safe(message: str, target: FailureTarget | None, instance: str) -> None:
     """The marker on the console, and the attempt recorded as failed when the run is known."""
-    print(f"{runs.AGENT_FAILED_MARKER}: {message}", flush=True)
-    if spec is None:
+    line = f"{runs.AGENT_FAILED_MARKER}: {message}"
+    print(line, flush=True)
+    if target is None:
         return
     try:
-        bucket = open_bucket(spec.bucket)
+        bucket = open_bucket(target.bucket)
         record = runs.AttemptRecord(
-            run_id=spec.run_id,
-            job=spec.job,
-            version=spec.version,
-            attempt=attempt,
+            run_id=target.run_id,
+            job=runs.job_of_run_id(target.run_id),
+            version=target.version,
+            attempt=target.attempt,
             instance=instance,
             status=runs.INFRA_FAILED,
             exit_code=-1,
-            message=f"agent failed: {message}",
+            message=f"agent failed: {line}",
             started="",
             finished=runs.now_iso(),
             phases={},
-            provenance=runs.Provenance.of(spec, agent=__version__),
-            results=bucket.url(runs.results_prefix(spec.run_id)),
+            provenance=target.provenance
+            or runs.Provenance(version="", vm_image="", container="", code_sha256="", agent=__version__),
+            results=bucket.url(runs.results_prefix(target.run_id)),
         )
-        runs.write_record(bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_RECORD), record)
+        runs.write_record(bucket, runs.attempt_key(target.run_id, target.attempt, runs.ATTEMPT_RECORD), record)
         with contextlib.suppress(AlreadyExists):  # the agent (or the controller) recorded the end first
-            runs.write_record(bucket, runs.result_key(spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True)
+            runs.write_record(bucket, runs.result_key(target.run_id), runs.ResultRecord.of_attempt(record), immutable=True)
     except Exception as exc:  # the bucket is down too: the console marker is all there is
         print(f"{runs.AGENT_FAILED_MARKER}: could not record the failure: {type(exc).__name__}: {exc}", flush=True)
 
@@ -103,9 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as exc:  # before the attempt began (or after it ended): nothing of the job to save
         status = PREEMPTED if exc.preempted else runs.INFRA_FAILED
         if not exc.preempted:
-            fail_safe(f"the instance is being shut down ({exc}) and it is not a preemption", spec, attempt, name)
+            fail_safe(
+                f"the instance is being shut down ({exc}) and it is not a preemption",
+                failure_target(spec, attempt, on_gce),
+                name,
+            )
     except Exception as exc:
-        fail_safe(f"{type(exc).__name__}: {exc}", spec, attempt, name)
+        fail_safe(f"{type(exc).__name__}: {exc}", failure_target(spec, attempt, on_gce), name)
     if task is not None:  # Cloud Batch tears the VM down and acts on this code (lifecycle policies)
         return task_mode.exit_code(record) if record is not None else 1
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # recorded: let the VM's end finish whatever comes

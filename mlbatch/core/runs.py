@@ -152,6 +152,8 @@ class InstanceSpec(Record):
 
     Local: the file named by MLBATCH_INSTANCE_FILE. GCE: the metadata attributes
     mlbatch-run-spec (the RunSpec) and mlbatch-attempt; the rest the VM knows itself.
+    mlbatch-run-id and mlbatch-bucket repeat two of the spec's fields, so that an agent that
+    cannot read the spec still records why (agent/main.py, fail_safe).
     """
 
     spec: RunSpec

@@ -139,6 +139,9 @@ class GceProvider:
         metadata = {
             "mlbatch-run-spec": spec.to_json(),
             "mlbatch-attempt": str(request.attempt),
+            # Apart from the spec, so the agent can record its failure even when it cannot read the spec.
+            "mlbatch-run-id": spec.run_id,
+            "mlbatch-bucket": spec.bucket,
             "block-project-ssh-keys": "true",
             "enable-oslogin": "TRUE",
         }

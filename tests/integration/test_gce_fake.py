@@ -303,8 +303,11 @@ def test_a_shutdown_that_is_not_a_preemption_is_not_retried(world, fake):
 
 
 def test_an_agent_that_fails_outside_the_job_ends_its_vm_and_says_why(world, fake):
-    """A run spec the agent cannot read: the agent prints its marker and deletes its VM (a real VM
-    keeps running when the agent exits); the controller reports 110 with the marker, at once."""
+    """A run spec the agent cannot read: the agent prints its marker, records the failure in the
+    bucket from the run id and bucket the VM carries apart from the spec, and deletes its VM (a
+    real VM keeps running when the agent exits); the controller reports 110 with the marker, at
+    once. The record, not the console, carries it: a console read after the VM is gone finds
+    nothing, and under load the controller's poll came too late (a race this replaced)."""
     fake.faults.corrupt_run_spec = True
     before = len(fake.insert_bodies())
     outcome = run(world, timeout_seconds=30)

@@ -24,7 +24,7 @@ from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
 from mlbatch.release.flow import release
 from mlbatch.ui import Steps
-from tests.conftest import make_settings
+from tests.conftest import make_settings, unique_version
 from tests.integration.helpers import ROOT, cli_env, invoke
 from tests.integration.test_run_local import instances, wait_for
 
@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("inf
 def env(infra, tmp_path_factory):
     """A release that is not a pre-release (so `latest` finds it), in a bucket of its own."""
     settings = make_settings(f"file://{tmp_path_factory.mktemp('triggers-bucket')}")
-    version = f"v0.{dt.datetime.now(dt.UTC):%H%M%S}.{secrets.randbelow(1000)}"
+    version = unique_version("v0")
     release(settings, version, Steps())
     return settings, version
 

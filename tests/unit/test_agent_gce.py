@@ -120,3 +120,29 @@ def test_an_agent_that_cannot_read_its_spec_says_so_and_deletes_its_vm(vm, capsy
     assert main.main([]) == 1
     assert "MLBATCH-AGENT-FAILED: BadRecord: metadata mlbatch-run-spec is not JSON" in capsys.readouterr().out
     assert fake.calls["instances.delete"] == 1 and instance.deleting, "the agent deleted its own VM"
+
+
+def test_an_agent_that_cannot_read_its_spec_records_the_failure_in_the_bucket(vm, tmp_path):
+    """The console marker dies with the VM (a controller polling the console every few seconds
+    may never see it): the failure is recorded in the bucket from the run id and bucket the VM
+    carries apart from the spec, so the controller reads why the run ended whatever its timing."""
+    import dataclasses
+
+    from mlbatch.core import runs
+    from mlbatch.core.bucket import open_bucket
+
+    fake, instance = vm
+    spec = dataclasses.replace(SPEC, bucket=f"file://{tmp_path}")
+    instance.body["metadata"]["items"] = [
+        {"key": "mlbatch-run-spec", "value": spec.to_json()},
+        {"key": "mlbatch-attempt", "value": "3"},
+        {"key": "mlbatch-run-id", "value": spec.run_id},
+        {"key": "mlbatch-bucket", "value": spec.bucket},
+        {"key": "mlbatch-compute-endpoint", "value": fake.endpoint},
+    ]
+    fake.faults.corrupt_run_spec = True
+    assert main.main([]) == 1
+    result = runs.read_result(open_bucket(spec.bucket), spec.run_id)
+    assert result is not None and result.attempt == 3 and result.status == runs.INFRA_FAILED
+    assert "MLBATCH-AGENT-FAILED" in result.message and "mlbatch-run-spec is not JSON" in result.message
+    assert fake.calls["instances.delete"] == 1

@@ -58,6 +58,7 @@ def test_the_body_carries_the_run_spec_and_nothing_secret():
     metadata = {i["key"]: i["value"] for i in b["metadata"]["items"]}
     assert runs.RunSpec.from_json(metadata["mlbatch-run-spec"]) == SPEC
     assert metadata["mlbatch-attempt"] == "2"
+    assert (metadata["mlbatch-run-id"], metadata["mlbatch-bucket"]) == (SPEC.run_id, SPEC.bucket)
     assert metadata["mlbatch-compute-endpoint"] == "http://127.0.0.1:9"
     assert metadata["block-project-ssh-keys"] == "true" and metadata["enable-oslogin"] == "TRUE"
     blob = json.dumps(b).lower()

@@ -15,11 +15,8 @@ import socket
 from collections.abc import Mapping
 
 from mlbatch.core import runs
-from mlbatch.core.errors import ExitCode
 
-# The runnable's exit code tells Cloud Batch what to do: 0 succeeded; the job's own code
-# when it failed (lifecycle policies fail the task, no retry); our reserved codes else.
-_STATUS_EXIT = {runs.SUCCEEDED: 0, **{s: int(c) for s, c in runs.STATUS_EXIT_CODES.items()}}
+MAX_PROCESS_EXIT_CODE = 255  # a process's exit status is one byte
 
 
 def on_batch(env: Mapping[str, str]) -> bool:
@@ -40,6 +37,8 @@ def batch_instance(env: Mapping[str, str] = os.environ) -> runs.InstanceSpec:
 
 
 def exit_code(record: runs.AttemptRecord) -> int:
+    """The runnable's exit code tells Cloud Batch what to do: 0 succeeded; the job's own code
+    when it failed (lifecycle policies fail the task, no retry); our reserved codes else."""
     if record.status == runs.FAILED:
-        return min(max(record.exit_code, 1), 255)
-    return _STATUS_EXIT.get(record.status, int(ExitCode.INFRA_FAILED))
+        return min(max(record.exit_code, 1), MAX_PROCESS_EXIT_CODE)
+    return runs.exit_code_of(record.status, record.exit_code)

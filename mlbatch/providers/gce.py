@@ -335,7 +335,12 @@ class GceProvider:
             self._zone_of.pop(request.name, None)
             raise
 
+    def adopt(self, name: str, zone: str) -> None:
+        self._zone_of[name] = zone
+
     def _zone(self, name: str) -> str:
+        """The zone this process created or was told (adopt) the instance is in; only an
+        instance nobody recorded falls back to the first zone."""
         return self._zone_of.get(name, self.zones[0])
 
     def state(self, name: str) -> str:

@@ -89,6 +89,9 @@ class LocalProvider:
             auto_remove=request.detached,
         )
 
+    def adopt(self, name: str, zone: str) -> None:
+        """One engine, one zone: a container is found by its name alone."""
+
     def state(self, name: str) -> str:
         container = self._get(name)
         if container is None:

@@ -55,10 +55,12 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return value
 
 
-def read_metrics(bucket: Bucket, run_id: str) -> dict[str, Any]:
-    """The job's results/metrics.json, if it wrote one (scalars only)."""
+def read_metrics(bucket: Bucket, result: runs.ResultRecord | None) -> dict[str, Any]:
+    """The metrics.json in the results the run's record names, if the job wrote one (scalars only)."""
+    if result is None or not result.results:
+        return {}
     try:
-        data = json.loads(bucket.read(f"{runs.results_prefix(run_id)}/{METRICS_FILE}"))
+        data = json.loads(bucket.read(f"{runs.results_of(bucket, result)}/{METRICS_FILE}"))
     except (NotFound, ValueError):
         return {}
     if not isinstance(data, dict):
@@ -93,7 +95,7 @@ def list_runs(
                 "status": row.status,
                 "exit_code": None if row.exit_code == "-" else int(row.exit_code),
                 "seconds": _seconds(row.created, result.finished) if result else None,
-                "metrics": read_metrics(bucket, row.run_id) if result else {},
+                "metrics": read_metrics(bucket, result),
             }
         )
     return out
@@ -203,8 +205,8 @@ def show(bucket: Bucket, run_id: str, prices: PriceTable) -> dict[str, Any]:
             "agent": agent.provenance.agent if agent else "",
         },
         "attempts": attempts,
-        "metrics": read_metrics(bucket, run_id),
-        "results": bucket.url(runs.results_prefix(run_id)),
+        "metrics": read_metrics(bucket, result),
+        "results": result.results if result else "",
         "cost": {
             "estimated_usd": round(sum(c for c in costs if c is not None), 6) if costs and None not in costs else None,
             "price_table": prices.origin,
@@ -231,7 +233,7 @@ def render_show(view: dict[str, Any]) -> Group:
         head.append(("trigger key", s["idempotency_key"]))
     usd = c["estimated_usd"]
     head.append(("est. cost", f"${usd:.4f}" if usd is not None else "unknown (machine type or region not in the price table)"))
-    head.append(("results", view["results"]))
+    head.append(("results", view["results"] or "-"))
     provenance = [
         ("release", p["release"] + (f" (git {p['git_sha'][:12]})" if p["git_sha"] else "")),
         ("vm image", p["vm_image"]),

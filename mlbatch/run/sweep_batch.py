@@ -4,24 +4,27 @@ create the job -> every 2 s read it (one jobs.get): task counts as progress, quo
 in its status events -> SUCCEEDED or FAILED: each task's outcome from its records in the
 bucket (and, for tasks that left none, from Batch's task list). Cancelled, stopped or
 gone wrong before the end: the job is deleted (Batch stops its VMs) and the sweep waits
-until it is gone, so nothing is left running.
+until it is gone, so nothing is left running. The job's labels and each task's maximum
+run duration come from the launch path a single run takes (mlbatch/run/launch.py,
+mlbatch/run/deadlines.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.names import check_labels, is_managed, managed_labels
+from mlbatch.core.cancel import Cancelled
+from mlbatch.core.names import is_managed
 from mlbatch.core.sweeps import TaskRecord
-from mlbatch.core.versions import parse_version
 from mlbatch.providers.batch import QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
-from mlbatch.run.controller import BOOT_MARGIN, SELF_DELETE_MARGIN
-from mlbatch.run.sweep import PreparedSweep, SweepStopped, deadline_seconds, read_task_attempt
+from mlbatch.run import launch as launching
+from mlbatch.run.deadlines import SELF_DELETE_SLACK, Margins
+from mlbatch.run.sweep import PreparedSweep, SweepStopped, read_task_attempt
 from mlbatch.ui import Say
 
-QUEUE_MARGIN = 1800  # seconds Batch may keep a job queued for capacity before the sweep gives up
 DELETE_WAIT = 120.0  # seconds to wait for a deleted job to be gone
 
 
@@ -34,26 +37,25 @@ def _progress(view: JobView) -> str:
 class BatchTasks:
     name = "Cloud Batch"
     poll = 2.0  # seconds between jobs.get calls
+    margins = Margins()
 
-    def __init__(self, bucket: Bucket, jobs: BatchJobs, say: Say):
+    def __init__(self, bucket: Bucket, jobs: BatchJobs, say: Say, preflight: Callable[[], None]):
         self.bucket, self.jobs, self.say = bucket, jobs, say
+        self.preflight = preflight  # the network and the runner account are the single run's (the gce provider's)
 
-    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None:
+    def stop(self, run_id: str) -> None:
+        """Delete the sweep's Batch job (runs.cancel): Batch stops its VMs."""
+        self._delete(job_id(run_id))
+
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord], started: Callable[[], None]) -> None:
         job = sweep.prepared.job
         name = job_id(spec.run_id)
-        wait = deadline_seconds(sweep) + QUEUE_MARGIN
-        labels = check_labels(
-            {
-                **managed_labels(),
-                "role": "sweep",
-                "job": spec.job,
-                "run-id": spec.run_id,
-                "version": parse_version(spec.version).slug,
-                "expiry": str(int(time.time()) + wait + SELF_DELETE_MARGIN),
-            }
-        )
-        body = self.jobs.job_body(spec, job, sweep.tasks, sweep.parallelism, labels, spec.timeout_seconds + BOOT_MARGIN)
+        wait = sweep.seconds(self.margins)
+        labels = launching.labels(spec, launching.ROLE_SWEEP, time.time() + wait + SELF_DELETE_SLACK)
+        max_run = self.margins.attempt_seconds(spec.timeout_seconds)
+        body = self.jobs.job_body(spec, job, sweep.tasks, sweep.parallelism, labels, int(max_run))
         self.jobs.create(name, body)
+        started()
         self.say(f"Batch job {name} created: {len(sweep.tasks)} tasks, at most {sweep.parallelism} at once")
         deadline = time.monotonic() + wait
         ended, shown = False, ""
@@ -61,6 +63,8 @@ class BatchTasks:
         try:
             while True:
                 view = self.jobs.get(name)
+                if view is None and runs.read_result(self.bucket, spec.run_id) is not None:
+                    raise Cancelled("runs.cancel")  # it recorded the end, then deleted the job
                 if view is None:
                     default = (runs.INFRA_FAILED, "the Batch job was deleted before this task ended")
                     raise SweepStopped(f"Batch job {name} was deleted while the sweep ran", runs.INFRA_FAILED)

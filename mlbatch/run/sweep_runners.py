@@ -19,7 +19,9 @@ def task_runner(settings: Settings, bucket: Bucket, say: Say) -> tuple[TaskRunne
         provider = get_provider(settings)
         return LocalTasks(bucket, provider, say), provider
     from mlbatch.providers.batch import BatchJobs
+    from mlbatch.providers.gce import GceProvider
     from mlbatch.run.sweep_batch import BatchTasks
 
     jobs = BatchJobs(settings)
-    return BatchTasks(bucket, jobs, say), jobs
+    # Batch VMs are the run's VMs in another wrapper: the same subnet, runner account and actAs.
+    return BatchTasks(bucket, jobs, say, GceProvider(settings).preflight), jobs

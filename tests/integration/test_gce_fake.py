@@ -73,7 +73,7 @@ def test_train_digits_end_to_end_through_the_cli(world, fake):
     assert fake.inserts_performed >= 1 and not fake.instances, "the VM deleted itself / was deleted"
     bucket = open_bucket(world[0].bucket)
     run_id = output.split("run ", 1)[1].split(":")[0]
-    metrics = json.loads(bucket.read(f"{runs.results_prefix(run_id)}/metrics.json"))
+    metrics = json.loads(bucket.read(f"{runs.results_of(bucket, runs.read_result(bucket, run_id))}/metrics.json"))
     assert metrics["n_estimators"] == 10
 
 

@@ -37,19 +37,22 @@ class Behaviour:
     lines: tuple[str, ...] = ()
     end_state: str = STOPPED  # its state afterwards (RUNNING: it never ends)
     preempted: bool = False  # whether the provider says it took the instance away
+    phase: str = ""  # the phase its agent reports having entered (progress.json) and stays in
+    results: tuple[tuple[str, bytes], ...] = ()  # files its job leaves in $MLBATCH_RESULTS_DIR, uploaded by the agent
 
 
-def succeed(*lines: str) -> Behaviour:
-    return Behaviour(runs.SUCCEEDED, 0, lines)
+def succeed(*lines: str, results: dict[str, bytes] | None = None) -> Behaviour:
+    return Behaviour(runs.SUCCEEDED, 0, lines, results=tuple((results or {}).items()))
 
 
 def fail(exit_code: int, *lines: str) -> Behaviour:
     return Behaviour(runs.FAILED, exit_code, lines)
 
 
-def preempt(*lines: str) -> Behaviour:
-    """Spot preemption: the agent gets SIGTERM and records the attempt as preempted."""
-    return Behaviour(runs.PREEMPTED, -1, lines, preempted=True)
+def preempt(*lines: str, results: dict[str, bytes] | None = None) -> Behaviour:
+    """Spot preemption: the agent gets SIGTERM and records the attempt as preempted (after
+    uploading `results`, when given: what it managed to upload before the VM went)."""
+    return Behaviour(runs.PREEMPTED, -1, lines, preempted=True, results=tuple((results or {}).items()))
 
 
 def vanish(preempted: bool = True) -> Behaviour:
@@ -58,8 +61,13 @@ def vanish(preempted: bool = True) -> Behaviour:
 
 
 def hang(*lines: str) -> Behaviour:
-    """The instance runs and never records an end."""
-    return Behaviour(None, lines=lines, end_state=RUNNING)
+    """The instance runs its job and never records an end."""
+    return Behaviour(None, lines=lines, end_state=RUNNING, phase=runs.RUN)
+
+
+def stay_in(phase: str, *lines: str) -> Behaviour:
+    """The instance's agent enters `phase` (a slow pull, a big upload) and is still in it."""
+    return Behaviour(None, lines=lines, end_state=RUNNING, phase=phase)
 
 
 @dataclasses.dataclass
@@ -83,6 +91,7 @@ class MemoryProvider:
         self.instances: dict[str, MemoryInstance] = {}
         self.requests: list[tuple[InstanceRequest, str]] = []  # every create call that made an instance
         self.deleted: list[str] = []
+        self.adopted: dict[str, str] = {}  # instance -> the zone a controller was told it is in
         self._script: list[Behaviour] = []
         self._raise: dict[str, BaseException] = {}
         self._lock = threading.Lock()  # console() runs in the controller's streaming thread
@@ -112,7 +121,9 @@ class MemoryProvider:
     # --- the Provider protocol ----------------------------------------------------------
 
     def preflight(self) -> None:
-        """Nothing to check in memory (the gce provider's preflight is tested against the fake API)."""
+        """Nothing to check in memory (the gce provider's preflight is tested against the fake API),
+        unless the test makes it refuse (raise_from("preflight", PermissionDenied(...)))."""
+        self._interrupt("preflight")
 
     def create(self, request: InstanceRequest, zone: str) -> None:
         self._interrupt("create")
@@ -131,7 +142,7 @@ class MemoryProvider:
         with self._lock:
             self.instances[request.name] = instance
             self.requests.append((request, zone))
-        if behaviour.status is not None:
+        if behaviour.status is not None or behaviour.phase:
             self._agent(request, behaviour)
         instance.state, instance.preempted = behaviour.end_state, behaviour.preempted
 
@@ -140,12 +151,30 @@ class MemoryProvider:
         keys = RecordKeys.for_task(request.spec.run_id, request.task, request.attempt) if request.task is not None else None
         attempt = Attempt(request.spec, request.attempt, request.name, self.workdir / request.name, keys)
         try:
+            if behaviour.phase:
+                with attempt.phase(behaviour.phase):
+                    pass
             for line in behaviour.lines:
                 attempt.log.write(line)
-            attempt.log.info(f"attempt {request.attempt} {behaviour.status}")
+            if behaviour.results:
+                folder = attempt.workdir / "results"
+                for relative, data in behaviour.results:
+                    (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / relative).write_bytes(data)
+                with attempt.phase(runs.UPLOAD):
+                    attempt.upload()
+            if behaviour.status is not None:
+                attempt.log.info(f"attempt {request.attempt} {behaviour.status}")
         finally:
             attempt.log.close()
-        attempt.record(behaviour.status or "", behaviour.exit_code)
+        if behaviour.status is not None:
+            attempt.record(behaviour.status, behaviour.exit_code)
+
+    def adopt(self, name: str, zone: str) -> None:
+        instance = self.instances.get(name)
+        if instance is not None and instance.zone != zone:  # as a zonal API would answer 404
+            raise AssertionError(f"instance {name} is in {instance.zone}, not in {zone}")
+        self.adopted[name] = zone
 
     def state(self, name: str) -> str:
         self._interrupt("state")

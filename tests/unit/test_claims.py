@@ -1,0 +1,89 @@
+"""Idempotency keys count as spent only once their run has an instance (issue 17, bug 1):
+a trigger whose create failed leaves the key free for the redelivery, which starts the run."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlbatch.core import runs
+from mlbatch.core.errors import ExitCode, MlbatchError, OverlapSkipped
+from mlbatch.run import detach
+from mlbatch.run.controller import RunRequest
+from tests.support.memory_provider import hang, succeed
+from tests.support.releases import CATALOG, publish_release
+
+VERSION = "v1.0.0"
+KEY = "pubsub-4711"
+
+
+def claim_of(bucket, job="sleep", key=KEY) -> runs.IdempotencyRecord:
+    record = runs.read_record(bucket, runs.idempotency_record_key(job, key), runs.IdempotencyRecord)
+    assert record is not None
+    return record
+
+
+def test_a_redelivery_after_a_create_that_failed_starts_the_run(controller, provider, bucket):
+    provider.raise_from("create", MlbatchError("creating the instance: 503 Service Unavailable"))
+    with pytest.raises(MlbatchError, match="did not start") as info:
+        detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
+    assert info.value.exit_code == ExitCode.INFRA_FAILED, "not final: Pub/Sub redelivers"
+    (failed,) = runs.list_run_ids(bucket, "sleep")
+    assert claim_of(bucket).state == runs.KEY_RELEASED, "no instance ever existed: the key is free again"
+    provider.script(hang())
+    started = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
+    assert started != failed, "the redelivery started a run rather than acknowledging the one that never ran"
+    assert [request.spec.run_id for request, _ in provider.requests] == [started]
+    assert (claim_of(bucket).run_id, claim_of(bucket).state) == (started, runs.KEY_STARTED)
+    again = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
+    assert again == started and len(provider.requests) == 1, "once it has an instance the key is spent"
+
+
+def test_an_attached_run_whose_zones_were_full_leaves_its_key_to_the_next_slot_retry(controller, provider, bucket):
+    provider.no_capacity_in.update(provider.zones)
+    first = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
+    assert first.exit_code == ExitCode.NO_CAPACITY
+    provider.no_capacity_in.clear()
+    provider.script(succeed())
+    second = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
+    assert second.run_id != first.run_id and second.exit_code == 0 and not second.attached
+
+
+def test_a_trigger_meeting_a_key_still_being_started_asks_to_be_retried(controller, provider, bucket):
+    """Two deliveries of one message at once: the second must not acknowledge a run that may never start."""
+    provider.script(hang())
+    starting = runs.IdempotencyRecord(
+        run_id="sleep-20261125-030000-aaaa", created=runs.now_iso(), state=runs.KEY_STARTING, lease_until=4102444800.0
+    )
+    runs.write_record(bucket, runs.idempotency_record_key("sleep", KEY), starting)
+    with pytest.raises(MlbatchError, match="run sleep-20261125-030000-aaaa is still being started") as info:
+        detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
+    assert info.value.exit_code == ExitCode.INFRA_FAILED and provider.requests == []
+
+
+def test_a_claim_abandoned_past_its_lease_is_taken_over(controller, provider, bucket):
+    """Its launcher died before any instance: whatever it made has deleted itself by the lease."""
+    provider.script(hang())
+    abandoned = runs.IdempotencyRecord(run_id="sleep-20261125-030000-aaaa", created="", state=runs.KEY_STARTING, lease_until=1.0)
+    runs.write_record(bucket, runs.idempotency_record_key("sleep", KEY), abandoned)
+    run_id = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
+    assert run_id != abandoned.run_id and claim_of(bucket).run_id == run_id and len(provider.requests) == 1
+
+
+def test_a_record_written_before_claims_had_states_stands(controller, provider, bucket):
+    runs.write_json(bucket, runs.idempotency_record_key("sleep", KEY), {"run_id": "sleep-20261125-030000-aaaa", "created": ""})
+    assert detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY)) == "sleep-20261125-030000-aaaa"
+    assert provider.requests == []
+
+
+def test_a_skipped_trigger_spends_its_key(controller, provider, bucket):
+    publish_release(
+        bucket, "v2.0.0", CATALOG + "  nightly:\n    container: trainer\n    command: [python, n.py]\n    concurrency: skip\n"
+    )
+    provider.script(hang())
+    detach.start(controller, RunRequest("nightly", "v2.0.0"))
+    request = RunRequest("nightly", "v2.0.0", idempotency_key="slot-3")
+    with pytest.raises(OverlapSkipped):
+        controller.run(request)
+    assert claim_of(bucket, "nightly", "slot-3").state == runs.KEY_STARTED
+    again = controller.run(request)  # the trigger was decided: its redelivery reports the skip
+    assert again.attached and again.exit_code == ExitCode.SKIPPED_OVERLAP and len(provider.requests) == 1

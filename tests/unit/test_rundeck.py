@@ -13,6 +13,7 @@ from mlbatch.core.catalog import parse_catalog
 from mlbatch.core.errors import BadInput, ExitCode
 from mlbatch.triggers.rundeck import job_definition
 from tests.support import rundeck
+from tests.support.catalogs import one_job_catalog
 
 # Patterns a job may declare that admit a newline and a quote: the old guard `(?!.*')`
 # looked only up to the first line end.
@@ -33,16 +34,8 @@ HOSTILE = [
 HARMLESS = ["plain", "with space", "dollar $(id) `id` ${HOME}", 'double "quote"', "back\\slash", "semi; colon & amp | pipe", ""]
 
 
-def _job(pattern: str):
-    text = f"""
-jobs:
-  loose:
-    container: trainer
-    command: [python, loose.py]
-    params:
-      text: {{type: str, pattern: '{pattern}'}}
-"""
-    return parse_catalog(text)["loose"]
+def _job(params: dict, name: str = "loose"):
+    return parse_catalog(one_job_catalog(params, name))[name]
 
 
 def _argv_dump(tmp_path: Path) -> Path:
@@ -60,7 +53,7 @@ def _run_step(step: str, value: str) -> bytes:
 
 @pytest.mark.parametrize("pattern", LOOSE_PATTERNS)
 def test_no_value_rundeck_accepts_leaves_its_quotes_in_the_real_shell(tmp_path, pattern):
-    job = _job(pattern)
+    job = _job({"text": {"type": "str", "pattern": pattern}})
     invoke = _argv_dump(tmp_path)
     (definition,) = [job_definition(job, Path("/srv/mlbatch"), str(invoke))]
     option = next(o for o in definition["options"] if o["name"] == "text")
@@ -77,18 +70,8 @@ def test_no_value_rundeck_accepts_leaves_its_quotes_in_the_real_shell(tmp_path, 
 
 
 def test_the_guard_also_holds_for_the_version_and_typed_options():
-    job = parse_catalog(
-        """
-jobs:
-  typed:
-    container: trainer
-    command: [python, t.py]
-    params:
-      n: {type: int, default: 1}
-      rate: {type: float, default: 0.5}
-      flag: {type: bool, default: false}
-"""
-    )["typed"]
+    typed = {"n": {"type": "int", "default": 1}, "rate": {"type": "float", "default": 0.5}, "flag": {"type": "bool"}}
+    job = _job(typed, "typed")
     options = {o["name"]: o for o in job_definition(job, Path("/srv/mlbatch"))["options"]}
     for value in ("1\n'; id #", "v1.0.0\n'", "latest\n"):
         assert not any(rundeck.accepts(option, value) for option in options.values()), value
@@ -96,15 +79,14 @@ jobs:
 
 
 @pytest.mark.parametrize(
-    ("spec", "named"),
+    ("param", "named"),
     [
-        ("{type: str, pattern: '.*', default: \"it's\"}", "default"),
-        ("{type: str, pattern: '.*', choices: [ok, \"x'; id #\"]}", "choice"),
+        ({"type": "str", "pattern": ".*", "default": "it's"}, "default"),
+        ({"type": "str", "pattern": ".*", "choices": ["ok", "x'; id #"]}, "choice"),
     ],
 )
-def test_a_default_or_choice_the_step_cannot_quote_is_refused_at_export(spec, named):
-    job = parse_catalog(f"jobs:\n  j:\n    container: trainer\n    command: [x]\n    params:\n      p: {spec}\n")["j"]
+def test_a_default_or_choice_the_step_cannot_quote_is_refused_at_export(param, named):
     with pytest.raises(BadInput) as caught:
-        job_definition(job, Path("/srv/mlbatch"))
+        job_definition(_job({"p": param}), Path("/srv/mlbatch"))
     assert caught.value.exit_code == ExitCode.BAD_INPUT
     assert "param p" in str(caught.value) and named in str(caught.value) and "single quote" in str(caught.value)

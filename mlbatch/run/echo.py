@@ -35,13 +35,14 @@ def show_log(data: bytes, out: TextIO | None = None) -> None:
     visible); into a file or a pipe, its exact bytes, so `invoke logs RUN > run.log` is a
     copy of the record (escape sequences and bytes that are not UTF-8 included)."""
     out = out or sys.stdout
-    if out.isatty():
+    binary = getattr(out, "buffer", None)
+    if out.isatty() or binary is None:  # a text-only stream (no bytes under it) gets the text too
         out.write(visible(data.decode(errors="replace")))
         out.flush()
     else:
         out.flush()
-        out.buffer.write(data)
-        out.buffer.flush()
+        binary.write(data)
+        binary.flush()
 
 
 def _cut(line: str) -> str:

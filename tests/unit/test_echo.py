@@ -154,3 +154,13 @@ def test_invoke_logs_escapes_on_a_terminal_and_keeps_the_exact_bytes_in_a_file(c
         data = out.read()
     log = bucket.read(key)
     assert data == b"===== attempt 1 =====\n" + log and HOSTILE.encode() in data and b"not utf-8: \xff" in data
+
+
+def test_a_text_only_stream_gets_the_visible_form():
+    import io
+
+    from mlbatch.run.echo import show_log
+
+    out = io.StringIO()
+    show_log(b"\x1b]0;owned\x07 ok\n\xff\n", out)
+    assert out.getvalue() == "^[]0;owned^G ok\n\ufffd\n"

@@ -363,14 +363,16 @@ runs = Collection("runs", runs_list, runs_show, runs_wait, runs_cancel)
 
 @task(help={"run_id": "the run, as `invoke runs` lists it", "profile": PROFILE_HELP})
 def logs(c, run_id, profile=None):
-    """Print a run's log from the bucket (every attempt), after its instance is gone."""
+    """Print a run's log from the bucket (every attempt), after its instance is gone: on a terminal
+    with control characters made visible; into a file or pipe as the exact bytes."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.names import job_of_run_id
-    from mlbatch.run.records import read_logs
+    from mlbatch.run.echo import show_log
+    from mlbatch.run.records import read_log_bytes
 
     with _errors():
         job_of_run_id(run_id)
-        print(read_logs(open_bucket(_settings(c, profile).bucket), run_id), end="")
+        show_log(read_log_bytes(open_bucket(_settings(c, profile).bucket), run_id))
 
 
 @task(help={"dry_run": "only say what would be removed", "profile": PROFILE_HELP})

@@ -56,7 +56,7 @@ class Manifest:
     schema: int = SCHEMA
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"  # strict JSON
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

@@ -61,9 +61,7 @@ def read_metrics(bucket: Bucket, run_id: str) -> dict[str, Any]:
         data = json.loads(bucket.read(f"{runs.results_prefix(run_id)}/{METRICS_FILE}"))
     except (NotFound, ValueError):
         return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
+    return runs.scalar_metrics(data)
 
 
 # --- the list ------------------------------------------------------------------------------

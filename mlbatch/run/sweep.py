@@ -234,9 +234,7 @@ def read_metrics(bucket: Bucket, run_id: str, index: int) -> dict[str, Any]:
         data = runs.read_json(bucket, sweeps.task_key(run_id, index, "results/metrics.json"))
     except ValueError:
         return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
+    return runs.scalar_metrics(data)
 
 
 def rank(outcomes: list[TaskRecord], job: Job) -> list[TaskRecord]:

@@ -16,14 +16,9 @@ from mlbatch.core.errors import ExitCode
 from mlbatch.triggers.pubsub import decode
 from tests.conftest import ROOT
 from tests.integration.helpers import INVOKE, invoke
+from tests.support import rundeck
 
 CATALOG = parse_catalog((ROOT / "batch_code" / "jobs.yaml").read_text())
-
-
-def rundeck_substitute(command: str, options: dict[str, str], execid: str) -> str:
-    """What Rundeck does to an exec step before it runs it."""
-    command = command.replace("${job.execid}", execid)
-    return re.sub(r"\$\{option\.([a-z0-9_]+)\}", lambda m: options[m.group(1)], command)
 
 
 def test_rundeck_export_has_a_job_per_catalog_job_with_its_params(tmp_path):
@@ -45,7 +40,7 @@ def test_rundeck_export_has_a_job_per_catalog_job_with_its_params(tmp_path):
                 assert not re.fullmatch(option["regex"], hostile), f"{param.name} refuses {hostile!r}"
         (step,) = definition["sequence"]["commands"]
         defaults = {name: o["value"] for name, o in options.items()}
-        argv = shlex.split(rundeck_substitute(step["exec"], defaults, "4711"))
+        argv = shlex.split(rundeck.substitute(step["exec"], defaults, "4711"))
         expected_params = [a for p in job.params for a in ("--param", f"{p.name}={p.default}")]
         assert argv == [
             "invoke", "--search-root", "/srv/mlbatch", "run-batch", "--job", name, "--version", "latest",

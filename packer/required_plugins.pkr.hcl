@@ -2,8 +2,8 @@
 # build); Packer 1.6 has these built in and rejects this block, so mlbatch hands it
 # packer/mlbatch.pkr.hcl alone (and refuses it for GCP releases: see bake.check_packer).
 # Each plugin is pinned exactly: a release bakes with the plugin versions of its commit.
-# `packer init` fetches them from their GitHub releases and checks each zip against the
-# release's SHA256SUMS file. Bump deliberately, with the plugins' changelogs at hand.
+# `packer init` fetches them from their GitHub releases (Packer has no lock file: the pin is
+# the version, not a checksum of ours). Bump deliberately, with the plugins' changelogs at hand.
 packer {
   required_version = ">= 1.7.0"
   required_plugins {

@@ -450,18 +450,22 @@ rundeck_ns = Collection("rundeck", rundeck_export)
         "param": "job parameter as name=value; repeatable (validated against batch_code/jobs.yaml)",
         "time_zone": "tz database name the cron is read in (default Etc/UTC)",
         "profile": "settings profile whose project, region and service account the commands use (default gcp)",
+        "output_dir": "folder for the function's source/ and env.yaml (default .mlbatch/function)",
     },
 )
-def schedule_export(c, job, cron, version="latest", param=None, time_zone="Etc/UTC", profile="gcp"):
-    """Print the gcloud commands for Cloud Scheduler -> Pub/Sub -> the mlbatch Cloud Function."""
+def schedule_export(c, job, cron, version="latest", param=None, time_zone="Etc/UTC", profile="gcp", output_dir=None):
+    """Write the Cloud Function's source and env.yaml; print the gcloud commands for Scheduler -> Pub/Sub -> it."""
     from mlbatch.core.catalog import parse_params
-    from mlbatch.triggers import schedule
+    from mlbatch.triggers import deploy, schedule
     from mlbatch.triggers.common import load_catalog, pick_job
 
     with _errors():
         settings = _settings(c, profile)
         chosen = pick_job(load_catalog(settings), job)
-        commands = schedule.gcloud_commands(settings, chosen, cron, version, parse_params(param or ()), time_zone)
+        out = Path(output_dir).resolve() if output_dir else settings.state_dir / "function"
+        params = parse_params(param or ())
+        commands = schedule.gcloud_commands(settings, chosen, cron, version, params, time_zone, *deploy.paths(out))
+        deploy.write_source(settings, out)  # after the commands: bad input refused before anything is written
         print(schedule.script(commands), end="")
 
 

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
 from mlbatch.release.flow import release
+from mlbatch.triggers import deploy
 from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
 from tests.integration.helpers import ROOT, cli_env, invoke
@@ -137,7 +139,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def function(env, tmp_path):
-    """functions-framework serving mlbatch.triggers.function.pubsub_trigger on loopback."""
+    """functions-framework serving mlbatch.triggers.function.pubsub_trigger on loopback, on the local profile
+    (the export's folder, on the test profile, is tests/integration/test_function_deploy.py)."""
     settings, _ = env
     port = _free_port()
     log = tmp_path / "function.log"
@@ -157,7 +160,7 @@ def function(env, tmp_path):
                 str(port),
             ],  # fmt: skip
             cwd=ROOT,
-            env=cli_env(settings.bucket),
+            env={**os.environ, **deploy.environment(settings)},  # the settings as the export's env.yaml carries them
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -604,6 +604,19 @@ def test(c):
         raise Exit(code=code)
 
 
+@task(name="live")
+def test_live(c):
+    """The live smoke suite against the gcp profile's real project (costs money; see tests/live/conftest.py)."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "pytest", "tests/live", "-m", "live", "-s"]
+    code = subprocess.run(argv, cwd=ROOT, env={**os.environ, "MLBATCH_LIVE": "1"}).returncode
+    if code:
+        raise Exit(code=code)
+
+
 @task
 def check(c):
     """What CI runs after local.up: lint, then the tests (arguments after `--` go to pytest)."""
@@ -611,6 +624,8 @@ def check(c):
     test(c)
 
 
+test_ns = Collection("test", test_live)
+test_ns.add_task(test, default=True)  # `invoke test` as before; `invoke test.live` beside it
 ns = Collection(
-    release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, images, bench, rundeck_ns, schedule_ns
+    release, run_batch, runs, logs, gc, demo, lint, test_ns, check, local, releases, images, bench, rundeck_ns, schedule_ns
 )

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import cast
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
 ROOT = Path(__file__).resolve().parent
 PROFILE_HELP = "settings profile: local (default), gcp, or test (the gcp code path against emulators)"
@@ -625,7 +626,7 @@ def check(c):
 
 
 test_ns = Collection("test", test_live)
-test_ns.add_task(test, default=True)  # `invoke test` as before; `invoke test.live` beside it
+test_ns.add_task(cast(Task, test), default=True)  # `invoke test` as before; `invoke test.live` beside it
 ns = Collection(
     release, run_batch, runs, logs, gc, demo, lint, test_ns, check, local, releases, images, bench, rundeck_ns, schedule_ns
 )

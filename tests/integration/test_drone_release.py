@@ -29,22 +29,14 @@ import yaml
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
 from tests.conftest import ROOT, repo_config, unique_version
+from tests.integration.test_release_gcp_e2e import cloud  # noqa: F401 - the emulated world, a module of its own here
 from tests.support.engine_socket import engine_socket
-from tests.support.gcp_world import PROJECT, gcp_world
+from tests.support.gcp_world import PROJECT
 from tests.support.gcs import create_bucket
-from tests.support.packer_edges import add_debian_cloud, packer_edges
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
 STEP = next(s for s in yaml.safe_load((ROOT / ".drone.yml").read_text())["steps"] if s["name"] == "release")
 SETUP = ("apt-get ",)
-
-
-@pytest.fixture(scope="module")
-def cloud(infra, gcs_emulator, tmp_path_factory):
-    with gcp_world(gcs_emulator, tmp_path_factory.mktemp("adc")) as world:
-        add_debian_cloud(world.compute)
-        with packer_edges(world.compute, world.oauth, world.key_file) as proxy:
-            yield world, proxy
 
 
 def step_environment(secrets: dict[str, str]) -> dict[str, str]:
@@ -68,7 +60,7 @@ def on_test_profile(env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def test_the_release_step_runs_as_drone_runs_it(cloud, tmp_path):
+def test_the_release_step_runs_as_drone_runs_it(cloud, tmp_path):  # noqa: F811
     world, proxy = cloud
     bucket = f"gs://mlbatch-drone-{int(time.time())}"
     create_bucket(bucket[5:])

@@ -8,12 +8,10 @@ function at fake-gcs-server and the fake Compute API (API only: the instance run
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shlex
-import socket
 import subprocess
 import venv
 from pathlib import Path
@@ -24,10 +22,10 @@ import yaml
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from tests.conftest import ROOT, repo_config
-from tests.integration.helpers import INVOKE, wait_for
-from tests.integration.test_triggers import publish
+from tests.integration.helpers import INVOKE
+from tests.integration.test_triggers import publish, serving
 from tests.support.fake_compute import FakeCompute
-from tests.support.gcs import _free_port, create_bucket
+from tests.support.gcs import create_bucket
 from tests.support.releases import publish_release
 
 pytestmark = pytest.mark.slow  # a venv from PyPI: a minute or two
@@ -90,27 +88,9 @@ def test_the_export_writes_what_gcloud_functions_deploy_needs(exported):
     assert json.loads(env["MLBATCH_SETTINGS_ZONES"]) == repo_config()["profiles"]["test"]["zones"]
 
 
-@contextlib.contextmanager
-def serving(env_dir: Path, source: Path, env: dict[str, str], log: Path):
-    """functions-framework of the function's venv, run from the source folder alone."""
-    port = _free_port()
-    argv = [str(env_dir / "bin" / "functions-framework"), "--target", "pubsub_trigger", "--signature-type", "cloudevent"]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, cwd=source, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def listening():
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-            assert proc.poll() is None, log.read_text()
-            return False
-
-        wait_for(listening, timeout=60, what="functions-framework to listen")
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def serve(env_dir: Path, source: Path, env: dict[str, str], log: Path):
+    """functions-framework of the function's venv, run from the source folder alone (main.py, as the platform)."""
+    return serving(env_dir / "bin" / "functions-framework", [], source, env, log)
 
 
 def function_env(out: Path, gcs_emulator: str, **overrides: str) -> dict[str, str]:
@@ -125,7 +105,7 @@ def test_the_function_runs_from_its_folder_and_starts_one_detached_run(exported,
     log = tmp_path / "function.log"
     message_id = str(secrets.randbelow(10**15))
     body = json.dumps({"job": "sleep", "version": "latest", "params": {"seconds": 2}}).encode()
-    with serving(function_venv, out / "source", function_env(out, gcs_emulator), log) as url:
+    with serve(function_venv, out / "source", function_env(out, gcs_emulator), log) as url:
         assert publish(url, message_id, body) == 200, log.read_text()
         assert publish(url, message_id, body) == 200, "a redelivery is acknowledged"
     (run_id,) = [
@@ -146,14 +126,14 @@ def test_a_bad_setting_or_a_refused_permission_is_logged_and_acknowledged(export
 
     log = tmp_path / "bad-setting.log"
     bad = function_env(out, gcs_emulator, MLBATCH_SETTINGS_ZONES='["mars-north1-a"]')
-    with serving(function_venv, out / "source", bad, log) as url:  # it starts: nothing is read at import
+    with serve(function_venv, out / "source", bad, log) as url:  # it starts: nothing is read at import
         assert publish(url, "2001", body) == 200, log.read_text()
     assert "message not run (exit code 100): invalid mlbatch.profiles.test.zones" in log.read_text()
 
     log = tmp_path / "denied.log"
     fake.denied_permissions.add("compute.instances.create")
     try:
-        with serving(function_venv, out / "source", function_env(out, gcs_emulator), log) as url:
+        with serve(function_venv, out / "source", function_env(out, gcs_emulator), log) as url:
             assert publish(url, "2002", body) == 200, log.read_text()
     finally:
         fake.denied_permissions.discard("compute.instances.create")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import cast
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
 ROOT = Path(__file__).resolve().parent
 PROFILE_HELP = "settings profile: local (default), gcp, or test (the gcp code path against emulators)"
@@ -452,18 +453,22 @@ rundeck_ns = Collection("rundeck", rundeck_export)
         "param": "job parameter as name=value; repeatable (validated against batch_code/jobs.yaml)",
         "time_zone": "tz database name the cron is read in (default Etc/UTC)",
         "profile": "settings profile whose project, region and service account the commands use (default gcp)",
+        "output_dir": "folder for the function's source/ and env.yaml (default .mlbatch/function)",
     },
 )
-def schedule_export(c, job, cron, version="latest", param=None, time_zone="Etc/UTC", profile="gcp"):
-    """Print the gcloud commands for Cloud Scheduler -> Pub/Sub -> the mlbatch Cloud Function."""
+def schedule_export(c, job, cron, version="latest", param=None, time_zone="Etc/UTC", profile="gcp", output_dir=None):
+    """Write the Cloud Function's source and env.yaml; print the gcloud commands for Scheduler -> Pub/Sub -> it."""
     from mlbatch.core.catalog import parse_params
-    from mlbatch.triggers import schedule
+    from mlbatch.triggers import deploy, schedule
     from mlbatch.triggers.common import load_catalog, pick_job
 
     with _errors():
         settings = _settings(c, profile)
         chosen = pick_job(load_catalog(settings), job)
-        commands = schedule.gcloud_commands(settings, chosen, cron, version, parse_params(param or ()), time_zone)
+        out = Path(output_dir).resolve() if output_dir else settings.state_dir / "function"
+        params = parse_params(param or ())
+        commands = schedule.gcloud_commands(settings, chosen, cron, version, params, time_zone, *deploy.paths(out))
+        deploy.write_source(settings, out)  # after the commands: bad input refused before anything is written
         print(schedule.script(commands), end="")
 
 
@@ -602,6 +607,19 @@ def test(c):
         raise Exit(code=code)
 
 
+@task(name="live")
+def test_live(c):
+    """The live smoke suite against the gcp profile's real project (costs money; see tests/live/conftest.py)."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "pytest", "tests/live", "-m", "live", "-s"]
+    code = subprocess.run(argv, cwd=ROOT, env={**os.environ, "MLBATCH_LIVE": "1"}).returncode
+    if code:
+        raise Exit(code=code)
+
+
 @task
 def check(c):
     """What CI runs after local.up: lint, then the tests (arguments after `--` go to pytest)."""
@@ -609,6 +627,8 @@ def check(c):
     test(c)
 
 
+test_ns = Collection("test", test_live)
+test_ns.add_task(cast(Task, test), default=True)  # `invoke test` as before; `invoke test.live` beside it
 ns = Collection(
-    release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, images, bench, rundeck_ns, schedule_ns
+    release, run_batch, runs, logs, gc, demo, lint, test_ns, check, local, releases, images, bench, rundeck_ns, schedule_ns
 )

@@ -22,7 +22,7 @@ PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators 
 # Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
 EMULATOR_PROFILES = ("local", "test")
 # Endpoints of emulated Google APIs: only the test profile may set them.
-TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint")
+TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint", "oslogin_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -59,6 +59,10 @@ class Settings:
     bake_machine_type: str = "e2-standard-2"
     internal_ip: bool = True  # the build VM gets no external IP; Packer connects to its internal address
     use_iap: bool = False  # or through an IAP tunnel (needs gcloud where Packer runs)
+    # OS Login (org policy compute.requireOsLogin makes VMs ignore ssh-keys metadata): the bake and
+    # the image test import their throw-away key into the caller's login profile instead.
+    os_login: bool = False
+    oslogin_endpoint: str = ""  # tests point this at tests/support/fake_oslogin.py
     ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
     price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
 
@@ -121,6 +125,8 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         bake_machine_type=str(get("bake_machine_type", "e2-standard-2")),
         internal_ip=get("internal_ip", True),
         use_iap=get("use_iap", False),
+        os_login=get("os_login", False),
+        oslogin_endpoint=str(get("oslogin_endpoint")),
         ssh_port=get("ssh_port", 22),
         price_table=_abs(project_root, str(get("price_table"))) if get("price_table", None) else None,
     )
@@ -181,7 +187,7 @@ def _validate_bake(s: Settings, where: str) -> None:
         if not GCE_NAME.match(getattr(s, key)):
             example = {"source_image_family": "debian-12", "source_image_project": "debian-cloud"}.get(key, "e2-standard-2")
             raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected a GCE name, e.g. {example}")
-    for key in ("internal_ip", "use_iap"):
+    for key in ("internal_ip", "use_iap", "os_login"):
         if not isinstance(getattr(s, key), bool):
             raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected true or false")
     if not (s.internal_ip or s.use_iap):

@@ -39,8 +39,9 @@ def git_sha(root: Path) -> str:
 
 
 def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, dict]:
-    """Everything that can be refused before a side effect: version, catalog, not yet released."""
+    """Everything that can be refused before a side effect: version, Packer, catalog, not yet released."""
     version = parse_version(version_text).tag
+    bake.check_packer(settings, say)
     root = settings.project_root
     catalog = parse_catalog(
         (root / "batch_code" / "jobs.yaml").read_text(), containers=set(containers.container_names(root / "containers"))

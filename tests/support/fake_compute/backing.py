@@ -74,7 +74,9 @@ class BackingMixin:
 
     def _boot_guest(self, instance: FakeInstance, docker_ref: str, md_host: str, op: dict[str, Any]) -> None:
         try:
-            container = guest.boot_instance(instance, docker_ref, md_host, self.storage_emulator)
+            # Org policy compute.requireOsLogin (self.os_login set): ssh-keys metadata is ignored, OS Login's keys count.
+            keys = self.os_login.authorized_keys() if self.os_login is not None else None
+            container = guest.boot_instance(instance, docker_ref, md_host, self.storage_emulator, ssh_keys=keys)
         except (RuntimeError, TimeoutError) as exc:
             self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))
             return

@@ -96,6 +96,14 @@ def list_versions(bucket: Bucket) -> list[str]:
     return sorted(versions, key=sort_key)
 
 
+def newest_version(bucket: Bucket) -> str:
+    """The newest release, pre-releases included (what a benchmark measures by default)."""
+    versions = list_versions(bucket)
+    if not versions:
+        raise NotFound(f"no release in {bucket.uri}: run `invoke release --version vX.Y.Z` first")
+    return versions[-1]
+
+
 LATEST = "latest"
 
 

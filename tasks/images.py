@@ -20,7 +20,7 @@ def list_images(c, profile=None):
 
 @task(
     help={
-        "keep": "keep the images named by the manifests of the last KEEP releases (at least 1; default 3)",
+        "keep": "keep the images named by the last KEEP releases (pre-releases not counted; newer ones kept; default 3)",
         "apply": "deprecate and delete; without it, only say what would be done (a dry run)",
         "min_age_hours": "never retire an image younger than this many hours (a release in progress); default 24",
         "profile": PROFILE_HELP,

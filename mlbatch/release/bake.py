@@ -14,6 +14,7 @@ import tempfile
 from collections import deque
 from pathlib import Path
 
+from mlbatch.core import labels
 from mlbatch.core.errors import MlbatchError
 from mlbatch.core.manifest import VmImage
 from mlbatch.ui import Say
@@ -22,7 +23,7 @@ from mlbatch.ui import Say
 BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
 WHEEL_SOURCES = ("mlbatch", "pyproject.toml", "README.md")  # what `pip wheel` needs (the readme is its metadata)
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
-INPUT_HASH_LABEL = "org.mlbatch.input-hash"
+INPUT_HASH_LABEL = labels.INPUT_HASH
 # The lines of a Packer + Ansible build worth showing as progress.
 _PROGRESS = re.compile(
     r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP"
@@ -102,11 +103,11 @@ class BakeRequest:
 
 def find_local_image(client, digest: str) -> VmImage | None:
     for image in client.images.list(filters={"label": f"{INPUT_HASH_LABEL}={digest}"}):
-        labels = image.labels or {}
-        name = labels.get("org.mlbatch.image-name", "")
+        found = image.labels or {}
+        name = found.get(labels.IMAGE_NAME, "")
         ref = f"{LOCAL_IMAGE_REPOSITORY}:{name}"
         if name and ref in image.tags:
-            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=labels.get("org.mlbatch.version", ""))
+            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=found.get(labels.VERSION, ""))
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
+from mlbatch.core import labels
 from mlbatch.core.errors import MlbatchError, PermissionDenied
 from mlbatch.core.manifest import Container
 from mlbatch.ui import Say
@@ -36,7 +37,7 @@ def build_and_push(
 def _build(client, context: Path, tag: str, version: str, say: Say) -> None:
     tail: deque[str] = deque(maxlen=25)  # kept for the error message
     for chunk in client.api.build(
-        path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={"org.mlbatch.version": version}
+        path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={labels.VERSION: version}
     ):
         if "error" in chunk:
             raise MlbatchError(f"docker build of {tag} failed: {chunk['error'].strip()}\n" + "".join(tail))

@@ -19,9 +19,16 @@ from mlbatch.core.errors import MlbatchError
 from mlbatch.core.manifest import VmImage
 from mlbatch.ui import Say
 
-# What goes into the image: a change to any of these means a new bake.
-BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
-WHEEL_SOURCES = ("mlbatch", "pyproject.toml", "README.md")  # what `pip wheel` needs (the readme is its metadata)
+# The agent wheel carries the agent and the core it imports, nothing else of the package
+# (the agent depends only on core: tests/unit/test_imports.py), so a change to the
+# controller, the release flow or `runs.show` bakes no new image.
+AGENT_SOURCES = ("mlbatch/__init__.py", "mlbatch/agent", "mlbatch/core")
+# What `pip wheel` needs: the sources, pyproject.toml (entry point, dependencies) and the
+# readme (the wheel's long description: text in its metadata, not hashed).
+WHEEL_SOURCES = (*AGENT_SOURCES, "pyproject.toml", "README.md")
+# What goes into the image: the wheel's code and build, the Packer template, the Ansible roles.
+# A change to any of these means a new bake; to anything else, a reuse.
+BAKE_INPUTS = ("packer", "ansible", *AGENT_SOURCES, "pyproject.toml")
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
 INPUT_HASH_LABEL = labels.INPUT_HASH
 # The lines of a Packer + Ansible build worth showing as progress.
@@ -65,6 +72,7 @@ def build_wheel(root: Path, out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="mlbatch-wheel-") as tmp:
         source = Path(tmp)
         for name in WHEEL_SOURCES:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
             if (root / name).is_dir():
                 shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:

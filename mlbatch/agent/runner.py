@@ -1,4 +1,4 @@
-"""One attempt on the instance: pull, fetch, run, upload, record (DESIGN.md, agent contract)."""
+"""One attempt on the instance: pull, fetch, run, upload, record (docs/architecture.md, "Runs")."""
 
 from __future__ import annotations
 

@@ -23,14 +23,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from mlbatch.core import labels
+from mlbatch.core import image_paths, labels
 from mlbatch.core.bucket import file_bucket_dir
 from mlbatch.core.errors import InfraError
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
 CA_LABEL = labels.CA_BUNDLE_SHA256
-CA_PATH = "/usr/local/share/mlbatch/ca-bundle.crt"
+CA_PATH = image_paths.CA_BUNDLE
 _DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 

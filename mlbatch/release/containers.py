@@ -6,16 +6,13 @@ from collections import deque
 from pathlib import Path
 
 from mlbatch.core import labels
+from mlbatch.core.catalog import container_names
 from mlbatch.core.errors import MlbatchError, PermissionDenied
 from mlbatch.core.manifest import Container
 from mlbatch.ui import Say
 
 # How a registry's refusal of the credentials reads in the engine's push errors.
 REFUSED = ("unauthorized", "denied", "authentication required", "no basic auth credentials")
-
-
-def container_names(containers_dir: Path) -> list[str]:
-    return sorted(p.parent.name for p in containers_dir.glob("*/Dockerfile"))
 
 
 def build_and_push(

@@ -21,6 +21,7 @@ from mlbatch.core.catalog import Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
 from mlbatch.core.names import new_run_id
 from mlbatch.core.sweeps import TaskRecord
+from mlbatch.run import metrics
 from mlbatch.run.controller import (
     BOOT_MARGIN,
     Cancelled,
@@ -224,13 +225,7 @@ def read_task_attempt(bucket: Bucket, run_id: str, task: int) -> runs.AttemptRec
 
 def read_metrics(bucket: Bucket, run_id: str, index: int) -> dict[str, Any]:
     """The scalars of the task's results/metrics.json; nothing when it wrote none (or not JSON)."""
-    try:
-        data = runs.read_json(bucket, sweeps.task_key(run_id, index, "results/metrics.json"))
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
+    return metrics.read_metrics(bucket, sweeps.task_key(run_id, index, "results"))
 
 
 def sweep_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

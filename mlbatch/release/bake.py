@@ -14,16 +14,24 @@ import tempfile
 from collections import deque
 from pathlib import Path
 
+from mlbatch.core import labels
 from mlbatch.core.errors import BadInput, MlbatchError
 from mlbatch.core.manifest import VmImage
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
-# What goes into the image: a change to any of these means a new bake.
-BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
-WHEEL_SOURCES = ("mlbatch", "pyproject.toml", "README.md")  # what `pip wheel` needs (the readme is its metadata)
+# The agent wheel carries the agent and the core it imports, nothing else of the package
+# (the agent depends only on core: tests/unit/test_imports.py), so a change to the
+# controller, the release flow or `runs.show` bakes no new image.
+AGENT_SOURCES = ("mlbatch/__init__.py", "mlbatch/agent", "mlbatch/core")
+# What `pip wheel` needs: the sources, pyproject.toml (entry point, dependencies) and the
+# readme (the wheel's long description: text in its metadata, not hashed).
+WHEEL_SOURCES = (*AGENT_SOURCES, "pyproject.toml", "README.md")
+# What goes into the image: the wheel's code and build, the Packer template, the Ansible roles.
+# A change to any of these means a new bake; to anything else, a reuse.
+BAKE_INPUTS = ("packer", "ansible", *AGENT_SOURCES, "pyproject.toml")
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
-INPUT_HASH_LABEL = "org.mlbatch.input-hash"
+INPUT_HASH_LABEL = labels.INPUT_HASH
 # The lines of a Packer + Ansible build worth showing as progress.
 _PROGRESS = re.compile(
     r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP"
@@ -137,6 +145,7 @@ def build_wheel(root: Path, out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="mlbatch-wheel-") as tmp:
         source = Path(tmp)
         for name in WHEEL_SOURCES:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
             if (root / name).is_dir():
                 shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
@@ -175,11 +184,11 @@ class BakeRequest:
 
 def find_local_image(client, digest: str) -> VmImage | None:
     for image in client.images.list(filters={"label": f"{INPUT_HASH_LABEL}={digest}"}):
-        labels = image.labels or {}
-        name = labels.get("org.mlbatch.image-name", "")
+        found = image.labels or {}
+        name = found.get(labels.IMAGE_NAME, "")
         ref = f"{LOCAL_IMAGE_REPOSITORY}:{name}"
         if name and ref in image.tags:
-            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=labels.get("org.mlbatch.version", ""))
+            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=found.get(labels.VERSION, ""))
     return None
 
 

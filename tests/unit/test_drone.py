@@ -42,7 +42,7 @@ def test_every_command_calls_a_script_or_task_that_exists(name):
             assert (ROOT / argv[0]).is_file(), f"step {name}: {argv[0]} is not a file of the project"
             text = (ROOT / argv[0]).read_text()
             for task in re.findall(r"invoke\s+([\w.-]+)", text):
-                assert task in invoke_tasks(), f"{argv[0]} calls `invoke {task}`, which tasks.py does not define"
+                assert task in invoke_tasks(), f"{argv[0]} calls `invoke {task}`, which tasks/ does not define"
 
 
 def test_the_release_step_runs_the_gcp_release_of_the_tag():

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from mlbatch.core import labels
 from tests.support.fake_compute import guest
 from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
@@ -136,7 +137,7 @@ class BackingMixin:
             subprocess.run(["docker", "rm", "-f", instance.container], capture_output=True)
         # Job containers the agent started run "on the VM": they go with it.
         jobs = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=org.mlbatch.instance={instance.name}"], capture_output=True, text=True
+            ["docker", "ps", "-aq", "--filter", f"label={labels.INSTANCE}={instance.name}"], capture_output=True, text=True
         ).stdout.split()
         if jobs:
             subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)

@@ -54,6 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlbatch.core import labels as mlbatch_labels  # the agent's: a job container names its instance
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 
 BASE_IMAGE = "debian:bookworm-slim"
@@ -222,7 +223,7 @@ def start_guest(
         "--label",
         f"managed-by={CONTAINER_LABEL}",
         "--label",
-        f"org.mlbatch.instance={instance_name}",
+        f"{mlbatch_labels.INSTANCE}={instance_name}",
         "--network",
         "host",
         "--cgroupns",

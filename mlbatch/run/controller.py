@@ -24,6 +24,7 @@ from mlbatch.core.cancel import Cancelled, cancel_on_signals
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import CapacityError, MlbatchError
 from mlbatch.core.names import instance_name
+from mlbatch.core.text import visible
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
 from mlbatch.run import launch as launching
 from mlbatch.run.claims import Claim, Existing
@@ -312,8 +313,8 @@ class Controller:
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
                 console.line(line)
-                if runs.AGENT_FAILED_MARKER in line:
-                    markers.append(line)
+                if runs.AGENT_FAILED_MARKER in line:  # a job can print one too: kept as it is shown
+                    markers.append(visible(line))
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

@@ -8,7 +8,6 @@ by `render_list` and `render_show`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from typing import Any
 
@@ -18,14 +17,13 @@ from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import BadInput, MlbatchError, NotFound
+from mlbatch.run.metrics import read_metrics
 from mlbatch.run.prices import PriceTable
 from mlbatch.run.records import list_runs as base_rows
 from mlbatch.ui import summary
 
 RUNNING = "running"  # a run without result.json yet
 STATUSES = (RUNNING, runs.SUCCEEDED, runs.FAILED, *runs.STATUS_EXIT_CODES)
-PHASES = ("create", "boot", "pull", "fetch", "run", "upload", "teardown")
-METRICS_FILE = "metrics.json"  # what a job writes to $MLBATCH_RESULTS_DIR to be listed with its run
 _SINCE = re.compile(r"^(?P<n>\d+)(?P<unit>[mhd])$")
 
 
@@ -55,17 +53,11 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return value
 
 
-def read_metrics(bucket: Bucket, result: runs.ResultRecord | None) -> dict[str, Any]:
-    """The metrics.json in the results the run's record names, if the job wrote one (scalars only)."""
+def read_run_metrics(bucket: Bucket, result: runs.ResultRecord | None) -> dict[str, Any]:
+    """The metrics of the results the run's record names (the attempt that ended it)."""
     if result is None or not result.results:
         return {}
-    try:
-        data = json.loads(bucket.read(f"{runs.results_of(bucket, result)}/{METRICS_FILE}"))
-    except (NotFound, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
+    return read_metrics(bucket, runs.results_of(bucket, result))
 
 
 # --- the list ------------------------------------------------------------------------------
@@ -95,7 +87,7 @@ def list_runs(
                 "status": row.status,
                 "exit_code": None if row.exit_code == "-" else int(row.exit_code),
                 "seconds": _seconds(row.created, result.finished) if result else None,
-                "metrics": read_metrics(bucket, result),
+                "metrics": read_run_metrics(bucket, result),
             }
         )
     return out
@@ -156,7 +148,7 @@ def _attempt(bucket: Bucket, run_id: str, n: int, prices: PriceTable, now: str) 
             priced_as=f"{made.machine_type} {view['provisioning']} in {region}",
             cost_usd=round(prices.cost(hourly, seconds or 0.0), 6) if hourly is not None else None,
         )
-    view["phases"] = {p: phases[p] for p in PHASES if p in phases}
+    view["phases"] = dict(runs.phases_in_order(phases))
     return view
 
 
@@ -205,7 +197,7 @@ def show(bucket: Bucket, run_id: str, prices: PriceTable) -> dict[str, Any]:
             "agent": agent.provenance.agent if agent else "",
         },
         "attempts": attempts,
-        "metrics": read_metrics(bucket, result),
+        "metrics": read_run_metrics(bucket, result),
         "results": result.results if result else "",
         "cost": {
             "estimated_usd": round(sum(c for c in costs if c is not None), 6) if costs and None not in costs else None,
@@ -249,7 +241,7 @@ def render_show(view: dict[str, Any]) -> Group:
         )
         rows = [("instance", a.get("instance", "?") + (" (detached)" if a.get("detached") else "")), ("where", where)]
         rows.append(("ended", a["status"] + exit_code + (f": {a['message']}" if a.get("message") else "")))
-        rows.append(("phases", " · ".join(f"{p} {a['phases'][p]:.1f}s" for p in PHASES if p in a["phases"]) or "-"))
+        rows.append(("phases", " · ".join(f"{p} {s:.1f}s" for p, s in runs.phases_in_order(a["phases"])) or "-"))
         if a.get("seconds") is not None:
             cost = (
                 f"${a['cost_usd']:.4f} as {a['priced_as']}"

@@ -40,18 +40,23 @@ def list_runs(bucket: Bucket, job: str | None = None) -> list[RunRow]:
     return rows
 
 
-def read_logs(bucket: Bucket, run_id: str) -> str:
+def read_log_bytes(bucket: Bucket, run_id: str) -> bytes:
+    """Every log of the run as the job wrote it, each after a `===== attempt N =====` line."""
     if not bucket.exists(runs.spec_key(run_id)):
         raise NotFound(f"run {run_id} does not exist in {bucket.uri} (see `invoke runs`)")
     parts = []
     for key in runs.attempt_log_keys(bucket, run_id):
-        parts.append(f"===== attempt {key.split('/')[-2]} =====\n")
-        parts.append(bucket.read(key).decode(errors="replace"))
+        parts.append(f"===== attempt {key.split('/')[-2]} =====\n".encode())
+        parts.append(bucket.read(key))
     for key in sweeps.task_log_keys(bucket, run_id):  # a sweep: each task's log, attempt by attempt
         task = key.split("/tasks/", 1)[1].split("/")
-        parts.append(f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n")
-        parts.append(bucket.read(key).decode(errors="replace"))
-    return "".join(parts)
+        parts.append((f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n").encode())
+        parts.append(bucket.read(key))
+    return b"".join(parts)
+
+
+def read_logs(bucket: Bucket, run_id: str) -> str:
+    return read_log_bytes(bucket, run_id).decode(errors="replace")
 
 
 def collect_garbage(provider: Provider, dry_run: bool, now: float | None = None) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -16,14 +17,9 @@ from mlbatch.core.errors import ExitCode
 from mlbatch.triggers.pubsub import decode
 from tests.conftest import ROOT
 from tests.integration.helpers import INVOKE, invoke
+from tests.support import rundeck
 
 CATALOG = parse_catalog((ROOT / "batch_code" / "jobs.yaml").read_text())
-
-
-def rundeck_substitute(command: str, options: dict[str, str], execid: str) -> str:
-    """What Rundeck does to an exec step before it runs it."""
-    command = command.replace("${job.execid}", execid)
-    return re.sub(r"\$\{option\.([a-z0-9_]+)\}", lambda m: options[m.group(1)], command)
 
 
 def test_rundeck_export_has_a_job_per_catalog_job_with_its_params(tmp_path):
@@ -45,7 +41,7 @@ def test_rundeck_export_has_a_job_per_catalog_job_with_its_params(tmp_path):
                 assert not re.fullmatch(option["regex"], hostile), f"{param.name} refuses {hostile!r}"
         (step,) = definition["sequence"]["commands"]
         defaults = {name: o["value"] for name, o in options.items()}
-        argv = shlex.split(rundeck_substitute(step["exec"], defaults, "4711"))
+        argv = shlex.split(rundeck.substitute(step["exec"], defaults, "4711"))
         expected_params = [a for p in job.params for a in ("--param", f"{p.name}={p.default}")]
         assert argv == [
             "invoke", "--search-root", "/srv/mlbatch", "run-batch", "--job", name, "--version", "latest",
@@ -59,21 +55,23 @@ def test_rundeck_export_wants_an_absolute_project_dir(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def schedule_export(*args):
+def schedule_export(*args, out: Path):
     env = {**os.environ, "INVOKE_MLBATCH_PROFILES_TEST_BUCKET": "gs://mlbatch-test-bucket"}
-    return subprocess.run(
-        [INVOKE, "schedule.export", "--profile", "test", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    argv = [INVOKE, "schedule.export", "--profile", "test", "--output-dir", str(out), *args]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_schedule_export_prints_topic_function_and_scheduler_job():
-    result = schedule_export("--job", "train-digits", "--cron", "0 3 * * *", "--param", "n_estimators=200")
+def test_schedule_export_prints_topic_function_and_scheduler_job(tmp_path):
+    out = tmp_path / "function"
+    result = schedule_export("--job", "train-digits", "--cron", "0 3 * * *", "--param", "n_estimators=200", out=out)
     assert result.returncode == 0, result.stderr
     topic, function, scheduler = (shlex.split(line) for line in result.stdout.splitlines())
     assert topic[:5] == ["gcloud", "pubsub", "topics", "create", "mlbatch-trigger"]
     assert function[:4] == ["gcloud", "functions", "deploy", "mlbatch-trigger"]
     assert function[function.index("--entry-point") + 1] == "pubsub_trigger"
-    assert "GOOGLE_FUNCTION_SOURCE=mlbatch/triggers/function.py" in function
+    assert function[function.index("--source") + 1] == str(out / "source")
+    assert function[function.index("--env-vars-file") + 1] == str(out / "env.yaml")
+    assert (out / "source" / "main.py").is_file() and (out / "env.yaml").is_file()
     assert function[function.index("--trigger-topic") + 1] == "mlbatch-trigger" and "--retry" in function
     assert scheduler[:6] == ["gcloud", "scheduler", "jobs", "create", "pubsub", "mlbatch-train-digits"]
     option = {scheduler[i]: scheduler[i + 1] for i in range(6, len(scheduler) - 1) if scheduler[i].startswith("--")}
@@ -92,7 +90,7 @@ def test_schedule_export_prints_topic_function_and_scheduler_job():
     )
 
 
-def test_schedule_export_refuses_bad_input():
+def test_schedule_export_refuses_bad_input(tmp_path):
     for args, message in [
         (("--job", "train-digits", "--cron", "0 3 * *"), "five unix-cron fields"),
         (("--job", "no-such-job", "--cron", "0 3 * * *"), "unknown job 'no-such-job'"),
@@ -100,6 +98,7 @@ def test_schedule_export_refuses_bad_input():
         (("--job", "train-digits", "--cron", "0 3 * * *", "--version", "v1"), "invalid version 'v1'"),
         (("--job", "train-digits", "--cron", "0 3 * * *", "--time-zone", "UTC; rm"), "invalid --time-zone"),
     ]:
-        result = schedule_export(*args)
+        result = schedule_export(*args, out=tmp_path / "function")
         assert result.returncode == ExitCode.BAD_INPUT, (args, result.stderr)
         assert message in result.stderr and result.stdout == ""
+        assert not (tmp_path / "function").exists(), "nothing written"

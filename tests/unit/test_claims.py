@@ -28,11 +28,11 @@ def test_a_redelivery_after_a_create_that_failed_starts_the_run(controller, prov
         detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
     assert info.value.exit_code == ExitCode.INFRA_FAILED, "not final: Pub/Sub redelivers"
     (failed,) = runs.list_run_ids(bucket, "sleep")
-    assert claim_of(bucket).state == runs.KEY_RELEASED, "no instance ever existed: the key is free again"
     provider.script(hang())
     started = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
     assert started != failed, "the redelivery started a run rather than acknowledging the one that never ran"
     assert [request.spec.run_id for request, _ in provider.requests] == [started]
+    assert runs.read_result(bucket, failed).status == runs.INFRA_FAILED, "the run that never started stays on record"
     assert (claim_of(bucket).run_id, claim_of(bucket).state) == (started, runs.KEY_STARTED)
     again = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
     assert again == started and len(provider.requests) == 1, "once it has an instance the key is spent"
@@ -42,6 +42,7 @@ def test_an_attached_run_whose_zones_were_full_leaves_its_key_to_the_next_slot_r
     provider.no_capacity_in.update(provider.zones)
     first = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
     assert first.exit_code == ExitCode.NO_CAPACITY
+    assert claim_of(bucket, key="cron-20261125").state == runs.KEY_RELEASED, "no instance ever existed: the key is free"
     provider.no_capacity_in.clear()
     provider.script(succeed())
     second = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))

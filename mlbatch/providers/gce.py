@@ -240,17 +240,17 @@ class GceProvider:
 
     # --- preflight ----------------------------------------------------------------------------
 
-    def preflight(self) -> None:
-        """Before anything is created: may the run's identity create instances and act as the
-        runner service account, and can instances without an external IP reach Google APIs
-        (Private Google Access on the subnet, or Cloud NAT by configuration)? One message
-        names everything missing."""
-        missing = self._missing_permissions()
+    def preflight(self, permissions: tuple[str, ...] = RUN_PERMISSIONS, role: str = "roles/compute.instanceAdmin.v1") -> None:
+        """Before anything is created: may the run's identity create instances (or what
+        `permissions` names: a sweep's Batch job) and act as the runner service account, and
+        can instances without an external IP reach Google APIs (Private Google Access on the
+        subnet, or Cloud NAT by configuration)? One message names everything missing."""
+        missing = self._missing_permissions(permissions)
         network_problem = "" if self.settings.cloud_nat else self._network_problem()
         if missing:
             raise PermissionDenied(
                 f"cannot run on project {self.project}: the caller lacks {', '.join(missing)} "
-                "(grant roles/compute.instanceAdmin.v1 on the project and roles/iam.serviceAccountUser "
+                f"(grant {role} on the project and roles/iam.serviceAccountUser "
                 f"on {self.settings.service_account})" + (f"; also: {network_problem}" if network_problem else "")
             )
         if network_problem:
@@ -266,12 +266,12 @@ class GceProvider:
         credentials, _ = google.auth.default(scopes=[SCOPE])
         return AuthorizedSession(credentials), RESOURCE_MANAGER, IAM
 
-    def _missing_permissions(self) -> list[str]:
+    def _missing_permissions(self, permissions: tuple[str, ...]) -> list[str]:
         """testIamPermissions answers with the subset the caller holds (no permission needed to ask)."""
         session, resource_manager, iam = self._session()
         account = self.settings.service_account
         checks = [
-            (f"{resource_manager}/v1/projects/{self.project}:testIamPermissions", RUN_PERMISSIONS, ""),
+            (f"{resource_manager}/v1/projects/{self.project}:testIamPermissions", permissions, ""),
             (
                 f"{iam}/v1/projects/{self.project}/serviceAccounts/{account}:testIamPermissions",
                 ("iam.serviceAccounts.actAs",),

@@ -26,6 +26,10 @@ from mlbatch.run.sweep import PreparedSweep, SweepStopped, read_task_attempt
 from mlbatch.ui import Say
 
 DELETE_WAIT = 120.0  # seconds to wait for a deleted job to be gone
+# What the sweep's identity needs on the project (roles/batch.jobsEditor holds them): Batch's
+# service agent, not the caller, creates the VMs (https://cloud.google.com/iam/docs/roles-permissions/batch).
+BATCH_PERMISSIONS = ("batch.jobs.create", "batch.jobs.get", "batch.jobs.delete", "batch.tasks.list")
+BATCH_ROLE = "roles/batch.jobsEditor"
 
 
 def _progress(view: JobView) -> str:
@@ -41,7 +45,7 @@ class BatchTasks:
 
     def __init__(self, bucket: Bucket, jobs: BatchJobs, say: Say, preflight: Callable[[], None]):
         self.bucket, self.jobs, self.say = bucket, jobs, say
-        self.preflight = preflight  # the network and the runner account are the single run's (the gce provider's)
+        self.preflight = preflight  # Batch's permissions, and the single run's network and runner account
 
     def stop(self, run_id: str) -> None:
         """Delete the sweep's Batch job (runs.cancel): Batch stops its VMs."""

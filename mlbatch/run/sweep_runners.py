@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mlbatch.core.bucket import Bucket
@@ -20,8 +21,10 @@ def task_runner(settings: Settings, bucket: Bucket, say: Say) -> tuple[TaskRunne
         return LocalTasks(bucket, provider, say), provider
     from mlbatch.providers.batch import BatchJobs
     from mlbatch.providers.gce import GceProvider
-    from mlbatch.run.sweep_batch import BatchTasks
+    from mlbatch.run.sweep_batch import BATCH_PERMISSIONS, BATCH_ROLE, BatchTasks
 
     jobs = BatchJobs(settings)
-    # Batch VMs are the run's VMs in another wrapper: the same subnet, runner account and actAs.
-    return BatchTasks(bucket, jobs, say, GceProvider(settings).preflight), jobs
+    # Batch VMs are a run's VMs in another wrapper: the same subnet and runner account (actAs);
+    # the caller needs Batch's permissions instead of Compute's.
+    preflight = functools.partial(GceProvider(settings).preflight, BATCH_PERMISSIONS, BATCH_ROLE)
+    return BatchTasks(bucket, jobs, say, preflight), jobs

@@ -42,6 +42,7 @@ PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
 SKIPPED = "skipped"  # concurrency: skip, while a run of the job was still going; nothing was started
 TASKS_FAILED = "tasks_failed"  # a sweep whose tasks did not all succeed
+NO_EXIT_CODE = -1  # a record's exit_code when the job did not exit by itself (never ran, stopped, lost)
 # The agent prints this at the start of a console line when it fails outside the job.
 AGENT_FAILED_MARKER = "MLBATCH-AGENT-FAILED"
 

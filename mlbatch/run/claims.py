@@ -52,6 +52,8 @@ class Claim:
         """The run ended before any instance existed: a later trigger with the key may start
         one. Best effort (this runs on a failure path): a claim left starting is taken over
         at its lease. Whether it was released."""
+        if self.record.state != runs.KEY_STARTING:  # a run that started stands, whatever comes after
+            return False
         try:
             self._move(runs.KEY_RELEASED)
         except MlbatchError:

@@ -107,7 +107,8 @@ class Controller:
         try:
             for attempt in range(first, max_attempts + 1):
                 try:
-                    result = self._one_attempt(spec, job, attempt, phases, adopt and attempt == first, claim)
+                    first_one = attempt == first  # the key's claim is settled or released by the first
+                    result = self._one_attempt(spec, job, attempt, phases, adopt and first_one, claim if first_one else None)
                 except Cancelled as exc:
                     # Record first, tear down second: the agent sees its job die when the
                     # instance goes and must find the run already ended as cancelled.

@@ -160,7 +160,7 @@ def record_end(bucket: Bucket, spec: runs.RunSpec, status: str, attempt: int, me
         version=spec.version,
         attempt=attempt,
         status=status,
-        exit_code=-1,
+        exit_code=runs.NO_EXIT_CODE,
         message=message,
         finished=runs.now_iso(),
         recorded_by=runs.CONTROLLER,

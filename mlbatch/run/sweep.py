@@ -206,7 +206,7 @@ class Sweep:
             version=spec.version,
             attempt=max((o.attempts for o in outcomes), default=0),
             status=status,
-            exit_code=-1,
+            exit_code=runs.NO_EXIT_CODE,
             message=message,
             finished=runs.now_iso(),
             results=self.bucket.url(f"{runs.run_prefix(spec.run_id)}/tasks"),

@@ -103,12 +103,12 @@ class BatchTasks:
                 # a preempted record is final once Batch gave up on the task
                 outcome.ended(record.status, record.exit_code, record.attempt, record.message)
             elif failed and view is not None:
-                exit_code = view.exit_code if view.exit_code is not None else -1
+                exit_code = view.exit_code if view.exit_code is not None else runs.NO_EXIT_CODE
                 outcome.ended(
                     runs.INFRA_FAILED, exit_code, 1, view.message or "Batch failed the task before its agent recorded it"
                 )
             else:
-                outcome.ended(default[0], -1, record.attempt if record else 0, default[1])
+                outcome.ended(default[0], runs.NO_EXIT_CODE, record.attempt if record else 0, default[1])
 
     def _delete(self, name: str) -> None:
         try:

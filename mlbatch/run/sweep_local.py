@@ -107,7 +107,7 @@ class LocalTasks:
             time.sleep(self.poll)  # the agent writes its record before it ends: read once more
             found = record()
             if found is None:
-                return runs.PREEMPTED, -1, "the instance ended without a record"
+                return runs.PREEMPTED, runs.NO_EXIT_CODE, "the instance ended without a record"
         if found is not None:
             return found.status, found.exit_code, found.message
         if check_state or time.time() > r.deadline:  # the phase the agent is in now sets the deadline
@@ -115,7 +115,7 @@ class LocalTasks:
             progress = runs.read_progress(self.bucket, key, r.attempt)
             r.deadline, r.awaited = self.margins.deadline(r.created_at, spec.timeout_seconds, progress)
             if time.time() > r.deadline:
-                return runs.TIMEOUT, -1, f"no record from instance {r.name}: timed out waiting for {r.awaited}"
+                return runs.TIMEOUT, runs.NO_EXIT_CODE, f"no record from instance {r.name}: timed out waiting for {r.awaited}"
         return None
 
     def _start(self, spec: runs.RunSpec, sweep: PreparedSweep, task: int, attempt: int) -> _Running:

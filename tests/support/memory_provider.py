@@ -11,6 +11,7 @@ the container part (pull, run) is replaced by the scripted outcome.
     provider.script(preempt(), succeed("hello"))     # what attempt 1, 2, ... do
     provider.no_capacity_in.add("zone-a")            # creates there raise CapacityError
     provider.raise_from("state", Cancelled("SIGTERM"))  # the next state() raises it
+    provider.raise_from("create", QuotaError("..."), after=1)  # the second create raises it
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class MemoryProvider:
         self.deleted: list[str] = []
         self.adopted: dict[str, str] = {}  # instance -> the zone a controller was told it is in
         self._script: list[Behaviour] = []
-        self._raise: dict[str, BaseException] = {}
+        self._raise: dict[str, tuple[BaseException, int]] = {}  # method -> (what to raise, calls to let pass first)
         self._lock = threading.Lock()  # console() runs in the controller's streaming thread
 
     # --- what the test drives -----------------------------------------------------------
@@ -102,9 +103,10 @@ class MemoryProvider:
         """What the next instances do, one behaviour per create, in order."""
         self._script.extend(behaviours)
 
-    def raise_from(self, method: str, exc: BaseException) -> None:
-        """The next call of `method` ("create", "state", "delete", ...) raises `exc`."""
-        self._raise[method] = exc
+    def raise_from(self, method: str, exc: BaseException, after: int = 0) -> None:
+        """The next call of `method` ("create", "state", "delete", ...) raises `exc` (with
+        `after`, the call after that many more)."""
+        self._raise[method] = (exc, after)
 
     def add_foreign(self, name: str, labels: dict[str, str], state: str = RUNNING, zone: str = "") -> None:
         """An instance someone else made (gc must judge it by its labels)."""
@@ -114,8 +116,10 @@ class MemoryProvider:
         return [name for name, inst in self.instances.items() if inst.state != GONE]
 
     def _interrupt(self, method: str) -> None:
-        exc = self._raise.pop(method, None)
-        if exc is not None:
+        exc, after = self._raise.pop(method, (None, 0))
+        if exc is not None and after:
+            self._raise[method] = (exc, after - 1)
+        elif exc is not None:
             raise exc
 
     # --- the Provider protocol ----------------------------------------------------------

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from mlbatch.core import runs
-from mlbatch.core.errors import ExitCode, MlbatchError, OverlapSkipped
+from mlbatch.core.errors import ExitCode, MlbatchError, OverlapSkipped, QuotaError
 from mlbatch.run import detach
 from mlbatch.run.controller import RunRequest
-from tests.support.memory_provider import hang, succeed
+from tests.support.memory_provider import hang, preempt, succeed
 from tests.support.releases import CATALOG, publish_release
 
 VERSION = "v1.0.0"
@@ -47,6 +47,16 @@ def test_an_attached_run_whose_zones_were_full_leaves_its_key_to_the_next_slot_r
     provider.script(succeed())
     second = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
     assert second.run_id != first.run_id and second.exit_code == 0 and not second.attached
+
+
+def test_a_run_that_started_keeps_its_key_when_a_retry_cannot_be_created(controller, provider, bucket):
+    provider.script(preempt())
+    provider.raise_from("create", QuotaError("creating attempt 2: Quota 'CPUS' exceeded"), after=1)
+    outcome = controller.run(RunRequest("sleep", VERSION, idempotency_key=KEY))
+    assert (outcome.exit_code, outcome.record.attempt) == (ExitCode.QUOTA_EXCEEDED, 2)
+    assert claim_of(bucket).state == runs.KEY_STARTED, "its first instance existed: the run stands"
+    again = controller.run(RunRequest("sleep", VERSION, idempotency_key=KEY))
+    assert again.attached and again.run_id == outcome.run_id and len(provider.requests) == 1
 
 
 def test_a_trigger_meeting_a_key_still_being_started_asks_to_be_retried(controller, provider, bucket):

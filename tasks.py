@@ -291,11 +291,11 @@ def runs_list(c, job=None, status=None, since=None, json=False, profile=None):
     import json as json_module
 
     from mlbatch.core.bucket import open_bucket
-    from mlbatch.run import inspect
+    from mlbatch.run import inspect, inspect_render
 
     with _errors():
         rows = inspect.list_runs(open_bucket(_settings(c, profile).bucket), job, status, since)
-    print(json_module.dumps(rows, indent=2) if json else inspect.render_list(rows), end="\n" if json else "")
+    print(json_module.dumps(rows, indent=2) if json else inspect_render.render_list(rows), end="\n" if json else "")
 
 
 @task(
@@ -307,23 +307,24 @@ def runs_list(c, job=None, status=None, since=None, json=False, profile=None):
     },
 )
 def runs_show(c, run_id, json=False, profile=None):
-    """A run's spec, params, attempts (zone, Spot or on-demand, phases), provenance, metrics and estimated cost."""
+    """A run's spec, params, attempts (zone, Spot or on-demand, phases), provenance, metrics and estimated cost;
+    a sweep's tasks (params, status, metric, results), its best task and its cost."""
     import json as json_module
 
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.names import job_of_run_id
-    from mlbatch.run import inspect
+    from mlbatch.run import inspect, inspect_render
     from mlbatch.run.prices import load_prices
     from mlbatch.ui import console
 
     with _errors():
         job_of_run_id(run_id)
         settings = _settings(c, profile)
-        view = inspect.show(open_bucket(settings.bucket), run_id, load_prices(settings.price_table))
+        view = inspect.show(open_bucket(settings.bucket), run_id, load_prices(settings.price_table), settings.region)
     if json:
         print(json_module.dumps(view, indent=2))
     else:
-        console.print(inspect.render_show(view))
+        console.print(inspect_render.render_show(view))
 
 
 @task(

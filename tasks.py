@@ -396,6 +396,28 @@ def gc(c, dry_run=False, profile=None):
         say(f"{len(removed)} instance(s) {'to remove' if dry_run else 'removed'}")
 
 
+@task(
+    auto_shortflags=False,  # -p is --profile elsewhere: no letter here rather than another meaning
+    help={
+        "port": "serve on 127.0.0.1 at this port (default 8050; 0: any free port)",
+        "export": "write the pages into this folder instead of serving them (open DIR/index.html)",
+        "limit": "how many of the newest runs the run list shows (default 200)",
+        "profile": PROFILE_HELP,
+    },
+)
+def dashboard(c, port=8050, export=None, limit=200, profile=None):
+    """A read-only web view of the bucket: runs (status, phases, cost), logs, sweeps with plots, a job across releases."""
+    from mlbatch.dashboard import server
+    from mlbatch.ui import say
+
+    with _errors():
+        site = server.site_for(_settings(c, profile), limit)
+        if export:
+            server.export(site, Path(export), say)
+        else:
+            server.serve(site, port, say)
+
+
 @task(help={"version": "pre-release version to create; default v0.0.0-demo.<UTC timestamp>"})
 def demo(c, version=None):
     """The one-command demo: local.up, a release, run-batch train-digits, then the metrics."""
@@ -613,3 +635,4 @@ def check(c):
 ns = Collection(
     release, run_batch, runs, logs, gc, demo, lint, test, check, local, releases, images, bench, rundeck_ns, schedule_ns
 )
+ns.add_task(dashboard)

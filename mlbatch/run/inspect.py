@@ -211,6 +211,7 @@ def _task(
         "started": record.started if record else "",
         "finished": record.finished if record else "",
         "seconds": _seconds(record.started, record.finished) if record else None,
+        "phases": dict(runs.phases_in_order(record.phases)) if record else {},
         "agent": record.provenance.agent if record else "",
         "cost_usd": None,
     }

@@ -101,9 +101,11 @@ def best_task(tasks: list[TaskRecord] | tuple[TaskRecord, ...], ranking: tuple[i
 # --- the list ------------------------------------------------------------------------------
 
 
-def _sweep_row(bucket: Bucket, run_id: str, ended: bool) -> dict[str, Any] | None:
+def _sweep_row(bucket: Bucket, run_id: str, result: runs.ResultRecord | None) -> dict[str, Any] | None:
     """A sweep's line in the list: its task counts and its best task (None for a single run)."""
-    record = read_sweep(bucket, run_id) if ended else None
+    if result is not None and not result.sweep:
+        return None  # an ended single run (a sweep's result names its sweep.json)
+    record = read_sweep(bucket, run_id) if result is not None else None
     if record is None:
         plan = read_plan(bucket, run_id)
         return {"tasks": len(plan.tasks), "succeeded": None, "best_task": None, "metric": ""} if plan else None
@@ -132,7 +134,7 @@ def list_runs(
         if after is not None and (created is None or created < after):
             continue
         result = runs.read_result(bucket, row.run_id) if row.status != RUNNING else None
-        sweep = _sweep_row(bucket, row.run_id, result is not None) if row.job != "?" else None
+        sweep = _sweep_row(bucket, row.run_id, result)
         metrics = sweep.pop("best_metrics", {}) if sweep else read_metrics(bucket, row.run_id) if result else {}
         out.append(
             {

@@ -83,21 +83,24 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-def drawn_points(driver, group_id: str) -> list[dict]:
-    """The markers of an SVG group, each with its on-screen box, and the box of the plot's axes."""
+def drawn_points(driver, name: str, group: str = "points") -> list[dict] | None:
+    """The markers of a plot's group, each with its on-screen box and whether its centre lies
+    inside the plot's axes (their background patch, the first path of `axes-NAME`)."""
     return driver.execute_script(
         """
-        const group = document.getElementById(arguments[0]);
-        if (!group) return null;
-        const svg = group.ownerSVGElement;
-        const frame = svg.getBoundingClientRect();
+        const group = document.getElementById(arguments[1] + '-' + arguments[0]);
+        const axes = document.getElementById('axes-' + arguments[0]);
+        if (!group || !axes) return null;
+        const frame = axes.querySelector('path').getBoundingClientRect();
         return Array.from(group.querySelectorAll('use')).map(u => {
             const r = u.getBoundingClientRect();
-            return {x: r.x, y: r.y, w: r.width, h: r.height,
-                    inside: r.x >= frame.x && r.right <= frame.right && r.y >= frame.y && r.bottom <= frame.bottom};
+            const cx = r.x + r.width / 2, cy = r.y + r.height / 2;
+            return {x: cx, y: cy, w: r.width, h: r.height,
+                    inside: cx > frame.left && cx < frame.right && cy > frame.top && cy < frame.bottom};
         });
         """,
-        group_id,
+        name,
+        group,
     )
 
 
@@ -117,12 +120,12 @@ def test_the_run_list_leads_to_a_sweep_whose_plots_are_drawn(served, browser, re
     assert browser.current_url.endswith(f"/run-{made['sweep']}.html")
     assert made["sweep"] in browser.find_element(By.TAG_NAME, "h1").text
     for param in ("n_estimators", "criterion"):
-        points = drawn_points(browser, f"points-{param}")
+        points = drawn_points(browser, param)
         assert points is not None, f"the plot of accuracy against {param} is on the page"
         assert len(points) == 5, "one point per task with an accuracy (task 5 failed)"
         assert all(p["w"] > 0 and p["h"] > 0 and p["inside"] for p in points), f"drawn inside the plot: {points}"
         assert len({(round(p["x"]), round(p["y"])) for p in points}) >= 4, "at distinct places"
-        (star,) = drawn_points(browser, f"starred-{param}")
+        (star,) = drawn_points(browser, param, "starred")
         assert star["inside"], "the best task is starred"
     tasks = browser.find_elements(By.CSS_SELECTOR, "table.tasks tbody tr")
     assert [t.find_element(By.CSS_SELECTOR, "td").text for t in tasks] == ["4", "3", "2", "1", "0", "5"]
@@ -155,7 +158,7 @@ def test_a_jobs_metric_across_releases(served, browser, records):
     browser.get(served)
     browser.find_element(By.CSS_SELECTOR, "p.jobs a").click()
     assert browser.current_url.endswith("/job-train.html")
-    points = drawn_points(browser, "points-release-accuracy")
+    points = drawn_points(browser, "release-accuracy")
     assert points is not None and len(points) == 3, "v1.0.0's run, v1.1.0's run and the sweep's best task"
     assert all(p["inside"] for p in points)
     releases = [r.text.split()[0] for r in browser.find_elements(By.CSS_SELECTOR, "table.releases tbody tr")]

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -226,6 +227,17 @@ def parse_catalog(text: str, containers: set[str] | None = None) -> dict[str, Jo
     if not isinstance(jobs, Mapping) or not jobs:
         raise BadInput("jobs.yaml: expected a top-level 'jobs:' mapping with at least one job")
     return {name: _job(name, spec, containers) for name, spec in jobs.items()}
+
+
+def container_names(containers_dir: Path) -> list[str]:
+    """The containers a checkout builds: the folders of containers/ with a Dockerfile."""
+    return sorted(p.parent.name for p in containers_dir.glob("*/Dockerfile"))
+
+
+def checkout_catalog(root: Path) -> dict[str, Job]:
+    """The catalog of a checkout: batch_code/jobs.yaml, its jobs' containers among containers/."""
+    text = (root / "batch_code" / "jobs.yaml").read_text()
+    return parse_catalog(text, containers=set(container_names(root / "containers")))
 
 
 def job_from_dict(data: Mapping[str, Any]) -> Job:

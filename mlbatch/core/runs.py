@@ -1,4 +1,4 @@
-"""Run records in the bucket (DESIGN.md, "Bucket layout"), shared by controller and agent.
+"""Run records in the bucket (docs/architecture.md, "Records"), shared by controller and agent.
 
 runs/<job>/<run_id>/spec.json              what to run; written before any instance exists
 runs/<job>/<run_id>/attempts/<n>/log        the attempt's log, flushed while it runs

@@ -19,10 +19,10 @@ from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME
 
 PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators and the fake Compute API
-# Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
+# Profiles allowed to talk to emulators and plain-http endpoints (docs/architecture.md, "Settings").
 EMULATOR_PROFILES = ("local", "test")
 # Endpoints of emulated Google APIs: only the test profile may set them.
-TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint")
+TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint", "oslogin_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
@@ -34,9 +34,9 @@ class Settings:
     state_dir: Path  # local state: registry data, bucket folder, instance work dirs
     bucket: str  # file:///abs/path or gs://name[/prefix]
     registry: str  # host[:port]/path where containers are pushed
-    base_image: str  # FROM of the VM image bake and of our containers
-    image_family: str
-    ca_bundle: Path | None  # extra CA bundle for images that fetch over TLS
+    base_image: str = "debian:bookworm-slim"  # FROM of the VM image bake and of our containers
+    image_family: str = "mlbatch"
+    ca_bundle: Path | None = None  # extra CA bundle for images that fetch over TLS
     # gcp only
     project: str = ""
     region: str = ""
@@ -59,12 +59,21 @@ class Settings:
     bake_machine_type: str = "e2-standard-2"
     internal_ip: bool = True  # the build VM gets no external IP; Packer connects to its internal address
     use_iap: bool = False  # or through an IAP tunnel (needs gcloud where Packer runs)
+    # OS Login (org policy compute.requireOsLogin makes VMs ignore ssh-keys metadata): the bake and
+    # the image test import their throw-away key into the caller's login profile instead.
+    os_login: bool = False
+    oslogin_endpoint: str = ""  # tests point this at tests/support/fake_oslogin.py
     ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
     price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
 
     @property
     def is_local(self) -> bool:
         return self.profile == "local"
+
+
+# Every setting's default, from the Settings fields above (invoke.yaml restates some for its
+# readers; tests/unit/test_settings.py holds them to these).
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
 
 
 def _abs(root: Path, value: str) -> Path:
@@ -81,7 +90,9 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
     profiles = config.get("profiles") or {}
     values: Mapping[str, Any] = profiles.get(profile) or {}
 
-    def get(key: str, default: Any = "") -> Any:
+    def get(key: str) -> Any:
+        """The profile's value, else the Settings field's default (the one place defaults are written)."""
+        default = DEFAULTS.get(key, "")
         value = values.get(key, default)
         return default if value is None else value
 
@@ -94,35 +105,37 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         raise BadInput(
             f"invalid mlbatch.profiles.{profile}.bucket {bucket!r}: expected file:///path or gs://bucket-name[/prefix]"
         )
-    ca_bundle = get("ca_bundle", None)
+    ca_bundle = get("ca_bundle")
     settings = Settings(
         profile=profile,
         project_root=project_root,
         state_dir=state_dir,
         bucket=bucket,
         registry=str(get("registry")).rstrip("/"),
-        base_image=str(get("base_image", "debian:bookworm-slim")),
-        image_family=str(get("image_family", "mlbatch")),
+        base_image=str(get("base_image")),
+        image_family=str(get("image_family")),
         ca_bundle=_abs(project_root, str(ca_bundle)) if ca_bundle else None,
         project=str(get("project")),
         region=str(get("region")),
-        zones=tuple(get("zones", ()) or ()),
+        zones=tuple(get("zones") or ()),
         service_account=str(get("service_account")),
-        network=str(get("network", "default")),
+        network=str(get("network")),
         subnetwork=str(get("subnetwork")),
         compute_endpoint=str(get("compute_endpoint")),
         batch_endpoint=str(get("batch_endpoint")),
         resource_manager_endpoint=str(get("resource_manager_endpoint")),
         service_usage_endpoint=str(get("service_usage_endpoint")),
-        cloud_nat=get("cloud_nat", False),
+        cloud_nat=get("cloud_nat"),
         bake_zone=str(get("bake_zone")),
-        source_image_family=str(get("source_image_family", "debian-12")),
-        source_image_project=str(get("source_image_project", "debian-cloud")),
-        bake_machine_type=str(get("bake_machine_type", "e2-standard-2")),
-        internal_ip=get("internal_ip", True),
-        use_iap=get("use_iap", False),
-        ssh_port=get("ssh_port", 22),
-        price_table=_abs(project_root, str(get("price_table"))) if get("price_table", None) else None,
+        source_image_family=str(get("source_image_family")),
+        source_image_project=str(get("source_image_project")),
+        bake_machine_type=str(get("bake_machine_type")),
+        internal_ip=get("internal_ip"),
+        use_iap=get("use_iap"),
+        os_login=get("os_login"),
+        oslogin_endpoint=str(get("oslogin_endpoint")),
+        ssh_port=get("ssh_port"),
+        price_table=_abs(project_root, str(get("price_table"))) if get("price_table") else None,
     )
     _validate(settings, env)
     return settings
@@ -179,9 +192,9 @@ def _validate_bake(s: Settings, where: str) -> None:
         raise BadInput(f"invalid {where}.bake_zone {s.bake_zone!r}: expected a zone of {s.region}, e.g. {s.region}-a, or null")
     for key in ("source_image_family", "source_image_project", "bake_machine_type"):
         if not GCE_NAME.match(getattr(s, key)):
-            example = {"source_image_family": "debian-12", "source_image_project": "debian-cloud"}.get(key, "e2-standard-2")
+            example = DEFAULTS[key]
             raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected a GCE name, e.g. {example}")
-    for key in ("internal_ip", "use_iap"):
+    for key in ("internal_ip", "use_iap", "os_login"):
         if not isinstance(getattr(s, key), bool):
             raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected true or false")
     if not (s.internal_ip or s.use_iap):

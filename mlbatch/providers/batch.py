@@ -21,6 +21,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import batch_v1
 
+from mlbatch.core import image_paths
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import MlbatchError, NotFound, PermissionDenied
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
@@ -31,7 +32,7 @@ from mlbatch.providers.gce import _translate as _translate_compute
 
 PREEMPTED_EXIT_CODE = 50001  # what Batch reports for a task whose Spot VM was preempted
 JOB_EXIT_CODES = list(range(1, 256))  # the job's own codes and our reserved ones: fail, never retry
-AGENT = "/opt/mlbatch/venv/bin/mlbatch-agent"  # where the agent role installs it in the image
+AGENT = image_paths.AGENT  # where the agent role installs it in the image
 QUOTA_CODES = ("CODE_GCE_QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "quotaExceeded")
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 

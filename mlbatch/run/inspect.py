@@ -9,7 +9,6 @@ as web pages.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from typing import Any
 
@@ -19,15 +18,15 @@ from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import BadInput, BadRecord, MlbatchError, NotFound
 from mlbatch.core.sweeps import SweepPlan, SweepRecord, TaskRecord
+from mlbatch.run.metrics import read_metrics
 from mlbatch.run.prices import PriceTable
+from mlbatch.run.ranking import rank
 from mlbatch.run.records import list_runs as base_rows
-from mlbatch.run.sweep import rank, read_task_attempt
 from mlbatch.run.sweep import read_metrics as read_task_metrics
+from mlbatch.run.sweep import read_task_attempt
 
 RUNNING = "running"  # a run (or a sweep's task) without its end record yet
 STATUSES = (RUNNING, runs.SUCCEEDED, runs.FAILED, *runs.STATUS_EXIT_CODES)
-PHASES = runs.PHASES
-METRICS_FILE = "metrics.json"  # what a job writes to $MLBATCH_RESULTS_DIR to be listed with its run
 LOCAL_ZONE = "local"  # the zone the local provider records: priced in the price table's local_region
 COST_NOTE = "list prices of the machine, no disks, network or discounts"
 SWEEP_COST_NOTE = (
@@ -63,13 +62,8 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return value
 
 
-def read_metrics(bucket: Bucket, run_id: str) -> dict[str, Any]:
-    """The job's results/metrics.json, if it wrote one (scalars only)."""
-    try:
-        data = json.loads(bucket.read(f"{runs.results_prefix(run_id)}/{METRICS_FILE}"))
-    except (NotFound, ValueError):
-        return {}
-    return runs.scalar_metrics(data)
+def read_run_metrics(bucket: Bucket, run_id: str) -> dict[str, Any]:
+    return read_metrics(bucket, runs.results_prefix(run_id))
 
 
 def read_sweep(bucket: Bucket, run_id: str) -> SweepRecord | None:
@@ -89,7 +83,7 @@ def metric_value(metrics: dict[str, Any], metric: str) -> float | None:
 
 
 def best_task(tasks: list[TaskRecord] | tuple[TaskRecord, ...], ranking: tuple[int, ...], metric: str) -> TaskRecord | None:
-    """The first of the ranking that succeeded with a value of the metric (sweep.py's `rank` order)."""
+    """The first of the ranking that succeeded with a value of the metric (`ranking.rank`'s order)."""
     by_index = {t.index: t for t in tasks}
     for index in ranking:
         task = by_index.get(index)
@@ -135,7 +129,7 @@ def list_runs(
             continue
         result = runs.read_result(bucket, row.run_id) if row.status != RUNNING else None
         sweep = _sweep_row(bucket, row.run_id, result)
-        metrics = sweep.pop("best_metrics", {}) if sweep else read_metrics(bucket, row.run_id) if result else {}
+        metrics = sweep.pop("best_metrics", {}) if sweep else read_run_metrics(bucket, row.run_id) if result else {}
         out.append(
             {
                 "run_id": row.run_id,
@@ -190,7 +184,7 @@ def _attempt(bucket: Bucket, run_id: str, n: int, prices: PriceTable, now: str) 
             priced_as=f"{made.machine_type} {view['provisioning']} in {region}",
             cost_usd=round(prices.cost(hourly, seconds or 0.0), 6) if hourly is not None else None,
         )
-    view["phases"] = {p: phases[p] for p in PHASES if p in phases}
+    view["phases"] = dict(runs.phases_in_order(phases))
     return view
 
 
@@ -330,7 +324,7 @@ def show(bucket: Bucket, run_id: str, prices: PriceTable, region: str = "") -> d
         },
         "attempts": attempts,
         "sweep": sweep,
-        "metrics": read_metrics(bucket, run_id),
+        "metrics": read_run_metrics(bucket, run_id),
         "results": bucket.url(f"{runs.run_prefix(run_id)}/tasks" if sweep else runs.results_prefix(run_id)),
         "cost": {
             "estimated_usd": estimated,

@@ -16,8 +16,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mlbatch.core import runs
 from mlbatch.core.text import visible
-from mlbatch.run.inspect import PHASES
 from mlbatch.ui import summary
 
 WIDTH = 80  # what a table may take: CI logs and Rundeck output are this wide
@@ -177,7 +177,7 @@ def _attempt_table(a: dict[str, Any]) -> Table:
     )
     rows = [("instance", a.get("instance", "?") + (" (detached)" if a.get("detached") else "")), ("where", where)]
     rows.append(("ended", a["status"] + exit_code + (f": {visible(a['message'])}" if a.get("message") else "")))
-    rows.append(("phases", " · ".join(f"{p} {a['phases'][p]:.1f}s" for p in PHASES if p in a["phases"]) or "-"))
+    rows.append(("phases", " · ".join(f"{p} {s:.1f}s" for p, s in runs.phases_in_order(a["phases"])) or "-"))
     if a.get("seconds") is not None:
         cost = (
             f"${a['cost_usd']:.4f} as {a['priced_as']}"

@@ -2,8 +2,9 @@
 
 Pub/Sub delivers at least once: the message id is the run's idempotency key, so a
 redelivered message finds the run it already started and starts nothing. A message that
-can never succeed (not JSON, unknown job, bad param) is acknowledged and logged rather
-than raised: redelivering it would fail the same way forever. Errors that may pass
+can never succeed (not JSON, unknown job, bad param, a bad setting, a refused permission) is
+acknowledged and logged rather than raised: redelivering it would fail the same way until
+someone changes something, and Pub/Sub retries a failing push for days. Errors that may pass
 (the bucket or Compute API unreachable) are raised, so Pub/Sub redelivers.
 """
 
@@ -13,18 +14,18 @@ import base64
 import binascii
 import dataclasses
 import json
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlbatch.core.errors import BadInput, ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import BadInput, ExitCode, MlbatchError
 from mlbatch.core.manifest import LATEST
-from mlbatch.core.settings import Settings, load_settings
+from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
 KEY_PREFIX = "pubsub-"
-# Refusals a redelivery would meet again: acknowledge them, say why.
-FINAL = (ExitCode.BAD_INPUT, ExitCode.NOT_FOUND, ExitCode.SKIPPED_OVERLAP)
+# Refusals a redelivery would meet again: acknowledge them, say why. A refused permission
+# (111) needs a person to grant a role; retrying it only fills the log.
+FINAL = (ExitCode.BAD_INPUT, ExitCode.NOT_FOUND, ExitCode.SKIPPED_OVERLAP, ExitCode.PERMISSION_DENIED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,16 +61,6 @@ def decode(event_data: Mapping[str, Any]) -> Trigger:
     return Trigger(message_id, body["job"], str(body.get("version") or LATEST), pairs)
 
 
-def settings_from_environment(project_root: Path) -> Settings:
-    """The settings `invoke` would see: the project's invoke.yaml and INVOKE_MLBATCH_* variables."""
-    from invoke import Config
-
-    config = Config(project_location=project_root)
-    config.load_project()
-    config.load_shell_env()
-    return load_settings(dict(config.get("mlbatch", {})), project_root)
-
-
 def start(trigger: Trigger, settings: Settings, say: Say) -> str:
     """Start (or find) the detached run of this message; its run id."""
     from mlbatch.core.bucket import open_bucket
@@ -81,13 +72,16 @@ def start(trigger: Trigger, settings: Settings, say: Say) -> str:
     return detach.start(Controller(open_bucket(settings.bucket), get_provider(settings), say, say), request)
 
 
-def handle(event_data: Mapping[str, Any], settings: Settings, say: Say) -> str | None:
-    """The function's work: the run id started or found, None when the message is refused for good."""
+def handle(event_data: Mapping[str, Any], settings: Callable[[], Settings], say: Say) -> str | None:
+    """The function's work: the run id started or found, None when the message is refused for good.
+
+    `settings` is read here, per message: a bad setting is then a refusal of the message
+    (logged, acknowledged) and not an import error, which the platform would retry for days."""
     try:
         trigger = decode(event_data)
-        run_id = start(trigger, settings, say)
+        run_id = start(trigger, settings(), say)
     except MlbatchError as exc:
-        if exc.exit_code in FINAL or isinstance(exc, BadInput | NotFound):
+        if exc.exit_code in FINAL:
             say(f"message not run (exit code {int(exc.exit_code)}): {exc}")
             return None
         raise

@@ -2,8 +2,9 @@
 
 Cloud Scheduler publishes `{job, version, params}` to one topic on its cron; the function
 (`mlbatch.triggers.function.pubsub_trigger`) starts a detached run keyed by the message
-id, so Pub/Sub's at-least-once redelivery never starts a run twice. Nothing is created
-here: the commands are printed for a person (or a pipeline) to review and run.
+id, so Pub/Sub's at-least-once redelivery never starts a run twice. Nothing is created in
+the cloud here: the function's source folder and env.yaml are written (mlbatch.triggers.deploy)
+and the commands printed for a person (or a pipeline) to review and run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import re
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import BadInput
@@ -22,7 +24,6 @@ from mlbatch.core.versions import parse_version
 TOPIC = "mlbatch-trigger"
 FUNCTION = "mlbatch-trigger"
 ENTRY_POINT = "pubsub_trigger"
-FUNCTION_SOURCE = "mlbatch/triggers/function.py"
 RUNTIME = "python311"
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,-]+$")
 _TIME_ZONE = re.compile(r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9]+)*$")
@@ -45,9 +46,17 @@ def message(job: Job, version: str, params: Mapping[str, str]) -> dict:
 
 
 def gcloud_commands(
-    settings: Settings, job: Job, cron: str, version: str, params: Mapping[str, str], time_zone: str
+    settings: Settings,
+    job: Job,
+    cron: str,
+    version: str,
+    params: Mapping[str, str],
+    time_zone: str,
+    source: Path,
+    env_file: Path,
 ) -> list[list[str]]:
-    """The argv of each gcloud call, in order: topic, function, scheduler job."""
+    """The argv of each gcloud call, in order: topic, function (from `source` with `env_file`,
+    as mlbatch.triggers.deploy.write_source wrote them), scheduler job."""
     cron = check_cron(cron)
     if not _TIME_ZONE.match(time_zone):
         raise BadInput(f"invalid --time-zone {time_zone!r}: expected a tz database name, e.g. Etc/UTC or Europe/Amsterdam")
@@ -69,13 +78,11 @@ def gcloud_commands(
             "--runtime",
             RUNTIME,
             "--source",
-            ".",
+            str(source),
             "--entry-point",
             ENTRY_POINT,
-            "--set-build-env-vars",
-            f"GOOGLE_FUNCTION_SOURCE={FUNCTION_SOURCE}",
-            "--set-env-vars",
-            f"INVOKE_MLBATCH_PROFILE={settings.profile}",
+            "--env-vars-file",
+            str(env_file),
             "--trigger-topic",
             TOPIC,
             "--retry",

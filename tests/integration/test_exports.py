@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -54,21 +55,23 @@ def test_rundeck_export_wants_an_absolute_project_dir(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def schedule_export(*args):
+def schedule_export(*args, out: Path):
     env = {**os.environ, "INVOKE_MLBATCH_PROFILES_TEST_BUCKET": "gs://mlbatch-test-bucket"}
-    return subprocess.run(
-        [INVOKE, "schedule.export", "--profile", "test", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    argv = [INVOKE, "schedule.export", "--profile", "test", "--output-dir", str(out), *args]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_schedule_export_prints_topic_function_and_scheduler_job():
-    result = schedule_export("--job", "train-digits", "--cron", "0 3 * * *", "--param", "n_estimators=200")
+def test_schedule_export_prints_topic_function_and_scheduler_job(tmp_path):
+    out = tmp_path / "function"
+    result = schedule_export("--job", "train-digits", "--cron", "0 3 * * *", "--param", "n_estimators=200", out=out)
     assert result.returncode == 0, result.stderr
     topic, function, scheduler = (shlex.split(line) for line in result.stdout.splitlines())
     assert topic[:5] == ["gcloud", "pubsub", "topics", "create", "mlbatch-trigger"]
     assert function[:4] == ["gcloud", "functions", "deploy", "mlbatch-trigger"]
     assert function[function.index("--entry-point") + 1] == "pubsub_trigger"
-    assert "GOOGLE_FUNCTION_SOURCE=mlbatch/triggers/function.py" in function
+    assert function[function.index("--source") + 1] == str(out / "source")
+    assert function[function.index("--env-vars-file") + 1] == str(out / "env.yaml")
+    assert (out / "source" / "main.py").is_file() and (out / "env.yaml").is_file()
     assert function[function.index("--trigger-topic") + 1] == "mlbatch-trigger" and "--retry" in function
     assert scheduler[:6] == ["gcloud", "scheduler", "jobs", "create", "pubsub", "mlbatch-train-digits"]
     option = {scheduler[i]: scheduler[i + 1] for i in range(6, len(scheduler) - 1) if scheduler[i].startswith("--")}
@@ -87,7 +90,7 @@ def test_schedule_export_prints_topic_function_and_scheduler_job():
     )
 
 
-def test_schedule_export_refuses_bad_input():
+def test_schedule_export_refuses_bad_input(tmp_path):
     for args, message in [
         (("--job", "train-digits", "--cron", "0 3 * *"), "five unix-cron fields"),
         (("--job", "no-such-job", "--cron", "0 3 * * *"), "unknown job 'no-such-job'"),
@@ -95,6 +98,7 @@ def test_schedule_export_refuses_bad_input():
         (("--job", "train-digits", "--cron", "0 3 * * *", "--version", "v1"), "invalid version 'v1'"),
         (("--job", "train-digits", "--cron", "0 3 * * *", "--time-zone", "UTC; rm"), "invalid --time-zone"),
     ]:
-        result = schedule_export(*args)
+        result = schedule_export(*args, out=tmp_path / "function")
         assert result.returncode == ExitCode.BAD_INPUT, (args, result.stderr)
         assert message in result.stderr and result.stdout == ""
+        assert not (tmp_path / "function").exists(), "nothing written"

@@ -1,4 +1,4 @@
-"""Import boundaries of DESIGN.md, checked in a fresh interpreter each."""
+"""Import boundaries of docs/architecture.md ("Packages"), checked in a fresh interpreter each."""
 
 import subprocess
 import sys

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +49,7 @@ class _Stopped(Exception):  # noqa: N818 - a stop asked for, not an error
 
 def _handler(site: Site, port: int) -> type[BaseHTTPRequestHandler]:
     allowed = {f"{HOST}:{port}", f"localhost:{port}"}
+    rendering = threading.Lock()  # one page at a time: bucket clients are not all made for threads
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mlbatch-dashboard"
@@ -64,7 +66,8 @@ def _handler(site: Site, port: int) -> type[BaseHTTPRequestHandler]:
                 return
             name = unquote(urlsplit(self.path).path).lstrip("/")
             try:
-                page, content_type = site.page(name)
+                with rendering:
+                    page, content_type = site.page(name)
             except PageNotFound as exc:
                 self._send(HTTPStatus.NOT_FOUND, _error(HTTPStatus.NOT_FOUND, str(exc) or name), body)
                 return

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +15,7 @@ from mlbatch.dashboard import data, plots
 from mlbatch.dashboard.render import PageNotFound, Site
 from mlbatch.run.controller import RunRequest
 from mlbatch.run.prices import load_prices
+from tests.conftest import ROOT
 from tests.support.memory_provider import succeed
 
 VERSION = "v1.0.0"
@@ -132,3 +135,9 @@ def test_the_index_counts_statuses_and_keeps_the_newest_runs(controller, provide
     assert {r["run_id"] for r in index["runs"]} <= set(made) and index["jobs"] == ["sleep"]
     assert index["runs"][0]["phases"][0]["phase"] == "create"
     json.dumps(index)
+
+
+def test_without_the_dashboard_extra_the_error_says_how_to_install_it():
+    code = "import sys; sys.modules['matplotlib'] = None; import mlbatch.dashboard"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and "InfraError: invoke dashboard needs matplotlib: pip install -e '.[dashboard]'" in done.stderr

@@ -21,9 +21,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.errors import BadInput, ExitCode, MlbatchError
-from mlbatch.core.manifest import LATEST
 from mlbatch.core.settings import Settings
 from mlbatch.triggers import policy
 from mlbatch.ui import Say
@@ -130,7 +130,6 @@ def handle(
     (logged, acknowledged) and not an import error, which the platform would retry for days.
     The policy is checked before any bucket or API is touched (age and job), and the version
     before anything is written."""
-    from mlbatch.core import manifest as manifests
     from mlbatch.run import detach
     from mlbatch.run.controller import RunRequest
 
@@ -142,7 +141,7 @@ def handle(
         policy.check_job(trigger, chosen)
         launcher = controller(chosen, say)
         bucket = launcher.bucket
-        version = policy.version_to_run(trigger, chosen, lambda: manifests.resolve_version(bucket, LATEST))
+        version = policy.version_to_run(trigger, chosen, lambda: manifests.resolve_version(bucket, manifests.LATEST))
         request = RunRequest(job=trigger.job, version=version, params=trigger.params, idempotency_key=trigger.idempotency_key)
         run_id = detach.start(launcher, request)
     except MlbatchError as exc:

@@ -7,13 +7,14 @@ invoke --list            all tasks;  invoke --help TASK  its options
 
 from invoke import Collection
 
-from tasks import bench, dev, images, local, releases, rundeck, runs, schedule
+from tasks import bench, dashboard, dev, images, local, releases, rundeck, runs, schedule
 
 ns = Collection(
     releases.release,
     runs.run_batch,
     runs.logs,
     runs.gc,
+    dashboard.dashboard,
     dev.demo,
     dev.lint,
     dev.test_ns,

@@ -60,11 +60,11 @@ def runs_list(c, job=None, status=None, since=None, json=False, profile=None):
     import json as json_module
 
     from mlbatch.core.bucket import open_bucket
-    from mlbatch.run import inspect
+    from mlbatch.run import inspect, inspect_render
 
     with errors():
         rows = inspect.list_runs(open_bucket(settings(c, profile).bucket), job, status, since)
-    print(json_module.dumps(rows, indent=2) if json else inspect.render_list(rows), end="\n" if json else "")
+    print(json_module.dumps(rows, indent=2) if json else inspect_render.render_list(rows), end="\n" if json else "")
 
 
 @task(
@@ -76,23 +76,24 @@ def runs_list(c, job=None, status=None, since=None, json=False, profile=None):
     },
 )
 def runs_show(c, run_id, json=False, profile=None):
-    """A run's spec, params, attempts (zone, Spot or on-demand, phases), provenance, metrics and estimated cost."""
+    """A run's spec, params, attempts (zone, Spot or on-demand, phases), provenance, metrics and estimated cost;
+    a sweep's tasks (params, status, metric, results), its best task and its cost."""
     import json as json_module
 
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.names import job_of_run_id
-    from mlbatch.run import inspect
+    from mlbatch.run import inspect, inspect_render
     from mlbatch.run.prices import load_prices
     from mlbatch.ui import console
 
     with errors():
         job_of_run_id(run_id)
         s = settings(c, profile)
-        view = inspect.show(open_bucket(s.bucket), run_id, load_prices(s.price_table))
+        view = inspect.show(open_bucket(s.bucket), run_id, load_prices(s.price_table), s.region)
     if json:
         print(json_module.dumps(view, indent=2))
     else:
-        console.print(inspect.render_show(view))
+        console.print(inspect_render.render_show(view))
 
 
 @task(name="wait", help={"run_id": "the run, e.g. as `run-batch --detach` printed it", "profile": PROFILE_HELP})

@@ -191,10 +191,10 @@ class InstanceSpec(Record):
         return {**values, "spec": RunSpec.from_dict(values["spec"], "the instance's run spec"), "attempt": int(values["attempt"])}
 
 
-# The states of an idempotency key's claim (IdempotencyRecord.state).
+# The states of an idempotency key's claim (IdempotencyRecord.state; mlbatch/run/claims.py).
 KEY_STARTING = "starting"  # claimed; the run's first instance does not exist yet
-KEY_STARTED = "started"  # the run stands: its first instance exists (or the trigger was skipped)
-KEY_RELEASED = "released"  # the run ended before any instance existed: the key may start another run
+KEY_STARTED = "started"  # the run stands: its first instance exists, or its end was recorded before one did
+KEY_RELEASED = "released"  # not started, no end recorded: the key's next trigger resumes the run
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -207,6 +207,7 @@ class IdempotencyRecord(Record):
     created: str
     state: str = KEY_STARTED
     lease_until: float = 0.0  # unix seconds: a claim still KEY_STARTING after this was abandoned
+    claimant: str = ""  # the trigger holding the claim (the run id it proposed): tells its own writes apart
     schema_version: int = SCHEMA_VERSION
 
 

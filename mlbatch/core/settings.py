@@ -16,7 +16,8 @@ from typing import Any
 
 from mlbatch.core.bucket import file_bucket_dir, file_bucket_uri
 from mlbatch.core.errors import BadInput
-from mlbatch.core.names import GCE_NAME
+from mlbatch.core.names import GCE_NAME, check_job_name
+from mlbatch.core.versions import parse_version
 
 PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators and the fake Compute API
 # Profiles allowed to talk to emulators and plain-http endpoints (docs/architecture.md, "Settings").
@@ -25,6 +26,11 @@ EMULATOR_PROFILES = ("local", "test")
 TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint", "oslogin_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$")
+# An IAM principal named one by one (https://cloud.google.com/iam/docs/principal-identifiers):
+# never allUsers or allAuthenticatedUsers.
+_IAM_MEMBER = re.compile(r"^(user|serviceAccount|group):[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+TRIGGER_MAX_AGE_LIMIT = 7 * 24 * 3600  # Pub/Sub keeps an unacknowledged message 7 days by default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +71,14 @@ class Settings:
     oslogin_endpoint: str = ""  # tests point this at tests/support/fake_oslogin.py
     ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
     price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
+    # The Pub/Sub Cloud Function (docs/architecture.md, "Triggers"): what a deployment trusts,
+    # carried in its env.yaml by `invoke schedule.export` and read per message.
+    trigger_jobs: tuple[str, ...] = ()  # jobs a message may start; none: every message is refused
+    trigger_version: str = "latest"  # "latest" (never a pre-release) or the one version it runs
+    trigger_max_age_seconds: int = 3600  # an older message (its publishTime) is acknowledged as stale
+    trigger_service_account: str = ""  # the function's own identity; never the runner's
+    trigger_invoker_service_account: str = ""  # the Eventarc trigger's identity: it may invoke the function only
+    trigger_publishers: tuple[str, ...] = ()  # IAM principals given roles/pubsub.publisher on the topic
 
     @property
     def is_local(self) -> bool:
@@ -136,13 +150,27 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         oslogin_endpoint=str(get("oslogin_endpoint")),
         ssh_port=get("ssh_port"),
         price_table=_abs(project_root, str(get("price_table"))) if get("price_table") else None,
+        trigger_jobs=_strings(get("trigger_jobs"), f"mlbatch.profiles.{profile}.trigger_jobs"),
+        trigger_version=str(get("trigger_version")),
+        trigger_max_age_seconds=get("trigger_max_age_seconds"),
+        trigger_service_account=str(get("trigger_service_account")),
+        trigger_invoker_service_account=str(get("trigger_invoker_service_account")),
+        trigger_publishers=_strings(get("trigger_publishers"), f"mlbatch.profiles.{profile}.trigger_publishers"),
     )
     _validate(settings, env)
     return settings
 
 
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    """A YAML list of strings (a bare string would become a tuple of its characters)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise BadInput(f"invalid {key} {value!r}: expected a list of strings, e.g. [train-digits]")
+    return tuple(value)
+
+
 def _validate(s: Settings, env: Mapping[str, str]) -> None:
     where = f"mlbatch.profiles.{s.profile}"
+    _validate_trigger(s, where)
     if not s.registry:
         raise BadInput(f"{where}.registry is empty: expected host[:port][/path], e.g. 127.0.0.1:5000")
     if not GCE_NAME.match(s.image_family):
@@ -175,7 +203,7 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
             raise BadInput(f"invalid {where}.zones {list(s.zones)!r}: expected zones of {s.region}, e.g. [{s.region}-a]")
         if not s.bucket.startswith("gs://"):
             raise BadInput(f"invalid {where}.bucket {s.bucket!r}: the {s.profile} profile needs gs://bucket-name")
-        if not re.match(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$", s.service_account):
+        if not _SERVICE_ACCOUNT.match(s.service_account):
             raise BadInput(
                 f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"
             )
@@ -204,3 +232,42 @@ def _validate_bake(s: Settings, where: str) -> None:
         )
     if isinstance(s.ssh_port, bool) or not isinstance(s.ssh_port, int) or not 0 < s.ssh_port < 65536:
         raise BadInput(f"invalid {where}.ssh_port {s.ssh_port!r}: expected a TCP port, e.g. 22")
+
+
+def _validate_trigger(s: Settings, where: str) -> None:
+    """The Pub/Sub function's trust settings (every profile: the tests serve it on the local one)."""
+    for job in s.trigger_jobs:
+        try:
+            check_job_name(job)
+        except BadInput as exc:
+            raise BadInput(f"invalid {where}.trigger_jobs: {exc}") from None
+    if s.trigger_version != "latest":
+        try:
+            parse_version(s.trigger_version)
+        except BadInput as exc:
+            raise BadInput(f"invalid {where}.trigger_version: {exc}, or latest") from None
+    age = s.trigger_max_age_seconds
+    if isinstance(age, bool) or not isinstance(age, int) or not 60 <= age <= TRIGGER_MAX_AGE_LIMIT:
+        raise BadInput(
+            f"invalid {where}.trigger_max_age_seconds {age!r}: expected seconds from 60 to {TRIGGER_MAX_AGE_LIMIT}, e.g. 3600"
+        )
+    accounts = {"service_account": s.service_account}
+    for key in ("trigger_service_account", "trigger_invoker_service_account"):
+        value = getattr(s, key)
+        if not value:
+            continue
+        if not _SERVICE_ACCOUNT.match(value):
+            raise BadInput(f"invalid {where}.{key} {value!r}: expected NAME@PROJECT.iam.gserviceaccount.com, or null")
+        same = [other for other, account in accounts.items() if account == value]
+        if same:
+            raise BadInput(
+                f"invalid {where}.{key} {value!r}: it is also {same[0]}; each identity is an account of its own "
+                "(least privilege: the runner, the function and the trigger that invokes it)"
+            )
+        accounts[key] = value
+    for member in s.trigger_publishers:
+        if not _IAM_MEMBER.match(member):
+            raise BadInput(
+                f"invalid {where}.trigger_publishers entry {member!r}: expected a named principal, "
+                "e.g. serviceAccount:ci@my-ml-project.iam.gserviceaccount.com, user:... or group:..."
+            )

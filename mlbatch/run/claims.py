@@ -1,19 +1,23 @@
-"""Idempotency keys: the same key never starts two runs, and a key whose run never started
-does not stop the next trigger from starting one.
+"""Idempotency keys: one key, one run, and that run is launched even when the trigger that
+claimed the key could not create its first instance.
 
 `idempotency/<job>/<sha256(key)[:32]>.json` names the run a key started, in a state:
 
     starting   claimed; the run's first instance does not exist yet
-    started    the first instance exists (or the trigger was skipped): the key's run stands,
-               a later trigger with the key follows or reports it
-    released   the run ended before any instance existed (no capacity, quota, an API error,
-               a cancel): a later trigger with the key starts a new run
+    started    the run stands: its first instance exists, or its end is recorded before
+               one did (no capacity, quota, a skip, a cancel); a later trigger follows or
+               reports it
+    released   its launcher could not create the first instance for a reason that may pass
+               (an API error, a dropped connection, a bucket write that failed) and did not
+               record an end: the next trigger with the key resumes the same run
 
-A claim still `starting` past its lease was abandoned: its launcher died, and whatever it
-may have created has deleted itself by then (the lease covers the create and the
-instance's whole life). Every write is a compare-and-swap on the generation just read, so
-of two triggers exactly one claims; a write whose answer was lost is retried by the
-storage client, meets 412, and the record read again names our own run: taken as done.
+A claim still `starting` past its lease was abandoned (its launcher died) and is resumed
+too. Resuming is safe even if the launcher had created the instance before it died: the
+instance's name is the run's (`mlb-<run_id>-1`), so a second create of it meets the
+first (GCE's 409 for our own run id and attempt is taken as done). Every write is a
+compare-and-swap on the generation just read and names its claimant, so of two triggers
+exactly one holds the key; a write whose answer was lost is retried by the storage
+client, meets 412, and the record read again names our claimant: taken as done.
 """
 
 from __future__ import annotations
@@ -31,28 +35,33 @@ class Existing:
     """The run a key already names."""
 
     run_id: str
-    starting: bool  # another trigger is still creating its first instance
+    starting: bool  # another trigger is creating its first instance right now
 
 
 @dataclasses.dataclass
 class Claim:
-    """A key this trigger holds for its run, at the generation it last wrote."""
+    """A key this trigger holds, at the generation it last wrote."""
 
     bucket: Bucket
     idempotency_key: str
     record_key: str
     record: runs.IdempotencyRecord
     generation: int
+    resumed: bool  # the run another trigger claimed and did not start: launch it, under its run id
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
 
     def settle(self) -> None:
-        """The run stands (its first instance exists, or it was skipped): the key is spent."""
+        """The run stands (its first instance exists, or its end is recorded): the key is spent."""
         self._move(runs.KEY_STARTED)
 
     def release(self) -> bool:
-        """The run ended before any instance existed: a later trigger with the key may start
-        one. Best effort (this runs on a failure path): a claim left starting is taken over
-        at its lease. Whether it was released."""
-        if self.record.state != runs.KEY_STARTING:  # a run that started stands, whatever comes after
+        """The first instance could not be created and no end was recorded: the key's next
+        trigger resumes the run. Best effort (this runs on a failure path): a claim left
+        starting is resumed at its lease. Whether it was released."""
+        if self.record.state != runs.KEY_STARTING:  # a run that stands stays so, whatever comes after
             return False
         try:
             self._move(runs.KEY_RELEASED)
@@ -69,10 +78,10 @@ class Claim:
                 self.bucket.write_if_generation(self.record_key, wanted.to_json().encode(), self.generation)
             except Conflict:
                 current, self.generation = _read(self.bucket, self.record_key, self.idempotency_key)
-                if current is None or current.run_id != wanted.run_id:
+                if current is None or current.claimant != wanted.claimant:
                     raise MlbatchError(
-                        f"idempotency key {self.idempotency_key!r} no longer names run {wanted.run_id} "
-                        f"(now {current.run_id if current else 'nothing'}): its claim was taken over after its lease"
+                        f"idempotency key {self.idempotency_key!r} is no longer held by this trigger "
+                        f"(now {current.claimant if current else 'nobody'}): its claim was taken over after its lease"
                     ) from None
                 if current.state != state:
                     continue  # our record, at a generation we had not seen: write it again
@@ -96,19 +105,24 @@ def _read(bucket: Bucket, record_key: str, idempotency_key: str) -> tuple[runs.I
 
 
 def claim(bucket: Bucket, job: str, idempotency_key: str, run_id: str, lease_seconds: float) -> Claim | Existing:
-    """Claim the key for `run_id` (starting), or the run it already names.
+    """Claim the key for a new run, `run_id`, or to resume the run it names that was not
+    started (`Claim.resumed`); or the run it names that stands or is being started (`Existing`).
 
-    `lease_seconds`: how long the claim may stay starting before another trigger takes it
-    over; longer than creating the run and its first instance's whole life."""
+    `lease_seconds`: how long the claim may stay starting before another trigger resumes the
+    run; longer than creating the first instance may take."""
     record_key = runs.idempotency_record_key(job, idempotency_key)
     while True:
         existing, generation = _read(bucket, record_key, idempotency_key)
-        if existing is not None and existing.run_id == run_id:  # our write, whose answer was lost
-            return Claim(bucket, idempotency_key, record_key, existing, generation)
-        if existing is not None and not _free(existing):
+        if existing is not None and existing.claimant == run_id:  # our write, whose answer was lost
+            return Claim(bucket, idempotency_key, record_key, existing, generation, resumed=existing.run_id != run_id)
+        if existing is not None and not _resumable(existing):
             return Existing(existing.run_id, existing.state == runs.KEY_STARTING)
         mine = runs.IdempotencyRecord(
-            run_id=run_id, created=runs.now_iso(), state=runs.KEY_STARTING, lease_until=time.time() + lease_seconds
+            run_id=existing.run_id if existing is not None else run_id,
+            created=existing.created if existing is not None else runs.now_iso(),
+            state=runs.KEY_STARTING,
+            lease_until=time.time() + lease_seconds,
+            claimant=run_id,
         )
         try:
             bucket.write_if_generation(record_key, mine.to_json().encode(), generation)
@@ -116,8 +130,8 @@ def claim(bucket: Bucket, job: str, idempotency_key: str, run_id: str, lease_sec
             continue  # another trigger wrote between our read and our write: look again
 
 
-def _free(record: runs.IdempotencyRecord) -> bool:
-    """Whether a new trigger may claim the key over this record."""
+def _resumable(record: runs.IdempotencyRecord) -> bool:
+    """Whether this trigger may take the key over to launch the run it names."""
     if record.state == runs.KEY_RELEASED:
         return True
     return record.state == runs.KEY_STARTING and time.time() >= record.lease_until

@@ -22,7 +22,7 @@ from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled, cancel_on_signals
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import CapacityError, MlbatchError
+from mlbatch.core.errors import CapacityError, MlbatchError, NotStarted
 from mlbatch.core.names import instance_name
 from mlbatch.core.text import visible
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
@@ -100,6 +100,12 @@ class Controller:
     ) -> RunOutcome:
         """Attempts `first`.. of the run, to its end; with `adopt`, attempt `first`'s instance
         exists already (runs.wait takes the run over)."""
+        try:
+            return self._attempts(spec, job, first, adopt, claim)
+        finally:
+            launching.give_back(self.bucket, claim)
+
+    def _attempts(self, spec: runs.RunSpec, job: Job, first: int, adopt: bool, claim: Claim | None) -> RunOutcome:
         phases: dict[str, float] = {}
         max_attempts = 1 + job.max_preemption_retries
         result: runs.ResultRecord | None = None
@@ -127,6 +133,8 @@ class Controller:
                     attempt,
                     f"preempted {max_attempts} time(s); the job allows {job.max_preemption_retries} retries",
                 )
+        except NotStarted:
+            raise  # not the run's end: its key's next trigger resumes it
         except Cancelled as exc:  # already recorded when it came during an attempt: the first record wins
             result = self.record_cancel(spec, attempt, exc)
         except CapacityError as exc:
@@ -138,15 +146,19 @@ class Controller:
     def launch(self, spec: runs.RunSpec, job: Job, attempt: int, detached: bool = False, claim: Claim | None = None) -> float:
         """Create the attempt's instance and record where and how; the unix time it was created.
 
-        With the run's idempotency claim: settled once the instance exists, released when it
-        could not be created (a later trigger with the key may then start the run anew)."""
+        With the run's idempotency claim: settled once the instance exists. A failure that may
+        pass is NotStarted: not to be recorded as the run's end, so that the key's next trigger
+        resumes the run (the caller gives the claim back: launch.give_back)."""
         start = time.monotonic()
         name = instance_name(spec.run_id, attempt)
         try:
             zone, spot = self._create(spec, job, attempt, name, detached)
-        except BaseException:
-            if claim is not None:
-                claim.release()
+        except MlbatchError as exc:
+            if claim is not None and not launching.ends_the_run(exc):
+                raise NotStarted(
+                    f"run {spec.run_id} did not start: {exc}; the next trigger with its idempotency key resumes it",
+                    exc.exit_code,
+                ) from exc
             raise
         created = runs.now_iso()
         self._write_instance(

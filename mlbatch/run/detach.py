@@ -26,10 +26,10 @@ from collections.abc import Callable
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs, sweeps
 from mlbatch.core.cancel import Cancelled, cancel_on_signals
-from mlbatch.core.errors import BadInput, ExitCode, MlbatchError, NotFound
+from mlbatch.core.errors import BadInput, ExitCode, MlbatchError, NotFound, NotStarted
 from mlbatch.run.claims import Existing
 from mlbatch.run.controller import Controller
-from mlbatch.run.launch import RunOutcome, RunRequest, status_of
+from mlbatch.run.launch import RunOutcome, RunRequest, give_back, status_of
 from mlbatch.run.sweep import TaskRunner
 
 
@@ -45,7 +45,9 @@ def start(controller: Controller, request: RunRequest) -> str:
 
     A key that already started a run returns that run's id and starts nothing; a key whose
     run another trigger is still starting is an error worth retrying (Pub/Sub redelivers),
-    never an acknowledgement of a run that may not come to exist.
+    never an acknowledgement of a run that may not come to exist; a key whose run was claimed
+    but not started launches that run. A first instance that could not be created for a
+    reason that may pass (NotStarted) leaves the run for the key's next trigger.
     """
     begun = controller.begin(request)
     if isinstance(begun, Existing):
@@ -60,6 +62,8 @@ def start(controller: Controller, request: RunRequest) -> str:
     try:
         with cancel_on_signals():
             controller.launch(spec, job, 1, detached=True, claim=begun.claim)
+    except NotStarted:
+        raise  # not recorded as ended: the key's next trigger (a Pub/Sub redelivery) resumes the run
     except (Cancelled, MlbatchError) as exc:
         # Nothing watches a detached run: record how it ended here, and leave nothing behind.
         if isinstance(exc, Cancelled):
@@ -68,6 +72,8 @@ def start(controller: Controller, request: RunRequest) -> str:
             record = controller.record_end(spec, status_of(exc), 1, str(exc))
         controller.delete_instance(spec.run_id, 1)
         raise MlbatchError(f"run {spec.run_id} did not start: {record.message}", ExitCode(record.run_exit_code)) from None
+    finally:
+        give_back(controller.bucket, begun.claim)
     controller.say(f"run {spec.run_id} started detached: `invoke runs.wait {spec.run_id}` follows it")
     return spec.run_id
 

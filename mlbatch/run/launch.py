@@ -10,6 +10,7 @@ and, when the run ends without an agent to say how, `record_end` writes its resu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -21,7 +22,16 @@ from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled, cancel_on_signals
 from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, ExitCode, MlbatchError
+from mlbatch.core.errors import (
+    AlreadyExists,
+    BadInput,
+    CapacityError,
+    ExitCode,
+    MlbatchError,
+    NotFound,
+    PermissionDenied,
+    QuotaError,
+)
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
@@ -96,6 +106,30 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
         raise BadInput(f"unknown job {request.job!r} in release {version}: expected one of {', '.join(manifest.jobs)}")
     params = job.resolve_params(raw_params)
     return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
+
+
+def ends_the_run(exc: MlbatchError) -> bool:
+    """Whether a failure to create a run's first instance ends the run (recorded, its key
+    spent) rather than passing (a keyed run is then resumed by its key's next trigger): no
+    capacity, quota, a refused permission or a bad request fail the same way again."""
+    return isinstance(exc, CapacityError | QuotaError | PermissionDenied | BadInput | NotFound)
+
+
+def give_back(bucket: Bucket, claim: Claim | None) -> None:
+    """After the launch of a keyed run stopped before its first instance: the key is spent if
+    the run's end is on record (a skip, a cancel, no capacity), else released, so that its
+    next trigger resumes the run. Nothing to do once the claim is settled."""
+    if claim is None or claim.record.state != runs.KEY_STARTING:
+        return
+    try:
+        ended = runs.read_result(bucket, claim.run_id) is not None
+    except Exception:  # the bucket failed too: released, and the trigger that resumes the run looks again
+        ended = False
+    with contextlib.suppress(Exception):  # on a failure path: else the claim's lease runs out, and it is resumed then
+        if ended:
+            claim.settle()
+        else:
+            claim.release()
 
 
 def status_of(exc: MlbatchError) -> str:
@@ -190,15 +224,15 @@ def begin(
     """Everything between validation and the first instance, for a run or a sweep (`plan`).
 
     `hold_seconds`: the longest the run may go on, how long it holds the job's overlap slot.
-    An idempotency key that already names a run gives that run (`Existing`)."""
-    job = prepared.job
+    An idempotency key that already names a run gives that run (`Existing`); one whose run
+    another trigger claimed and did not start gives that run to launch (`Begun.claim.resumed`)."""
     if request.version == manifests.LATEST:
         say(f"--version latest resolved to {prepared.manifest.version}")
     preflight()  # permissions and network, before anything is written or created
-    run_id = new_run_id(job.name)
+    run_id = new_run_id(prepared.job.name)
     claim = None
     if request.idempotency_key:
-        claimed = claims.claim(bucket, job.name, request.idempotency_key, run_id, CREATE_BUDGET + hold_seconds)
+        claimed = claims.claim(bucket, prepared.job.name, request.idempotency_key, run_id, CREATE_BUDGET)
         if isinstance(claimed, Existing):
             say(
                 f"idempotency key {request.idempotency_key!r} already started run {claimed.run_id}"
@@ -206,21 +240,47 @@ def begin(
             )
             return claimed
         claim = claimed
-    spec = run_spec(bucket, prepared, run_id, request.idempotency_key, sweep=plan is not None)
-    data = spec.to_dict() if plan is None else {**spec.to_dict(), "sweep": plan.to_dict()}
-    runs.write_json(bucket, runs.spec_key(run_id), data, immutable=True)  # a sweep's: the RunSpec and its plan
+    try:
+        return _spec_and_slot(bucket, request, prepared, claim, run_id, hold_seconds, say, plan)
+    except BaseException:
+        give_back(bucket, claim)
+        raise
+
+
+def _spec_and_slot(
+    bucket: Bucket,
+    request: RunRequest,
+    prepared: Prepared,
+    claim: Claim | None,
+    run_id: str,
+    hold_seconds: float,
+    say: Say,
+    plan: sweeps.SweepPlan | None,
+) -> Begun | Existing:
+    """spec.json (a resumed run's is already there), then the job's overlap slot."""
+    job = prepared.job
+    spec = None
+    if claim is not None and claim.resumed:
+        run_id = claim.run_id
+        say(f"idempotency key {request.idempotency_key!r}: resuming run {run_id}, claimed by a trigger that did not start it")
+        if runs.read_result(bucket, run_id) is not None:  # its end got recorded after all
+            claim.settle()
+            return Existing(run_id, starting=False)
+        spec = runs.read_spec(bucket, run_id)
+        if spec is not None:
+            job = manifests.load(bucket, spec.version).jobs[spec.job]
+    if spec is None:
+        spec = run_spec(bucket, prepared, run_id, request.idempotency_key, sweep=plan is not None)
+        data = spec.to_dict() if plan is None else {**spec.to_dict(), "sweep": plan.to_dict()}
+        runs.write_json(bucket, runs.spec_key(run_id), data, immutable=True)  # a sweep's: the RunSpec and its plan
     try:
         with cancel_on_signals():
             overlap.claim(bucket, job, run_id, hold_seconds, say)
     except overlap.OverlapSkipped as exc:
         record_end(bucket, spec, runs.SKIPPED, 0, str(exc), say)
-        if claim is not None:
-            claim.settle()  # the key's trigger was decided: a redelivery reports the skip
         raise
     except Cancelled as exc:
         record = record_end(bucket, spec, runs.CANCELLED, 0, f"cancelled by {exc} while waiting for the job's slot", say)
-        if claim is not None:
-            claim.release()
         raise MlbatchError(record.message, ExitCode.CANCELLED) from None
     return Begun(spec, job, claim)
 

@@ -20,7 +20,7 @@ from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled, cancel_on_signals
 from mlbatch.core.catalog import Job, parse_params
-from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
+from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotStarted
 from mlbatch.core.sweeps import TaskRecord
 from mlbatch.run import launch as launching
 from mlbatch.run import metrics
@@ -158,26 +158,29 @@ class Sweep:
         )
         outcomes = [TaskRecord(index=i, params=p) for i, p in enumerate(sweep.tasks)]
         status, message = runs.SUCCEEDED, ""
-        settled = False
 
         def started() -> None:
-            nonlocal settled
-            if claim is not None and not settled:
-                claim.settle()  # the key's sweep stands from its first task on
-            settled = True
+            if claim is not None:
+                claim.settle()  # the key's sweep stands from its first task on (later calls: no-op)
 
-        with cancel_on_signals():
-            try:
-                self.runner.execute(spec, sweep, outcomes, started)
-            except Cancelled as exc:
-                status, message = runs.CANCELLED, f"cancelled by {exc}; unfinished tasks were stopped"
-            except SweepStopped as exc:
-                status, message = exc.status, str(exc)
-            except MlbatchError as exc:
-                status, message = status_of(exc), str(exc)
-            if claim is not None and not settled:
-                claim.release()  # no task ever started: a later trigger with the key may start the sweep anew
-            result = self._records(spec, job, outcomes, status, message)
+        try:
+            with cancel_on_signals():
+                try:
+                    self.runner.execute(spec, sweep, outcomes, started)
+                except Cancelled as exc:
+                    status, message = runs.CANCELLED, f"cancelled by {exc}; unfinished tasks were stopped"
+                except SweepStopped as exc:
+                    status, message = exc.status, str(exc)
+                except MlbatchError as exc:
+                    if claim is not None and claim.record.state == runs.KEY_STARTING and not launching.ends_the_run(exc):
+                        raise NotStarted(
+                            f"sweep {spec.run_id} did not start: {exc}; the next trigger with its idempotency key resumes it",
+                            exc.exit_code,
+                        ) from exc
+                    status, message = status_of(exc), str(exc)
+                result = self._records(spec, job, outcomes, status, message)
+        finally:
+            launching.give_back(self.bucket, claim)  # no task started: spent if its end is on record, else released
         return RunOutcome(spec.run_id, result.run_exit_code, result, {}), outcomes
 
     def _records(self, spec: runs.RunSpec, job: Job, outcomes: list[TaskRecord], status: str, message: str) -> runs.ResultRecord:

@@ -12,14 +12,17 @@ the container part (pull, run) is replaced by the scripted outcome.
     provider.no_capacity_in.add("zone-a")            # creates there raise CapacityError
     provider.raise_from("state", Cancelled("SIGTERM"))  # the next state() raises it
     provider.raise_from("create", QuotaError("..."), after=1)  # the second create raises it
+    provider.script(succeed(metrics={"accuracy": 0.9}))  # the job wrote results/metrics.json
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mlbatch.agent.runner import Attempt
 from mlbatch.core import runs
@@ -42,12 +45,20 @@ class Behaviour:
     results: tuple[tuple[str, bytes], ...] = ()  # files its job leaves in $MLBATCH_RESULTS_DIR, uploaded by the agent
 
 
-def succeed(*lines: str, results: dict[str, bytes] | None = None) -> Behaviour:
-    return Behaviour(runs.SUCCEEDED, 0, lines, results=tuple((results or {}).items()))
+def _results(results: dict[str, bytes] | None, metrics: dict[str, Any] | None) -> tuple[tuple[str, bytes], ...]:
+    """The files a job leaves: `results`, and `metrics` as its metrics.json."""
+    files = dict(results or {})
+    if metrics is not None:
+        files["metrics.json"] = json.dumps(metrics).encode()
+    return tuple(files.items())
 
 
-def fail(exit_code: int, *lines: str) -> Behaviour:
-    return Behaviour(runs.FAILED, exit_code, lines)
+def succeed(*lines: str, results: dict[str, bytes] | None = None, metrics: dict[str, Any] | None = None) -> Behaviour:
+    return Behaviour(runs.SUCCEEDED, 0, lines, results=_results(results, metrics))
+
+
+def fail(exit_code: int, *lines: str, metrics: dict[str, Any] | None = None) -> Behaviour:
+    return Behaviour(runs.FAILED, exit_code, lines, results=_results(None, metrics))
 
 
 def preempt(*lines: str, results: dict[str, bytes] | None = None) -> Behaviour:
@@ -160,7 +171,7 @@ class MemoryProvider:
                     pass
             for line in behaviour.lines:
                 attempt.log.write(line)
-            if behaviour.results:
+            if behaviour.results:  # the job's results, uploaded by the agent's own upload
                 folder = attempt.workdir / "results"
                 for relative, data in behaviour.results:
                     (folder / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,14 @@
-"""Idempotency keys count as spent only once their run has an instance (issue 17, bug 1):
-a trigger whose create failed leaves the key free for the redelivery, which starts the run."""
+"""Idempotency keys count as spent only once their run has an instance or a recorded end (issue 17,
+bug 1): a trigger whose create failed for a reason that may pass leaves the run to the key's next
+trigger (a Pub/Sub redelivery), which launches that same run; a run that cannot run (no capacity)
+is recorded, and its key reports it."""
 
 from __future__ import annotations
 
 import pytest
 
 from mlbatch.core import runs
-from mlbatch.core.errors import ExitCode, MlbatchError, OverlapSkipped, QuotaError
+from mlbatch.core.errors import ExitCode, MlbatchError, NotStarted, OverlapSkipped, QuotaError
 from mlbatch.run import detach
 from mlbatch.run.controller import RunRequest
 from tests.support.memory_provider import hang, preempt, succeed
@@ -22,31 +24,43 @@ def claim_of(bucket, job="sleep", key=KEY) -> runs.IdempotencyRecord:
     return record
 
 
-def test_a_redelivery_after_a_create_that_failed_starts_the_run(controller, provider, bucket):
+def test_a_redelivery_after_a_create_that_failed_launches_the_run(controller, provider, bucket):
     provider.raise_from("create", MlbatchError("creating the instance: 503 Service Unavailable"))
     with pytest.raises(MlbatchError, match="did not start") as info:
         detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
     assert info.value.exit_code == ExitCode.INFRA_FAILED, "not final: Pub/Sub redelivers"
-    (failed,) = runs.list_run_ids(bucket, "sleep")
+    (claimed,) = runs.list_run_ids(bucket, "sleep")
     provider.script(hang())
     started = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
-    assert started != failed, "the redelivery started a run rather than acknowledging the one that never ran"
-    assert [request.spec.run_id for request, _ in provider.requests] == [started]
-    assert runs.read_result(bucket, failed).status == runs.INFRA_FAILED, "the run that never started stays on record"
-    assert (claim_of(bucket).run_id, claim_of(bucket).state) == (started, runs.KEY_STARTED)
+    assert [request.name for request, _ in provider.requests] == [f"mlb-{claimed}-1"], (
+        "the redelivery launched the run rather than acknowledging one that never ran"
+    )
+    assert started == claimed and runs.list_run_ids(bucket, "sleep") == [claimed], "one key, one run"
+    assert (claim_of(bucket).run_id, claim_of(bucket).state) == (claimed, runs.KEY_STARTED)
     again = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
-    assert again == started and len(provider.requests) == 1, "once it has an instance the key is spent"
+    assert again == claimed and len(provider.requests) == 1, "once it has an instance the key is spent"
 
 
-def test_an_attached_run_whose_zones_were_full_leaves_its_key_to_the_next_slot_retry(controller, provider, bucket):
-    provider.no_capacity_in.update(provider.zones)
-    first = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
-    assert first.exit_code == ExitCode.NO_CAPACITY
-    assert claim_of(bucket, key="cron-20261125").state == runs.KEY_RELEASED, "no instance ever existed: the key is free"
-    provider.no_capacity_in.clear()
+def test_a_failed_create_is_not_the_runs_end_and_frees_the_key_for_its_next_trigger(controller, provider, bucket):
+    provider.raise_from("create", MlbatchError("creating the instance: 503 Service Unavailable"))
+    with pytest.raises(NotStarted, match="the next trigger with its idempotency key resumes it"):
+        controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
+    (claimed,) = runs.list_run_ids(bucket, "sleep")
+    assert runs.read_result(bucket, claimed) is None and claim_of(bucket, key="cron-20261125").state == runs.KEY_RELEASED
     provider.script(succeed())
-    second = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
-    assert second.run_id != first.run_id and second.exit_code == 0 and not second.attached
+    retried = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261125"))
+    assert (retried.run_id, retried.exit_code, retried.attached) == (claimed, 0, False)
+
+
+def test_no_capacity_ends_a_keyed_run_and_its_key_reports_it(controller, provider, bucket):
+    provider.no_capacity_in.update(provider.zones)
+    first = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261126"))
+    assert first.exit_code == ExitCode.NO_CAPACITY
+    assert claim_of(bucket, key="cron-20261126").state == runs.KEY_STARTED, "decided: it would fail the same way"
+    provider.no_capacity_in.clear()
+    again = controller.run(RunRequest("sleep", VERSION, idempotency_key="cron-20261126"))
+    assert (again.run_id, again.exit_code, again.attached) == (first.run_id, ExitCode.NO_CAPACITY, True)
+    assert provider.requests == []
 
 
 def test_a_run_that_started_keeps_its_key_when_a_retry_cannot_be_created(controller, provider, bucket):
@@ -71,13 +85,18 @@ def test_a_trigger_meeting_a_key_still_being_started_asks_to_be_retried(controll
     assert info.value.exit_code == ExitCode.INFRA_FAILED and provider.requests == []
 
 
-def test_a_claim_abandoned_past_its_lease_is_taken_over(controller, provider, bucket):
-    """Its launcher died before any instance: whatever it made has deleted itself by the lease."""
+def test_a_claim_abandoned_past_its_lease_is_resumed(controller, provider, bucket):
+    """Its launcher died (nothing said it gave up): past the lease the next trigger launches the run."""
     provider.script(hang())
-    abandoned = runs.IdempotencyRecord(run_id="sleep-20261125-030000-aaaa", created="", state=runs.KEY_STARTING, lease_until=1.0)
+    abandoned = runs.IdempotencyRecord(
+        run_id="sleep-20261125-030000-aaaa", created="", state=runs.KEY_STARTING, lease_until=1.0, claimant="x"
+    )
     runs.write_record(bucket, runs.idempotency_record_key("sleep", KEY), abandoned)
     run_id = detach.start(controller, RunRequest("sleep", VERSION, idempotency_key=KEY))
-    assert run_id != abandoned.run_id and claim_of(bucket).run_id == run_id and len(provider.requests) == 1
+    assert run_id == abandoned.run_id and [request.name for request, _ in provider.requests] == [f"mlb-{run_id}-1"]
+    spec = runs.read_spec(bucket, run_id)
+    assert spec is not None and spec.idempotency_key == KEY, "its spec.json written by the trigger that resumed it"
+    assert claim_of(bucket).state == runs.KEY_STARTED
 
 
 def test_a_record_written_before_claims_had_states_stands(controller, provider, bucket):

@@ -25,6 +25,7 @@ ALLOWED = {
     "triggers": {"core", "providers", "run", "ui"},
     "bench": {"core", "local", "providers", "run", "ui"},
     "bench_logs": {"agent", "core"},
+    "dashboard": {"core", "run", "ui"},
 }
 # One module may go further, for the reason the architecture's table gives.
 EXCEPTIONS = {"mlbatch/release/vmtest.py": {"providers"}}

@@ -30,7 +30,7 @@ def test_the_repo_catalog_is_valid():
     [
         ("jobs: {}", "at least one job"),
         ("jobs:\n  t: {container: trainer, command: python train.py}", "argv list"),
-        ("jobs:\n  t: {container: nope, command: [x]}", "not one of containers/"),
+        ("jobs:\n  t: {container: nope, command: [x]}", "jobs.t.container 'nope' must be one of containers/: trainer"),
         ("jobs:\n  t: {container: trainer, command: [x], timeout_seconds: 1}", "timeout_seconds"),
         ("jobs:\n  T_bad: {container: trainer, command: [x]}", "invalid job name"),
         ("jobs:\n  t: {container: trainer, command: [x], colour: red}", "unknown keys"),
@@ -110,7 +110,7 @@ def test_string_values_with_control_characters_are_refused_whatever_the_pattern(
 
 
 def test_a_pattern_that_is_no_regex_is_refused_with_the_catalog():
-    with pytest.raises(BadInput, match=r"param note: pattern '\[unclosed' is not a regular expression"):
+    with pytest.raises(BadInput, match=r"jobs.train.params.note.pattern '\[unclosed' must be a regular expression"):
         _float_job(note={"type": "str", "pattern": "[unclosed"})
 
 

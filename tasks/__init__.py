@@ -7,13 +7,14 @@ invoke --list            all tasks;  invoke --help TASK  its options
 
 from invoke import Collection
 
-from tasks import bench, dev, images, local, releases, rundeck, runs, schedule
+from tasks import bench, dev, doctor, images, jobs, local, releases, rundeck, runs, schedule
 
 ns = Collection(
     releases.release,
     runs.run_batch,
     runs.logs,
     runs.gc,
+    doctor.doctor,
     dev.demo,
     dev.lint,
     dev.test_ns,
@@ -22,6 +23,7 @@ ns = Collection(
     local.ns,
     releases.ns,
     images.ns,
+    jobs.ns,
     bench.ns,
     rundeck.ns,
     schedule.ns,

@@ -8,23 +8,21 @@ by `render_list` and `render_show`.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from rich.console import Group
 
 from mlbatch.core import manifest as manifests
-from mlbatch.core import runs
+from mlbatch.core import options, runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import BadInput, MlbatchError, NotFound
 from mlbatch.run.metrics import read_metrics
 from mlbatch.run.prices import PriceTable
 from mlbatch.run.records import list_runs as base_rows
-from mlbatch.ui import summary
+from mlbatch.ui import columns, summary
 
 RUNNING = "running"  # a run without result.json yet
 STATUSES = (RUNNING, runs.SUCCEEDED, runs.FAILED, *runs.STATUS_EXIT_CODES)
-_SINCE = re.compile(r"^(?P<n>\d+)(?P<unit>[mhd])$")
 
 
 def _time(text: str) -> dt.datetime | None:
@@ -42,15 +40,7 @@ def _seconds(start: str, end: str) -> float | None:
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """`30m`, `24h`, `7d`, or an ISO date/time (UTC unless it says otherwise)."""
-    now = now or dt.datetime.now(dt.UTC)
-    match = _SINCE.match(text)
-    if match:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[match["unit"]]
-        return now - dt.timedelta(**{unit: int(match["n"])})
-    value = _time(text)
-    if value is None:
-        raise BadInput(f"invalid --since {text!r}: expected e.g. 30m, 24h, 7d, 2026-11-24 or 2026-11-24T03:00")
-    return value
+    return options.since(text, "--since", now)
 
 
 def read_run_metrics(bucket: Bucket, run_id: str) -> dict[str, Any]:
@@ -96,15 +86,13 @@ def _metrics_text(metrics: dict[str, Any], limit: int = 60) -> str:
 
 
 def render_list(rows: list[dict[str, Any]]) -> str:
-    """Aligned columns with a header, one run a line (greppable; --json for machines)."""
-    header = ("RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS")
-    lines = [header]
+    """Aligned columns with a header, one run a line (greppable; --format json for machines)."""
+    lines = []
     for r in rows:
         seconds = f"{r['seconds']:.0f}s" if r["seconds"] is not None else "-"
         exit_code = "-" if r["exit_code"] is None else str(r["exit_code"])
         lines.append((r["run_id"], r["version"], r["created"][:19], r["status"], exit_code, seconds, _metrics_text(r["metrics"])))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines) + "\n"
+    return columns(("RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS"), lines)
 
 
 # --- one run -------------------------------------------------------------------------------

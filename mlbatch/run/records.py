@@ -40,19 +40,21 @@ def list_runs(bucket: Bucket, job: str | None = None) -> list[RunRow]:
     return rows
 
 
-def read_log_bytes(bucket: Bucket, run_id: str) -> bytes:
-    """Every log of the run as the job wrote it, each after a `===== attempt N =====` line."""
+def log_keys(bucket: Bucket, run_id: str) -> list[tuple[str, str]]:
+    """Every log object of the run, in order, each with the line that heads it in `invoke logs`:
+    `===== attempt N =====`, or for a sweep `===== task I [attempt N] =====`."""
     if not bucket.exists(runs.spec_key(run_id)):
         raise NotFound(f"run {run_id} does not exist in {bucket.uri} (see `invoke runs`)")
-    parts = []
-    for key in runs.attempt_log_keys(bucket, run_id):
-        parts.append(f"===== attempt {key.split('/')[-2]} =====\n".encode())
-        parts.append(bucket.read(key))
+    found = [(f"===== attempt {key.split('/')[-2]} =====\n", key) for key in runs.attempt_log_keys(bucket, run_id)]
     for key in sweeps.task_log_keys(bucket, run_id):  # a sweep: each task's log, attempt by attempt
         task = key.split("/tasks/", 1)[1].split("/")
-        parts.append((f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n").encode())
-        parts.append(bucket.read(key))
-    return b"".join(parts)
+        found.append((f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n", key))
+    return found
+
+
+def read_log_bytes(bucket: Bucket, run_id: str) -> bytes:
+    """Every log of the run as the job wrote it, each after its heading line (`log_keys`)."""
+    return b"".join(header.encode() + bucket.read(key) for header, key in log_keys(bucket, run_id))
 
 
 def read_logs(bucket: Bucket, run_id: str) -> str:

@@ -1,0 +1,17 @@
+"""`invoke doctor`: every check of a profile's readiness in one table."""
+
+from mlbatch.core.options import Format
+from tasks.common import FORMAT_HELP, PROFILE_HELP, errors, exit_with, settings, task
+
+
+@task(help={"format": FORMAT_HELP, "profile": PROFILE_HELP})
+def doctor(c, format: Format = "table", profile=None):
+    """Check credentials, APIs, permissions, network, bucket, engine, registry and Packer (local: engine,
+    registry, bucket, base image, Packer); exit with the reserved code of the worst gap (0: ready)."""
+    from mlbatch import doctor as checks
+    from mlbatch.ui import emit
+
+    with errors():
+        data = checks.report(settings(c, profile))
+    emit(format, data, checks.render)
+    exit_with(data["exit_code"])

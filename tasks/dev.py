@@ -21,9 +21,9 @@ def demo(c, version=None):
     import datetime as dt
 
     from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.versions import parse_version
     from mlbatch.run.commands import run_attached
     from mlbatch.run.controller import RunRequest
-    from mlbatch.core.versions import parse_version
     from mlbatch.run.demo import show_metrics
 
     with errors():

@@ -137,15 +137,20 @@ class _Google:
             raise MlbatchError("not checked: no credentials (see above)", ExitCode.PERMISSION_DENIED)
         return self.credentials
 
+    def _ask(self, what: str, call: Callable[[Settings, Any], list[str]]) -> list[str]:
+        """What a preflight call finds missing; its errors as gaps in the house's words."""
+        credentials = self._need_credentials()
+        try:
+            return call(self.settings, credentials)
+        except MlbatchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - google-api-core's errors: a gap with their words
+            raise _google_error(exc, what) from None
+
     def apis(self) -> str:
         from mlbatch.release import preflight
 
-        try:
-            missing = preflight.missing_services(self.settings, self._need_credentials())
-        except MlbatchError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _google_error(exc, "asking Service Usage") from None
+        missing = self._ask("asking Service Usage", preflight.missing_services)
         if missing:
             enable = " ".join(missing)
             raise MlbatchError(
@@ -157,12 +162,7 @@ class _Google:
     def release_permissions(self) -> str:
         from mlbatch.release import adc, preflight
 
-        try:
-            missing = preflight.missing_permissions(self.settings, self._need_credentials())
-        except MlbatchError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _google_error(exc, "asking Resource Manager") from None
+        missing = self._ask("asking Resource Manager", preflight.missing_permissions)
         if missing:
             roles = sorted({preflight.PERMISSIONS[p] for p in missing})
             raise MlbatchError(

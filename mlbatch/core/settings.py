@@ -121,6 +121,18 @@ def _http_url(url: str) -> bool:
         return False
 
 
+# Settings the gcp and test profiles need in a fixed form: the pattern, and the form a message names.
+GCP_FORMS = {
+    "project": (GCE_NAME, "a GCP project id, e.g. my-ml-project"),
+    "region": (_REGION, "a region, e.g. europe-west4"),
+    "service_account": (_SERVICE_ACCOUNT, "NAME@PROJECT.iam.gserviceaccount.com"),
+    **{
+        key: (GCE_NAME, f"a GCE name, e.g. {DEFAULTS[key]}")
+        for key in ("source_image_family", "source_image_project", "bake_machine_type")
+    },
+}
+
+
 class ProfileSettings(BaseModel):
     """One block of `mlbatch.profiles` as written (the Settings fields but the three above it:
     a test holds the two lists together). An absent or null key takes the Settings field's
@@ -205,19 +217,14 @@ class ProfileSettings(BaseModel):
             raise problem("null: an endpoint of an emulated API is for tests: refused outside the test profile")
         return endpoint
 
-    @check("project")
+    @check(*GCP_FORMS)
     @classmethod
-    def _project(cls, project: str, info: ValidationInfo) -> str:
-        if _gcp(info) and not GCE_NAME.match(project or "-"):
-            raise problem("a GCP project id, e.g. my-ml-project")
-        return project
-
-    @check("region")
-    @classmethod
-    def _region(cls, region: str, info: ValidationInfo) -> str:
-        if _gcp(info) and not _REGION.match(region):
-            raise problem("a region, e.g. europe-west4")
-        return region
+    def _gcp_form(cls, value: str, info: ValidationInfo) -> str:
+        """The values the gcp and test profiles need in a fixed form (GCP_FORMS)."""
+        pattern, form = GCP_FORMS[info.field_name or ""]
+        if _gcp(info) and not pattern.match(value or "-"):
+            raise problem(form)
+        return value
 
     @check("zones")
     @classmethod
@@ -236,13 +243,6 @@ class ProfileSettings(BaseModel):
             raise whole("\n".join(bad))
         return zones
 
-    @check("service_account")
-    @classmethod
-    def _service_account(cls, account: str, info: ValidationInfo) -> str:
-        if _gcp(info) and not _SERVICE_ACCOUNT.match(account):
-            raise problem("NAME@PROJECT.iam.gserviceaccount.com")
-        return account
-
     @check("bake_zone")
     @classmethod
     def _bake_zone(cls, zone: str, info: ValidationInfo) -> str:
@@ -250,13 +250,6 @@ class ProfileSettings(BaseModel):
         if _gcp(info) and zone and not (_ZONE.match(zone) and zone.startswith(region + "-")):
             raise problem(f"a zone of {region}, e.g. {region}-a, or null")
         return zone
-
-    @check("source_image_family", "source_image_project", "bake_machine_type")
-    @classmethod
-    def _bake_names(cls, name: str, info: ValidationInfo) -> str:
-        if _gcp(info) and not GCE_NAME.match(name):
-            raise problem(f"a GCE name, e.g. {DEFAULTS[info.field_name or '']}")
-        return name
 
     @check("use_iap")
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -150,4 +151,7 @@ program = MlbatchProgram(name="mlbatch", binary="mlbatch", binary_names=["mlbatc
 
 
 def main() -> None:
-    program.run(sys.argv)
+    try:
+        program.run(sys.argv)
+    except BrokenPipeError:  # `mlbatch runs | head` read enough: no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -164,3 +164,12 @@ def test_as_a_user_types_them_in_a_shell(tmp_path, argv, both):
         done = subprocess.run([program, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == expected, (program, done.stderr)
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_shell_completion_offers_the_tasks_and_their_options():
+    script = subprocess.run([MLBATCH, "--print-completion-script", "bash"], capture_output=True, text=True, check=True)
+    assert "complete -F _complete_mlbatch" in script.stdout and "mlbatch --complete" in script.stdout
+    done = subprocess.run([MLBATCH, "--complete", "--", "mlbatch", "logs", "--"], cwd=ROOT, capture_output=True, text=True)
+    assert {"--run-id", "--follow", "--profile"} <= set(done.stdout.split())
+    tasks = subprocess.run([MLBATCH, "--complete", "--", "mlbatch"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert {"doctor", "runs.download", "runs.cost", "jobs.new", "run-batch"} <= set(tasks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mlbatch.core.bucket import FileBucket
@@ -39,7 +41,8 @@ def settings(tmp_path):
 def test_bad_options_are_refused_with_100_naming_them_before_anything_starts(settings, options, named):
     with pytest.raises(BadInput, match=named.replace("(", r"\(")):
         commands.run_batch(settings, commands.RunOptions("sleep", "v1.0.0", **options))
-    assert not (settings.state_dir / "bucket").exists() or not any((settings.state_dir / "bucket").rglob("spec.json"))
+    bucket = Path(settings.bucket.removeprefix("file://"))  # the test's own (the state dir's is the checkout's)
+    assert not bucket.exists() or not any(bucket.rglob("spec.json"))
 
 
 def test_a_sweep_of_latest_prints_its_tasks_ranked_by_the_release_it_resolved_to(tmp_path, capsys):

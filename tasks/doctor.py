@@ -6,8 +6,10 @@ from tasks.common import FORMAT_HELP, PROFILE_HELP, errors, exit_with, settings,
 
 @task(help={"format": FORMAT_HELP, "profile": PROFILE_HELP})
 def doctor(c, format: Format = "table", profile=None):
-    """Check credentials, APIs, permissions, network, bucket, engine, registry and Packer (local: engine,
-    registry, bucket, base image, Packer); exit with the reserved code of the worst gap (0: ready)."""
+    """Is this profile ready? Every check in one table; exit with the reserved code of the worst gap (0: ready).
+
+    gcp: credentials, APIs, permissions, network, bucket, engine, registry, Packer; local: engine,
+    registry, bucket, base image, Packer."""
     from mlbatch import doctor as checks
     from mlbatch.ui import emit
 

@@ -188,8 +188,9 @@ def runs_cost(c, since="7d", job=None, format: Format = "table", profile=None):
     }
 )
 def logs(c, run_id, follow=False, profile=None):
-    """Print a run's log from the bucket (every attempt, every task of a sweep): on a terminal with control
-    characters made visible; into a file or pipe as the exact bytes. --follow: as it grows, until the run ends."""
+    """Print a run's log from the bucket, every attempt and task; --follow: as it grows, until the run ends.
+
+    On a terminal with control characters made visible; into a file or pipe as the exact bytes."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.names import job_of_run_id
     from mlbatch.run.echo import show_log

@@ -143,12 +143,19 @@ def new_job(root: Path, name: str, say: Say) -> list[Path]:
     entry = CATALOG_ENTRY.format(name=name, module=module, container=containers[0])
     new_catalog = catalog_text.rstrip("\n") + "\n" + entry
     parse_catalog(new_catalog, set(containers))  # the entry must make a valid catalog before anything is written
-    code.write_text(JOB_CODE.format(name=name))
-    test.parent.mkdir(parents=True, exist_ok=True)
-    if not (test.parent / "__init__.py").exists():
-        (test.parent / "__init__.py").write_text("")
-    test.write_text(JOB_TEST.format(name=name, module=module))
-    catalog_path.write_text(new_catalog)
+    written: list[Path] = []
+    try:
+        for path, text in ((code, JOB_CODE.format(name=name)), (test, JOB_TEST.format(name=name, module=module))):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
+        if not (test.parent / "__init__.py").exists():
+            (test.parent / "__init__.py").write_text("")
+        catalog_path.write_text(new_catalog)  # last: the catalog names the job once its files are there
+    except OSError as exc:
+        for path in written:  # nothing half made is left behind
+            path.unlink(missing_ok=True)
+        raise BadInput(f"cannot write the new job's files ({exc.strerror or exc}: {exc.filename})") from None
     for path in (code, catalog_path, test):
         say(f"wrote {path.relative_to(root)}")
     return [code, catalog_path, test]

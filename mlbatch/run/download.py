@@ -48,7 +48,10 @@ def download(bucket: Bucket, run_id: str, folder: Path, say: Say) -> list[Path]:
             raise BadInput(f"result {bucket.url(key)} would land outside {folder}: refused, nothing written")
         targets.append((key, target))
     for key, target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        bucket.download(key, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            bucket.download(key, target)
+        except OSError as exc:  # a folder the user named that cannot be written
+            raise BadInput(f"cannot write {target}: {exc.strerror or exc}: choose another --to folder") from None
         say(f"{bucket.url(key)} -> {target}")
     return [target for _, target in targets]

@@ -173,3 +173,16 @@ def test_shell_completion_offers_the_tasks_and_their_options():
     assert {"--run-id", "--follow", "--profile"} <= set(done.stdout.split())
     tasks = subprocess.run([MLBATCH, "--complete", "--", "mlbatch"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert {"doctor", "runs.download", "runs.cost", "jobs.new", "run-batch"} <= set(tasks)
+
+
+def test_ctrl_c_in_a_task_exits_109_not_1(tmp_path, monkeypatch, capsys):
+    """invoke exits 1 on a KeyboardInterrupt, a job's code; mlbatch says cancelled (109)."""
+    # not named tasks.py: invoke's loader puts the collection's module in sys.modules
+    (tmp_path / "interrupted_tasks.py").write_text(
+        "from invoke import task\n\n\n@task\ndef wait(c):\n    raise KeyboardInterrupt\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    program = MlbatchProgram(name="mlbatch", binary="mlbatch", binary_names=["mlbatch"])
+    with pytest.raises(SystemExit) as ended:
+        program.run(["mlbatch", "--search-root", str(tmp_path), "--collection", "interrupted_tasks", "wait"])
+    assert ended.value.code == 109 and capsys.readouterr().err == "mlbatch: interrupted (Ctrl-C)\n"

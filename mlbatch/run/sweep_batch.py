@@ -31,6 +31,20 @@ def _progress(view: JobView) -> str:
     return f"Batch job {view.state.lower()}" + (f": tasks {counts}" if counts else "")
 
 
+def job_labels(spec: runs.RunSpec, expires_at: int) -> dict[str, str]:
+    """The Batch job's labels: ours, whose, and when `invoke gc` may delete it."""
+    return check_labels(
+        {
+            **managed_labels(),
+            "role": "sweep",
+            "job": spec.job,
+            "run-id": spec.run_id,
+            "version": parse_version(spec.version).slug,
+            "expiry": str(expires_at),
+        }
+    )
+
+
 class BatchTasks:
     name = "Cloud Batch"
     poll = 2.0  # seconds between jobs.get calls
@@ -42,16 +56,7 @@ class BatchTasks:
         job = sweep.prepared.job
         name = job_id(spec.run_id)
         wait = deadline_seconds(sweep) + QUEUE_MARGIN
-        labels = check_labels(
-            {
-                **managed_labels(),
-                "role": "sweep",
-                "job": spec.job,
-                "run-id": spec.run_id,
-                "version": parse_version(spec.version).slug,
-                "expiry": str(int(time.time()) + wait + SELF_DELETE_MARGIN),
-            }
-        )
+        labels = job_labels(spec, int(time.time()) + wait + SELF_DELETE_MARGIN)
         body = self.jobs.job_body(spec, job, sweep.tasks, sweep.parallelism, labels, spec.timeout_seconds + BOOT_MARGIN)
         self.jobs.create(name, body)
         self.say(f"Batch job {name} created: {len(sweep.tasks)} tasks, at most {sweep.parallelism} at once")

@@ -194,10 +194,10 @@ def test_images_and_prune_keep_what_the_last_releases_name(world, bucket):
         _publish(bucket, version, image)
     _publish(bucket, "v1.2.1", named[2])  # a release that reused its predecessor's image
 
-    listed = world.cli(bucket, "images")
+    listed = world.cli(bucket, "images", "--format", "json")
     assert listed.returncode == 0, listed.stderr
-    rows = {line.split("\t")[0]: line.split("\t") for line in listed.stdout.splitlines()}
-    assert rows[named[2]][3] == "v1.2.0,v1.2.1" and rows[named[0]][3] == "v1.0.0" and rows[fillers[-1]][3] == "-"
+    rows = {row["name"]: row["releases"] for row in json.loads(listed.stdout)}
+    assert rows[named[2]] == ["v1.2.0", "v1.2.1"] and rows[named[0]] == ["v1.0.0"] and rows[fillers[-1]] == []
     assert f"someone-elses-{tag}" not in rows
     assert set(fillers) <= rows.keys()  # more than one page (50) of images.list, all followed
 

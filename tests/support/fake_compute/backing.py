@@ -10,9 +10,9 @@ import threading
 import time
 from typing import Any
 
-from tests.support.fake_compute import guest
-from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
+from tests.support.fake_vm import guest
+from tests.support.fake_vm.metadata import metadata_server
 
 # What a guest gets between the shutdown signal (ACPI, SIGTERM to the agent) and the stop, on
 # preemption and at the end of a max run duration. GCE gives 30 s; a delete gives up to ~90 s.
@@ -73,8 +73,21 @@ class BackingMixin:
         threading.Thread(target=self._follow_serial, args=(instance,), daemon=True).start()
 
     def _boot_guest(self, instance: FakeInstance, docker_ref: str, md_host: str, op: dict[str, Any]) -> None:
+        """Boot from a guest image: an address of its own as networkIP, sshd on its port 22, the
+        users of its `ssh-keys` metadata."""
+        address = guest.loopback_address()
+        instance.body.setdefault("networkInterfaces", [{}])[0]["networkIP"] = address
         try:
-            container = guest.boot_instance(instance, docker_ref, md_host, self.storage_emulator)
+            container = guest.start_guest(
+                instance.name,
+                22,
+                instance.metadata().get("ssh-keys", ""),
+                image=docker_ref,
+                labels={"managed-by": CONTAINER_LABEL, "org.mlbatch.fake-zone": instance.zone},
+                metadata_host=md_host,
+                ssh_address=address,
+                storage_emulator=self.storage_emulator,
+            )
         except (RuntimeError, TimeoutError) as exc:
             self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))
             return

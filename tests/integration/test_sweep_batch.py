@@ -85,13 +85,12 @@ def test_a_preempted_task_is_retried_by_the_lifecycle_policy(world, fake):
     its own code before the VM is gone, which Batch then reports; the one lifecycle policy retries
     that code as it retries Batch's own preemption code."""
     fake.faults.preempt_tasks = {1: 2.0}
-    outcome, tasks = sweep(world, sweep_options=("seconds=6,7",))
+    outcome, tasks = sweep(world, sweep_options=("seconds=4,5",))
     assert outcome.exit_code == 0, outcome.result
     assert [(t.status, t.attempts) for t in tasks] == [("succeeded", 1), ("succeeded", 2)]
     events = fake.find(job_id(outcome.run_id)).tasks[1].events
+    # 105, not 110: on SIGTERM the agent asked its VM's metadata server, which said preempted.
     assert [e["taskExecution"]["exitCode"] for e in events if "taskExecution" in e] == [ExitCode.PREEMPTED, 0]
-    first = open_bucket(world[0].bucket).read(sweeps.task_key(outcome.run_id, 1, "log")).decode()
-    assert "attempt 1 preempted" in first, "the agent asked its VM's metadata server, which said TRUE"
 
 
 def test_task_vms_whose_account_may_not_report_to_batch_fail_and_say_which_role(world, fake):

@@ -163,10 +163,12 @@ def test_a_sweep_on_batch_boots_the_baked_image_and_runs_the_agent_only_as_the_r
     result = world.cli(bucket, "run-batch", "--job", "sleep", "--version", version, "--sweep", "seconds=2,20", timeout=1800)
     print(f"\nthe sweep took {time.monotonic() - started:.0f}s")
     print(result.stdout[-3000:])
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     run_id = result.stdout.split("sweep ", 1)[1].split(":", 1)[0]
     job = batch.find(job_id(run_id))
-    assert job is not None and [t.state for t in job.tasks] == ["SUCCEEDED", "SUCCEEDED"]
+    assert job is not None, result.stdout[-6000:] + result.stderr[-6000:]
+    what_batch_saw = [(t.events[-3:], [o[-1500:] for o in t.outputs]) for t in job.tasks]
+    assert result.returncode == 0, (result.stdout[-4000:], what_batch_saw)
+    assert [t.state for t in job.tasks] == ["SUCCEEDED", "SUCCEEDED"]
     executions = [e["taskExecution"]["exitCode"] for e in job.tasks[1].events if "taskExecution" in e]
     assert executions == [ExitCode.PREEMPTED, 0], (executions, job.tasks[1].outputs)
     assert len(job.consoles) == 3, "a VM per task attempt"

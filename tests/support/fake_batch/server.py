@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 from tests.support import discovery
 from tests.support.fake_batch.backing import BackingMixin
 from tests.support.fake_batch.jobs import JobsMixin
-from tests.support.fake_batch.state import CONTAINER_LABEL, FakeJob, Faults, TaskVm
+from tests.support.fake_batch.state import OWNER_LABEL, FakeJob, Faults, TaskVm
 from tests.support.fake_batch.vms import VmsMixin
 from tests.support.fake_http import ApiError, RoutedApi, error_body, json_server, not_found
 from tests.support.fake_project_iam import ProjectIam
@@ -42,6 +43,7 @@ class FakeBatch(JobsMixin, BackingMixin, VmsMixin, RoutedApi):
     ):
         self.project = project
         self.iam = iam or ProjectIam()  # the project's IAM policy: nothing granted unless a test grants it
+        self.owner = uuid.uuid4().hex[:12]  # labels this fake's VM containers
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()
@@ -81,8 +83,9 @@ class FakeBatch(JobsMixin, BackingMixin, VmsMixin, RoutedApi):
         self.iam.grant(f"serviceAccount:{service_account}", "roles/batch.agentReporter")
 
     def running_containers(self) -> list[str]:
+        """The containers of this fake's VMs that are still there (not another fake's, nor another session's)."""
         return subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=managed-by={CONTAINER_LABEL}"], capture_output=True, text=True
+            ["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={self.owner}"], capture_output=True, text=True
         ).stdout.split()
 
     # --- what the service refuses, what the tests break -------------------------------

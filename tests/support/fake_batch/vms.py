@@ -5,8 +5,9 @@ Two kinds of boot image, as in the fake Compute API:
 - a guest image (labelled org.mlbatch.fake-gce-guest: the baked VM image of a gcp release)
   boots as a VM (tests/support/fake_vm/guest.py): systemd is PID 1 and the image's units run
   at boot, the mlbatch agent's among them, as on a real Batch VM. Once the boot is over, Batch's
-  agent runs the script runnable as root on the VM (`docker exec`: a process of the VM, which
-  the VM's shutdown sends SIGTERM like any other). The VM's console is kept when it goes.
+  agent runs the script runnable as root on the VM (`docker exec` into a systemd scope ordered
+  after docker.service, as Batch's agent service is: the VM's shutdown sends the runnable
+  SIGTERM before it stops the engine). The VM's console is kept when it goes.
 - any other image (the local bake: the agent's container image, no systemd) stands for a VM
   of an image without units: the runnable is the container's command, /bin/sh -c SCRIPT,
   with the host's engine socket and a work dir at the same path, as the fake Compute API runs it.
@@ -24,7 +25,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.support.fake_batch.state import CONTAINER_LABEL, FakeJob, FakeTask, TaskVm
+from tests.support.fake_batch.state import CONTAINER_LABEL, OWNER_LABEL, FakeJob, FakeTask, TaskVm
 from tests.support.fake_vm import guest
 from tests.support.fake_vm.metadata import metadata_server
 
@@ -49,7 +50,9 @@ class VmsMixin:
         number = next(_vm_ids)
         image = self.images[self._boot_image(job.body)]
         vm = TaskVm(
-            name=f"fakebatch-{number}-{task.index}",
+            # Named after the job's uid, as Batch names its VMs: unique on an engine other test
+            # sessions share (the VM's name labels the job containers its agent starts).
+            name=f"{job.uid}-group0-{task.index}-{number}",
             zone=zones[0].rsplit("/", 1)[-1],
             instance_id=str(7000 + number),
             service_account=self._service_account(job),
@@ -65,7 +68,7 @@ class VmsMixin:
         assert job.workdir is not None and vm.metadata_server is not None
         image = self.images[self._boot_image(job.body)]
         md_host = f"127.0.0.1:{vm.metadata_server.server_port}"
-        labels = {"managed-by": CONTAINER_LABEL, "org.mlbatch.instance": vm.name}
+        labels = {"managed-by": CONTAINER_LABEL, OWNER_LABEL: self.owner, "org.mlbatch.instance": vm.name}
         if vm.guest:
             try:
                 vm.container = guest.start_guest(
@@ -108,7 +111,11 @@ class VmsMixin:
             for key, value in env.items():
                 argv += ["-e", f"{key}={value}"]
             script = job.group["taskSpec"]["runnables"][0]["script"]["text"]
-            return subprocess.Popen([*argv, vm.container, "/bin/sh", "-c", script], stdout=out, stderr=subprocess.STDOUT)
+            # Batch's agent is a service ordered after the engine (it runs container runnables with
+            # it): at shutdown the runnable is signalled while the engine still runs. A scope with
+            # the same ordering puts the runnable there (the scope execs it: its exit code is ours).
+            scope = ["systemd-run", "--scope", "--quiet", "-p", "After=docker.service"]
+            return subprocess.Popen([*argv, vm.container, *scope, "/bin/sh", "-c", script], stdout=out, stderr=subprocess.STDOUT)
 
     def _vm_running(self, vm: TaskVm) -> bool:
         return _docker("inspect", "-f", "{{.State.Running}}", vm.container).stdout.strip() == "true"

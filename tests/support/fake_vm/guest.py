@@ -281,13 +281,17 @@ def start_guest(
 
 
 def wait_until_booted(container: str, timeout: float = SSH_TIMEOUT) -> str:
-    """systemd's state once the boot is over: "running", or "degraded" when a unit failed."""
-    result = subprocess.run(
-        ["docker", "exec", container, "systemctl", "is-system-running", "--wait"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """systemd's state once the boot is over: "running", or "degraded" when a unit failed;
+    "starting" when the boot has not ended within `timeout` seconds."""
+    try:
+        result = subprocess.run(
+            ["docker", "exec", container, "systemctl", "is-system-running", "--wait"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return "starting"
     return result.stdout.strip() or result.stderr.strip()
 
 

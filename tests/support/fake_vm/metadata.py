@@ -8,11 +8,13 @@ and https://cloud.google.com/compute/docs/metadata/querying-metadata describe it
 - `instance/attributes/KEY`: the VM's custom metadata; a key the VM does not carry is 404;
 - `instance/name`, `instance/id`, `instance/zone` (projects/NUMBER/zones/ZONE),
   `project/project-id`, `instance/preempted` (TRUE once a Spot preemption began);
-- `instance/service-accounts/`: the VM's service accounts. A VM created without one (the
-  image-test VM: no serviceAccounts in its insert body) has none, so
-  `instance/service-accounts/default/token` and `.../email` are 404: nothing on such a VM
-  can call a Google API (https://cloud.google.com/compute/docs/access/create-enable-service-accounts-for-instances:
-  a VM without a service account gets no access token).
+- `instance/service-accounts/`: a directory of the service accounts attached to the VM, each
+  with its `email` and `token`. A VM created without one (no serviceAccounts in its insert
+  body, gcloud's --no-service-account: the image-test VM) has none in that directory, so
+  `instance/service-accounts/default/token` and `.../email` are 404, like any key the server
+  does not have: nothing on such a VM gets an access token
+  (https://cloud.google.com/compute/docs/access/service-accounts: applications on a VM
+  authenticate as its attached service account).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import batch_v1
 
+from mlbatch.core import image_paths
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import ExitCode, MlbatchError, NotFound, PermissionDenied
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
@@ -47,7 +48,7 @@ BATCH_EXIT_CODES = {
     "lacks roles/batch.agentReporter, which Batch's agent on the VM reports with)",
     50005: "Batch: the task outlived its max run duration",
 }
-AGENT = "/opt/mlbatch/venv/bin/mlbatch-agent"  # where the agent role installs it in the image
+AGENT = image_paths.AGENT  # where the agent role installs it in the image
 QUOTA_CODES = ("CODE_GCE_QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "quotaExceeded")
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 

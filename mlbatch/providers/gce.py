@@ -433,7 +433,8 @@ class GceProvider:
         network = compute_v1.NetworkInterface(network=f"projects/{self.project}/global/networks/{self.settings.network}")
         if self.settings.subnetwork:
             network.subnetwork = f"projects/{self.project}/regions/{self.settings.region}/subnetworks/{self.settings.subnetwork}"
-        metadata = {"ssh-keys": f"{ssh_user}:{public_key.strip()}", "block-project-ssh-keys": "true", "enable-oslogin": "FALSE"}
+        oslogin = "TRUE" if self.settings.os_login else "FALSE"  # TRUE: the key is in the caller's OS Login profile
+        metadata = {"ssh-keys": f"{ssh_user}:{public_key.strip()}", "block-project-ssh-keys": "true", "enable-oslogin": oslogin}
         body = compute_v1.Instance(
             name=name,
             machine_type=f"zones/{zone}/machineTypes/e2-small",

@@ -1,4 +1,4 @@
-"""Import boundaries of DESIGN.md, checked in a fresh interpreter each."""
+"""Import boundaries of docs/architecture.md ("Packages"), checked in a fresh interpreter each."""
 
 import subprocess
 import sys
@@ -26,3 +26,11 @@ def test_the_agent_depends_only_on_core():
     loaded = modules_after("import mlbatch.agent.main, mlbatch.agent.runner, mlbatch.agent.gce")
     outside = {m for m in loaded if m.startswith("mlbatch.") and not m.startswith(("mlbatch.core", "mlbatch.agent"))}
     assert outside == set()
+
+
+def test_only_the_dashboard_loads_its_template_engine_and_plotting_library():
+    # matplotlib alone takes ~0.5 s to import: `invoke runs` and run-batch must not pay it.
+    loaded = modules_after("import tasks; from mlbatch.run import inspect, inspect_render, controller, sweep")
+    assert {m for m in loaded if m.split(".")[0] in ("matplotlib", "jinja2")} == set()
+    drawn = modules_after("from mlbatch.dashboard import plots; plots.scatter([(1, 1.0, False)], 'x', 'y', 'n')")
+    assert "matplotlib" in drawn, "not vacuous: the plot loads it"

@@ -129,3 +129,24 @@ def test_a_bake_needs_a_way_to_reach_the_build_vm():
     with pytest.raises(BadInput, match="internal_ip and use_iap are both false"):
         load_settings(gcp_config(internal_ip=False, use_iap=False), ROOT, env={})
     assert load_settings(gcp_config(internal_ip=False, use_iap=True), ROOT, env={}).use_iap
+
+
+# invoke.yaml spells out some defaults for its readers; these differ on purpose.
+CHOSEN_IN_INVOKE_YAML = {("local", "ca_bundle"), ("test", "ca_bundle")}
+
+
+def test_invoke_yaml_restates_the_settings_defaults_and_does_not_contradict_them():
+    from mlbatch.core.settings import DEFAULTS
+
+    for profile, values in repo_config()["profiles"].items():
+        for key, value in values.items():
+            if key in DEFAULTS and value is not None and (profile, key) not in CHOSEN_IN_INVOKE_YAML:
+                default = DEFAULTS[key]
+                assert value == default or not default, f"invoke.yaml {profile}.{key}: {value!r}, Settings says {default!r}"
+
+
+def test_an_unset_key_takes_the_settings_default():
+    config = repo_config()
+    del config["profiles"]["local"]["base_image"], config["profiles"]["local"]["image_family"]
+    settings = load_settings(config, ROOT, env={})
+    assert (settings.base_image, settings.image_family) == ("debian:bookworm-slim", "mlbatch")

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from mlbatch.core import labels
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 from tests.support.fake_vm import guest
 from tests.support.fake_vm.metadata import metadata_server
@@ -78,10 +79,12 @@ class BackingMixin:
         address = guest.loopback_address()
         instance.body.setdefault("networkInterfaces", [{}])[0]["networkIP"] = address
         try:
+            # Org policy compute.requireOsLogin (self.os_login set): ssh-keys metadata is ignored, OS Login's keys count.
+            keys = self.os_login.authorized_keys() if self.os_login is not None else instance.metadata().get("ssh-keys", "")
             container = guest.start_guest(
                 instance.name,
                 22,
-                instance.metadata().get("ssh-keys", ""),
+                keys,
                 image=docker_ref,
                 labels={"managed-by": CONTAINER_LABEL, "org.mlbatch.fake-zone": instance.zone},
                 metadata_host=md_host,
@@ -147,7 +150,7 @@ class BackingMixin:
             subprocess.run(["docker", "rm", "-f", instance.container], capture_output=True)
         # Job containers the agent started run "on the VM": they go with it.
         jobs = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=org.mlbatch.instance={instance.name}"], capture_output=True, text=True
+            ["docker", "ps", "-aq", "--filter", f"label={labels.INSTANCE}={instance.name}"], capture_output=True, text=True
         ).stdout.split()
         if jobs:
             subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)

@@ -59,6 +59,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlbatch.core import labels as mlbatch_labels  # the agent's: a job container names its instance
+
 BASE_IMAGE = "debian:bookworm-slim"
 GUEST_REPOSITORY = "mlbatch-fake-gce-guest"
 GUEST_LABEL = "org.mlbatch.fake-gce-guest"
@@ -234,7 +236,7 @@ def start_guest(
         "--name",
         f"fakegce-guest-{instance_name}",
         "--label",
-        f"org.mlbatch.instance={instance_name}",
+        f"{mlbatch_labels.INSTANCE}={instance_name}",
         "--network",
         "host",
         "--cgroupns",

@@ -10,8 +10,9 @@ from typing import Any
 
 from tests.support.fake_vm.metadata import MetadataFaults
 
-CONTAINER_LABEL = "mlbatch-fake-batch"
-OWNER_LABEL = "org.mlbatch.fake-batch"  # which FakeBatch made a VM's container (sessions share the engine)
+# Which FakeBatch made a VM's container: its own id, so that a fake (or a test session sharing
+# the engine) never lists nor removes another's VMs.
+OWNER_LABEL = "org.mlbatch.fake-batch"
 # Batch's reserved exit codes (https://cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes,
 # named by TaskExecution.exitCode in the batch.v1 discovery document).
 PREEMPTED_EXIT_CODE = 50001  # the task's Spot VM was preempted

@@ -26,7 +26,7 @@ import subprocess
 from pathlib import Path
 
 from mlbatch.core import labels as mlbatch_labels  # the agent's: a job container names its instance
-from tests.support.fake_batch.state import CONTAINER_LABEL, OWNER_LABEL, FakeJob, FakeTask, TaskVm
+from tests.support.fake_batch.state import OWNER_LABEL, FakeJob, FakeTask, TaskVm
 from tests.support.fake_vm import guest
 from tests.support.fake_vm.metadata import metadata_server
 
@@ -69,7 +69,7 @@ class VmsMixin:
         assert job.workdir is not None and vm.metadata_server is not None
         image = self.images[self._boot_image(job.body)]
         md_host = f"127.0.0.1:{vm.metadata_server.server_port}"
-        labels = {"managed-by": CONTAINER_LABEL, OWNER_LABEL: self.owner, mlbatch_labels.INSTANCE: vm.name}
+        labels = {OWNER_LABEL: self.owner, mlbatch_labels.INSTANCE: vm.name}
         if vm.guest:
             try:
                 vm.container = guest.start_guest(

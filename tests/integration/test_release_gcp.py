@@ -53,7 +53,7 @@ def bucket(world):
 
 def test_preflight_lists_everything_missing_in_one_message_before_any_side_effect(world, bucket):
     world.iam.granted -= {"compute.images.create", "iam.serviceAccounts.actAs", "storage.objects.create"}
-    world.iam.enabled -= {"artifactregistry.googleapis.com"}
+    world.iam.enabled -= {"artifactregistry.googleapis.com", "batch.googleapis.com"}
     version = unique_version()
     try:
         result = world.cli(bucket, "release", "--version", version)
@@ -63,6 +63,7 @@ def test_preflight_lists_everything_missing_in_one_message_before_any_side_effec
     message = result.stderr
     assert "failed at step 'preflight'" in message
     assert "API artifactregistry.googleapis.com is not enabled" in message
+    assert "API batch.googleapis.com is not enabled (needed to run the release's sweeps" in message
     assert "compute.images.create: grant roles/compute.storageAdmin" in message
     assert "iam.serviceAccounts.actAs: grant roles/iam.serviceAccountUser" in message
     assert "storage.objects.create: grant roles/storage.objectAdmin" in message
@@ -137,7 +138,7 @@ def test_a_reused_image_failing_its_tests_on_a_vm_stops_the_release_and_stays_se
     stops at 'image tests' (103) without manifest, the test VM is gone, and the reused image, served
     by earlier releases, is not discarded."""
     from mlbatch.release import bake
-    from tests.support.fake_compute.guest import build_guest_image
+    from tests.support.fake_vm.guest import build_guest_image
 
     digest = bake.input_hash(ROOT)
     name = f"mlbatch-earlier-{secrets.token_hex(3)}"

@@ -3,7 +3,8 @@
 Plain HTTP through urllib: the agent stays small and never imports the Compute client.
 GCE_METADATA_HOST is the variable google-auth honours too; the fake Compute API sets it.
 Transient failures (the metadata server not answering yet at boot, 429/5xx, timeouts) are
-retried with google.api_core's backoff; anything else is raised at once.
+retried with google.api_core's backoff, by mlbatch.gcp.errors' one retry predicate (a leaf
+the agent may import); anything else is raised at once.
 """
 
 from __future__ import annotations
@@ -16,22 +17,14 @@ import urllib.error
 import urllib.request
 import uuid
 
-from google.api_core import retry as gretry
-
 from mlbatch.core.runs import InstanceSpec, RunSpec
+from mlbatch.gcp.errors import retry
 
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 
-def transient(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code in TRANSIENT_STATUS
-    return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError)
-
-
-def _backoff(timeout: float) -> gretry.Retry:
-    return gretry.Retry(predicate=transient, initial=0.5, maximum=8.0, multiplier=2.0, timeout=timeout)
+def _backoff(timeout: float):
+    return retry(timeout, initial=0.5, maximum=8.0)
 
 
 # At boot the metadata server (and the network) may take a while: wait up to 3 minutes.

@@ -222,7 +222,15 @@ class GcsBucket:
         name, _, prefix = uri[len("gs://") :].partition("/")
         self.uri = uri.rstrip("/")
         self.prefix = prefix.strip("/")
-        self._client = storage.Client()
+        if os.environ.get("STORAGE_EMULATOR_HOST"):  # an emulator (local and test profiles): no credentials
+            self._client = storage.Client()
+        else:
+            # Application Default Credentials, or 111 saying how to provide them, before anything is read.
+            # mlbatch.gcp.auth is one of the two leaves of mlbatch.gcp that core may use (docs/architecture.md).
+            from mlbatch.gcp import auth
+
+            credentials, project = auth.default_credentials()
+            self._client = storage.Client(project=project, credentials=credentials)
         self._bucket = self._client.bucket(name)
         self._retry = _retry()
 

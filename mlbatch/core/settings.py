@@ -25,6 +25,21 @@ EMULATOR_PROFILES = ("local", "test")
 TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+# A project id: 6-30 lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
+_PROJECT_ID = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
+# The documented forms of a service account's email (https://cloud.google.com/iam/docs/service-account-types):
+# user-managed NAME@PROJECT_ID.iam.gserviceaccount.com (PROJECT_ID.DOMAIN for a domain-scoped project),
+# the Compute Engine default PROJECT_NUMBER-compute@developer.gserviceaccount.com, and the App Engine
+# default PROJECT_ID@appspot.gserviceaccount.com.
+_SERVICE_ACCOUNT = re.compile(
+    rf"^(?:{_PROJECT_ID}@{_PROJECT_ID}(?:\.[a-z0-9][-a-z0-9.]*[a-z0-9])?\.iam\.gserviceaccount\.com"
+    r"|[0-9]{6,20}-compute@developer\.gserviceaccount\.com"
+    rf"|{_PROJECT_ID}@appspot\.gserviceaccount\.com)$"
+)
+SERVICE_ACCOUNT_FORMS = (
+    "NAME@PROJECT.iam.gserviceaccount.com, PROJECT_NUMBER-compute@developer.gserviceaccount.com "
+    "or PROJECT@appspot.gserviceaccount.com"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +59,8 @@ class Settings:
     service_account: str = ""
     network: str = "default"
     subnetwork: str = ""
+    # Shared VPC: the host project that owns network and subnetwork (load_settings: the project when unset)
+    network_project: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
     batch_endpoint: str = ""  # tests point this at the fake Cloud Batch API (sweeps)
     # The release preflight's APIs; tests point them at tests/support/fake_iam.py
@@ -110,6 +127,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         service_account=str(get("service_account")),
         network=str(get("network", "default")),
         subnetwork=str(get("subnetwork")),
+        network_project=str(get("network_project") or get("project")),
         compute_endpoint=str(get("compute_endpoint")),
         batch_endpoint=str(get("batch_endpoint")),
         resource_manager_endpoint=str(get("resource_manager_endpoint")),
@@ -162,9 +180,12 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
             raise BadInput(f"invalid {where}.zones {list(s.zones)!r}: expected zones of {s.region}, e.g. [{s.region}-a]")
         if not s.bucket.startswith("gs://"):
             raise BadInput(f"invalid {where}.bucket {s.bucket!r}: the {s.profile} profile needs gs://bucket-name")
-        if not re.match(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$", s.service_account):
+        if not _SERVICE_ACCOUNT.match(s.service_account):
+            raise BadInput(f"invalid {where}.service_account {s.service_account!r}: expected {SERVICE_ACCOUNT_FORMS}")
+        if not re.fullmatch(_PROJECT_ID, s.network_project):
             raise BadInput(
-                f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"
+                f"invalid {where}.network_project {s.network_project!r}: expected the project id of the Shared VPC host "
+                "project that owns network and subnetwork, or null for the project itself"
             )
         _validate_bake(s, where)
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mlbatch.core.settings import load_settings
+from mlbatch.gcp.auth import REGISTRY_USER
 from mlbatch.release import preflight
-from mlbatch.release.adc import REGISTRY_USER
 from tests.conftest import ROOT, repo_config
 from tests.integration.helpers import INVOKE
 from tests.support.fake_compute import FakeCompute, Latencies

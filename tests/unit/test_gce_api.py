@@ -186,7 +186,7 @@ def test_preflight_needs_private_google_access_unless_cloud_nat(fake, api):
         make_provider(api).preflight()
     assert info.value.exit_code == ExitCode.BAD_INPUT and "no Private Google Access" in str(info.value)
     make_provider(api, cloud_nat=True).preflight()
-    with pytest.raises(MlbatchError, match="subnetwork nosuch does not exist in europe-west4"):
+    with pytest.raises(MlbatchError, match="subnetwork nosuch in europe-west4 does not exist"):
         make_provider(api, subnetwork="nosuch").preflight()
     with pytest.raises(MlbatchError, match="cloud_nat 'yes': expected true or false"):
         make_provider(api, cloud_nat="yes")

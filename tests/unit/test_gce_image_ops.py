@@ -90,4 +90,4 @@ def test_promotion_outlasts_an_image_insert_longer_than_a_minute(fake):
     lines: list[str] = []
     served = gce_image.promote(settings_for(fake), add_candidate(fake), lines.append)
     assert fake.images[served.name]["status"] == "READY"
-    assert any("still" in line and "promoting" in line for line in lines), lines  # progress on a long wait
+    assert any(line.startswith("promoting") and "still running after" in line for line in lines), lines  # progress

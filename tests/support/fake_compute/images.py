@@ -35,6 +35,7 @@ class ImagesMixin:
         ("POST", _GLOBAL + r"/images", "images", "insert"),
         ("DELETE", _GLOBAL + r"/images/(?P<image>[^/]+)", "images", "delete"),
     ]
+
     def _image_link(self, project: str, name: str) -> str:
         return f"https://www.googleapis.com/compute/v1/projects/{project}/global/images/{name}"
 

@@ -11,9 +11,8 @@ Grants are per project: `denied_permissions` everywhere, `denied_on[project]` on
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 from tests.support.fake_compute.errors import ApiError, by_reason, not_found
 
@@ -91,8 +90,9 @@ class SubnetworksMixin:
         self.service_accounts.add(service_account)
 
     def _subnetworks_get(self, project, region, subnetwork, params, body):
+        path = f"projects/{project}/regions/{region}/subnetworks/{subnetwork}"
         if "compute.subnetworks.get" in self.denied_on.get(project, set()) | self.denied_permissions:
-            raise by_reason("forbidden", method="subnetworks.get", target=f"projects/{project}/regions/{region}/subnetworks/{subnetwork}")
+            raise by_reason("forbidden", method="subnetworks.get", target=path)
         found = self.subnetworks.get((project, region, subnetwork))
         if found is None:
             raise not_found(f"projects/{project}/regions/{region}/subnetworks/{subnetwork}")

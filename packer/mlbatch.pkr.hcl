@@ -140,15 +140,15 @@ variable "service_account_email" {
   default     = ""
 }
 
-variable "use_internal_ip" {
-  type        = bool
-  description = "Connect to the build VM's internal address (it never gets an external IP)."
-  default     = true
-}
-
 variable "use_iap" {
   type        = bool
-  description = "Connect through an IAP tunnel instead (needs gcloud where Packer runs)."
+  description = "Connect through an IAP tunnel (needs gcloud where Packer runs); false: to the build VM's internal address."
+  default     = false
+}
+
+variable "use_os_login" {
+  type        = bool
+  description = "Log in with OS Login (Packer imports its key into the caller's login profile): needed where the org policy compute.requireOsLogin makes VMs ignore ssh-keys metadata."
   default     = false
 }
 
@@ -186,10 +186,13 @@ source "googlecompute" "vm" {
   subnetwork              = var.subnetwork
   service_account_email   = var.service_account_email
   disk_size               = 20
-  # No external IP: Packer reaches the VM by its internal address, or through IAP.
+  # No external IP: Packer reaches the VM by its internal address, or through IAP. The
+  # googlecompute builder requires use_internal_ip with omit_external_ip, whatever the
+  # path; with use_iap the tunnel's local end replaces the address anyway.
   omit_external_ip = true
-  use_internal_ip  = var.use_internal_ip || !var.use_iap
+  use_internal_ip  = true
   use_iap          = var.use_iap
+  use_os_login     = var.use_os_login
   ssh_username     = "packer"
   ssh_port         = var.ssh_port
   # Debian 12's OpenSSH refuses the SHA-1 signatures of Packer 1.6's RSA keys.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlbatch.core.names import MANAGED_LABEL
+from mlbatch.core import labels
 from mlbatch.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,9 @@ def infra():
     settings = make_settings("file:///tmp/mlbatch-unused")
     local_infra.up(settings, lambda message: None)
     yield
-    leftovers = [c.name for c in local_infra.docker_client().containers.list(all=True, filters={"label": MANAGED_LABEL})]
+    # This checkout's only: other checkouts' runs may share the engine (local.down scopes the same way).
+    ours = {"label": labels.checkout_filter(settings.state_dir)}
+    leftovers = [c.name for c in local_infra.docker_client().containers.list(all=True, filters=ours)]
     assert not leftovers, f"mlbatch containers left behind: {leftovers}"
 
 

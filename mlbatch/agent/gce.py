@@ -5,22 +5,35 @@ GCE_METADATA_HOST is the variable google-auth honours too; the fake Compute API 
 Transient failures (the metadata server not answering yet at boot, 429/5xx, timeouts) are
 retried with google.api_core's backoff, by mlbatch.gcp.errors' one retry predicate (a leaf
 the agent may import); anything else is raised at once.
+
+The VM's token is sent only over https to a Google API host (`*.googleapis.com`), or to a
+loopback address (the tests' fake Compute API): `mlbatch-compute-endpoint` is metadata, which
+whoever may set an instance's metadata controls, and a token sent elsewhere, or in clear,
+is the runner's identity handed over. Anything else is refused before the token is read.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
 import uuid
 
+from mlbatch.core.errors import BadInput
 from mlbatch.core.runs import InstanceSpec, RunSpec
 from mlbatch.gcp.errors import retry
 
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
+GOOGLE_API_DOMAIN = ".googleapis.com"
+# scheme://host[:port]/...: a host of plain name characters or a bracketed IPv6 address, and
+# nothing else before the path (no user info, no backslash: what urllib would connect to is
+# then exactly the host checked here).
+_URL = re.compile(r"(?P<scheme>[a-z]+)://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[^\s\\]*)?")
 
 
 def _backoff(timeout: float):
@@ -79,6 +92,30 @@ def preempted() -> bool:
         return False
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def token_destination(url: str) -> str:
+    """`url`, if the VM's token may be sent there: https to a host under googleapis.com, or
+    http(s) to a loopback address (127.0.0.0/8, ::1, localhost: a test's fake API). Anything
+    else raises BadInput, before the token is read."""
+    match = _URL.fullmatch(url)
+    scheme, host = (match["scheme"], match["host"].lower()) if match else ("", "")
+    google = scheme == "https" and host.endswith(GOOGLE_API_DOMAIN) and len(host) > len(GOOGLE_API_DOMAIN)
+    if google or (scheme in ("http", "https") and _loopback(host)):
+        return url
+    raise BadInput(
+        f"refused to send this VM's token to {url[:200]!r} (from metadata mlbatch-compute-endpoint): "
+        f"expected https://<host>{GOOGLE_API_DOMAIN}/..., or a loopback address (127.0.0.0/8, ::1, localhost) in tests"
+    )
+
+
 def access_token() -> str:
     return json.loads(metadata("instance/service-accounts/default/token"))["access_token"]
 
@@ -96,15 +133,18 @@ def registry_login(client, image_ref: str) -> None:
 
 def delete_self(retry_for: float = 120.0) -> None:
     """Delete this VM (the controller may be gone); one request id across retries. Another
-    delete under way (the controller's: 400 resourceNotReady) or none left (404) is success."""
+    delete under way (the controller's: 400 resourceNotReady) or none left (404) is success.
+    An endpoint the token may not go to (token_destination) raises before any request."""
     endpoint = metadata("instance/attributes/mlbatch-compute-endpoint", default=DEFAULT_COMPUTE_ENDPOINT)
     project = metadata("project/project-id")
     zone = metadata("instance/zone").rsplit("/", 1)[-1]
     name = metadata("instance/name")
-    url = f"{endpoint}/compute/v1/projects/{project}/zones/{zone}/instances/{name}?requestId={uuid.uuid4()}"
+    url = token_destination(f"{endpoint}/compute/v1/projects/{project}/zones/{zone}/instances/{name}?requestId={uuid.uuid4()}")
 
     def attempt() -> None:
-        request = urllib.request.Request(  # noqa: S310 - a fixed https API endpoint (or the test fake)
+        # urllib follows no redirect of a DELETE (HTTPRedirectHandler raises), so the token
+        # goes nowhere but `url`.
+        request = urllib.request.Request(  # noqa: S310 - https to Google, or the loopback test fake
             url, method="DELETE", headers={"Authorization": f"Bearer {access_token()}"}
         )
         try:

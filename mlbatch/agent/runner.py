@@ -1,4 +1,4 @@
-"""One attempt on the instance: pull, fetch, run, upload, record (DESIGN.md, agent contract)."""
+"""One attempt on the instance: pull, fetch, run, upload, record (docs/architecture.md, "Runs")."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import requests
 
 from mlbatch import __version__
 from mlbatch.agent.logsink import LogSink
-from mlbatch.core import runs
+from mlbatch.core import labels, runs
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.core.errors import AlreadyExists, FetchFailed
@@ -39,6 +39,13 @@ class Preempted(BaseException):
     def __init__(self, message: str, preempted: bool = True):
         super().__init__(message)
         self.preempted = preempted
+
+
+def _job_labels(instance: str) -> dict[str, str]:
+    """A job container's labels: ours, its instance's, and the checkout's scope on a local instance."""
+    scope = os.environ.get(labels.STATE_DIR_ENV)
+    found = labels.checkout_labels(scope) if scope else managed_labels()
+    return {**found, labels.INSTANCE: instance, labels.ROLE: "job"}
 
 
 def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
@@ -163,7 +170,7 @@ class Attempt:
                 str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
-            labels={**managed_labels(), "org.mlbatch.instance": self.instance, "org.mlbatch.role": "job"},
+            labels=_job_labels(self.instance),
         )
         output = self.container.attach(stdout=True, stderr=True, stream=True, logs=False)
         pump = threading.Thread(target=self._pump_logs, args=(output,), name="job-output", daemon=True)

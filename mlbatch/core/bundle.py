@@ -144,10 +144,6 @@ def build_bundle(root: Path) -> Bundle:
     return Bundle(data, sha256(data), collected.clean, collected.tree_state)
 
 
-def make_bundle(root: Path) -> bytes:
-    return build_bundle(root).data
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME, check_job_name
+from mlbatch.core.text import has_control_characters
 
 PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 # Params never pass through a shell, but values also land in labels, logs and argv of
@@ -44,6 +47,12 @@ class Param:
                 value = PARAM_TYPES[self.type](raw)
         except ValueError:
             raise BadInput(f"invalid {where}: expected a {self.type}") from None
+        if self.type == "float" and not math.isfinite(value):
+            raise BadInput(f"invalid {where}: expected a finite float such as 0.25 or 1e-3 (not nan or inf)")
+        # Whatever a job's own pattern admits: a control character would land in spec.json,
+        # logs, argv of scripts written by others and the operator's terminal.
+        if self.type == "str" and has_control_characters(value):
+            raise BadInput(f"invalid {where}: expected text with no control character (newline, tab, escape)")
         if self.type == "str" and not re.fullmatch(self.pattern, value):
             raise BadInput(f"invalid {where}: expected a value matching {self.pattern}")
         if self.choices and value not in self.choices:
@@ -78,6 +87,12 @@ class Job:
         if unknown:
             expected = ", ".join(known) or "none"
             raise BadInput(f"unknown param {unknown[0]!r} for job {self.name}: expected one of: {expected}")
+        for name, p in known.items():  # a release made before floats had to be finite may carry one
+            if name not in given and isinstance(p.default, float) and not math.isfinite(p.default):
+                raise BadInput(
+                    f"param {name} of job {self.name}: the release's default {p.default} is not usable: "
+                    f"expected a finite float; give --param {name}=VALUE"
+                )
         return {name: (p.parse(self.name, given[name]) if name in given else p.default) for name, p in known.items()}
 
     def argv(self, params: Mapping[str, Any]) -> list[str]:
@@ -115,12 +130,17 @@ def _param(job: str, name: str, spec: Mapping[str, Any]) -> Param:
     type_name = spec.get("type", "str")
     if type_name not in PARAM_TYPES:
         raise _fail(job, f"param {name}: type {type_name!r} is not one of {', '.join(PARAM_TYPES)}")
+    pattern = str(spec.get("pattern", DEFAULT_STR_PATTERN))
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise _fail(job, f"param {name}: pattern {pattern!r} is not a regular expression ({exc})") from None
     param = Param(
         name=name,
         type=type_name,
         default=spec.get("default"),
         help=str(spec.get("help", "")),
-        pattern=str(spec.get("pattern", DEFAULT_STR_PATTERN)),
+        pattern=pattern,
         choices=tuple(spec.get("choices", ())),
     )
     if param.default is not None:
@@ -207,6 +227,17 @@ def parse_catalog(text: str, containers: set[str] | None = None) -> dict[str, Jo
     if not isinstance(jobs, Mapping) or not jobs:
         raise BadInput("jobs.yaml: expected a top-level 'jobs:' mapping with at least one job")
     return {name: _job(name, spec, containers) for name, spec in jobs.items()}
+
+
+def container_names(containers_dir: Path) -> list[str]:
+    """The containers a checkout builds: the folders of containers/ with a Dockerfile."""
+    return sorted(p.parent.name for p in containers_dir.glob("*/Dockerfile"))
+
+
+def checkout_catalog(root: Path) -> dict[str, Job]:
+    """The catalog of a checkout: batch_code/jobs.yaml, its jobs' containers among containers/."""
+    text = (root / "batch_code" / "jobs.yaml").read_text()
+    return parse_catalog(text, containers=set(container_names(root / "containers")))
 
 
 def job_from_dict(data: Mapping[str, Any]) -> Job:

@@ -60,8 +60,11 @@ class MlbatchError(Exception):
             self.exit_code = exit_code
 
 
-# One class per reserved code, here and nowhere else, in the order of the README's table.
-# Raised by core, release, providers, the controller and the agent alike.
+# The errors that carry a reserved code, here and nowhere else, in the order of the README's
+# table; raised by core, release, providers, the controller and the agent alike. Not one
+# class per code: three kinds of failure share 110 (InfraError, BadRecord, Conflict), and the
+# codes a run ends with rather than raises (105 preempted, 108 timeout, 109 cancelled, 112
+# tasks failed) come from its result record (runs.STATUS_EXIT_CODES), not from an exception.
 
 
 class BadInput(MlbatchError):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job, job_from_dict
 from mlbatch.core.errors import NotFound
-from mlbatch.core.versions import parse_version, sort_key
+from mlbatch.core.versions import EXPECTED_FORM, is_version, parse_version, sort_key
+
+_log = logging.getLogger(__name__)
 
 SCHEMA = 1
 
@@ -56,7 +59,7 @@ class Manifest:
     schema: int = SCHEMA
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"  # strict JSON
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -92,8 +95,32 @@ def load(bucket: Bucket, version: str) -> Manifest:
 
 
 def list_versions(bucket: Bucket) -> list[str]:
-    versions = {key.split("/")[1] for key in bucket.list("releases") if key.endswith("/manifest.json")}
+    """Released versions, oldest first by semver precedence. A manifest under a folder that is
+    not a version (written by hand, or by something else) is no release: skipped with a
+    warning, so it cannot break `--version latest` or the listing for everyone."""
+    versions = set()
+    for key in bucket.list("releases"):
+        if not key.endswith("/manifest.json"):
+            continue
+        parts = key.split("/")
+        if len(parts) == 3 and is_version(parts[1]):
+            versions.add(parts[1])
+        else:
+            _log.warning("mlbatch: skipped %s: %r is not a release version (%s)", bucket.url(key), parts[1], EXPECTED_FORM)
     return sorted(versions, key=sort_key)
+
+
+def releases_only(versions: list[str]) -> list[str]:
+    """The versions that are not pre-releases, in the same order."""
+    return [v for v in versions if not parse_version(v).pre]
+
+
+def newest_version(bucket: Bucket) -> str:
+    """The newest release, pre-releases included (what a benchmark measures by default)."""
+    versions = list_versions(bucket)
+    if not versions:
+        raise NotFound(f"no release in {bucket.uri}: run `invoke release --version vX.Y.Z` first")
+    return versions[-1]
 
 
 LATEST = "latest"
@@ -103,7 +130,7 @@ def resolve_version(bucket: Bucket, version: str) -> str:
     """`latest` -> the newest release that is not a pre-release, at the time of asking."""
     if version != LATEST:
         return parse_version(version).tag
-    released = [v for v in list_versions(bucket) if not parse_version(v).pre]
+    released = releases_only(list_versions(bucket))
     if not released:
         raise NotFound(f"--version latest: {bucket.uri} has no release that is not a pre-release (see `invoke releases`)")
     return released[-1]

@@ -1,4 +1,4 @@
-"""GCE-safe names and labels, run ids and instance names (DESIGN.md, "Versions and names")."""
+"""GCE-safe names and labels, run ids and instance names (docs/architecture.md, "Runs")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run records in the bucket (DESIGN.md, "Bucket layout"), shared by controller and agent.
+"""Run records in the bucket (docs/architecture.md, "Records"), shared by controller and agent.
 
 runs/<job>/<run_id>/spec.json              what to run; written before any instance exists
 runs/<job>/<run_id>/attempts/<n>/log        the attempt's log, flushed while it runs
@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from typing import Any, Self, TypeVar
@@ -22,6 +23,7 @@ from typing import Any, Self, TypeVar
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import BadRecord, ExitCode, NotFound
 from mlbatch.core.names import job_of_run_id
+from mlbatch.core.text import visible
 
 # How a run or an attempt ended.
 SUCCEEDED = "succeeded"
@@ -70,8 +72,9 @@ SCHEMA_VERSION = 1
 
 
 def _dumps(data: dict[str, Any]) -> str:
-    """The one JSON form of records in the bucket: indented, keys sorted, a final newline."""
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    """The one JSON form of records in the bucket: indented, keys sorted, a final newline.
+    Strict JSON: a NaN or infinity raises instead of becoming `NaN`, which other readers refuse."""
+    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 class Record:
@@ -356,6 +359,19 @@ def read_json(bucket: Bucket, key: str) -> dict[str, Any] | None:
         return json.loads(bucket.read(key))
     except NotFound:
         return None
+
+
+def scalar_metrics(data: Any) -> dict[str, Any]:
+    """The scalars of a job's metrics.json, fit to show and to record: a NaN or infinity
+    (which Python's json writes and reads) as its text, "nan" or "inf", so records and
+    `--json` output stay strict JSON; control characters in names and text spelled out."""
+    if not isinstance(data, dict):
+        return {}
+    scalars = {visible(str(k)): v for k, v in data.items() if isinstance(v, int | float | str | bool)}
+    return {
+        k: str(v) if isinstance(v, float) and not math.isfinite(v) else visible(v) if isinstance(v, str) else v
+        for k, v in scalars.items()
+    }
 
 
 def write_json(bucket: Bucket, key: str, data: dict[str, Any], *, immutable: bool = False) -> None:

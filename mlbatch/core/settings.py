@@ -16,13 +16,14 @@ from typing import Any
 
 from mlbatch.core.bucket import file_bucket_dir, file_bucket_uri
 from mlbatch.core.errors import BadInput
-from mlbatch.core.names import GCE_NAME
+from mlbatch.core.names import GCE_NAME, check_job_name
+from mlbatch.core.versions import parse_version
 
 PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators and the fake Compute API
-# Profiles allowed to talk to emulators and plain-http endpoints (DESIGN.md, "Profiles").
+# Profiles allowed to talk to emulators and plain-http endpoints (docs/architecture.md, "Settings").
 EMULATOR_PROFILES = ("local", "test")
 # Endpoints of emulated Google APIs: only the test profile may set them.
-TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint")
+TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint", "oslogin_endpoint")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 # A project id: 6-30 lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
@@ -40,6 +41,10 @@ SERVICE_ACCOUNT_FORMS = (
     "NAME@PROJECT.iam.gserviceaccount.com, PROJECT_NUMBER-compute@developer.gserviceaccount.com "
     "or PROJECT@appspot.gserviceaccount.com"
 )
+# An IAM principal named one by one (https://cloud.google.com/iam/docs/principal-identifiers):
+# never allUsers or allAuthenticatedUsers.
+_IAM_MEMBER = re.compile(r"^(user|serviceAccount|group):[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+TRIGGER_MAX_AGE_LIMIT = 7 * 24 * 3600  # Pub/Sub keeps an unacknowledged message 7 days by default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +54,9 @@ class Settings:
     state_dir: Path  # local state: registry data, bucket folder, instance work dirs
     bucket: str  # file:///abs/path or gs://name[/prefix]
     registry: str  # host[:port]/path where containers are pushed
-    base_image: str  # FROM of the VM image bake and of our containers
-    image_family: str
-    ca_bundle: Path | None  # extra CA bundle for images that fetch over TLS
+    base_image: str = "debian:bookworm-slim"  # FROM of the VM image bake and of our containers
+    image_family: str = "mlbatch"
+    ca_bundle: Path | None = None  # extra CA bundle for images that fetch over TLS
     # gcp only
     project: str = ""
     region: str = ""
@@ -76,12 +81,29 @@ class Settings:
     bake_machine_type: str = "e2-standard-2"
     internal_ip: bool = True  # the build VM gets no external IP; Packer connects to its internal address
     use_iap: bool = False  # or through an IAP tunnel (needs gcloud where Packer runs)
+    # OS Login (org policy compute.requireOsLogin makes VMs ignore ssh-keys metadata): the bake and
+    # the image test import their throw-away key into the caller's login profile instead.
+    os_login: bool = False
+    oslogin_endpoint: str = ""  # tests point this at tests/support/fake_oslogin.py
     ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
     price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
+    # The Pub/Sub Cloud Function (docs/architecture.md, "Triggers"): what a deployment trusts,
+    # carried in its env.yaml by `invoke schedule.export` and read per message.
+    trigger_jobs: tuple[str, ...] = ()  # jobs a message may start; none: every message is refused
+    trigger_version: str = "latest"  # "latest" (never a pre-release) or the one version it runs
+    trigger_max_age_seconds: int = 3600  # an older message (its publishTime) is acknowledged as stale
+    trigger_service_account: str = ""  # the function's own identity; never the runner's
+    trigger_invoker_service_account: str = ""  # the Eventarc trigger's identity: it may invoke the function only
+    trigger_publishers: tuple[str, ...] = ()  # IAM principals given roles/pubsub.publisher on the topic
 
     @property
     def is_local(self) -> bool:
         return self.profile == "local"
+
+
+# Every setting's default, from the Settings fields above (invoke.yaml restates some for its
+# readers; tests/unit/test_settings.py holds them to these).
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
 
 
 def _abs(root: Path, value: str) -> Path:
@@ -98,7 +120,9 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
     profiles = config.get("profiles") or {}
     values: Mapping[str, Any] = profiles.get(profile) or {}
 
-    def get(key: str, default: Any = "") -> Any:
+    def get(key: str) -> Any:
+        """The profile's value, else the Settings field's default (the one place defaults are written)."""
+        default = DEFAULTS.get(key, "")
         value = values.get(key, default)
         return default if value is None else value
 
@@ -111,43 +135,59 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         raise BadInput(
             f"invalid mlbatch.profiles.{profile}.bucket {bucket!r}: expected file:///path or gs://bucket-name[/prefix]"
         )
-    ca_bundle = get("ca_bundle", None)
+    ca_bundle = get("ca_bundle")
     settings = Settings(
         profile=profile,
         project_root=project_root,
         state_dir=state_dir,
         bucket=bucket,
         registry=str(get("registry")).rstrip("/"),
-        base_image=str(get("base_image", "debian:bookworm-slim")),
-        image_family=str(get("image_family", "mlbatch")),
+        base_image=str(get("base_image")),
+        image_family=str(get("image_family")),
         ca_bundle=_abs(project_root, str(ca_bundle)) if ca_bundle else None,
         project=str(get("project")),
         region=str(get("region")),
-        zones=tuple(get("zones", ()) or ()),
+        zones=tuple(get("zones") or ()),
         service_account=str(get("service_account")),
-        network=str(get("network", "default")),
+        network=str(get("network")),
         subnetwork=str(get("subnetwork")),
         network_project=str(get("network_project") or get("project")),
         compute_endpoint=str(get("compute_endpoint")),
         batch_endpoint=str(get("batch_endpoint")),
         resource_manager_endpoint=str(get("resource_manager_endpoint")),
         service_usage_endpoint=str(get("service_usage_endpoint")),
-        cloud_nat=get("cloud_nat", False),
+        cloud_nat=get("cloud_nat"),
         bake_zone=str(get("bake_zone")),
-        source_image_family=str(get("source_image_family", "debian-12")),
-        source_image_project=str(get("source_image_project", "debian-cloud")),
-        bake_machine_type=str(get("bake_machine_type", "e2-standard-2")),
-        internal_ip=get("internal_ip", True),
-        use_iap=get("use_iap", False),
-        ssh_port=get("ssh_port", 22),
-        price_table=_abs(project_root, str(get("price_table"))) if get("price_table", None) else None,
+        source_image_family=str(get("source_image_family")),
+        source_image_project=str(get("source_image_project")),
+        bake_machine_type=str(get("bake_machine_type")),
+        internal_ip=get("internal_ip"),
+        use_iap=get("use_iap"),
+        os_login=get("os_login"),
+        oslogin_endpoint=str(get("oslogin_endpoint")),
+        ssh_port=get("ssh_port"),
+        price_table=_abs(project_root, str(get("price_table"))) if get("price_table") else None,
+        trigger_jobs=_strings(get("trigger_jobs"), f"mlbatch.profiles.{profile}.trigger_jobs"),
+        trigger_version=str(get("trigger_version")),
+        trigger_max_age_seconds=get("trigger_max_age_seconds"),
+        trigger_service_account=str(get("trigger_service_account")),
+        trigger_invoker_service_account=str(get("trigger_invoker_service_account")),
+        trigger_publishers=_strings(get("trigger_publishers"), f"mlbatch.profiles.{profile}.trigger_publishers"),
     )
     _validate(settings, env)
     return settings
 
 
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    """A YAML list of strings (a bare string would become a tuple of its characters)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise BadInput(f"invalid {key} {value!r}: expected a list of strings, e.g. [train-digits]")
+    return tuple(value)
+
+
 def _validate(s: Settings, env: Mapping[str, str]) -> None:
     where = f"mlbatch.profiles.{s.profile}"
+    _validate_trigger(s, where)
     if not s.registry:
         raise BadInput(f"{where}.registry is empty: expected host[:port][/path], e.g. 127.0.0.1:5000")
     if not GCE_NAME.match(s.image_family):
@@ -200,9 +240,9 @@ def _validate_bake(s: Settings, where: str) -> None:
         raise BadInput(f"invalid {where}.bake_zone {s.bake_zone!r}: expected a zone of {s.region}, e.g. {s.region}-a, or null")
     for key in ("source_image_family", "source_image_project", "bake_machine_type"):
         if not GCE_NAME.match(getattr(s, key)):
-            example = {"source_image_family": "debian-12", "source_image_project": "debian-cloud"}.get(key, "e2-standard-2")
+            example = DEFAULTS[key]
             raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected a GCE name, e.g. {example}")
-    for key in ("internal_ip", "use_iap"):
+    for key in ("internal_ip", "use_iap", "os_login"):
         if not isinstance(getattr(s, key), bool):
             raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected true or false")
     if not (s.internal_ip or s.use_iap):
@@ -212,3 +252,42 @@ def _validate_bake(s: Settings, where: str) -> None:
         )
     if isinstance(s.ssh_port, bool) or not isinstance(s.ssh_port, int) or not 0 < s.ssh_port < 65536:
         raise BadInput(f"invalid {where}.ssh_port {s.ssh_port!r}: expected a TCP port, e.g. 22")
+
+
+def _validate_trigger(s: Settings, where: str) -> None:
+    """The Pub/Sub function's trust settings (every profile: the tests serve it on the local one)."""
+    for job in s.trigger_jobs:
+        try:
+            check_job_name(job)
+        except BadInput as exc:
+            raise BadInput(f"invalid {where}.trigger_jobs: {exc}") from None
+    if s.trigger_version != "latest":
+        try:
+            parse_version(s.trigger_version)
+        except BadInput as exc:
+            raise BadInput(f"invalid {where}.trigger_version: {exc}, or latest") from None
+    age = s.trigger_max_age_seconds
+    if isinstance(age, bool) or not isinstance(age, int) or not 60 <= age <= TRIGGER_MAX_AGE_LIMIT:
+        raise BadInput(
+            f"invalid {where}.trigger_max_age_seconds {age!r}: expected seconds from 60 to {TRIGGER_MAX_AGE_LIMIT}, e.g. 3600"
+        )
+    accounts = {"service_account": s.service_account}
+    for key in ("trigger_service_account", "trigger_invoker_service_account"):
+        value = getattr(s, key)
+        if not value:
+            continue
+        if not _SERVICE_ACCOUNT.match(value):
+            raise BadInput(f"invalid {where}.{key} {value!r}: expected {SERVICE_ACCOUNT_FORMS}, or null")
+        same = [other for other, account in accounts.items() if account == value]
+        if same:
+            raise BadInput(
+                f"invalid {where}.{key} {value!r}: it is also {same[0]}; each identity is an account of its own "
+                "(least privilege: the runner, the function and the trigger that invokes it)"
+            )
+        accounts[key] = value
+    for member in s.trigger_publishers:
+        if not _IAM_MEMBER.match(member):
+            raise BadInput(
+                f"invalid {where}.trigger_publishers entry {member!r}: expected a named principal, "
+                "e.g. serviceAccount:ci@my-ml-project.iam.gserviceaccount.com, user:... or group:..."
+            )

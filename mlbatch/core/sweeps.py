@@ -1,4 +1,4 @@
-"""Sweeps (DESIGN.md, "Sweeps"): one run, N tasks, each with its own params set.
+"""Sweeps (docs/architecture.md, "Sweeps"): one run, N tasks, each with its own params set.
 
 runs/<job>/<run_id>/spec.json              the run's spec plus every task's params and argv
 runs/<job>/<run_id>/tasks/<i>/log          task i's log, flushed while it runs (a retry's: tasks/<i>/attempts/<n>/log)

@@ -1,9 +1,17 @@
-"""Release versions: git tags of the form vMAJOR.MINOR.PATCH[-pre]."""
+"""Release versions: git tags of the form vMAJOR.MINOR.PATCH[-pre].
+
+The form is checked here (semver.org's grammar with a leading "v"); the order is semver's
+precedence as the `semver` library implements it (pre-releases before their release,
+numeric identifiers compared as numbers: rc.2 < rc.10).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+
+import semver
 
 from mlbatch.core.errors import BadInput
 
@@ -18,7 +26,8 @@ _SEMVER_TAG = re.compile(
 EXPECTED_FORM = "vMAJOR.MINOR.PATCH or vMAJOR.MINOR.PATCH-PRERELEASE, e.g. v1.4.0 or v1.4.0-rc.1"
 
 
-@dataclasses.dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclasses.dataclass(frozen=True)
 class Version:
     major: int
     minor: int
@@ -34,6 +43,15 @@ class Version:
         """The version as a GCE name fragment and label value: v1.4.0-rc.1 -> v1-4-0-rc-1."""
         return re.sub(r"[^a-z0-9]+", "-", self.tag.lower()).strip("-")
 
+    @property
+    def precedence(self) -> semver.Version:
+        return semver.Version(self.major, self.minor, self.patch, prerelease=self.pre or None)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
+        return self.precedence < other.precedence
+
     def __str__(self) -> str:
         return self.tag
 
@@ -45,7 +63,14 @@ def parse_version(text: str) -> Version:
     return Version(int(match["major"]), int(match["minor"]), int(match["patch"]), match["pre"] or "")
 
 
-def sort_key(tag: str) -> tuple:
-    """Order release tags as semver does: a pre-release sorts before its release."""
-    v = parse_version(tag)
-    return (v.major, v.minor, v.patch, v.pre == "", v.pre)
+def is_version(text: str) -> bool:
+    try:
+        parse_version(text)
+    except BadInput:
+        return False
+    return True
+
+
+def sort_key(tag: str) -> Version:
+    """Order release tags by semver precedence."""
+    return parse_version(tag)

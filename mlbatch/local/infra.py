@@ -23,14 +23,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from mlbatch.core import image_paths, labels
 from mlbatch.core.bucket import file_bucket_dir
 from mlbatch.core.errors import InfraError
-from mlbatch.core.names import MANAGED_LABEL, managed_labels
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
-CA_LABEL = "org.mlbatch.ca-bundle-sha256"
-CA_PATH = "/usr/local/share/mlbatch/ca-bundle.crt"
+CA_LABEL = labels.CA_BUNDLE_SHA256
+CA_PATH = image_paths.CA_BUNDLE
 _DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -155,7 +155,7 @@ def ensure_registry(settings: Settings, say: Say) -> None:
             name="mlbatch-registry",
             network_mode="host",
             environment={"REGISTRY_HTTP_ADDR": addr},
-            labels=managed_labels(),
+            labels=labels.checkout_labels(settings.state_dir),
             restart_policy={"Name": "always"},
         )
     _wait(f"registry {addr}", lambda: registry_running(settings.registry), 30, say)
@@ -275,15 +275,16 @@ def status(settings: Settings) -> dict[str, str]:
     if engine:
         client = docker_client()
         out[f"base image {settings.base_image}"] = "present" if _image_exists(client, settings.base_image) else "missing"
-        instances = client.containers.list(all=True, filters={"label": MANAGED_LABEL})
-        out["mlbatch containers"] = str(len(instances))
+        instances = client.containers.list(all=True, filters={"label": labels.checkout_filter(settings.state_dir)})
+        out["mlbatch containers of this checkout"] = str(len(instances))
     return out
 
 
 def down(settings: Settings, say: Say) -> None:
-    """Stop what `up` started and remove mlbatch's containers; data and images stay."""
+    """Stop what `up` started and remove this checkout's mlbatch containers (other checkouts
+    on the same engine keep theirs); data and images stay."""
     if engine_running():
-        for container in docker_client().containers.list(all=True, filters={"label": MANAGED_LABEL}):
+        for container in docker_client().containers.list(all=True, filters={"label": labels.checkout_filter(settings.state_dir)}):
             say(f"removing container {container.name}")
             container.remove(force=True)
     if _stop_pidfile(settings.state_dir / "registry" / "pid"):

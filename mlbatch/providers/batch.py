@@ -22,6 +22,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import batch_v1
 
+from mlbatch.core import image_paths
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import NotFound
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
@@ -34,7 +35,7 @@ from mlbatch.gcp.network import vpc
 
 PREEMPTED_EXIT_CODE = 50001  # what Batch reports for a task whose Spot VM was preempted
 JOB_EXIT_CODES = list(range(1, 256))  # the job's own codes and our reserved ones: fail, never retry
-AGENT = "/opt/mlbatch/venv/bin/mlbatch-agent"  # where the agent role installs it in the image
+AGENT = image_paths.AGENT  # where the agent role installs it in the image
 QUOTA_CODES = tuple(sorted(errors.QUOTA_REASONS))  # in a status event: Batch waits for quota that may never come
 GRANT = "grant the caller roles/batch.jobsEditor on the project and roles/iam.serviceAccountUser on the runner service account"
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")

@@ -330,7 +330,8 @@ class GceProvider:
         removes expired instances by. The caller deletes it with delete(name).
         """
         zone = self.zones[0]
-        metadata = {"ssh-keys": f"{ssh_user}:{public_key.strip()}", "block-project-ssh-keys": "true", "enable-oslogin": "FALSE"}
+        oslogin = "TRUE" if self.settings.os_login else "FALSE"  # TRUE: the key is in the caller's OS Login profile
+        metadata = {"ssh-keys": f"{ssh_user}:{public_key.strip()}", "block-project-ssh-keys": "true", "enable-oslogin": oslogin}
         body = compute_v1.Instance(
             name=name,
             machine_type=f"zones/{zone}/machineTypes/e2-small",

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbatch.core import labels
 from mlbatch.core.bucket import file_bucket_dir
-from mlbatch.core.names import MANAGED_LABEL
 from mlbatch.core.runs import InstanceSpec
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
@@ -74,7 +74,7 @@ class LocalProvider:
         bucket_dir = file_bucket_dir(request.spec.bucket)
         if bucket_dir is not None:
             volumes[str(bucket_dir)] = {"bind": str(bucket_dir), "mode": "rw"}
-        env = {"MLBATCH_INSTANCE_FILE": str(instance_file)}
+        env = {"MLBATCH_INSTANCE_FILE": str(instance_file), labels.STATE_DIR_ENV: str(self.settings.state_dir)}
         if os.environ.get("STORAGE_EMULATOR_HOST"):  # the local profile may use a GCS emulator
             env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
         self.client.containers.run(
@@ -84,7 +84,7 @@ class LocalProvider:
             network_mode="host",
             volumes=volumes,
             environment=env,
-            labels=request.labels,
+            labels={**request.labels, **labels.checkout_labels(self.settings.state_dir)},
             # A VM's agent deletes the VM; a detached local instance's container goes when its agent ends.
             auto_remove=request.detached,
         )
@@ -117,7 +117,7 @@ class LocalProvider:
             yield buffer
 
     def delete(self, name: str) -> None:
-        for container in self.client.containers.list(all=True, filters={"label": f"org.mlbatch.instance={name}"}):
+        for container in self.client.containers.list(all=True, filters={"label": f"{labels.INSTANCE}={name}"}):
             _remove(container)  # job containers the agent started
         container = self._get(name)
         if container is not None:
@@ -126,6 +126,7 @@ class LocalProvider:
 
     def list_ours(self) -> list[InstanceInfo]:
         out = []
-        for c in self.client.containers.list(all=True, filters={"label": [MANAGED_LABEL, "role=instance"]}):
+        scope = [*labels.checkout_filter(self.settings.state_dir), "role=instance"]  # not another checkout's
+        for c in self.client.containers.list(all=True, filters={"label": scope}):
             out.append(InstanceInfo(name=c.name, zone="local", state=_state(c), labels=c.labels))
         return out

@@ -14,15 +14,24 @@ import tempfile
 from collections import deque
 from pathlib import Path
 
-from mlbatch.core.errors import MlbatchError
+from mlbatch.core import labels
+from mlbatch.core.errors import BadInput, MlbatchError
 from mlbatch.core.manifest import VmImage
+from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
-# What goes into the image: a change to any of these means a new bake.
-BAKE_INPUTS = ("packer", "ansible", "mlbatch", "pyproject.toml")
-WHEEL_SOURCES = ("mlbatch", "pyproject.toml", "README.md")  # what `pip wheel` needs (the readme is its metadata)
+# The agent wheel carries the agent and the core it imports, nothing else of the package
+# (the agent depends only on core: tests/unit/test_imports.py), so a change to the
+# controller, the release flow or `runs.show` bakes no new image.
+AGENT_SOURCES = ("mlbatch/__init__.py", "mlbatch/agent", "mlbatch/core")
+# What `pip wheel` needs: the sources, pyproject.toml (entry point, dependencies) and the
+# readme (the wheel's long description: text in its metadata, not hashed).
+WHEEL_SOURCES = (*AGENT_SOURCES, "pyproject.toml", "README.md")
+# What goes into the image: the wheel's code and build, the Packer template, the Ansible roles.
+# A change to any of these means a new bake; to anything else, a reuse.
+BAKE_INPUTS = ("packer", "ansible", *AGENT_SOURCES, "pyproject.toml")
 LOCAL_IMAGE_REPOSITORY = "mlbatch-vm-image"
-INPUT_HASH_LABEL = "org.mlbatch.input-hash"
+INPUT_HASH_LABEL = labels.INPUT_HASH
 # The lines of a Packer + Ansible build worth showing as progress.
 _PROGRESS = re.compile(
     r"Provisioning with \w+|TASK \[[^\]]+\]|PLAY RECAP"
@@ -44,18 +53,90 @@ def input_hash(root: Path) -> str:
     return digest.hexdigest()
 
 
-def packer_version() -> tuple[int, int, int]:
-    out = subprocess.run(["packer", "version"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out)
+# Packer >= 1.7 reads packer/required_plugins.pkr.hcl, which pins the googlecompute plugin
+# exactly; CI installs this HashiCorp build (scripts/install-packer checks its published sha256).
+PLUGINS_FROM = (1, 7, 0)
+PINNED_PACKER = "1.15.4"
+SOURCE_DISK_BUG = "hashicorp/packer#11511"
+
+
+@dataclasses.dataclass(frozen=True)
+class PackerBuild:
+    version: tuple[int, int, int]
+    path: str
+    debian_package: str  # the version of Debian's `packer` package when it owns the binary (1.6.6+ds2-1+b1), else ""
+
+    @property
+    def text(self) -> str:
+        debian = f" (Debian's package {self.debian_package})" if self.debian_package else ""
+        return f"Packer {'.'.join(map(str, self.version))} at {self.path}{debian}"
+
+
+def parse_packer_version(out: str) -> tuple[int, int, int]:
+    """`packer version` prints `Packer v1.6.6` (and, when outdated, a line about the newest)."""
+    match = re.search(r"^Packer v(\d+)\.(\d+)\.(\d+)", out, re.M)
     if not match:
         raise MlbatchError(f"cannot read Packer's version from {out!r}")
     return int(match[1]), int(match[2]), int(match[3])
 
 
+def packer_version() -> tuple[int, int, int]:
+    return packer_build().version
+
+
+def packer_build() -> PackerBuild:
+    """The Packer on PATH: its version (`packer version`) and whether Debian's package installed it.
+
+    Debian's build prints the same `Packer v1.6.6` as HashiCorp's; dpkg tells them apart."""
+    path = shutil.which("packer")
+    if path is None:
+        raise BadInput(f"packer is not on PATH: install HashiCorp's Packer {PINNED_PACKER} (scripts/install-packer)")
+    out = subprocess.run([path, "version"], capture_output=True, text=True, check=True).stdout
+    return PackerBuild(parse_packer_version(out), path, _debian_package(path))
+
+
+def _debian_package(path: str) -> str:
+    """The version of Debian's `packer` package when it installed `path`, else ""."""
+    if not shutil.which("dpkg-query"):
+        return ""
+    owner = subprocess.run(["dpkg-query", "-S", os.path.realpath(path)], capture_output=True, text=True, check=False)
+    if owner.returncode != 0 or owner.stdout.split(":", 1)[0] != "packer":
+        return ""
+    query = ["dpkg-query", "-W", "-f", "${Version}", "packer"]
+    return subprocess.run(query, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def check_packer(settings: Settings, say: Say) -> None:
+    """Refuse, before any side effect, a Packer whose googlecompute builder cannot release to GCP.
+
+    Packer < 1.7 has the builder built in, unpinned; Debian's 1.6.6+ds build names the image's
+    source disk without `projects/`, which Compute Engine refuses (hashicorp/packer#11511). The
+    test profile's intercepting proxy repairs that one URL, so it may bake with it, and says so.
+    The local profile's docker source works with either."""
+    if settings.is_local:
+        return
+    build = packer_build()
+    if build.version >= PLUGINS_FROM:
+        return
+    if settings.profile == "test":
+        say(
+            f"{build.text}: allowed on the test profile only, whose intercepting proxy repairs its "
+            f"image insert's sourceDisk URL ({SOURCE_DISK_BUG})"
+        )
+        return
+    raise BadInput(
+        f"{build.text} cannot release to GCP: Packer before 1.7 cannot pin the googlecompute plugin "
+        f"(packer/required_plugins.pkr.hcl), and Debian's 1.6.6+ds build names the image's source disk "
+        f"without projects/, which Compute Engine refuses ({SOURCE_DISK_BUG}). "
+        f"Fix: install HashiCorp's Packer {PINNED_PACKER} with scripts/install-packer (checked against its "
+        "published sha256) and put its folder first on PATH; the bake runs `packer init packer/` for the pinned plugins"
+    )
+
+
 def packer_template(root: Path) -> list[str]:
     """Packer 1.6 reads the template file alone; later versions the folder with required_plugins."""
     packer_dir = root / "packer"
-    return [str(packer_dir / "mlbatch.pkr.hcl")] if packer_version() < (1, 7, 0) else [str(packer_dir)]
+    return [str(packer_dir / "mlbatch.pkr.hcl")] if packer_version() < PLUGINS_FROM else [str(packer_dir)]
 
 
 def build_wheel(root: Path, out_dir: Path) -> Path:
@@ -64,6 +145,7 @@ def build_wheel(root: Path, out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="mlbatch-wheel-") as tmp:
         source = Path(tmp)
         for name in WHEEL_SOURCES:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
             if (root / name).is_dir():
                 shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
@@ -102,11 +184,11 @@ class BakeRequest:
 
 def find_local_image(client, digest: str) -> VmImage | None:
     for image in client.images.list(filters={"label": f"{INPUT_HASH_LABEL}={digest}"}):
-        labels = image.labels or {}
-        name = labels.get("org.mlbatch.image-name", "")
+        found = image.labels or {}
+        name = found.get(labels.IMAGE_NAME, "")
         ref = f"{LOCAL_IMAGE_REPOSITORY}:{name}"
         if name and ref in image.tags:
-            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=labels.get("org.mlbatch.version", ""))
+            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=found.get(labels.VERSION, ""))
     return None
 
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
+from mlbatch.core import labels
+from mlbatch.core.catalog import container_names
 from mlbatch.core.errors import MlbatchError, PermissionDenied
 from mlbatch.core.manifest import Container
 from mlbatch.ui import Say
 
 # How a registry's refusal of the credentials reads in the engine's push errors.
 REFUSED = ("unauthorized", "denied", "authentication required", "no basic auth credentials")
-
-
-def container_names(containers_dir: Path) -> list[str]:
-    return sorted(p.parent.name for p in containers_dir.glob("*/Dockerfile"))
 
 
 def build_and_push(
@@ -36,7 +34,7 @@ def build_and_push(
 def _build(client, context: Path, tag: str, version: str, say: Say) -> None:
     tail: deque[str] = deque(maxlen=25)  # kept for the error message
     for chunk in client.api.build(
-        path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={"org.mlbatch.version": version}
+        path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={labels.VERSION: version}
     ):
         if "error" in chunk:
             raise MlbatchError(f"docker build of {tag} failed: {chunk['error'].strip()}\n" + "".join(tail))

@@ -17,13 +17,13 @@ from pathlib import Path
 from mlbatch.core import bundle
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import Bucket, open_bucket
-from mlbatch.core.catalog import parse_catalog
+from mlbatch.core.catalog import checkout_catalog
 from mlbatch.core.errors import AlreadyExists, MlbatchError, PermissionDenied, StepFailed
 from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
-from mlbatch.release import bake, containers
+from mlbatch.release import bake
 from mlbatch.release.targets import ReleaseTarget, get_target
 from mlbatch.ui import Steps, say, spinner
 
@@ -39,12 +39,11 @@ def git_sha(root: Path) -> str:
 
 
 def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, dict]:
-    """Everything that can be refused before a side effect: version, catalog, not yet released."""
+    """Everything that can be refused before a side effect: version, Packer, catalog, not yet released."""
     version = parse_version(version_text).tag
+    bake.check_packer(settings, say)
     root = settings.project_root
-    catalog = parse_catalog(
-        (root / "batch_code" / "jobs.yaml").read_text(), containers=set(containers.container_names(root / "containers"))
-    )
+    catalog = checkout_catalog(root)
     bundle.collect(root / "batch_code")  # a link leaving batch_code/ refuses the release here, before any side effect
     bucket = open_bucket(settings.bucket)
     if bucket.exists(manifests.manifest_key(version)):

@@ -154,8 +154,8 @@ def packer_variables(settings: Settings, request: BakeRequest, containers: dict[
         "network": vpc(settings).network,
         "subnetwork": vpc(settings).subnetwork,
         "service_account_email": settings.service_account,
-        "use_internal_ip": json.dumps(settings.internal_ip),
-        "use_iap": json.dumps(settings.use_iap),
+        "use_iap": json.dumps(settings.use_iap),  # false: the build VM's internal address (the template says why)
+        "use_os_login": json.dumps(settings.os_login),
         "ssh_port": str(settings.ssh_port),
         "prepull_images": json.dumps(sorted(c.ref for c in containers.values())),
     }

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlbatch.core import labels
 from mlbatch.core.errors import MlbatchError
-from mlbatch.core.names import managed_labels
 
 
 def run_suite(root: Path, hosts: str, args: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -29,14 +29,14 @@ def failed_checks(output: str) -> list[str]:
     return re.findall(r"^(?:FAILED|ERROR) \S+::(\S+)", output, flags=re.MULTILINE)
 
 
-def test_local_image(client, root: Path, image_ref: str, version: str) -> None:
+def test_local_image(client, root: Path, image_ref: str, version: str, container_labels: dict[str, str]) -> None:
     """Start the image with a no-op entry point and run testinfra over docker://."""
     container = client.containers.run(
         image_ref,
         entrypoint=["/bin/sleep", "infinity"],
         detach=True,
         auto_remove=False,
-        labels=managed_labels() | {"org.mlbatch.role": "image-test"},
+        labels=container_labels | {labels.ROLE: "image-test"},
     )
     try:
         result = run_suite(root, f"docker://{container.id}", [f"--mlbatch-version={version}", "-m", "not vm"])

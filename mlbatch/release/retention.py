@@ -1,8 +1,10 @@
 """Which baked images the releases still name, and retiring the rest (`invoke images`, `images.prune`).
 
 An image is kept when a manifest of one of the last N releases names it: a run of any of
-those releases must still boot. Everything else baked by mlbatch is retired: deprecated
-(so nothing new boots from it) and then deleted. A dry run by default.
+those releases must still boot. Pre-releases do not count among the N (or `latest` could
+lose its image to a run of release candidates); those newer than the newest release are
+kept. Everything else baked by mlbatch is retired: deprecated (so nothing new boots from
+it) and then deleted. A dry run by default.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ def _age_hours(image: BakedImage, now: dt.datetime) -> float:
     return (now - (created if created.tzinfo else created.replace(tzinfo=dt.UTC))).total_seconds() / 3600
 
 
+def kept_releases(versions: list[str], keep: int) -> list[str]:
+    """The last `keep` releases (pre-releases do not count, so the one `--version latest`
+    resolves to is always among them) and every pre-release newer than the newest release
+    (the next release's candidates, which runs may name)."""
+    released = manifests.releases_only(versions)
+    newer = versions[versions.index(released[-1]) + 1 :] if released else versions
+    return released[-keep:] + newer
+
+
 def prune_plan(
     target: ReleaseTarget, bucket: Bucket, keep: int, min_age_hours: float
 ) -> tuple[list[tuple[ImageUse, str]], list[ImageUse]]:
@@ -44,7 +55,7 @@ def prune_plan(
         raise BadInput(f"invalid --keep {keep}: expected at least 1 (the newest release must stay runnable)")
     if min_age_hours < 0:
         raise BadInput(f"invalid --min-age-hours {min_age_hours}: expected 0 or more")
-    kept_versions = set(manifests.list_versions(bucket)[-keep:])
+    kept_versions = set(kept_releases(manifests.list_versions(bucket), keep))
     now = dt.datetime.now(dt.UTC)
     kept, retire = [], []
     for use in image_uses(target, bucket):

@@ -8,10 +8,11 @@ an error, Ctrl-C or SIGTERM). The release host must reach the VM's internal IP o
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mlbatch.core.cancel import cancel_on_signals
@@ -51,15 +52,42 @@ def new_key(directory: Path) -> Path:
 
 
 def run_vm_suite(
-    root: Path, address: str, key: Path, directory: Path, version: str, prepulled: Sequence[str], port: int = 22
+    root: Path,
+    address: str,
+    key: Path,
+    directory: Path,
+    version: str,
+    prepulled: Sequence[str],
+    port: int = 22,
+    user: str = SSH_USER,
 ) -> list[str]:
     """The whole suite, `vm` checks included, over ssh://; returns the failed checks ([] if all passed)."""
     args = [f"--ssh-config={ssh_config(directory, key)}", f"--mlbatch-version={version}"]
     args += [f"--mlbatch-prepulled={ref}" for ref in prepulled]
-    result = run_suite(root, f"ssh://{SSH_USER}@{address}:{port}", args, timeout=SUITE_TIMEOUT)
+    result = run_suite(root, f"ssh://{user}@{address}:{port}", args, timeout=SUITE_TIMEOUT)
     if result.returncode == 0:
         return []
     return failed_checks(result.stdout) or [f"the test run itself (exit {result.returncode}): {result.stdout[-1500:]}"]
+
+
+@contextlib.contextmanager
+def login(settings: Settings, public_key: str, say: Say) -> Iterator[str]:
+    """The user the test logs in as: SSH_USER by ssh-keys metadata, or with `os_login` (org policy
+    compute.requireOsLogin: metadata keys are ignored) the release identity's OS Login user,
+    its key imported for the test and deleted after it."""
+    if not settings.os_login:
+        yield SSH_USER
+        return
+    from mlbatch.release import adc, oslogin
+
+    credentials = adc.credentials()
+    account = adc.principal(credentials)
+    user, fingerprint = oslogin.import_key(settings, credentials, account, public_key)
+    say(f"image test: OS Login as {user} ({account}), key {fingerprint[:12]}… imported")
+    try:
+        yield user
+    finally:
+        oslogin.delete_key(settings, credentials, account, fingerprint)
 
 
 def test_image_on_vm(settings: Settings, root: Path, image: VmImage, say: Say, prepulled: Sequence[str] = ()) -> None:
@@ -71,14 +99,16 @@ def test_image_on_vm(settings: Settings, root: Path, image: VmImage, say: Say, p
     with tempfile.TemporaryDirectory(prefix="mlbatch-vmtest-") as tmp, cancel_on_signals():
         directory = Path(tmp)
         key = new_key(directory)
-        try:
-            say(f"image test: creating VM {name} from {image.name}")
-            address = provider.create_test_vm(name, image.ref, SSH_USER, key.with_suffix(".pub").read_text())
-            say(f"image test: running tests/image on {name} ({address}) over ssh")
-            failed = run_vm_suite(root, address, key, directory, image.baked_by_version, prepulled)
-        finally:
-            say(f"image test: deleting VM {name}")
-            provider.delete(name)
+        public_key = key.with_suffix(".pub").read_text()
+        with login(settings, public_key, say) as user:
+            try:
+                say(f"image test: creating VM {name} from {image.name}")
+                address = provider.create_test_vm(name, image.ref, user, public_key)
+                say(f"image test: running tests/image on {name} ({address}) over ssh as {user}")
+                failed = run_vm_suite(root, address, key, directory, image.baked_by_version, prepulled, user=user)
+            finally:
+                say(f"image test: deleting VM {name}")
+                provider.delete(name)
     if failed:
         raise MlbatchError(
             f"image {image.name} failed its checks on a VM: {', '.join(failed)} "

@@ -26,6 +26,7 @@ from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, BadRecord, CapacityError, ExitCode, MlbatchError
 from mlbatch.core.manifest import Manifest
 from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
+from mlbatch.core.text import visible
 from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
 from mlbatch.run import overlap
@@ -383,8 +384,8 @@ class Controller:
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
                 console.line(line)
-                if runs.AGENT_FAILED_MARKER in line:
-                    markers.append(line)
+                if runs.AGENT_FAILED_MARKER in line:  # a job can print one too: kept as it is shown
+                    markers.append(visible(line))
 
     def _final(self, spec: runs.RunSpec, status: str, attempt: int, message: str) -> runs.ResultRecord:
         """Record how the run ended when the agent could not; the first record written wins."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.run.controller import RunOutcome
+from mlbatch.run.metrics import read_metrics
 from mlbatch.ui import console
 
 
@@ -15,9 +14,8 @@ def show_metrics(bucket: Bucket, outcome: RunOutcome) -> dict | None:
     console.print(f"results: {bucket.url(prefix)}", markup=False)
     for key in bucket.list(prefix):
         console.print(f"  {bucket.url(key)}", markup=False)
-    metrics_key = f"{prefix}/metrics.json"
-    if not bucket.exists(metrics_key):
+    metrics = read_metrics(bucket, prefix)
+    if not metrics:
         return None
-    metrics = json.loads(bucket.read(metrics_key))
     console.print("metrics: " + ", ".join(f"{k}={v}" for k, v in metrics.items()), markup=False)
     return metrics

@@ -5,21 +5,44 @@ queue to a printer thread; when the terminal falls behind, lines are skipped, co
 the count is said. Very long lines are cut for the terminal. Reading the bucket log back
 (the end a self-deleted VM's console missed; a second trigger following a run) goes by
 byte ranges, so memory stays bounded by the chunk size, not the log size.
+
+Job output is shown, never obeyed: a job's escape sequences (a window title, a cleared
+screen, a line overwritten by CR, a bell) would act on the operator's terminal, so every
+control character but TAB is made visible (`mlbatch.core.text.visible`, as `cat -v` shows
+them). The bucket log keeps the bytes the job wrote.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
+from typing import TextIO
 
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import MlbatchError
+from mlbatch.core.text import visible
 from mlbatch.ui import Say
 
 QUEUE_LINES = 2000  # lines waiting for the terminal before the echo starts skipping
 MAX_LINE = 4096  # characters of one line shown; the rest is counted
 READ_CHUNK = 4 * 1024 * 1024  # bytes of the bucket log read at a time
 TAIL_BYTES = 1024 * 1024  # how far back the end of a log is searched for the last line shown
+
+
+def show_log(data: bytes, out: TextIO | None = None) -> None:
+    """`invoke logs`: on a terminal, the log as the echo shows it (control characters made
+    visible); into a file or a pipe, its exact bytes, so `invoke logs RUN > run.log` is a
+    copy of the record (escape sequences and bytes that are not UTF-8 included)."""
+    out = out or sys.stdout
+    binary = getattr(out, "buffer", None)
+    if out.isatty() or binary is None:  # a text-only stream (no bytes under it) gets the text too
+        out.write(visible(data.decode(errors="replace")))
+        out.flush()
+    else:
+        out.flush()
+        binary.write(data)
+        binary.flush()
 
 
 def _cut(line: str) -> str:
@@ -37,8 +60,8 @@ class BoundedEcho:
         self._thread.start()
 
     def line(self, text: str) -> None:
-        text = _cut(text)
-        self.last = text
+        self.last = _cut(text)  # as the bucket log has it, to find the place there
+        text = _cut(visible(text))
         with self._lock:
             try:
                 if self._skipped:  # the gap is said where it is, before the next line shown
@@ -69,9 +92,11 @@ def echo_log_after(bucket: Bucket, key: str, last_shown: str, echo: BoundedEcho)
     try:
         size = bucket.size(key)
         start = max(0, size - TAIL_BYTES)
-        tail = bucket.read(key, start=start).decode(errors="replace").splitlines()
+        tail = bucket.read(key, start=start).decode(errors="replace").split("\n")
     except MlbatchError:
         return
+    if tail[-1] == "":
+        tail.pop()  # the log ends with a newline; only LF ends a line, as on the console
     if start:
         tail = tail[1:]  # the first line of a range is probably cut
     index = len(tail) - tail[::-1].index(last_shown) if last_shown in tail else 0

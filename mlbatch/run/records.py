@@ -40,18 +40,24 @@ def list_runs(bucket: Bucket, job: str | None = None) -> list[RunRow]:
     return rows
 
 
-def read_logs(bucket: Bucket, run_id: str) -> str:
+def log_parts(bucket: Bucket, run_id: str) -> list[tuple[str, str]]:
+    """(heading, key) of every log of the run, in order: attempts, then a sweep's tasks attempt by attempt."""
     if not bucket.exists(runs.spec_key(run_id)):
         raise NotFound(f"run {run_id} does not exist in {bucket.uri} (see `invoke runs`)")
-    parts = []
-    for key in runs.attempt_log_keys(bucket, run_id):
-        parts.append(f"===== attempt {key.split('/')[-2]} =====\n")
-        parts.append(bucket.read(key).decode(errors="replace"))
+    parts = [(f"===== attempt {key.split('/')[-2]} =====\n", key) for key in runs.attempt_log_keys(bucket, run_id)]
     for key in sweeps.task_log_keys(bucket, run_id):  # a sweep: each task's log, attempt by attempt
         task = key.split("/tasks/", 1)[1].split("/")
-        parts.append(f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n")
-        parts.append(bucket.read(key).decode(errors="replace"))
-    return "".join(parts)
+        parts.append((f"===== task {task[0]}" + (f" attempt {task[2]}" if len(task) == 4 else "") + " =====\n", key))
+    return parts
+
+
+def read_log_bytes(bucket: Bucket, run_id: str) -> bytes:
+    """Every log of the run as the job wrote it, each after a `===== attempt N =====` line."""
+    return b"".join(heading.encode() + bucket.read(key) for heading, key in log_parts(bucket, run_id))
+
+
+def read_logs(bucket: Bucket, run_id: str) -> str:
+    return read_log_bytes(bucket, run_id).decode(errors="replace")
 
 
 def collect_garbage(provider: Provider, dry_run: bool, now: float | None = None) -> list[tuple[str, str]]:

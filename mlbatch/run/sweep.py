@@ -10,9 +10,7 @@ sweep otherwise (cancelled, quota, ...).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +21,7 @@ from mlbatch.core.catalog import Job, parse_params
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError
 from mlbatch.core.names import new_run_id
 from mlbatch.core.sweeps import TaskRecord
+from mlbatch.run import metrics
 from mlbatch.run.controller import (
     BOOT_MARGIN,
     Cancelled,
@@ -33,6 +32,7 @@ from mlbatch.run.controller import (
     _cancel_on_signals,
     prepare,
 )
+from mlbatch.run.ranking import rank, summary_csv
 from mlbatch.ui import Say
 
 DEFAULT_PARALLELISM = 4
@@ -107,11 +107,6 @@ def prepare_sweep(bucket: Bucket, request: SweepRequest) -> PreparedSweep:
 
 def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
-
-
-def swept_names(tasks: list[dict[str, Any]]) -> list[str]:
-    """The params that differ between tasks: the columns worth showing."""
-    return [k for k in tasks[0] if len({repr(t[k]) for t in tasks}) > 1] if tasks else []
 
 
 def deadline_seconds(sweep: PreparedSweep) -> int:
@@ -230,59 +225,7 @@ def read_task_attempt(bucket: Bucket, run_id: str, task: int) -> runs.AttemptRec
 
 def read_metrics(bucket: Bucket, run_id: str, index: int) -> dict[str, Any]:
     """The scalars of the task's results/metrics.json; nothing when it wrote none (or not JSON)."""
-    try:
-        data = runs.read_json(bucket, sweeps.task_key(run_id, index, "results/metrics.json"))
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
-
-
-def rank(outcomes: list[TaskRecord], job: Job) -> list[TaskRecord]:
-    """Best first by the catalog's metric: succeeded tasks with the metric, then the others by index."""
-
-    def key(o: TaskRecord) -> tuple[int, float, int]:
-        value = o.metrics.get(job.metric) if job.metric else None
-        if o.status != runs.SUCCEEDED or isinstance(value, bool) or not isinstance(value, int | float):
-            return (1, 0.0, o.index)
-        return (0, -float(value) if job.metric_goal == "max" else float(value), o.index)
-
-    return sorted(outcomes, key=key)
-
-
-def _columns(outcomes: list[TaskRecord]) -> tuple[list[str], list[str]]:
-    params = list(outcomes[0].params) if outcomes else []
-    metrics: list[str] = []
-    for o in outcomes:
-        metrics += [m for m in o.metrics if m not in metrics]
-    return params, metrics
-
-
-def summary_csv(ranked: list[TaskRecord]) -> str:
-    params, metrics = _columns(ranked)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", "task", *params, "status", "exit_code", "attempts", *metrics])
-    for rank_, o in enumerate(ranked, 1):
-        row = [rank_, o.index, *(o.params[p] for p in params), o.status, o.exit_code, o.attempts]
-        writer.writerow(row + [o.metrics.get(m, "") for m in metrics])
-    return out.getvalue()
-
-
-def summary_table(ranked: list[TaskRecord], title: str):
-    """params -> status -> metrics, best first: only the params that vary, all the metrics."""
-    from rich.table import Table
-
-    params = swept_names([o.params for o in ranked]) or list(ranked[0].params if ranked else [])
-    _, metrics = _columns(ranked)
-    table = Table(title=title, title_justify="left")
-    for column in ["#", "task", *params, "status", "exit", *metrics]:
-        table.add_column(column, justify="left" if column == "status" else "right")
-    for rank_, o in enumerate(ranked, 1):
-        cells = [str(rank_), str(o.index), *(str(o.params[p]) for p in params), o.status, str(o.exit_code)]
-        table.add_row(*cells, *(str(o.metrics.get(m, "")) for m in metrics))
-    return table
+    return metrics.read_metrics(bucket, sweeps.task_key(run_id, index, "results"))
 
 
 def sweep_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

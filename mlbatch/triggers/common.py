@@ -6,10 +6,9 @@ from collections.abc import Mapping
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
-from mlbatch.core.catalog import Job, parse_catalog
+from mlbatch.core.catalog import Job, checkout_catalog
 from mlbatch.core.errors import BadInput
 from mlbatch.core.settings import Settings
-from mlbatch.release.containers import container_names
 
 
 def load_catalog(settings: Settings, version: str | None = None) -> dict[str, Job]:
@@ -17,8 +16,7 @@ def load_catalog(settings: Settings, version: str | None = None) -> dict[str, Jo
     if version:
         bucket = open_bucket(settings.bucket)
         return manifests.load(bucket, manifests.resolve_version(bucket, version)).jobs
-    root = settings.project_root
-    return parse_catalog((root / "batch_code" / "jobs.yaml").read_text(), containers=set(container_names(root / "containers")))
+    return checkout_catalog(settings.project_root)
 
 
 def pick_job(catalog: Mapping[str, Job], name: str) -> Job:

@@ -1,29 +1,29 @@
 """The Cloud Function: Cloud Scheduler -> Pub/Sub -> here -> a detached run.
 
-Deployed with `gcloud functions deploy ... --entry-point pubsub_trigger` (see
-`invoke schedule.export`); run locally with Google's functions-framework:
+`invoke schedule.export` writes its source folder (main.py importing `pubsub_trigger` from
+here, this package vendored beside it, requirements.txt) and env.yaml (the profile's
+settings, one MLBATCH_SETTINGS_* variable each); see mlbatch.triggers.deploy. Deployed with
+`gcloud functions deploy ... --source DIR/source --env-vars-file DIR/env.yaml --entry-point
+pubsub_trigger`; run locally from that folder with Google's functions-framework:
 
-    functions-framework --source mlbatch/triggers/function.py --target pubsub_trigger \
-        --signature-type cloudevent --port 8080
+    cd DIR/source && functions-framework --target pubsub_trigger --signature-type cloudevent --port 8080
 
-Settings come from the project's invoke.yaml and INVOKE_MLBATCH_* variables, as for invoke;
-MLBATCH_PROJECT_ROOT names the project folder when it is not this file's checkout.
+Nothing is read at import: settings are read per message, inside the handler, so a bad
+setting refuses (and acknowledges) the message instead of failing every cold start.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import functions_framework
 
-# functions-framework loads this file by path; make the checkout importable as a package.
-_CHECKOUT = Path(__file__).resolve().parents[2]
-if str(_CHECKOUT) not in sys.path:
-    sys.path.insert(0, str(_CHECKOUT))
+from mlbatch.triggers.deploy import settings_from_environment
+from mlbatch.triggers.pubsub import handle
 
-from mlbatch.triggers.pubsub import handle, settings_from_environment  # noqa: E402
+# The function's folder: main.py and the vendored package (parents: triggers, mlbatch, the folder).
+SOURCE = Path(__file__).resolve().parents[2]
 
 
 def _log(message: str) -> None:
@@ -32,5 +32,4 @@ def _log(message: str) -> None:
 
 @functions_framework.cloud_event
 def pubsub_trigger(cloud_event) -> None:
-    root = Path(os.environ.get("MLBATCH_PROJECT_ROOT") or _CHECKOUT)
-    handle(cloud_event.data, settings_from_environment(root), _log)
+    handle(cloud_event.data, lambda: settings_from_environment(os.environ, SOURCE), _log)

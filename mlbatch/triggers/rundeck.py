@@ -3,13 +3,18 @@
 Each job's options are its params (defaults, patterns, choices) plus `version`; its one
 step calls `invoke run-batch` with `--idempotency-key ${job.execid}`, so a Rundeck retry
 of an execution never starts a second run. Option values reach the command through
-Rundeck's `${option.NAME}` substitution inside single quotes, and each option's regex
-(enforced by Rundeck before the step runs) refuses a quote, so no value is ever read by
-a shell as anything but one argument; run-batch then validates it against the catalog.
+Rundeck's `${option.NAME}` substitution inside single quotes. Rundeck checks a value
+against its option's regex (the whole value, Java's `matches()`) before the step runs; each
+regex here starts with a guard that refuses a single quote and every control character
+anywhere in the value, whatever the param's own pattern admits, so no value is ever read by
+a shell as anything but one argument. Options Rundeck does not check by regex (choices,
+enforced) and defaults are checked here, at export. run-batch then validates the value
+against the catalog.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import uuid
 from collections.abc import Mapping
@@ -20,17 +25,42 @@ import yaml
 
 from mlbatch.core.catalog import Job, Param
 from mlbatch.core.errors import MEANINGS, BadInput
+from mlbatch.core.text import CONTROL_CHARACTERS
 
 GROUP = "mlbatch"
 # Rundeck option regexes are Java regexes; these forms mean the same in Python and Java.
 TYPE_PATTERNS = {"int": r"-?[0-9]+", "float": r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?", "bool": r"true|false"}
-NO_QUOTE = r"(?!.*')"  # a lookahead: the value holds no single quote (it is single-quoted in the command)
+# What no value may hold: the single quote (values are single-quoted in the step) and control
+# characters (C0 with CR and LF, DEL, C1, and the line separators Java's regex ends lines at).
+# `[\s\S]` is any character in Java and Python alike, so the lookahead spans the whole value:
+# the old guard `(?!.*')` stopped at the first line end (`.` does not cross it), and a
+# pattern admitting a newline let "x\n'; cmd" out of its quotes.
+UNQUOTABLE = "'" + CONTROL_CHARACTERS + r"\u2028\u2029"  # the body of a character class
+GUARD = rf"(?![\s\S]*[{UNQUOTABLE}])"
 VERSION_PATTERN = r"latest|v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?"  # run-batch checks the exact form
 
 
+def guarded(pattern: str) -> str:
+    """An option regex: the guard, then the pattern over the whole value."""
+    return f"^{GUARD}(?:{pattern})$"
+
+
 def option_regex(param: Param) -> str:
-    inner = param.pattern if param.type == "str" else TYPE_PATTERNS[param.type]
-    return f"^{NO_QUOTE}(?:{inner})$"
+    regex = guarded(param.pattern if param.type == "str" else TYPE_PATTERNS[param.type])
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise BadInput(f"param {param.name}: pattern {param.pattern!r} cannot be exported as an option regex: {exc}") from None
+    return regex
+
+
+def _quotable(param: Param, what: str, value: str) -> str:
+    if re.search(f"[{UNQUOTABLE}]", value):
+        raise BadInput(
+            f"param {param.name}: {what} {value!r} cannot be passed through Rundeck: "
+            "expected a value with no single quote and no control character (the step single-quotes it)"
+        )
+    return value
 
 
 def _default(value: Any) -> str:
@@ -45,9 +75,10 @@ def _option(param: Param) -> dict[str, Any]:
         "regex": option_regex(param),
     }
     if param.default is not None:
-        option["value"] = _default(param.default)
+        option["value"] = _quotable(param, "default", _default(param.default))
     if param.choices or param.type == "bool":
-        option["values"] = [_default(c) for c in param.choices] if param.choices else ["true", "false"]
+        choices = [_quotable(param, "choice", _default(c)) for c in param.choices]
+        option["values"] = choices or ["true", "false"]
         option["enforced"] = True
     return option
 
@@ -94,7 +125,7 @@ def job_definition(job: Job, project_dir: Path, invoke: str = "invoke") -> dict[
                 "description": "release to run: vX.Y.Z, or latest (the newest that is not a pre-release)",
                 "required": True,
                 "value": "latest",
-                "regex": f"^{NO_QUOTE}(?:{VERSION_PATTERN})$",
+                "regex": guarded(VERSION_PATTERN),
             },
             *(_option(p) for p in job.params),
         ],

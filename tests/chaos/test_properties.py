@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import FileBucket
-from mlbatch.core.bundle import make_bundle
+from mlbatch.core.bundle import build_bundle
 from mlbatch.core.errors import BadInput, ExitCode, MlbatchError
 from mlbatch.core.names import GCE_NAME, LABEL_KEY, LABEL_VALUE, check_job_name, check_labels, instance_name, new_run_id
 from mlbatch.core.versions import parse_version
@@ -177,7 +177,7 @@ def test_bundle_paths(tally, tmp_path_factory, files, links):
         else:
             escaping.append(link.name)
     try:
-        data = make_bundle(root)
+        data = build_bundle(root).data
     except BadInput as exc:
         tally["bad_inputs_tried"] += 1
         assert escaping and any(name in str(exc) for name in escaping), str(exc)

@@ -2,8 +2,10 @@
 
 import pytest
 
-AGENT = "/opt/mlbatch/venv/bin/mlbatch-agent"
-VENV_PYTHON = "/opt/mlbatch/venv/bin/python"
+from mlbatch.core import image_paths
+
+AGENT = image_paths.AGENT
+VENV_PYTHON = f"{image_paths.AGENT_VENV}/bin/python"
 
 
 def test_provenance_names_the_release(host, expected_version):
@@ -38,7 +40,7 @@ def test_agent_does_not_import_the_compute_client(host):
     assert result.stdout.strip() == "False"
 
 
-CA_BUNDLE = "/usr/local/share/mlbatch/ca-bundle.crt"
+CA_BUNDLE = image_paths.CA_BUNDLE
 
 
 @pytest.mark.vm

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mlbatch.core import labels
 from mlbatch.core.errors import ExitCode, MlbatchError
 from mlbatch.core.manifest import VmImage
 from mlbatch.core.settings import load_settings
@@ -157,7 +158,7 @@ def _left(fake) -> list[str]:
     """Instances of this fake still there, and containers still standing for any instance it made."""
     containers = []
     for body in fake.insert_bodies():
-        label = f"label=org.mlbatch.instance={body['name']}"
+        label = f"label={labels.INSTANCE}={body['name']}"
         containers += subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True).stdout.split()
     return [name for _, name in fake.instances] + containers
 

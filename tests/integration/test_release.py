@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from mlbatch.core import labels
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import AlreadyExists, BadInput, ExitCode
@@ -40,7 +41,7 @@ def test_release_pins_everything(released):
     registry_data = docker_client().images.get_registry_data(f"{trainer.repository}:{manifest.version}")
     assert registry_data.id == trainer.digest
     assert len(manifest.code.sha256) == 64
-    assert docker_client().images.get(manifest.vm_image.ref).labels["org.mlbatch.input-hash"] == manifest.vm_image.input_hash
+    assert docker_client().images.get(manifest.vm_image.ref).labels[labels.INPUT_HASH] == manifest.vm_image.input_hash
     assert "train-digits" in manifest.jobs
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mlbatch.core import runs
+from mlbatch.core import labels, runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import BadInput, ExitCode, NotFound
 from mlbatch.local.infra import docker_client
@@ -39,7 +39,9 @@ def controller(settings, lines=None):
 
 
 def instances(run_id=None):
-    filters = {"label": ["managed-by=mlbatch"] + ([f"run-id={run_id}"] if run_id else [])}
+    filters = {
+        "label": labels.checkout_filter(make_settings("file:///unused").state_dir) + ([f"run-id={run_id}"] if run_id else [])
+    }
     return docker_client().containers.list(all=True, filters=filters)
 
 
@@ -188,7 +190,7 @@ def test_gc_removes_only_our_expired_or_orphaned_instances(env):
     settings, _ = env
     client = docker_client()
     image = "debian:bookworm-slim"
-    ours = {"managed-by": "mlbatch", "role": "instance"}
+    ours = {**labels.checkout_labels(settings.state_dir), "role": "instance"}
     expired = client.containers.run(
         image, ["sleep", "300"], detach=True, name="mlb-gc-expired", labels={**ours, "expiry": str(int(time.time()) - 10)}
     )

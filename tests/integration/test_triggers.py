@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -23,6 +25,7 @@ from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
 from mlbatch.release.flow import release
+from mlbatch.triggers import deploy
 from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
 from tests.integration.helpers import ROOT, cli_env, invoke
@@ -135,34 +138,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def function(env, tmp_path):
-    """functions-framework serving mlbatch.triggers.function.pubsub_trigger on loopback."""
-    settings, _ = env
+@contextlib.contextmanager
+def serving(functions_framework: Path, argv: list[str], cwd: Path, env: dict[str, str], log: Path):
+    """functions-framework on a loopback port of its own, `pubsub_trigger` as a CloudEvent function; yields its URL."""
     port = _free_port()
-    log = tmp_path / "function.log"
+    command = [str(functions_framework), *argv, "--target", "pubsub_trigger", "--signature-type", "cloudevent"]
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "functions-framework"),
-                "--source",
-                str(ROOT / "mlbatch" / "triggers" / "function.py"),
-                "--target",
-                "pubsub_trigger",
-                "--signature-type",
-                "cloudevent",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],  # fmt: skip
-            cwd=ROOT,
-            env=cli_env(settings.bucket),
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [*command, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        url = f"http://127.0.0.1:{port}/"
 
         def listening():
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -171,23 +156,38 @@ def function(env, tmp_path):
             return False
 
         wait_for(listening, timeout=60, what="functions-framework to listen")
-        yield url, log
+        yield f"http://127.0.0.1:{port}/"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def publish(url: str, message_id: str, body: bytes) -> int:
-    """POST what Pub/Sub's push to a Cloud Function sends: a messagePublished CloudEvent."""
+@pytest.fixture
+def function(env, tmp_path):
+    """functions-framework serving mlbatch.triggers.function.pubsub_trigger on loopback, on the local profile
+    (the export's folder, on the test profile, is tests/integration/test_function_deploy.py)."""
+    settings, _ = env
+    log = tmp_path / "function.log"
+    source = ["--source", str(ROOT / "mlbatch" / "triggers" / "function.py")]
+    deployed = dataclasses.replace(settings, trigger_jobs=("sleep",))  # the deployment allows sleep
+    environment = {**os.environ, **deploy.environment(deployed)}  # the settings as the export's env.yaml carries them
+    with serving(Path(sys.executable).parent / "functions-framework", source, ROOT, environment, log) as url:
+        yield url, log
+
+
+def publish(url: str, message_id: str, body: bytes, published: dt.datetime | None = None) -> int:
+    """POST what Pub/Sub's push to a Cloud Function sends: a messagePublished CloudEvent, published
+    `published` (default: now; Pub/Sub stamps publishTime in UTC with nanoseconds)."""
+    publish_time = (published or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
     event = {
         "specversion": "1.0",
         "type": "google.cloud.pubsub.topic.v1.messagePublished",
         "source": "//pubsub.googleapis.com/projects/mlbatch-test/topics/mlbatch-trigger",
         "id": message_id,
-        "time": dt.datetime.now(dt.UTC).isoformat(),
+        "time": publish_time,
         "datacontenttype": "application/json",
         "data": {
-            "message": {"data": base64.b64encode(body).decode(), "messageId": message_id, "publishTime": "2026-11-25T03:00:00Z"},
+            "message": {"data": base64.b64encode(body).decode(), "messageId": message_id, "publishTime": publish_time},
             "subscription": "projects/mlbatch-test/subscriptions/eventarc-mlbatch-trigger",
         },
     }

@@ -11,14 +11,17 @@ the container part (pull, run) is replaced by the scripted outcome.
     provider.script(preempt(), succeed("hello"))     # what attempt 1, 2, ... do
     provider.no_capacity_in.add("zone-a")            # creates there raise CapacityError
     provider.raise_from("state", Cancelled("SIGTERM"))  # the next state() raises it
+    provider.script(succeed(metrics={"accuracy": 0.9}))  # the job wrote results/metrics.json
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mlbatch.agent.runner import Attempt
 from mlbatch.core import runs
@@ -37,14 +40,15 @@ class Behaviour:
     lines: tuple[str, ...] = ()
     end_state: str = STOPPED  # its state afterwards (RUNNING: it never ends)
     preempted: bool = False  # whether the provider says it took the instance away
+    metrics: dict[str, Any] | None = None  # what the job wrote to $MLBATCH_RESULTS_DIR/metrics.json
 
 
-def succeed(*lines: str) -> Behaviour:
-    return Behaviour(runs.SUCCEEDED, 0, lines)
+def succeed(*lines: str, metrics: dict[str, Any] | None = None) -> Behaviour:
+    return Behaviour(runs.SUCCEEDED, 0, lines, metrics=metrics)
 
 
-def fail(exit_code: int, *lines: str) -> Behaviour:
-    return Behaviour(runs.FAILED, exit_code, lines)
+def fail(exit_code: int, *lines: str, metrics: dict[str, Any] | None = None) -> Behaviour:
+    return Behaviour(runs.FAILED, exit_code, lines, metrics=metrics)
 
 
 def preempt(*lines: str) -> Behaviour:
@@ -142,6 +146,11 @@ class MemoryProvider:
         try:
             for line in behaviour.lines:
                 attempt.log.write(line)
+            if behaviour.metrics is not None:  # the job's results, uploaded by the agent's own upload
+                results = attempt.workdir / "results"
+                results.mkdir(parents=True, exist_ok=True)
+                (results / "metrics.json").write_text(json.dumps(behaviour.metrics))
+                attempt.upload()
             attempt.log.info(f"attempt {request.attempt} {behaviour.status}")
         finally:
             attempt.log.close()

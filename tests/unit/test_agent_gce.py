@@ -1,14 +1,17 @@
 import http.server
 import json
+import os
 import threading
 
 import pytest
 
 from mlbatch.agent import gce, main
 from mlbatch.agent.gce import instance_spec, needs_registry_login
+from mlbatch.core.errors import BadInput
 from mlbatch.core.runs import InstanceSpec
 from tests.support.fake_compute import FakeCompute, FakeInstance
 from tests.support.fake_compute import metadata as fake_metadata
+from tests.support.loopback import JsonServer
 from tests.unit.test_records import SPEC
 
 
@@ -82,13 +85,14 @@ def test_the_agent_reads_its_instance_spec_from_metadata(metadata_server, monkey
 
 
 @pytest.fixture
-def vm(monkeypatch):
-    """A fake instance with its metadata server, as the agent sees it on a VM."""
+def vm(monkeypatch, request):
+    """A fake instance with its metadata server, as the agent sees it on a VM; its
+    mlbatch-compute-endpoint is the fake's, or the test's parameter."""
     fake = FakeCompute("mlbatch-test", boot_containers=False).start()
     items = [
         {"key": "mlbatch-run-spec", "value": SPEC.to_json()},
         {"key": "mlbatch-attempt", "value": "1"},
-        {"key": "mlbatch-compute-endpoint", "value": fake.endpoint},
+        {"key": "mlbatch-compute-endpoint", "value": getattr(request, "param", fake.endpoint)},
     ]
     instance = FakeInstance(
         zone="europe-west4-a", body={"name": "mlb-agent-1", "id": "1", "metadata": {"items": items}}, status="RUNNING"
@@ -146,3 +150,101 @@ def test_an_agent_that_cannot_read_its_spec_records_the_failure_in_the_bucket(vm
     assert result is not None and result.attempt == 3 and result.status == runs.INFRA_FAILED
     assert "MLBATCH-AGENT-FAILED" in result.message and "mlbatch-run-spec is not JSON" in result.message
     assert fake.calls["instances.delete"] == 1
+
+
+# --- issue 16, item 5: the VM's token goes to Google over https, or to a loopback fake ------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://compute.googleapis.com/compute/v1/projects/p/zones/z/instances/i",
+        "https://compute.europe-west4.rep.googleapis.com/compute/v1/x",
+        "http://127.0.0.1:8080/compute/v1/x",
+        "http://127.3.4.5:1/x",
+        "http://[::1]:9/x",
+        "http://localhost:9/x",
+        "https://LOCALHOST/x",
+    ],
+)
+def test_the_token_may_go_to_google_over_https_or_to_loopback(url):
+    assert gce.token_destination(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://compute.googleapis.com/compute/v1/x",  # Google, but in clear
+        "https://evil.example.com/compute/v1/x",
+        "https://compute.googleapis.com.evil.example.com/x",
+        "https://compute.googleapis.com@evil.example.com/x",
+        "https://evil.example.com\\@compute.googleapis.com/x",
+        "https://evil.example.com#@compute.googleapis.com/x",
+        "https://evilgoogleapis.com/x",
+        "https://googleapis.com/x",
+        "https://compute.googleapis.com./x",
+        "http://169.254.169.254/x",
+        "http://10.1.2.3/x",
+        "http://localhost.evil.example.com/x",
+        "http://127.0.0.1.evil.example.com/x",
+        "http://[::ffff:8.8.8.8]/x",
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "https://user:pw@compute.googleapis.com/x",
+        "compute.googleapis.com/x",
+        "",
+    ],
+)
+def test_the_token_is_refused_to_anything_else(url):
+    with pytest.raises(BadInput) as caught:
+        gce.token_destination(url)
+    assert "refused to send this VM's token" in str(caught.value) and "googleapis.com" in str(caught.value)
+
+
+@pytest.fixture
+def on_path(monkeypatch):
+    """What sits on the way to a host that is not loopback: a proxy on 127.0.0.1 that records
+    every request it is handed and answers 404 (a delete's "already gone"), so nothing leaves
+    this machine whatever the agent does. Loopback (the metadata server) bypasses it."""
+    seen: list[tuple[str, str, str]] = []
+
+    def respond(verb, path, headers, body):
+        seen.append((verb, path, headers.get("Authorization", "")))
+        return 404, {"error": {"code": 404, "message": "not found"}}
+
+    proxy = JsonServer(respond)
+    proxy.start()
+    for name in ("http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, proxy.url)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    yield seen
+    proxy.stop()
+
+
+@pytest.fixture
+def poweroff(tmp_path, monkeypatch):
+    """`systemctl` on PATH for the agent: records its arguments instead of powering anything off."""
+    bindir, record = tmp_path / "bin", tmp_path / "systemctl-calls"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (bindir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return record
+
+
+@pytest.mark.parametrize("vm", ["http://evil.example.test", "http://compute.googleapis.com"], indirect=True)
+def test_an_endpoint_that_is_not_google_over_https_gets_no_token_and_the_vm_powers_off(vm, on_path, poweroff, capsys):
+    fake, instance = vm
+    gce.end_instance()
+    assert on_path == [], "the token (or any request) went to the endpoint the metadata named"
+    out = capsys.readouterr().out
+    assert "refused to send this VM's token" in out and "powering off" in out
+    assert poweroff.read_text().split() == ["poweroff"]
+    assert fake.calls["instances.delete"] == 0 and not instance.deleting
+
+
+def test_the_loopback_fake_still_gets_the_delete(vm, on_path, poweroff):
+    fake, instance = vm
+    gce.end_instance()
+    assert fake.calls["instances.delete"] == 1 and instance.deleting
+    assert on_path == [] and not poweroff.exists()

@@ -12,3 +12,13 @@ def test_the_local_instance_file_is_an_instance_spec(tmp_path, monkeypatch):
     (tmp_path / "instance.json").write_text(written.to_json())
     monkeypatch.setenv("MLBATCH_INSTANCE_FILE", str(tmp_path / "instance.json"))
     assert load_instance_spec() == (written, False)
+
+
+def test_a_job_container_carries_its_instance_and_the_checkouts_label_when_the_instance_has_one(monkeypatch):
+    from mlbatch.agent.runner import _job_labels
+    from mlbatch.core import labels
+
+    monkeypatch.delenv(labels.STATE_DIR_ENV, raising=False)
+    assert _job_labels("mlb-x-1") == {"managed-by": "mlbatch", labels.INSTANCE: "mlb-x-1", labels.ROLE: "job"}  # a VM
+    monkeypatch.setenv(labels.STATE_DIR_ENV, "/srv/checkout/.mlbatch")  # a local instance (LocalProvider sets it)
+    assert _job_labels("mlb-x-1")[labels.STATE_DIR] == "/srv/checkout/.mlbatch"

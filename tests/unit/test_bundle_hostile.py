@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlbatch.core.bundle import build_bundle, make_bundle
+from mlbatch.core.bundle import build_bundle
 from mlbatch.core.errors import BadInput, ExitCode
 
 
@@ -40,7 +40,7 @@ def test_a_symlink_to_a_file_outside_refuses_the_bundle_naming_it(code, tmp_path
     secret.write_text('{"private_key": "do-not-publish"}')
     (code / "creds.json").symlink_to(secret)
     with pytest.raises(BadInput, match=r"batch_code/creds\.json.*outside") as info:
-        make_bundle(code)
+        build_bundle(code)
     assert info.value.exit_code == ExitCode.BAD_INPUT
 
 
@@ -49,22 +49,22 @@ def test_a_linked_directory_leading_outside_is_refused(code, tmp_path):
     (tmp_path / "elsewhere" / "id_rsa").write_text("KEY")
     (code / "data").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with pytest.raises(BadInput, match=r"batch_code/data"):
-        make_bundle(code)
+        build_bundle(code)
 
 
 def test_a_dangling_link_and_a_fifo_are_refused(code):
     (code / "gone.py").symlink_to(code / "nowhere.py")
     with pytest.raises(BadInput, match="gone.py"):
-        make_bundle(code)
+        build_bundle(code)
     (code / "gone.py").unlink()
     os.mkfifo(code / "pipe")
     with pytest.raises(BadInput, match="pipe.*not a regular file"):
-        make_bundle(code)
+        build_bundle(code)
 
 
 def test_a_symlink_inside_is_stored_as_the_file_it_names(code):
     (code / "alias.py").symlink_to("lib/util.py")
-    files = _names(make_bundle(code))
+    files = _names(build_bundle(code).data)
     assert files["alias.py"] == b"X = 1\n" == files["lib/util.py"]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import FileBucket
-from mlbatch.core.bundle import extract_bundle, make_bundle, sha256
+from mlbatch.core.bundle import build_bundle, extract_bundle, sha256
 from mlbatch.core.catalog import parse_catalog
 from mlbatch.core.errors import AlreadyExists, NotFound
 from mlbatch.core.manifest import CodeBundle, Container, Manifest, VmImage
@@ -28,18 +28,18 @@ def test_bundle_is_deterministic(tmp_path):
     os.utime(two / "a.py", (1, 1))  # other mtimes, other creation order
     (two / "__pycache__").mkdir()
     (two / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
-    assert sha256(make_bundle(one)) == sha256(make_bundle(two))
+    assert sha256(build_bundle(one).data) == sha256(build_bundle(two).data)
 
 
 def test_bundle_changes_with_content(tmp_path):
     root = _tree(tmp_path / "one")
-    before = sha256(make_bundle(root))
+    before = sha256(build_bundle(root).data)
     (root / "a.py").write_text("print('changed')\n")
-    assert sha256(make_bundle(root)) != before
+    assert sha256(build_bundle(root).data) != before
 
 
 def test_bundle_round_trip_keeps_modes(tmp_path):
-    data = make_bundle(_tree(tmp_path / "src"))
+    data = build_bundle(_tree(tmp_path / "src")).data
     extract_bundle(data, tmp_path / "out")
     assert (tmp_path / "out" / "pkg" / "b.txt").read_text() == "b\n"
     assert os.access(tmp_path / "out" / "run.sh", os.X_OK)

@@ -42,12 +42,13 @@ def test_every_command_calls_a_script_or_task_that_exists(name):
             assert (ROOT / argv[0]).is_file(), f"step {name}: {argv[0]} is not a file of the project"
             text = (ROOT / argv[0]).read_text()
             for task in re.findall(r"invoke\s+([\w.-]+)", text):
-                assert task in invoke_tasks(), f"{argv[0]} calls `invoke {task}`, which tasks.py does not define"
+                assert task in invoke_tasks(), f"{argv[0]} calls `invoke {task}`, which tasks/ does not define"
 
 
 def test_the_release_step_runs_the_gcp_release_of_the_tag():
     script = (ROOT / "scripts" / "release-ci").read_text()
-    assert 'invoke release --version "$DRONE_TAG" --profile gcp' in script
+    assert 'invoke release --version "$DRONE_TAG" --profile "$profile"' in script
+    assert "profile=${INVOKE_MLBATCH_PROFILE:-}" in script, "the profile is the step's, refused unless gcp (or test)"
     assert STEPS["release"]["environment"]["INVOKE_MLBATCH_PROFILE"] == "gcp"
     # invoke maps these onto mlbatch.profiles.gcp.*; each key exists in invoke.yaml
     config = yaml.safe_load((ROOT / "invoke.yaml").read_text())["mlbatch"]["profiles"]["gcp"]
@@ -68,3 +69,37 @@ def test_no_secret_value_is_written_in_the_file():
 def test_a_failed_build_is_notified():
     assert STEPS["notify"]["when"] == {"status": ["failure"]}
     assert STEPS["notify"]["environment"]["NOTIFY_WEBHOOK"] == {"from_secret": "notify_webhook"}
+
+
+def test_every_image_is_pinned_by_digest():
+    images = [s["image"] for s in PIPELINE["steps"]] + [s["image"] for s in PIPELINE["services"]]
+    for image in images:
+        assert re.fullmatch(r"[a-z0-9./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), image
+
+
+def test_the_release_step_reaches_the_dind_engine_through_its_socket():
+    (service,) = PIPELINE["services"]
+    assert service["privileged"] is True and service["image"].startswith("docker:")
+    volume = {v["name"]: v for v in PIPELINE["volumes"]}
+    (shared,) = service["volumes"]
+    assert volume[shared["name"]] == {"name": shared["name"], "temp": {}}, "a temp volume, not the host's socket"
+    assert shared in STEPS["release"]["volumes"]
+    socket = STEPS["release"]["environment"]["DOCKER_HOST"]
+    assert socket == f"unix://{shared['path']}/docker.sock"
+    assert "privileged" not in STEPS["release"], "the engine is the service's; the step itself needs no privilege"
+
+
+def test_the_release_step_installs_hashicorps_packer_pinned_by_sha256():
+    script = (ROOT / "scripts" / "release-ci").read_text()
+    assert "scripts/install-packer" in script
+    installer = (ROOT / "scripts" / "install-packer").read_text()
+    from mlbatch.release.bake import PINNED_PACKER
+
+    assert f"version={PINNED_PACKER}\n" in installer, "the installer and the refusal name the same Packer"
+    assert re.search(r"x86_64\) arch=amd64 sha256=[0-9a-f]{64} ;;", installer)
+    assert "sha256sum --check" in installer and "releases.hashicorp.com/packer/" in installer
+    plugins = (ROOT / "packer" / "required_plugins.pkr.hcl").read_text()
+    assert re.findall(r'version\s*=\s*"([^"]+)"', plugins)[1:] == ["= 1.1.4", "= 1.2.7", "= 1.1.6"], "plugins pinned exactly"
+    for command in STEPS["release"]["commands"]:
+        if command.startswith("apt-get"):
+            assert {"curl", "unzip", "ca-certificates"} <= set(command.split()), "what install-packer needs"

@@ -120,13 +120,7 @@ def test_errors_of_state_and_preemption_checks_are_mapped(fake, provider, method
 # --- 1. operation waits -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_an_operation_longer_than_a_client_timeout_is_waited_for(fake, provider):
-    """zoneOperations.wait holds up to two minutes; a delete that takes 70 s must not fail at 60."""
-    provider.create(request("mlb-slowdelete-1"), ZONE_A)
-    fake.faults.operation_seconds = 70
-    provider.delete("mlb-slowdelete-1")
-    assert fake.find("mlb-slowdelete-1") is None
+# A wait held longer than a client's default timeout: tests/integration/test_gce_operation_wait.py (70 s).
 
 
 # --- 3. teardown races ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Import boundaries of DESIGN.md, checked in a fresh interpreter each."""
+"""Import boundaries of docs/architecture.md ("Packages"), checked in a fresh interpreter each."""
 
 import subprocess
 import sys
@@ -41,3 +41,11 @@ def test_core_imports_nothing_outside_core():
     """(Only opening a gs:// bucket without an emulator asks the leaf mlbatch.gcp.auth for credentials.)"""
     loaded = modules_after("from mlbatch.core import bucket, settings, runs, manifest, catalog")
     assert {m for m in loaded if m.startswith("mlbatch.") and not m.startswith("mlbatch.core")} == set()
+
+
+def test_only_the_dashboard_loads_its_template_engine_and_plotting_library():
+    # matplotlib alone takes ~0.5 s to import: `invoke runs` and run-batch must not pay it.
+    loaded = modules_after("import tasks; from mlbatch.run import inspect, inspect_render, controller, sweep")
+    assert {m for m in loaded if m.split(".")[0] in ("matplotlib", "jinja2")} == set()
+    drawn = modules_after("from mlbatch.dashboard import plots; plots.scatter([(1, 1.0, False)], 'x', 'y', 'n')")
+    assert "matplotlib" in drawn, "not vacuous: the plot loads it"

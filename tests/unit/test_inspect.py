@@ -10,7 +10,7 @@ import pytest
 
 from mlbatch.core import runs
 from mlbatch.core.errors import BadInput, NotFound
-from mlbatch.run import detach, inspect
+from mlbatch.run import detach, inspect, inspect_render
 from mlbatch.run.controller import RunRequest
 from mlbatch.run.prices import load_prices
 from tests.support.memory_provider import fail, hang, preempt, succeed
@@ -66,7 +66,7 @@ def test_list_filters_by_job_status_and_time_and_carries_metrics(controller, pro
     assert inspect.list_runs(bucket, since="1h") and not inspect.list_runs(bucket, since="2999-01-01")
     (row,) = [r for r in rows if r["run_id"] == ok]
     assert row["metrics"] == {"loss": 0.123456} and row["seconds"] is not None
-    table = inspect.render_list(rows)
+    table = inspect_render.render_list(rows)
     assert table.splitlines()[0].split() == ["RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS"]
     assert "loss=0.1235" in table
 

@@ -5,7 +5,7 @@ import pytest
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.catalog import parse_catalog
 from mlbatch.core.errors import BadInput, NotFound
-from mlbatch.core.manifest import resolve_version
+from mlbatch.core.manifest import list_versions, resolve_version
 from mlbatch.run.prices import load_prices
 
 
@@ -62,6 +62,19 @@ def test_latest_is_the_newest_release_that_is_not_a_pre_release(tmp_path):
     assert resolve_version(bucket, "v1.2.0") == "v1.2.0"
     with pytest.raises(BadInput, match="invalid version 'newest'"):
         resolve_version(bucket, "newest")
+
+
+def test_a_manifest_outside_a_version_folder_is_skipped_with_a_warning(tmp_path, caplog):
+    bucket = open_bucket(f"file://{tmp_path}")
+    for version in ("v1.0.0", "v1.1.0-rc.2", "v1.1.0-rc.10"):
+        bucket.write(f"releases/{version}/manifest.json", b"{}")
+    bucket.write("releases/x/manifest.json", b"{}")  # a stray object: someone's copy, a test's leftover
+    bucket.write("releases/v1.0.0/old/manifest.json", b"{}")
+    assert resolve_version(bucket, "latest") == "v1.0.0"
+    assert list_versions(bucket) == ["v1.0.0", "v1.1.0-rc.2", "v1.1.0-rc.10"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("releases/x/manifest.json" in w and "'x' is not a release version" in w for w in warned), warned
+    assert any("releases/v1.0.0/old/manifest.json" in w for w in warned), warned
 
 
 CATALOG = "jobs:\n  nightly:\n    container: trainer\n    command: [python, x.py]\n"

@@ -168,3 +168,24 @@ def test_a_shared_vpc_host_project_is_a_project_id():
     assert settings.network_project == "my-host-project"
     with pytest.raises(BadInput, match="network_project 'Host_Project'"):
         load_settings(gcp_config(network_project="Host_Project"), ROOT, env={})
+
+
+# invoke.yaml spells out some defaults for its readers; these differ on purpose.
+CHOSEN_IN_INVOKE_YAML = {("local", "ca_bundle"), ("test", "ca_bundle")}
+
+
+def test_invoke_yaml_restates_the_settings_defaults_and_does_not_contradict_them():
+    from mlbatch.core.settings import DEFAULTS
+
+    for profile, values in repo_config()["profiles"].items():
+        for key, value in values.items():
+            if key in DEFAULTS and value is not None and (profile, key) not in CHOSEN_IN_INVOKE_YAML:
+                default = DEFAULTS[key]
+                assert value == default or not default, f"invoke.yaml {profile}.{key}: {value!r}, Settings says {default!r}"
+
+
+def test_an_unset_key_takes_the_settings_default():
+    config = repo_config()
+    del config["profiles"]["local"]["base_image"], config["profiles"]["local"]["image_family"]
+    settings = load_settings(config, ROOT, env={})
+    assert (settings.base_image, settings.image_family) == ("debian:bookworm-slim", "mlbatch")

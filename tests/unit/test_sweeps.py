@@ -11,7 +11,7 @@ from mlbatch.core import runs, sweeps
 from mlbatch.core.catalog import parse_catalog
 from mlbatch.core.errors import BadInput, ExitCode
 from mlbatch.core.sweeps import TaskRecord
-from mlbatch.run.sweep import rank, summary_csv
+from mlbatch.run.ranking import rank, summary_csv
 from tests.conftest import ROOT
 
 CATALOG = parse_catalog((ROOT / "batch_code" / "jobs.yaml").read_text())

@@ -36,6 +36,26 @@ def test_prereleases_sort_before_their_release():
     assert sorted(tags, key=sort_key) == ["v0.9.0", "v1.0.0-rc.1", "v1.0.0", "v1.0.1"]
 
 
+# Every precedence example of semver.org (2.0.0, item 11), and the rc.2 / rc.10 of issue 17.
+SEMVER_ORG_ORDERS = [
+    ["1.0.0", "2.0.0", "2.1.0", "2.1.1"],
+    ["1.0.0-alpha", "1.0.0"],
+    ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0"],
+    ["1.0.0-rc.2", "1.0.0-rc.10"],
+]
+
+
+@pytest.mark.parametrize("order", SEMVER_ORG_ORDERS, ids=lambda order: " < ".join(order))
+def test_versions_order_as_semver_org_says(order):
+    tags = [f"v{v}" for v in order]
+    for shuffled in (list(reversed(tags)), tags[1::2] + tags[0::2]):
+        assert sorted(shuffled, key=sort_key) == tags
+    versions = [parse_version(tag) for tag in tags]
+    for lower, higher in zip(versions, versions[1:], strict=False):
+        assert lower < higher and higher > lower and not higher < lower and lower != higher
+    assert max(versions) == versions[-1] and min(versions) == versions[0]
+
+
 def test_run_id_and_instance_name_fit_gce_limits():
     job = "j" * MAX_JOB_NAME
     run_id = new_run_id(job, dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC))

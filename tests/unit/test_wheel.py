@@ -15,6 +15,7 @@ NOT_PRODUCT = re.compile(r"(^|/)(tests?|testing|support)(/|$)|fake|memory_provid
 
 def copy_tree(names: tuple[str, ...], to: Path) -> Path:
     for name in names:
+        (to / name).parent.mkdir(parents=True, exist_ok=True)
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, to / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
@@ -35,6 +36,9 @@ def test_the_agent_wheel_holds_no_fake_nor_test_module(tmp_path):
     (stale / "fake_compute.py").write_text("FAKE = True\n")
     names = wheel_names(tree, tmp_path / "out")
     assert "mlbatch/agent/main.py" in names and "mlbatch/core/runs.py" in names
+    assert not [n for n in names if n.startswith(("mlbatch/run/", "mlbatch/release/", "mlbatch/providers/"))], (
+        "agent and core only"
+    )
     assert [n for n in names if NOT_PRODUCT.search(n)] == []
     assert {n.split("/")[0] for n in names} <= {"mlbatch", next(n for n in names if ".dist-info/" in n).split("/")[0]}
 
@@ -48,3 +52,22 @@ def test_editing_a_fake_does_not_change_the_bake_input_hash(tmp_path):
     with (tree / "mlbatch" / "agent" / "runner.py").open("a") as agent:
         agent.write("# edited\n")
     assert input_hash(tree) != before, "the hash does see what goes into the image"
+
+
+def edited(tree: Path, name: str) -> str:
+    with (tree / name).open("a") as source:
+        source.write("# edited\n")
+    return input_hash(tree)
+
+
+def test_the_bake_input_hash_covers_what_goes_into_the_image_and_nothing_else(tmp_path):
+    tree = copy_tree(("packer", "ansible", "mlbatch", "pyproject.toml", "README.md"), tmp_path)
+    before = input_hash(tree)
+    for outside in ("mlbatch/run/inspect.py", "mlbatch/release/flow.py", "mlbatch/providers/gce.py", "README.md"):
+        assert edited(tree, outside) == before, f"{outside} is not in the image: no new bake"
+    seen = {before}
+    for inside in ("mlbatch/agent/runner.py", "mlbatch/core/runs.py", "mlbatch/__init__.py", "pyproject.toml",
+                   "ansible/roles/agent/tasks/main.yml", "packer/mlbatch.pkr.hcl"):  # fmt: skip
+        digest = edited(tree, inside)
+        assert digest not in seen, f"{inside} goes into the image: a change must bake anew"
+        seen.add(digest)

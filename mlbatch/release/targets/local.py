@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from mlbatch.core import labels as image_labels
 from mlbatch.core.errors import MlbatchError
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.settings import Settings
@@ -39,7 +40,9 @@ class LocalTarget:
 
     def test_image(self, root: Path, image: VmImage, prepulled: dict[str, Container], say: Say) -> None:
         # The local instance runs containers through the host's engine: nothing is pre-pulled into it.
-        imagetest.test_local_image(self.client, root, image.ref, image.baked_by_version)
+        imagetest.test_local_image(
+            self.client, root, image.ref, image.baked_by_version, image_labels.checkout_labels(self.settings.state_dir)
+        )
 
     def promote(self, image: VmImage, say: Say) -> VmImage:
         return image  # a local image is served by its tag, which only a tested bake keeps
@@ -52,7 +55,7 @@ class LocalTarget:
         found = []
         for image in self.client.images.list(name=bake.LOCAL_IMAGE_REPOSITORY, filters={"label": bake.INPUT_HASH_LABEL}):
             labels = image.labels or {}
-            name = labels.get("org.mlbatch.image-name", "")
+            name = labels.get(image_labels.IMAGE_NAME, "")
             ref = f"{bake.LOCAL_IMAGE_REPOSITORY}:{name}"
             if name and ref in image.tags:
                 created = dt.datetime.fromisoformat(image.attrs["Created"][:19]).isoformat(timespec="seconds")

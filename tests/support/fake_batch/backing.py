@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from mlbatch.core import labels
 from tests.support.fake_batch.jobs import enum
 from tests.support.fake_batch.state import (
     CONTAINER_LABEL,
@@ -171,7 +172,7 @@ class BackingMixin:
         if container:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True)
         jobs = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=org.mlbatch.instance={vm}"], capture_output=True, text=True
+            ["docker", "ps", "-aq", "--filter", f"label={labels.INSTANCE}={vm}"], capture_output=True, text=True
         ).stdout.split()
         if jobs:
             subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from mlbatch.core import labels
 from tests.support.fake_compute import guest
 from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
@@ -74,7 +75,9 @@ class BackingMixin:
 
     def _boot_guest(self, instance: FakeInstance, docker_ref: str, md_host: str, op: dict[str, Any]) -> None:
         try:
-            container = guest.boot_instance(instance, docker_ref, md_host, self.storage_emulator)
+            # Org policy compute.requireOsLogin (self.os_login set): ssh-keys metadata is ignored, OS Login's keys count.
+            keys = self.os_login.authorized_keys() if self.os_login is not None else None
+            container = guest.boot_instance(instance, docker_ref, md_host, self.storage_emulator, ssh_keys=keys)
         except (RuntimeError, TimeoutError) as exc:
             self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))
             return
@@ -134,7 +137,7 @@ class BackingMixin:
             subprocess.run(["docker", "rm", "-f", instance.container], capture_output=True)
         # Job containers the agent started run "on the VM": they go with it.
         jobs = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=org.mlbatch.instance={instance.name}"], capture_output=True, text=True
+            ["docker", "ps", "-aq", "--filter", f"label={labels.INSTANCE}={instance.name}"], capture_output=True, text=True
         ).stdout.split()
         if jobs:
             subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)

@@ -54,6 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlbatch.core import labels as mlbatch_labels  # the agent's: a job container names its instance
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 
 BASE_IMAGE = "debian:bookworm-slim"
@@ -222,7 +223,7 @@ def start_guest(
         "--label",
         f"managed-by={CONTAINER_LABEL}",
         "--label",
-        f"org.mlbatch.instance={instance_name}",
+        f"{mlbatch_labels.INSTANCE}={instance_name}",
         "--network",
         "host",
         "--cgroupns",
@@ -278,16 +279,19 @@ def commit_guest(container: str, image: str) -> str:
     return image
 
 
-def boot_instance(instance: FakeInstance, image: str, metadata_host: str, storage_emulator: str = "") -> str:
+def boot_instance(
+    instance: FakeInstance, image: str, metadata_host: str, storage_emulator: str = "", ssh_keys: str | None = None
+) -> str:
     """Boot a fake instance from a guest image: an address of its own as networkIP, sshd on its
-    port 22, the users of its `ssh-keys` metadata. Returns the container id."""
+    port 22, the users of its `ssh-keys` metadata (or of `ssh_keys` when OS Login decides: the
+    metadata is then ignored, as on GCE). Returns the container id."""
     address = loopback_address()
     interfaces = instance.body.setdefault("networkInterfaces", [{}])
     interfaces[0]["networkIP"] = address
     return start_guest(
         instance.name,
         22,
-        instance.metadata().get("ssh-keys", ""),
+        instance.metadata().get("ssh-keys", "") if ssh_keys is None else ssh_keys,
         image=image,
         labels={"org.mlbatch.fake-zone": instance.zone},
         metadata_host=metadata_host,

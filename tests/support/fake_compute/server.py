@@ -78,6 +78,9 @@ class FakeCompute(
         self.by_request_id: dict[str, str] = {}
         self.subnetworks: dict[tuple[str, str, str], dict[str, Any]] = {}  # (project, region, name)
         self.service_accounts: set[str] = set()  # emails the IAM testIamPermissions route knows
+        # The org policy compute.requireOsLogin: a tests.support.fake_oslogin.FakeOsLogin whose
+        # profiles' keys are the only ones guests accept (ssh-keys metadata ignored); None: not enforced.
+        self.os_login: Any = None
         self.denied_permissions: set[str] = set()  # what the caller lacks (project and service accounts alike)
         self.denied_on: dict[str, set[str]] = {}  # what the caller lacks on one project only (a Shared VPC host)
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received

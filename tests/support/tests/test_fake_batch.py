@@ -1,5 +1,6 @@
 """The fake Cloud Batch API is as strict as the real one (batch.v1 discovery document, plus what
-the service refuses beyond types), without running any task: its jobs wait on a quota fault."""
+the service refuses beyond types), without running any task: its jobs wait on a quota fault.
+The fake's own tests; the Batch client against it is tests/unit/test_batch_jobs.py."""
 
 from __future__ import annotations
 
@@ -64,16 +65,6 @@ def raw_create(fake, job_id, payload, request_id=""):
         return exc.code, json.loads(exc.read())
 
 
-def test_a_job_is_created_listed_read_and_deleted(jobs, fake):
-    jobs.create("mlb-a", body(jobs, fake))
-    view = jobs.get("mlb-a")
-    assert view is not None and view.labels["managed-by"] == "mlbatch" and view.counts == {"PENDING": 2}
-    assert [j.name for j in jobs.list_ours()] == ["mlb-a"]
-    assert [t.state for t in jobs.tasks("mlb-a")] == ["PENDING", "PENDING"]
-    jobs.delete("mlb-a", "test")
-    assert jobs.get("mlb-a").state == "DELETION_IN_PROGRESS"
-
-
 def _boot_disk(payload):
     return payload["allocationPolicy"]["instances"][0]["policy"]["bootDisk"]
 
@@ -96,14 +87,11 @@ def test_what_the_service_refuses(jobs, fake, change, message):
     assert status == 400 and message in reply["error"]["message"]
 
 
-def test_request_ids_deduplicate_and_a_lost_response_makes_one_job(jobs, fake):
+def test_request_ids_deduplicate(jobs, fake):
     payload = json.loads(batch_v1.Job.to_json(body(jobs, fake), use_integers_for_enums=False))
     assert raw_create(fake, "mlb-b", payload, "req-1")[0] == 200
     assert raw_create(fake, "mlb-b", payload, "req-1")[0] == 200, "the same request id is the same create"
     assert raw_create(fake, "mlb-b", payload, "req-2")[0] == 409
-    fake.faults.lose_create_responses = 1
-    jobs.create("mlb-c", body(jobs, fake))  # retried after the lost response: the request id makes it one job
-    assert fake.creates_performed == 2 and jobs.get("mlb-c") is not None
 
 
 def test_a_quota_error_shows_in_the_jobs_status_events(jobs, fake):
@@ -132,14 +120,3 @@ def test_the_fake_compute_api_still_validates_through_the_shared_routing():
             client.get(project="other-project", image="img")
     finally:
         fake.stop()
-
-
-def test_permission_denied_is_not_retried_and_names_the_batch_role(jobs, fake):
-    from mlbatch.core.errors import ExitCode, PermissionDenied
-
-    fake.faults.forbidden = True
-    before = len(fake.requests)
-    with pytest.raises(PermissionDenied, match="roles/batch.jobsEditor") as caught:
-        jobs.create("mlb-f", body(jobs, fake))
-    assert caught.value.exit_code == ExitCode.PERMISSION_DENIED and "batch.jobs.create" in str(caught.value)
-    assert len(fake.requests) == before + 1, "a 403 is not retried"

@@ -1,0 +1,97 @@
+"""`invoke bench.*`: what run-batch, sweeps, the control plane and the log sink cost, side by side with a baseline."""
+
+import subprocess
+import sys
+
+from invoke import Collection, task
+
+from tasks.common import PROFILE_HELP, ROOT, errors, exit_with, settings
+
+
+@task(
+    name="run",
+    iterable=["param"],
+    help={
+        "version": "release to measure; default: the newest release in the bucket",
+        "job": "job to run (default sleep, whose run time is known)",
+        "param": "job parameter as name=value; repeatable (default seconds=1 for sleep)",
+        "repeat": "rounds of baseline and run-batch, alternated (default 5)",
+        "profile": PROFILE_HELP,
+    },
+)
+def run(c, version=None, job="sleep", param=None, repeat=5, profile=None):
+    """Ratio of run-batch to a plain `docker run` of the same job, side by side."""
+    from mlbatch.bench import bench_run as measure
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.manifest import newest_version
+    from mlbatch.providers import get_provider
+    from mlbatch.ui import console, say, summary
+
+    with errors():
+        s = settings(c, profile)
+        bucket = open_bucket(s.bucket)
+        params = tuple(param or (("seconds=1",) if job == "sleep" else ()))
+        rows = measure(bucket, get_provider(s), version or newest_version(bucket), job, params, int(repeat), say)
+    console.print(summary("bench.run: run-batch against docker run", rows))
+
+
+@task(
+    name="control-plane",
+    help={
+        "minutes": "length of each run's job (default 10)",
+        "runs": "concurrent runs measured side by side with one run alone (default 20)",
+    },
+)
+def control_plane(c, minutes=10.0, runs=20):
+    """Compute API calls per run-minute and bucket bytes per log byte, against the fake Compute API."""
+    argv = [sys.executable, "-m", "tests.bench.control_plane", "--minutes", str(float(minutes)), "--runs", str(int(runs))]
+    exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)  # test support: not part of the package
+
+
+@task(
+    name="logs",
+    help={
+        "mb": "MB of awkward output (\\r bars, 1 MB lines, non-UTF-8) to push through (default 200)",
+        "bucket": "bucket to append to (default: a file:// bucket in a temp folder)",
+        "repeat": "rounds as fast as possible; the best of each is kept (default 3)",
+        "seconds": "then one round with the output spread over this many seconds, as a job writes it (default 20)",
+    },
+)
+def logs(c, mb=200, bucket=None, repeat=3, seconds=20):
+    """Bytes/s of the agent's log sink against writing the same bytes to a plain file, side by side."""
+    from mlbatch.bench_logs import bench_logs as measure
+    from mlbatch.ui import console, say, summary
+
+    with errors():
+        rows = measure(bucket, int(mb), int(repeat), float(seconds), say)
+    console.print(summary("bench.logs: the bucket log against a plain file", rows))
+
+
+@task(
+    name="sweep",
+    help={
+        "version": "release to measure; default: the newest release in the bucket",
+        "tasks": "params sets: N separate run-batch calls against one sweep of N tasks (default 16)",
+        "parallelism": "the sweep's parallelism (default 4)",
+        "profile": PROFILE_HELP,
+    },
+)
+def sweep(c, version=None, tasks=16, parallelism=4, profile=None):
+    """A sweep of N short tasks against N separate run-batch calls: wall time and API calls, side by side."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.manifest import newest_version
+    from mlbatch.providers import get_provider
+    from mlbatch.run.sweep_bench import bench_sweep as measure
+    from mlbatch.run.sweep_runners import task_runner
+    from mlbatch.ui import console, say, summary
+
+    with errors():
+        s = settings(c, profile)
+        bucket = open_bucket(s.bucket)
+        version = version or newest_version(bucket)
+        runner, client = task_runner(s, bucket, lambda _: None)
+        rows = measure(bucket, get_provider(s), runner, client, version, int(tasks), int(parallelism), say)
+    console.print(summary("bench.sweep: one sweep against separate run-batch calls", rows))
+
+
+ns = Collection("bench", run, control_plane, logs, sweep)

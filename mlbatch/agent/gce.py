@@ -3,8 +3,8 @@
 Plain HTTP through urllib: the agent stays small and never imports the Compute client.
 GCE_METADATA_HOST is the variable google-auth honours too; the fake Compute API sets it.
 Transient failures (the metadata server not answering yet at boot, 429/5xx, timeouts) are
-retried with google.api_core's backoff, by mlbatch.gcp.errors' one retry predicate (a leaf
-the agent may import); anything else is raised at once.
+retried with google.api_core's backoff, by the one retry predicate (mlbatch.core.gcp_base);
+anything else is raised at once.
 
 The VM's token is sent only over https to a Google API host (`*.googleapis.com`), or to a
 loopback address (the tests' fake Compute API): `mlbatch-compute-endpoint` is metadata, which
@@ -25,8 +25,8 @@ import urllib.request
 import uuid
 
 from mlbatch.core.errors import BadInput
+from mlbatch.core.gcp_base import retry
 from mlbatch.core.runs import InstanceSpec, RunSpec
-from mlbatch.gcp.errors import retry
 
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
 GOOGLE_API_DOMAIN = ".googleapis.com"

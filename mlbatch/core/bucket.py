@@ -226,10 +226,9 @@ class GcsBucket:
             self._client = storage.Client()
         else:
             # Application Default Credentials, or 111 saying how to provide them, before anything is read.
-            # mlbatch.gcp.auth is one of the two leaves of mlbatch.gcp that core may use (docs/architecture.md).
-            from mlbatch.gcp import auth
+            from mlbatch.core import gcp_base
 
-            credentials, project = auth.default_credentials()
+            credentials, project = gcp_base.default_credentials()
             self._client = storage.Client(project=project, credentials=credentials)
         self._bucket = self._client.bucket(name)
         self._retry = _retry()

@@ -1,9 +1,8 @@
-"""Google Cloud plumbing, in one place: credentials (auth), client construction for the
-gcp and test profiles (clients), the one error translator and retry predicate (errors), and
-the one Compute operation waiter (operations).
+"""Google Cloud plumbing, in one place: client construction for the gcp and test profiles
+(clients), the one error translator (errors), the one Compute operation waiter (operations) and
+the network paths of a Shared VPC (network).
 
-`auth` and `errors` import nothing of mlbatch but `mlbatch.core.errors` (and Google's own
-libraries, lazily): core's GCS bucket and the agent may use them. `clients` and `operations`
-also read `mlbatch.core.settings`; nothing here imports a flow, a provider or the agent.
-See docs/architecture.md, "Google Cloud plumbing".
+What core and the agent need of it (Application Default Credentials with the one message a
+user gets without them, and the one retry predicate) is mlbatch.core.gcp_base: core imports
+nothing outside core. See docs/architecture.md, "Google Cloud plumbing".
 """

@@ -1,7 +1,7 @@
 """Google API clients for the gcp and test profiles, built in one place.
 
 Every client uses the REST transport. On the gcp profile it gets the Application Default
-Credentials (auth.default_credentials: none -> 111 with what to do, before anything is
+Credentials (core.gcp_base.default_credentials: none -> 111 with what to do, before anything is
 opened). On the test profile the Compute and Batch endpoints are fakes on loopback, reached
 without credentials (the settings refuse those endpoints elsewhere); Resource Manager and
 Service Usage fakes check the token, so they get the real credentials and only the endpoint.
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlbatch.core import gcp_base
 from mlbatch.core.settings import Settings
-from mlbatch.gcp import auth
 
 RESOURCE_MANAGER = "https://cloudresourcemanager.googleapis.com"
 IAM = "https://iam.googleapis.com"
+OSLOGIN = "https://oslogin.googleapis.com"
 
 
 class Clients:
@@ -30,8 +31,8 @@ class Clients:
     @property
     def credentials(self) -> Any:
         if self._credentials is None:
-            self._credentials, _ = auth.default_credentials()
-        return auth.refreshed(self._credentials)
+            self._credentials, _ = gcp_base.default_credentials()
+        return gcp_base.refreshed(self._credentials)
 
     def _kwargs(self, fake_endpoint: str) -> dict[str, Any]:
         """A fake's endpoint (test profile: anonymous), or Google's with the credentials."""
@@ -71,13 +72,12 @@ class Clients:
 
         return service_usage_v1.ServiceUsageClient(**self._with_token(self.settings.service_usage_endpoint))
 
-    def iam_session(self) -> tuple[Any, str, str]:
-        """An authorized HTTP session for the two testIamPermissions of the run preflight, with the base
-        URLs of Resource Manager and IAM (the test profile: both are the fake Compute API, anonymous)."""
+    def session(self, fake_endpoint: str, google_endpoint: str) -> tuple[Any, str]:
+        """An authorized HTTP session and base URL, for an API called without its client library: the
+        test profile's fake (anonymous, as the fake Compute API), or Google's with the credentials."""
         from google.auth.credentials import AnonymousCredentials
         from google.auth.transport.requests import AuthorizedSession
 
-        endpoint = self.settings.compute_endpoint
-        if endpoint:
-            return AuthorizedSession(AnonymousCredentials()), endpoint, endpoint
-        return AuthorizedSession(self.credentials), RESOURCE_MANAGER, IAM
+        if fake_endpoint:
+            return AuthorizedSession(AnonymousCredentials()), fake_endpoint
+        return AuthorizedSession(self.credentials), google_endpoint

@@ -1,6 +1,5 @@
-"""The one error translator and the one retry predicate for every Google API mlbatch calls
-(Compute Engine, Cloud Batch, Resource Manager, Service Usage, IAM; the agent's metadata and
-REST calls too).
+"""The one error translator for every Google API mlbatch calls (Compute Engine, Cloud Batch,
+Resource Manager, Service Usage, IAM), with the one retry predicate of core.gcp_base.
 
 Errors are told apart by reason, not by HTTP status
 (https://cloud.google.com/compute/docs/troubleshooting/troubleshooting-vm-creation, and the
@@ -9,9 +8,6 @@ Compute answers a rate limit with 403 `rateLimitExceeded` (retried, like 429 and
 quota with 403 `quotaExceeded` (107, not a permission error); 400 `resourceNotReady` is
 retried. Other 403s are 111 naming the permission, 404 is 101, 409 is 102, 401 is refused
 credentials (111). Operation errors are translated by code: capacity (the next zone), quota, gone.
-
-Imports nothing of mlbatch but core.errors (Google's libraries lazily, except api_core's
-exceptions): the agent may use it.
 """
 
 from __future__ import annotations
@@ -20,19 +16,15 @@ import contextlib
 import re
 import urllib.error
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from google.api_core import exceptions as gexc
 
 from mlbatch.core.errors import AlreadyExists, CapacityError, MlbatchError, NotFound, PermissionDenied, QuotaError
+from mlbatch.core.gcp_base import reasons, retry, transient
 
 T = TypeVar("T")
 
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
-# Reasons (errors[].reason or the ErrorInfo reason) worth retrying whatever their status.
-RETRY_REASONS = frozenset(
-    {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED", "resourceNotReady", "backendError"}
-)
 QUOTA_REASONS = frozenset({"quotaExceeded", "QUOTA_EXCEEDED", "CODE_GCE_QUOTA_EXCEEDED"})
 # Operation error codes that mean "this zone cannot run this instance now": try the next zone.
 # UNSUPPORTED_OPERATION: the zone lacks the machine type or the GPU.
@@ -50,33 +42,6 @@ PERMISSION_CODES = frozenset({"PERMISSIONS_ERROR", "forbidden", "IAM_PERMISSION_
 # How Google names a missing permission in a message: Compute's "Required 'compute.instances.create'
 # permission for ...", and the "Permission 'batch.jobs.create' denied on ..." of newer APIs.
 _PERMISSION_IN_MESSAGE = re.compile(r"(?:Required|Permission) '([a-z][A-Za-z0-9]*\.[A-Za-z0-9]+\.[A-Za-z0-9]+)'")
-
-
-def reasons(exc: gexc.GoogleAPICallError) -> set[str]:
-    """Every reason an API error carries: errors[].reason (the legacy shape) and the ErrorInfo reason."""
-    found = {str(e.get("reason", "")) for e in exc.errors if isinstance(e, dict)}
-    if exc.reason:
-        found.add(exc.reason)
-    return found - {""}
-
-
-def transient(exc: BaseException) -> bool:
-    """THE retry predicate: 429/5xx, connection errors and timeouts, and the errors whose reason says
-    "try again". For google-api-core errors, requests' (REST clients) and urllib's (the agent)."""
-    import requests
-
-    if isinstance(exc, gexc.GoogleAPICallError):
-        return exc.code in TRANSIENT_STATUS or bool(reasons(exc) & RETRY_REASONS)
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code in TRANSIENT_STATUS
-    return isinstance(exc, requests.ConnectionError | requests.Timeout | urllib.error.URLError | ConnectionError | TimeoutError)
-
-
-def retry(deadline: float, initial: float = 0.2, maximum: float = 5.0) -> Any:
-    """Bounded retries with exponential backoff, of transient errors only."""
-    from google.api_core import retry as gretry
-
-    return gretry.Retry(predicate=transient, initial=initial, maximum=maximum, multiplier=2.0, timeout=deadline)
 
 
 def missing_permission(exc: gexc.GoogleAPICallError) -> str:

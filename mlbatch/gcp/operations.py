@@ -25,6 +25,7 @@ from typing import Any
 from google.api_core.retry import exponential_sleep_generator
 
 from mlbatch.core.errors import MlbatchError
+from mlbatch.core.gcp_base import transient
 from mlbatch.gcp import errors
 from mlbatch.gcp.clients import Clients
 
@@ -60,7 +61,7 @@ class Waiter:
                 try:
                     op = self._wait_once(op, timeout=max(1.0, min(self.call_timeout, started + bound - now)))
                 except Exception as exc:  # noqa: BLE001 - transient ones are retried, the rest translated
-                    if not errors.transient(exc):
+                    if not transient(exc):
                         raise errors.translate(exc, what) from exc
                     time.sleep(next(backoff))
                     continue

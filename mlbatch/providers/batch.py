@@ -25,11 +25,11 @@ from google.cloud import batch_v1
 from mlbatch.core import image_paths
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import NotFound
+from mlbatch.core.gcp_base import SCOPE, retry
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
 from mlbatch.core.runs import RunSpec
 from mlbatch.core.settings import Settings
 from mlbatch.gcp import errors
-from mlbatch.gcp.auth import SCOPE
 from mlbatch.gcp.clients import Clients
 from mlbatch.gcp.network import vpc
 
@@ -161,7 +161,7 @@ class BatchJobs:
         request = batch_v1.CreateJobRequest(parent=self.parent, job_id=job, job=body, request_id=str(uuid.uuid4()))
         with errors.translated(f"creating Batch job {job}", GRANT):
             try:
-                self.client.create_job(request=request, retry=errors.retry(self.api_deadline), timeout=60)
+                self.client.create_job(request=request, retry=retry(self.api_deadline), timeout=60)
             except gexc.Conflict:
                 # A retried create whose first response was lost: ours if it carries our run id.
                 existing = self.get(job)

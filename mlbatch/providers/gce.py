@@ -20,11 +20,11 @@ from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
 from mlbatch.core.errors import BadInput, CapacityError, MlbatchError, NotFound, PermissionDenied
+from mlbatch.core.gcp_base import SCOPE, retry
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
 from mlbatch.gcp import errors
-from mlbatch.gcp.auth import SCOPE
-from mlbatch.gcp.clients import Clients
+from mlbatch.gcp.clients import IAM, RESOURCE_MANAGER, Clients
 from mlbatch.gcp.network import vpc
 from mlbatch.gcp.operations import Waiter
 from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
@@ -167,7 +167,9 @@ class GceProvider:
 
     def _missing_permissions(self) -> list[str]:
         """testIamPermissions answers with the subset the caller holds (no permission needed to ask)."""
-        session, resource_manager, iam = self.clients.iam_session()
+        # The test profile serves both testIamPermissions from the fake Compute API.
+        session, resource_manager = self.clients.session(self.settings.compute_endpoint, RESOURCE_MANAGER)
+        _, iam = self.clients.session(self.settings.compute_endpoint, IAM)
         account, host = self.settings.service_account, self.vpc.project
         checks = [
             (f"{resource_manager}/v1/projects/{self.project}:testIamPermissions", RUN_PERMISSIONS, ""),
@@ -190,7 +192,7 @@ class GceProvider:
                 return set(response.json().get("permissions", []))
 
             with errors.translated(f"checking permissions{where}", GRANT):
-                held = errors.retry(self.api_deadline)(ask)()
+                held = retry(self.api_deadline)(ask)()
             missing += [f"{p}{where}" for p in permissions if p not in held]
         return missing
 
@@ -219,7 +221,7 @@ class GceProvider:
         self._zone_of[request.name] = zone
         with errors.translated(what, GRANT):
             try:
-                op = self.instances.insert_unary(request=insert, retry=errors.retry(self.api_deadline), timeout=60)
+                op = self.instances.insert_unary(request=insert, retry=retry(self.api_deadline), timeout=60)
             except gexc.Conflict:
                 # A retried insert whose first response was lost, on a server that did not
                 # deduplicate by request_id: ours if it carries our run id and attempt.

@@ -14,11 +14,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from mlbatch.core import gcp_base
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME, is_managed
 from mlbatch.core.settings import Settings, bake_zone
-from mlbatch.gcp import auth, errors
+from mlbatch.gcp import errors
 from mlbatch.gcp.clients import Clients
 from mlbatch.gcp.network import vpc
 from mlbatch.gcp.operations import Waiter
@@ -138,7 +139,7 @@ def baked_images(settings: Settings, filter_: str) -> list[BakedImage]:
 def registry_token() -> str:
     """An access token of the Application Default Credentials: the pre-pull's registry login
     (Artifact Registry takes it as user oauth2accesstoken)."""
-    credentials, _ = auth.default_credentials()
+    credentials, _ = gcp_base.default_credentials()
     return credentials.token
 
 

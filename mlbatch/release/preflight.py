@@ -13,6 +13,7 @@ from __future__ import annotations
 from google.api_core import exceptions as gexc
 
 from mlbatch.core.errors import PermissionDenied
+from mlbatch.core.gcp_base import retry
 from mlbatch.core.settings import Settings
 from mlbatch.gcp import errors
 from mlbatch.gcp.clients import Clients
@@ -67,7 +68,7 @@ def missing_services(settings: Settings, clients: Clients) -> list[str]:
     parent = f"projects/{settings.project}"
     response = clients.service_usage().batch_get_services(
         request={"parent": parent, "names": [f"{parent}/services/{s}" for s in SERVICES]},
-        retry=errors.retry(API_DEADLINE),
+        retry=retry(API_DEADLINE),
         timeout=60,
     )
     on = service_usage_v1.State.ENABLED
@@ -86,7 +87,7 @@ def missing_permissions(settings: Settings, clients: Clients) -> list[tuple[str,
     for project, wanted in asks.items():
         response = clients.resource_manager().test_iam_permissions(
             request={"resource": f"projects/{project}", "permissions": wanted},
-            retry=errors.retry(API_DEADLINE),
+            retry=retry(API_DEADLINE),
             timeout=60,
         )
         granted = set(response.permissions)

@@ -18,7 +18,7 @@ import pytest
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode, PermissionDenied
-from mlbatch.gcp.auth import REGISTRY_USER
+from mlbatch.core.gcp_base import REGISTRY_USER
 from mlbatch.local.infra import docker_client
 from mlbatch.release import containers, preflight
 from mlbatch.release.flow import StepFailed, release

@@ -17,8 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbatch.core.gcp_base import REGISTRY_USER
 from mlbatch.core.settings import load_settings
-from mlbatch.gcp.auth import REGISTRY_USER
 from mlbatch.release import preflight
 from tests.conftest import ROOT, repo_config
 from tests.integration.helpers import INVOKE

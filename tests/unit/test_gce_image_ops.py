@@ -96,18 +96,6 @@ def test_an_image_operation_that_fails_is_reported_with_its_exit_code(fake):
     assert info.value.exit_code == ExitCode.PERMISSION_DENIED and "compute.images.insert" in str(info.value)
 
 
-@pytest.mark.slow
-def test_promotion_outlasts_an_image_insert_longer_than_a_minute(fake):
-    """As on GCE: the copy takes longer than 60 s and the wait holds up to 2 minutes, so a client
-    that gives up on a wait after 60 s fails a release whose image tests passed (issue 15, item 3).
-    Real time on purpose: a client timeout cannot be shortened from outside (about 65 s)."""
-    fake.latencies.image_insert = 65.0
-    lines: list[str] = []
-    served = gce_image.promote(settings_for(fake), add_candidate(fake), lines.append)
-    assert fake.images[served.name]["status"] == "READY"
-    assert any(line.startswith("promoting") and "still running after" in line for line in lines), lines  # progress
-
-
 # --- the waiter on its own --------------------------------------------------------------
 
 

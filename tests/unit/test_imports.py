@@ -22,24 +22,15 @@ def test_the_local_path_never_imports_the_compute_client():
     assert "google.cloud.compute_v1" not in loaded
 
 
-# The leaves of mlbatch.gcp that core's GCS bucket and the agent may import (docs/architecture.md).
-GCP_LEAVES = {"mlbatch.gcp", "mlbatch.gcp.auth", "mlbatch.gcp.errors"}
-
-
-def test_the_agent_depends_only_on_core_and_the_gcp_leaves():
+def test_the_agent_depends_only_on_core():
     loaded = modules_after("import mlbatch.agent.main, mlbatch.agent.runner, mlbatch.agent.gce")
     outside = {m for m in loaded if m.startswith("mlbatch.") and not m.startswith(("mlbatch.core", "mlbatch.agent"))}
-    assert outside <= GCP_LEAVES
-
-
-def test_the_gcp_leaves_import_nothing_of_mlbatch_but_core_errors():
-    loaded = modules_after("import mlbatch.gcp.auth, mlbatch.gcp.errors")
-    assert {m for m in loaded if m.startswith("mlbatch.")} == GCP_LEAVES | {"mlbatch.core", "mlbatch.core.errors"}
+    assert outside == set()
 
 
 def test_core_imports_nothing_outside_core():
-    """(Only opening a gs:// bucket without an emulator asks the leaf mlbatch.gcp.auth for credentials.)"""
-    loaded = modules_after("from mlbatch.core import bucket, settings, runs, manifest, catalog")
+    """Opening a gs:// bucket without an emulator asks core.gcp_base, not mlbatch.gcp, for credentials."""
+    loaded = modules_after("from mlbatch.core import bucket, settings, runs, manifest, catalog, gcp_base")
     assert {m for m in loaded if m.startswith("mlbatch.") and not m.startswith("mlbatch.core")} == set()
 
 

@@ -1,6 +1,6 @@
 """The gcp release target (gcp profile; the test profile points it at emulators).
 
-Credentials are Application Default Credentials (mlbatch.gcp.auth: a gcloud application-default
+Credentials are Application Default Credentials (mlbatch.core.gcp_base: a gcloud application-default
 login, GOOGLE_APPLICATION_CREDENTIALS naming a key file or a workload identity federation
 config, or the metadata server); the registry login is user `oauth2accesstoken` with an access
 token, as Artifact Registry expects, so no gcloud and no docker credential helper is needed.
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlbatch.core import gcp_base
 from mlbatch.core.errors import PermissionDenied
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
-from mlbatch.gcp import auth
 from mlbatch.gcp.clients import Clients
 from mlbatch.local.infra import docker_client
 from mlbatch.release import containers, gce_image, vmtest
@@ -39,20 +39,20 @@ class GcpTarget:
     def preflight(self) -> None:
         from mlbatch.release import preflight
 
-        preflight.check(self.settings, self.clients, auth.principal(self.credentials))
+        preflight.check(self.settings, self.clients, gcp_base.principal(self.credentials))
 
     def push_containers(self, root: Path, version: str, say: Say) -> dict[str, Container]:
         import docker
 
         host = self.settings.registry.split("/")[0]
-        login = {"username": auth.REGISTRY_USER, "password": self.credentials.token}
+        login = {"username": gcp_base.REGISTRY_USER, "password": self.credentials.token}
         client = docker_client()
-        say(f"logging in to {host} as {auth.REGISTRY_USER} with a token for {auth.principal(self.credentials)}")
+        say(f"logging in to {host} as {gcp_base.REGISTRY_USER} with a token for {gcp_base.principal(self.credentials)}")
         try:
             client.login(registry=host, reauth=True, **login)
         except docker.errors.APIError as exc:
             raise PermissionDenied(
-                f"the registry {host} refused the token of {auth.principal(self.credentials)}: {exc.explanation} "
+                f"the registry {host} refused the token of {gcp_base.principal(self.credentials)}: {exc.explanation} "
                 "(grant roles/artifactregistry.writer on the repository, and enable artifactregistry.googleapis.com)"
             ) from None
         return containers.build_and_push(client, root / "containers", self.settings.registry, version, say, login)

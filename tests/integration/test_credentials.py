@@ -4,7 +4,10 @@
 The environment has no credentials anywhere google-auth looks (https://cloud.google.com/docs/authentication/application-default-credentials):
 no GOOGLE_APPLICATION_CREDENTIALS, an empty HOME and CLOUDSDK_CONFIG (no gcloud application-default
 login), and a metadata server address on a closed loopback port, so google-auth's probe of
-169.254.169.254 is refused at once instead of timing out (and no real Google endpoint is asked)."""
+169.254.169.254 is refused at once instead of timing out (and no real Google endpoint is asked).
+A Packer new enough for the gcp profile is first on PATH: `release` refuses Debian's 1.6.6 (100)
+before it looks for credentials, and this machine has that one. It is a stand-in that only answers
+`packer version`: the release stops at the credentials, long before a bake."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import subprocess
 import pytest
 
 from mlbatch.core.errors import ExitCode
+from mlbatch.release.bake import PINNED_PACKER
 from tests.conftest import ROOT
 from tests.integration.helpers import INVOKE
 
@@ -37,7 +41,12 @@ def no_credentials(tmp_path_factory) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "CLOUDSDK_CONFIG", "GOOGLE_CLOUD_PROJECT")
     }
+    tools = home / "bin"
+    tools.mkdir()
+    (tools / "packer").write_text(f"#!/bin/sh\necho 'Packer v{PINNED_PACKER}'\n")
+    (tools / "packer").chmod(0o755)
     env.update(HOME=str(home), CLOUDSDK_CONFIG=str(home / "gcloud"), GCE_METADATA_HOST=closed, GCE_METADATA_IP=closed)
+    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
     env.update({f"INVOKE_MLBATCH_PROFILES_GCP_{key}": value for key, value in PROFILE.items()})
     return env
 

@@ -1,8 +1,8 @@
 """`invoke schedule.export`: the gcloud commands for Cloud Scheduler -> Pub/Sub -> the mlbatch Cloud Function."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from tasks.common import errors, settings
+from tasks.common import errors, settings, task
 
 
 @task(

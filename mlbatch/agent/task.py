@@ -15,6 +15,7 @@ import socket
 from collections.abc import Mapping
 
 from mlbatch.core import runs
+from mlbatch.core.errors import ExitCode
 
 MAX_PROCESS_EXIT_CODE = 255  # a process's exit status is one byte
 
@@ -36,9 +37,16 @@ def batch_instance(env: Mapping[str, str] = os.environ) -> runs.InstanceSpec:
     )
 
 
-def exit_code(record: runs.AttemptRecord) -> int:
-    """The runnable's exit code tells Cloud Batch what to do: 0 succeeded; the job's own code
-    when it failed (lifecycle policies fail the task, no retry); our reserved codes else."""
-    if record.status == runs.FAILED:
-        return min(max(record.exit_code, 1), MAX_PROCESS_EXIT_CODE)
-    return runs.exit_code_of(record.status, record.exit_code)
+def exit_code(status: str, job_exit_code: int) -> int:
+    """The task's exit code for an attempt that ended with `status` (the job's own code when it failed).
+
+    The runnable's exit code is what Cloud Batch's lifecycle policy acts on: the job body
+    (providers/batch.py) retries a task that exits with ExitCode.PREEMPTED (or that Batch ends
+    with its own preemption code) and fails any other non-zero code at once. So: 0 succeeded;
+    the job's own code when it failed; our reserved code for anything else (runs.exit_code_of).
+    A job's own code that is the preemption code would be retried as a preemption: it is
+    reported as 1 (the attempt record keeps the job's real code)."""
+    if status == runs.FAILED:
+        code = min(max(job_exit_code, 1), MAX_PROCESS_EXIT_CODE)
+        return 1 if code == ExitCode.PREEMPTED else code
+    return runs.exit_code_of(status, job_exit_code)

@@ -25,15 +25,25 @@ from mlbatch.core.catalog import Job
 from mlbatch.core.errors import CapacityError, MlbatchError, NotStarted
 from mlbatch.core.names import instance_name
 from mlbatch.core.text import visible
-from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
+from mlbatch.providers.base import GONE, STOPPED, Provider
 from mlbatch.run import launch as launching
 from mlbatch.run.claims import Claim, Existing
 from mlbatch.run.deadlines import Margins
 from mlbatch.run.echo import BoundedEcho, echo_log_after
-from mlbatch.run.launch import Begun, RunOutcome, RunRequest, prepare, status_of
+from mlbatch.run.launch import Begun, RunOutcome, RunRequest, prepare, run_spec, status_of
 from mlbatch.ui import Say
 
-__all__ = ["Cancelled", "Controller", "RunOutcome", "RunRequest", "backed_off", "prepare", "status_of", "summary_rows"]
+__all__ = [
+    "Cancelled",
+    "Controller",
+    "RunOutcome",
+    "RunRequest",
+    "backed_off",
+    "prepare",
+    "run_spec",
+    "status_of",
+    "summary_rows",
+]
 
 POLL = 0.25  # seconds between reads of result.json at the start of an attempt
 # Seconds between asks to the provider (on GCE each is an instances.get call): records in
@@ -218,21 +228,10 @@ class Controller:
 
     def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str, detached: bool) -> tuple[str, bool]:
         """Create the instance in the first zone with capacity; that zone, and whether it is Spot."""
-        max_run = self.margins.instance_seconds(spec.timeout_seconds)
-        preemptions = attempt - 1
-        spot = job.spot and not (job.on_demand_after_preemptions and preemptions >= job.on_demand_after_preemptions)
+        request = launching.instance_request(spec, job, attempt, self.margins, detached)
+        spot = request.spot
         if job.spot and not spot:
-            self.say(f"{preemptions} preemption(s): attempt {attempt} runs on-demand")
-        request = InstanceRequest(
-            name=name,
-            spec=spec,
-            job=job,
-            attempt=attempt,
-            max_run_seconds=max_run,
-            spot=spot,
-            detached=detached,
-            labels=launching.labels(spec, launching.ROLE_INSTANCE, time.time() + max_run, attempt=attempt),
-        )
+            self.say(f"{attempt - 1} preemption(s): attempt {attempt} runs on-demand")
         errors = []
         for zone in self.provider.zones:
             try:

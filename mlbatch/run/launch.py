@@ -33,8 +33,9 @@ from mlbatch.core.errors import (
     QuotaError,
 )
 from mlbatch.core.manifest import Manifest
-from mlbatch.core.names import check_job_name, check_labels, managed_labels, new_run_id
+from mlbatch.core.names import check_job_name, check_labels, instance_name, managed_labels, new_run_id
 from mlbatch.core.versions import parse_version
+from mlbatch.providers.base import InstanceRequest
 from mlbatch.run import claims, overlap
 from mlbatch.run.claims import Claim, Existing
 from mlbatch.run.deadlines import CREATE_BUDGET, Margins
@@ -184,6 +185,24 @@ def labels(
         found["task"] = str(task)
     found["expiry"] = str(int(expires_at))
     return check_labels(found)
+
+
+def instance_request(spec: runs.RunSpec, job: Job, attempt: int, margins: Margins, detached: bool = False) -> InstanceRequest:
+    """What the provider is asked to create for a run's attempt: Spot unless the job's
+    preemptions so far say on-demand, labelled ours with an expiry, deleting itself once the
+    attempt's whole span (`Margins.instance_seconds`) has passed."""
+    max_run = margins.instance_seconds(spec.timeout_seconds)
+    spot = job.spot and not (job.on_demand_after_preemptions and attempt - 1 >= job.on_demand_after_preemptions)
+    return InstanceRequest(
+        name=instance_name(spec.run_id, attempt),
+        spec=spec,
+        job=job,
+        attempt=attempt,
+        max_run_seconds=max_run,
+        spot=spot,
+        detached=detached,
+        labels=labels(spec, ROLE_INSTANCE, time.time() + max_run, attempt=attempt),
+    )
 
 
 def record_end(bucket: Bucket, spec: runs.RunSpec, status: str, attempt: int, message: str, say: Say) -> runs.ResultRecord:

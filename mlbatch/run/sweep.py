@@ -57,13 +57,6 @@ class PreparedSweep:
     tasks: list[dict[str, Any]]  # every task's params, validated, with defaults
     parallelism: int
 
-    def plan(self) -> sweeps.SweepPlan:
-        job = self.prepared.job
-        return sweeps.SweepPlan(
-            parallelism=self.parallelism,
-            tasks=tuple(sweeps.TaskPlan(params=p, argv=tuple(job.argv(p))) for p in self.tasks),
-        )
-
     def seconds(self, margins: Margins) -> float:
         """The longest its tasks may take: waves of P, each an attempt long, after a wait for capacity."""
         return margins.sweep_seconds(self.prepared.timeout_seconds, len(self.tasks), self.parallelism)
@@ -128,6 +121,15 @@ def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+def sweep_plan(sweep: PreparedSweep) -> sweeps.SweepPlan:
+    """The sweep's part of spec.json: parallelism, and every task's params and argv."""
+    job = sweep.prepared.job
+    return sweeps.SweepPlan(
+        parallelism=sweep.parallelism,
+        tasks=tuple(sweeps.TaskPlan(params=p, argv=tuple(job.argv(p))) for p in sweep.tasks),
+    )
+
+
 class Sweep:
     attach_poll = 1.0  # seconds between reads of a sweep followed through its records
 
@@ -145,7 +147,7 @@ class Sweep:
             preflight=self.runner.preflight,
             hold_seconds=sweep.seconds(margins),
             say=self.say,
-            plan=sweep.plan(),
+            plan=sweep_plan(sweep),
         )
         if isinstance(begun, Existing):
             outcome = launching.follow(self.bucket, begun.run_id, self.say, margins, self.attach_poll)

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled
 from mlbatch.core.names import is_managed
 from mlbatch.core.sweeps import TaskRecord
-from mlbatch.providers.batch import QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
+from mlbatch.providers.batch import BATCH_EXIT_CODES, QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
 from mlbatch.run import launch as launching
 from mlbatch.run.deadlines import SELF_DELETE_SLACK, Margins
 from mlbatch.run.sweep import PreparedSweep, SweepStopped, read_task_attempt
 from mlbatch.ui import Say
+
+if TYPE_CHECKING:
+    from google.cloud import batch_v1
 
 DELETE_WAIT = 120.0  # seconds to wait for a deleted job to be gone
 # What the sweep's identity needs on the project (roles/batch.jobsEditor holds them): Batch's
@@ -36,6 +40,14 @@ def _progress(view: JobView) -> str:
     order = ("PENDING", "ASSIGNED", "RUNNING", "SUCCEEDED", "FAILED")
     counts = ", ".join(f"{view.counts[s]} {s.lower()}" for s in order if view.counts.get(s))
     return f"Batch job {view.state.lower()}" + (f": tasks {counts}" if counts else "")
+
+
+def job_body(jobs: BatchJobs, spec: runs.RunSpec, sweep: PreparedSweep, margins: Margins) -> batch_v1.Job:
+    """The sweep's Batch job (run-batch --sweep, and its --dry-run): labelled by the launch path
+    (`role=sweep`, expiring after the sweep's span), each task an attempt's span at most."""
+    labels = launching.labels(spec, launching.ROLE_SWEEP, time.time() + sweep.seconds(margins) + SELF_DELETE_SLACK)
+    max_run = int(margins.attempt_seconds(spec.timeout_seconds))
+    return jobs.job_body(spec, sweep.prepared.job, sweep.tasks, sweep.parallelism, labels, max_run)
 
 
 class BatchTasks:
@@ -52,12 +64,9 @@ class BatchTasks:
         self._delete(job_id(run_id))
 
     def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord], started: Callable[[], None]) -> None:
-        job = sweep.prepared.job
         name = job_id(spec.run_id)
         wait = sweep.seconds(self.margins)
-        labels = launching.labels(spec, launching.ROLE_SWEEP, time.time() + wait + SELF_DELETE_SLACK)
-        max_run = self.margins.attempt_seconds(spec.timeout_seconds)
-        body = self.jobs.job_body(spec, job, sweep.tasks, sweep.parallelism, labels, int(max_run))
+        body = job_body(self.jobs, spec, sweep, self.margins)
         self.jobs.create(name, body)
         started()
         self.say(f"Batch job {name} created: {len(sweep.tasks)} tasks, at most {sweep.parallelism} at once")
@@ -104,9 +113,10 @@ class BatchTasks:
                 outcome.ended(record.status, record.exit_code, record.attempt, record.message)
             elif failed and view is not None:
                 exit_code = view.exit_code if view.exit_code is not None else runs.NO_EXIT_CODE
-                outcome.ended(
-                    runs.INFRA_FAILED, exit_code, 1, view.message or "Batch failed the task before its agent recorded it"
-                )
+                message = view.message or "Batch failed the task before its agent recorded it"
+                if exit_code in BATCH_EXIT_CODES:
+                    message = f"{message} ({BATCH_EXIT_CODES[exit_code]})"
+                outcome.ended(runs.INFRA_FAILED, exit_code, 1, message)
             else:
                 outcome.ended(default[0], runs.NO_EXIT_CODE, record.attempt if record else 0, default[1])
 

@@ -140,6 +140,9 @@ class MemoryProvider:
         unless the test makes it refuse (raise_from("preflight", PermissionDenied(...)))."""
         self._interrupt("preflight")
 
+    def describe(self, request: InstanceRequest, zone: str) -> dict:
+        return {"zone": zone, "name": request.name, "spot": request.spot, "labels": request.labels}
+
     def create(self, request: InstanceRequest, zone: str) -> None:
         self._interrupt("create")
         if zone not in self.zones:

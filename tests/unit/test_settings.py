@@ -131,6 +131,45 @@ def test_a_bake_needs_a_way_to_reach_the_build_vm():
     assert load_settings(gcp_config(internal_ip=False, use_iap=True), ROOT, env={}).use_iap
 
 
+@pytest.mark.parametrize(
+    "account",
+    [
+        "mlbatch-runner@my-ml-project.iam.gserviceaccount.com",  # a user-managed account
+        "123456789012-compute@developer.gserviceaccount.com",  # the Compute Engine default account
+        "my-ml-project@appspot.gserviceaccount.com",  # the App Engine default account
+        "runner@my-project.example.com.iam.gserviceaccount.com",  # of a domain-scoped project (example.com:my-project)
+    ],
+)
+def test_every_documented_form_of_service_account_is_accepted(account):
+    assert load_settings(gcp_config(service_account=account), ROOT, env={}).service_account == account
+
+
+@pytest.mark.parametrize(
+    "account",
+    [
+        "me@gmail.com",
+        "Runner@my-ml-project.iam.gserviceaccount.com",
+        "runner@my-ml-project.iam.gserviceaccount.com.example.net",
+        "compute@developer.gserviceaccount.com",
+        "my-project-compute@developer.gserviceaccount.com",
+        "runner@@my-ml-project.iam.gserviceaccount.com",
+        "run ner@my-ml-project.iam.gserviceaccount.com",
+        "runner@iam.gserviceaccount.com",
+    ],
+)
+def test_garbage_service_accounts_are_refused_naming_the_forms(account):
+    with pytest.raises(BadInput, match=r"service_account .*-compute@developer\.gserviceaccount\.com"):
+        load_settings(gcp_config(service_account=account), ROOT, env={})
+
+
+def test_a_shared_vpc_host_project_is_a_project_id():
+    assert load_settings(gcp_config(), ROOT, env={}).network_project == "my-ml-project"  # no Shared VPC: the project
+    settings = load_settings(gcp_config(network_project="my-host-project"), ROOT, env={})
+    assert settings.network_project == "my-host-project"
+    with pytest.raises(BadInput, match="network_project 'Host_Project'"):
+        load_settings(gcp_config(network_project="Host_Project"), ROOT, env={})
+
+
 # invoke.yaml spells out some defaults for its readers; these differ on purpose.
 CHOSEN_IN_INVOKE_YAML = {("local", "ca_bundle"), ("test", "ca_bundle")}
 
@@ -150,3 +189,58 @@ def test_an_unset_key_takes_the_settings_default():
     del config["profiles"]["local"]["base_image"], config["profiles"]["local"]["image_family"]
     settings = load_settings(config, ROOT, env={})
     assert (settings.base_image, settings.image_family) == ("debian:bookworm-slim", "mlbatch")
+
+
+# --- issue 18: validated by a schema, every problem at once, each with its path -------------------
+
+
+def test_every_bad_setting_is_named_at_once_with_its_path():
+    config = gcp_config(project="", zones=["europe-west4-a", "us-east1-b"], ssh_port="22", servce_account="x@y")
+    with pytest.raises(BadInput) as caught:
+        load_settings(config, ROOT, env={})
+    message = str(caught.value)
+    assert message.startswith("4 problems:")
+    assert "invalid mlbatch.profiles.gcp.project '': expected a GCP project id" in message
+    assert "invalid mlbatch.profiles.gcp.zones[1] 'us-east1-b': expected a zone of europe-west4, e.g. europe-west4-a" in message
+    assert "invalid mlbatch.profiles.gcp.ssh_port '22': expected a TCP port" in message
+    assert "mlbatch.profiles.gcp: unknown keys ['servce_account'] (did you mean servce_account -> service_account?)" in message
+
+
+def test_the_schema_has_every_setting_of_a_profile():
+    import dataclasses
+
+    from mlbatch.core.settings import ProfileSettings, Settings
+
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"profile", "project_root", "state_dir"}
+    assert set(ProfileSettings.model_fields) == fields
+    assert all(f.description for f in ProfileSettings.model_fields.values()), "each says the form it expects"
+
+
+def test_an_unknown_top_level_key_is_refused():
+    with pytest.raises(BadInput, match=r"mlbatch: unknown keys \['profils'\] \(did you mean profils -> profiles\?\)"):
+        load_settings({"profile": "local", "profils": {}}, ROOT, env={})
+
+
+@pytest.mark.parametrize("url", ["http://hooks.example.com/T0/B0/secret", "ftp://127.0.0.1/x", "hooks.example.com"])
+def test_a_webhook_must_be_https_or_loopback_and_is_never_shown(url):
+    config = repo_config()
+    config["profiles"]["local"]["notify_webhook"] = url
+    with pytest.raises(BadInput, match=r"mlbatch.profiles.local.notify_webhook: expected an https:// URL") as caught:
+        load_settings(config, ROOT, env={})
+    assert url not in str(caught.value) and "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/T0/B0/x", "http://127.0.0.1:8080/hook", "http://[::1]:9/h"])
+def test_webhooks_that_load(url):
+    config = repo_config()
+    config["profiles"]["local"]["notify_webhook"] = url
+    assert load_settings(config, ROOT, env={}).notify_webhook == url
+
+
+def test_a_topic_is_a_full_pubsub_name():
+    config = repo_config()
+    config["profiles"]["local"]["notify_topic"] = "mlbatch-runs"
+    with pytest.raises(BadInput, match="notify_topic 'mlbatch-runs': expected projects/PROJECT/topics/TOPIC"):
+        load_settings(config, ROOT, env={})
+    config["profiles"]["local"]["notify_topic"] = "projects/my-ml-project/topics/mlbatch-runs"
+    assert load_settings(config, ROOT, env={}).notify_topic.endswith("/topics/mlbatch-runs")

@@ -7,12 +7,14 @@ import http.server
 from pathlib import Path
 from typing import Any
 
+from tests.support.fake_vm.metadata import MetadataFaults
+
 CONTAINER_LABEL = "mlbatch-fake-compute"
 
 
 @dataclasses.dataclass
-class Faults:
-    """What to break, set per test. Times are in seconds of the fake's clock."""
+class Faults(MetadataFaults):
+    """What to break, set per test (metadata faults: MetadataFaults). Times are in seconds of the fake's clock."""
 
     stockout_zones: set[str] = dataclasses.field(default_factory=set)
     quota_exceeded: bool = False
@@ -26,11 +28,30 @@ class Faults:
     reply_errors: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     unsupported_zones: set[str] = dataclasses.field(default_factory=set)  # inserts end in UNSUPPORTED_OPERATION
     operation_seconds: float = 0.0  # extra time every insert/delete takes before its operation is DONE
-    wait_hold: float = 120.0  # the longest a zoneOperations.wait holds before it answers (the real API: ~2 min)
+    # The longest a zoneOperations/globalOperations.wait holds before it answers, DONE or not: "waits for
+    # no more than the default deadline (2 minutes)" (compute/docs/reference/rest/v1/globalOperations/wait).
+    wait_hold: float = 120.0
     delete_race_in_operation: bool = False  # a second delete is accepted and its operation ends in 404
     page_size: int = 500  # the most items a list page holds (the API may return fewer than maxResults)
-    metadata_unavailable: int = 0  # the next N metadata requests fail with 503 (the server is still starting)
-    corrupt_run_spec: bool = False  # the run spec attribute is not JSON (an agent bug or a bad controller)
+
+
+@dataclasses.dataclass
+class Latencies:
+    """How long Compute takes to finish an image operation, in seconds of the fake's clock
+    (`fake.advance` skips ahead). The defaults are as slow as the real service, so a caller must
+    outlast a client timeout of 60 s: creating an image copies a disk and "can take several
+    minutes" (https://cloud.google.com/compute/docs/images/create-custom); the documentation gives
+    no figure for a deprecation, and the fake makes it as slow, on the safe side. A test that is not
+    about the wait sets them short."""
+
+    image_insert: float = 90.0  # images.insert (sourceImage or sourceDisk): PENDING until DONE
+    image_deprecate: float = 65.0  # images.deprecate: the new state shows once DONE
+    image_delete: float = 5.0  # images.delete: DELETING until DONE, then gone
+
+    @classmethod
+    def quick(cls) -> Latencies:
+        """For tests that are not about the wait: still operations that are RUNNING for a while."""
+        return cls(image_insert=1.0, image_deprecate=0.5, image_delete=0.2)
 
 
 @dataclasses.dataclass
@@ -50,6 +71,15 @@ class FakeInstance:
     @property
     def name(self) -> str:
         return self.body["name"]
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.body.get("id", ""))
+
+    @property
+    def service_account(self) -> str:
+        """The email of its service account; "" when it was created without one (no token on its metadata server)."""
+        return (self.body.get("serviceAccounts") or [{}])[0].get("email", "")
 
     def metadata(self) -> dict[str, str]:
         return {i["key"]: i.get("value", "") for i in self.body.get("metadata", {}).get("items", [])}

@@ -9,7 +9,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,18 @@ class Attempt:
         )
 
     # --- phases ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the phase, having told the controller it began (progress.json): its deadline
+        gives each phase its own margin (a slow pull, a big upload), not one shared margin."""
+        progress = runs.ProgressRecord(run_id=self.spec.run_id, attempt=self.attempt, phase=name, since=runs.now_iso())
+        try:
+            runs.write_record(self.bucket, self.keys.progress, progress)
+        except Exception as exc:  # the deadline then runs from the previous phase: worth a line, not the attempt
+            self.log.info(f"could not record the {name} phase: {type(exc).__name__}: {exc}")
+        with runs.timed(self.phases, name):
+            yield
 
     def pull(self, client, registry_login: bool) -> None:
         if "@sha256:" in self.spec.container and _present(client, self.spec.container):
@@ -274,13 +286,13 @@ def run_attempt(
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
         client = docker.from_env(timeout=300)
-        with runs.timed(att.phases, "pull"):
+        with att.phase(runs.PULL):
             att.pull(client, registry_login)
-        with runs.timed(att.phases, "fetch"):
+        with att.phase(runs.FETCH):
             code = att.fetch()
-        with runs.timed(att.phases, "run"):
+        with att.phase(runs.RUN):
             status, exit_code = att.run(client, code)
-        with runs.timed(att.phases, "upload"):
+        with att.phase(runs.UPLOAD):
             att.upload()
     except Preempted as exc:
         if exc.preempted:

@@ -101,6 +101,9 @@ class LocalProvider:
         Path(run["environment"]["MLBATCH_INSTANCE_FILE"]).write_text(instance.to_json())
         self.client.containers.run(run.pop("image"), **run)
 
+    def adopt(self, name: str, zone: str) -> None:
+        """One engine, one zone: a container is found by its name alone."""
+
     def state(self, name: str) -> str:
         container = self._get(name)
         if container is None:

@@ -7,7 +7,7 @@ invoke --list            all tasks;  invoke --help TASK  its options
 
 from invoke import Collection
 
-from tasks import bench, dashboard, dev, images, local, releases, rundeck, runs, schedule
+from tasks import bench, dashboard, dev, iam, images, local, releases, rundeck, runs, schedule
 
 ns = Collection(
     releases.release,
@@ -26,4 +26,5 @@ ns = Collection(
     bench.ns,
     rundeck.ns,
     schedule.ns,
+    iam.ns,
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from mlbatch.core.access import GoogleAccess, parse_google_access
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME, check_job_name
 from mlbatch.core.text import has_control_characters
@@ -79,6 +80,8 @@ class Job:
     metric: str = ""
     metric_goal: str = "max"  # max | min
     max_log_mb: int = 0  # 0: the whole log is kept; N: the first N MB, and the log's last line says what was cut
+    # Object prefixes the job's container may read and write with a downscoped token; none: no credentials.
+    google_access: GoogleAccess = GoogleAccess()
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
         """Validate `--param k=v` values against the catalog; return all params with defaults."""
@@ -214,6 +217,7 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         metric=metric,
         metric_goal=metric_goal,
         max_log_mb=max_log_mb,
+        google_access=parse_google_access(name, spec.get("google_access")),
     )
 
 
@@ -245,4 +249,5 @@ def job_from_dict(data: Mapping[str, Any]) -> Job:
     fields = dict(data)
     fields["command"] = tuple(fields["command"])
     fields["params"] = tuple(Param(**{**p, "choices": tuple(p.get("choices", ()))}) for p in fields.get("params", ()))
+    fields["google_access"] = GoogleAccess.from_dict(fields.get("google_access"))
     return Job(**fields)

@@ -65,6 +65,9 @@ class Settings:
     oslogin_endpoint: str = ""  # tests point this at tests/support/fake_oslogin.py
     ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
     price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
+    # gs:// only: each release's manifest and code bundle get a Locked object retention for this
+    # many days, which no token can undo (the bucket must allow object retention); 0: none.
+    release_retention_days: int = 0
 
     @property
     def is_local(self) -> bool:
@@ -136,6 +139,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
         oslogin_endpoint=str(get("oslogin_endpoint")),
         ssh_port=get("ssh_port"),
         price_table=_abs(project_root, str(get("price_table"))) if get("price_table") else None,
+        release_retention_days=get("release_retention_days"),
     )
     _validate(settings, env)
     return settings
@@ -180,6 +184,11 @@ def _validate(s: Settings, env: Mapping[str, str]) -> None:
                 f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"
             )
         _validate_bake(s, where)
+    days = s.release_retention_days
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36500:
+        raise BadInput(f"invalid {where}.release_retention_days {days!r}: expected whole days from 0 (no lock) to 36500")
+    if days and not s.bucket.startswith("gs://"):
+        raise BadInput(f"{where}.release_retention_days {days} needs a gs:// bucket (object retention is Cloud Storage's); set 0")
 
 
 def bake_zone(s: Settings) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mlbatch.core.access import RELEASES, object_resource, split_bucket
-from mlbatch.core.errors import PermissionDenied
+from mlbatch.core.errors import BadInput, PermissionDenied
 from mlbatch.core.settings import Settings
 from mlbatch.iam.plan import POLICY_READER
 
@@ -200,3 +200,34 @@ def check_runner_cannot_write_releases(settings: Settings, credentials, say: Cal
             + "\n  - ".join(f.text() for f in findings)
             + f"\nremove these bindings and grant the runner only what `invoke iam.setup` prints (checked: {CHECKS})"
         )
+
+
+def check_object_retention(settings: Settings, credentials, say: Callable[[str], None]) -> None:
+    """With release_retention_days set, the bucket must allow object retention (BadInput, 100),
+    or every release would fail at its code bundle; a warning when the bucket cannot be read."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    if not settings.release_retention_days:
+        say(f"note: release_retention_days is 0: releases in {settings.bucket} are protected by IAM alone")
+        return
+    name = split_bucket(settings.bucket)[0]
+    try:
+        bucket = storage.Client(project=settings.project, credentials=credentials).get_bucket(name)
+    except (gexc.Forbidden, gexc.NotFound, gexc.Unauthorized) as exc:
+        say(f"warning: could not read gs://{name} ({exc.message}): whether it allows object retention was not checked")
+        return
+    if bucket.object_retention_mode != "Enabled":
+        raise BadInput(
+            f"release_retention_days is {settings.release_retention_days} but gs://{name} does not allow object retention: "
+            "enable it (Cloud console: the bucket's Protection tab, Object retention; a new bucket: "
+            "gcloud storage buckets create ... --enable-per-object-retention), or set release_retention_days: 0 "
+            "to rely on IAM alone"
+        )
+
+
+def check_bucket(settings: Settings, credentials, say: Callable[[str], None]) -> None:
+    """The release preflight's look at the bucket: the runner cannot write releases/, and the
+    releases can be locked as the settings ask."""
+    check_runner_cannot_write_releases(settings, credentials, say)
+    check_object_retention(settings, credentials, say)

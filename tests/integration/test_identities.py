@@ -10,9 +10,11 @@ from google.api_core import exceptions as gexc
 
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
-from mlbatch.core.bucket import open_bucket
-from mlbatch.core.errors import PermissionDenied
+from mlbatch.core.bucket import open_bucket, write_immutable
+from mlbatch.core.errors import BadInput, PermissionDenied
 from mlbatch.iam import policy
+from mlbatch.release.flow import retain_until, upload_code
+from tests.conftest import ROOT
 from tests.support.iam_world import gcp_settings, iam_world
 
 VERSION = "v1.2.3"
@@ -113,3 +115,48 @@ def test_the_preflight_check_reads_the_policy_and_refuses_a_runner_grant_on_rele
     assert said and "was not checked" in said[0] and "storage.buckets.getIamPolicy" in said[0]
     with world.as_identity("runner"):  # and now the runner really can replace the manifest
         open_bucket(world.bucket).write(MANIFEST, b"replaced")
+
+
+def test_a_locked_release_holds_against_every_token(world):
+    """release_retention_days: the manifest and the code bundle are locked in the insert itself;
+    not even a runner misgranted objectAdmin on the whole bucket can replace, delete or unlock them."""
+    settings = gcp_settings(world.bucket)
+    until = retain_until(settings)
+    world.iam.object_retention = True
+    key = manifests.manifest_key("v2.0.0")
+    with world.as_identity("release"):
+        bucket = open_bucket(world.bucket)
+        code, _ = upload_code(bucket, ROOT, "v2.0.0", until)
+        write_immutable(bucket, key, b'{"version": "v2.0.0"}', until)
+        with pytest.raises(gexc.Forbidden, match="retentionPolicyNotMet|subject to object retention"):
+            bucket._bucket.blob(key).delete()  # not even the identity that wrote it
+    world.iam.grant("roles/storage.objectAdmin", f"serviceAccount:{settings.service_account}")
+    with world.as_identity("runner"):
+        bucket = open_bucket(world.bucket)
+        with pytest.raises(gexc.Forbidden, match="subject to object retention"):
+            bucket.write(key, b"replaced")
+        with pytest.raises(gexc.Forbidden, match="subject to object retention"):
+            bucket.write(code.uri.removeprefix(world.bucket + "/"), b"other code")
+        blob = bucket._bucket.get_blob(key)
+        blob.retention.mode = None
+        blob.retention.retain_until_time = None
+        with pytest.raises(gexc.Forbidden, match="Locked"):
+            blob.patch(override_unlocked_retention=True)
+        assert bucket.read(key) == b'{"version": "v2.0.0"}'
+
+
+def test_the_preflight_refuses_a_lock_the_bucket_cannot_hold(world):
+    settings = gcp_settings(world.bucket)
+    said: list[str] = []
+    with world.as_identity("release"):
+        with pytest.raises(BadInput, match="does not allow object retention") as refused:
+            policy.check_object_retention(settings, None, said.append)
+        world.iam.object_retention = True
+        policy.check_bucket(settings, None, said.append)
+        with pytest.raises(BadInput, match="object retention is not enabled|Object retention is not enabled"):
+            world.iam.object_retention = False  # the insert itself is refused too, with nothing written
+            try:
+                write_immutable(open_bucket(world.bucket), manifests.manifest_key("v3.0.0"), b"{}", retain_until(settings))
+            except gexc.BadRequest as exc:
+                raise BadInput(str(exc)) from None
+    assert refused.value.exit_code == 100 and said == []

@@ -40,7 +40,9 @@ import datetime as dt
 import json
 import re
 import threading
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -126,6 +128,7 @@ class BucketIam:
         self._tokens: dict[str, Principal] = {}
         self._issuers: list[tuple[Callable[[str], bool], str]] = []
         self.retention: dict[str, tuple[str, dt.datetime]] = {}  # resource name -> (mode, until)
+        self.object_retention = False  # whether the buckets allow object retention (a bucket setting)
         self.decisions: list[tuple[str, str, str, bool]] = []  # (account, permission, resource, allowed)
         self._lock = threading.Lock()
 
@@ -236,7 +239,8 @@ class BucketIam:
         held = self.retention.get(resource)
         if held and self.retained(resource):
             mode, until = held
-            shorter = not retention or _until(retention) < until or retention.get("mode") != mode
+            removed = not retention or not retention.get("retainUntilTime")  # a patch of nulls removes it
+            shorter = removed or _until(retention) < until or retention.get("mode") != mode
             if shorter and mode == "Locked":
                 raise Refusal(
                     403, "forbidden", f"Object retention for '{resource}' is Locked and cannot be shortened or removed."
@@ -248,7 +252,7 @@ class BucketIam:
         return checks
 
     def record_retention(self, resource: str, retention: Any) -> None:
-        if retention:
+        if retention and retention.get("retainUntilTime"):
             self.retention[resource] = (retention.get("mode", "Unlocked"), _until(retention))
         else:
             self.retention.pop(resource, None)
@@ -298,6 +302,8 @@ class BucketIam:
 
     def _writes(self, bucket: str, name: str, exists: Callable[[str, str], bool], retention: Any) -> list[Check]:
         resource = _object(bucket, name)
+        if retention and not self.object_retention:
+            raise Refusal(400, "invalid", f"Object retention is not enabled on bucket {bucket}: cannot set a retention on {name}")
         checks = [Check("storage.objects.create", resource)]
         if exists(bucket, name):
             if self.retained(resource):
@@ -350,9 +356,6 @@ class IamGate:
         self.upstream = upstream.rstrip("/")
 
     def _exists(self, bucket: str, name: str) -> bool:
-        import urllib.error
-        import urllib.request
-
         url = f"{self.upstream}/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}"
         try:
             urllib.request.urlopen(url, timeout=30).close()  # noqa: S310 - the loopback emulator
@@ -374,6 +377,10 @@ class IamGate:
         route = urllib.parse.unquote(urllib.parse.urlsplit(path).path)
         if m := re.fullmatch(r"/storage/v1/b/([^/]+)/iam", route):  # fake-gcs-server has no IAM
             return 200, self.iam.policy(m[1])
+        if (m := re.fullmatch(r"/storage/v1/b/([^/]+)", route)) and method == "GET" and self.iam.object_retention:
+            with urllib.request.urlopen(f"{self.upstream}/storage/v1/b/{m[1]}", timeout=30) as answer:  # noqa: S310
+                bucket = json.loads(answer.read())
+            return 200, {**bucket, "objectRetention": {"mode": "Enabled"}}  # fake-gcs-server has no object retention
         return None
 
     def after(self, method: str, path: str, body: bytes, status: int) -> None:

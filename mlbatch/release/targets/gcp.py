@@ -40,7 +40,7 @@ class GcpTarget:
 
         preflight.check(self.settings, self.credentials, adc.principal(self.credentials))
         # A manifest the runner could replace would choose the code and container of every later run.
-        policy.check_runner_cannot_write_releases(self.settings, self.credentials, say)
+        policy.check_bucket(self.settings, self.credentials, say)
 
     def push_containers(self, root: Path, version: str, say: Say) -> dict[str, Container]:
         import docker

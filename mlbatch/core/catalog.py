@@ -80,6 +80,8 @@ class Job:
     metric: str = ""
     metric_goal: str = "max"  # max | min
     max_log_mb: int = 0  # 0: the whole log is kept; N: the first N MB, and the log's last line says what was cut
+    # The job container's network: none unless the job asks (true) or declares google_access.
+    network: bool = False
     # Object prefixes the job's container may read and write with a downscoped token; none: no credentials.
     google_access: GoogleAccess = GoogleAccess()
 
@@ -151,6 +153,12 @@ def _param(job: str, name: str, spec: Mapping[str, Any]) -> Param:
     return param
 
 
+def _flag(job: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(job, f"{key} {value!r} must be true or false")
+    return value
+
+
 def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job:
     try:
         check_job_name(name)
@@ -217,6 +225,7 @@ def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job
         metric=metric,
         metric_goal=metric_goal,
         max_log_mb=max_log_mb,
+        network=_flag(name, "network", spec.get("network", False)),
         google_access=parse_google_access(name, spec.get("google_access")),
     )
 

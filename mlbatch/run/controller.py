@@ -156,6 +156,8 @@ class Controller:
             vm_image=prepared.manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
             max_log_bytes=prepared.job.max_log_mb * 1024 * 1024,
+            network=prepared.job.network or bool(prepared.job.google_access),
+            google_access=prepared.job.google_access.to_dict(),
         )
         runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
         self._take_slot(spec, prepared.job)

@@ -148,6 +148,8 @@ class Sweep:
             created=runs.now_iso(),
             vm_image=manifest.vm_image.ref,
             idempotency_key=request.idempotency_key,
+            network=job.network or bool(job.google_access),
+            google_access=job.google_access.to_dict(),
         )
         plan = sweeps.SweepPlan(
             parallelism=sweep.parallelism,

@@ -221,3 +221,17 @@ def test_a_job_access_becomes_its_token_boundary():
     assert {r["availableResource"] for r in rules} == {"//storage.googleapis.com/projects/_/buckets/my-ml-project-mlbatch"}
     assert "objectListPrefix" in rules[0]["availabilityCondition"]["expression"]
     assert access.access_boundary(BUCKET, access.GoogleAccess()) == {"accessBoundary": {"accessBoundaryRules": []}}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the release preflight asks projects.testIamPermissions for permissions the plan grants on the "
+    "repository and on the runner account; it should ask those resources (issue 16, preflight)",
+)
+def test_the_release_preflight_asks_the_project_only_for_what_the_plan_grants_there(settings):
+    from mlbatch.release import preflight
+
+    roles_below_project = {
+        g.role for g in plan.identities(settings, CATALOG)[0].grants if g.on in (plan.REPOSITORY, plan.RUNNER_ACCOUNT)
+    }
+    assert not {role for role in preflight.PERMISSIONS.values() if role in roles_below_project}

@@ -192,7 +192,7 @@ class Attempt:
         )
         extra = {**server.environment(), **{k: os.environ[k] for k in ENDPOINT_ENV if os.environ.get(k)}}
         try:
-            with server.serving():
+            with server:
                 yield {"network": network}, extra, server
         finally:
             for refusal in server.refused:

@@ -16,12 +16,11 @@ gets 403 or 404. The token is traded again when less than 5 minutes of it are le
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 STS_URL = "https://sts.googleapis.com/v1/token"
@@ -78,8 +77,8 @@ class TokenServer:
         self._peer = ""
         self._peer_known = threading.Event()
         self.refused: list[str] = []
-        self._server = http.server.ThreadingHTTPServer((host, 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server((host, 0), _Handler)
+        self._server.owner = self
         self.address = f"{host}:{self._server.server_address[1]}"
 
     def allow(self, peer: str) -> None:
@@ -110,46 +109,49 @@ class TokenServer:
             return 200, "text/plain", self.project
         return 404, "text/plain", "not found"
 
-    def _handler(self):
-        server = self
+    def handle(self, request: http.server.BaseHTTPRequestHandler) -> None:
+        """One GET: the token's paths for the job's container, a refusal for anyone else."""
+        self._peer_known.wait(PEER_WAIT)
+        status, content_type, text = 403, "text/plain", "not the job's container"
+        if request.client_address[0] != self._peer:
+            self.refused.append(f"{request.client_address[0]} {request.path}")
+        elif request.headers.get("Metadata-Flavor") != "Google" or request.headers.get("X-Forwarded-For"):
+            text = "Missing Metadata-Flavor:Google header, or X-Forwarded-For present"
+        else:
+            try:
+                status, content_type, text = self._answer(*request.path.partition("?")[::2])
+            except Exception as exc:  # the trade failed: the job sees an error, the log says why
+                self.refused.append(f"token: {type(exc).__name__}: {exc}")
+                status, text = 503, "the job's token could not be made"
+        body = text.encode()
+        request.send_response(status)
+        for name, value in (("Metadata-Flavor", "Google"), ("Content-Type", content_type), ("Content-Length", len(body))):
+            request.send_header(name, str(value))
+        request.end_headers()
+        request.wfile.write(body)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
-                pass
+    def __enter__(self) -> TokenServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="job-token", daemon=True)
+        self._thread.start()
+        return self
 
-            def do_GET(self):  # noqa: N802 - the stdlib's name
-                server._peer_known.wait(PEER_WAIT)
-                if self.client_address[0] != server._peer:
-                    server.refused.append(f"{self.client_address[0]} {self.path}")
-                    return self._reply(403, "text/plain", "not the job's container")
-                if self.headers.get("Metadata-Flavor") != "Google" or self.headers.get("X-Forwarded-For"):
-                    return self._reply(403, "text/plain", "Missing Metadata-Flavor:Google header, or X-Forwarded-For present")
-                path, _, query = self.path.partition("?")
-                try:
-                    self._reply(*server._answer(path, query))
-                except Exception as exc:  # the trade failed: the job sees an error, the log says why
-                    server.refused.append(f"token: {type(exc).__name__}: {exc}")
-                    self._reply(503, "text/plain", "the job's token could not be made")
+    def __exit__(self, *exc_info) -> None:
+        self._peer_known.set()  # release any request still waiting for the job's address
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
 
-            def _reply(self, status: int, content_type: str, text: str) -> None:
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Metadata-Flavor", "Google")
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
-        return Handler
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
 
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[TokenServer]:
-        thread = threading.Thread(target=self._server.serve_forever, name="job-token", daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._peer_known.set()  # release any request still waiting
-            self._server.shutdown()
-            self._server.server_close()
-            thread.join(timeout=10)
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        self.server.owner.handle(self)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    owner: TokenServer

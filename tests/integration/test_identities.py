@@ -5,6 +5,9 @@ mlbatch's own Bucket code with its own service-account key. A model of IAM, not 
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from google.api_core import exceptions as gexc
 
@@ -15,6 +18,7 @@ from mlbatch.core.errors import BadInput, PermissionDenied
 from mlbatch.iam import policy
 from mlbatch.release.flow import retain_until, upload_code
 from tests.conftest import ROOT
+from tests.integration.helpers import INVOKE
 from tests.support.iam_world import gcp_settings, iam_world
 
 VERSION = "v1.2.3"
@@ -160,3 +164,22 @@ def test_the_preflight_refuses_a_lock_the_bucket_cannot_hold(world):
             except gexc.BadRequest as exc:
                 raise BadInput(str(exc)) from None
     assert refused.value.exit_code == 100 and said == []
+
+
+def test_invoke_iam_check_reads_the_policy_as_the_release_identity(world):
+    profile = {"PROJECT": "mlbatch-test", "BUCKET": world.bucket, "SERVICE_ACCOUNT": gcp_settings(world.bucket).service_account}
+    profile["REGISTRY"] = "europe-west4-docker.pkg.dev/mlbatch-test/mlbatch"
+    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}  # the gcp profile refuses emulators
+    env.update({f"INVOKE_MLBATCH_PROFILES_GCP_{k}": v for k, v in profile.items()})
+    env.update(GOOGLE_APPLICATION_CREDENTIALS=str(world.keys["release"]), API_ENDPOINT_OVERRIDE=world.proxy.endpoint)
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [INVOKE, "iam.check", "--profile", "gcp"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    passed = check()
+    assert passed.returncode == 0 and "ok: the runner" in passed.stdout, passed.stdout + passed.stderr
+    world.iam.grant("roles/storage.objectUser", "allAuthenticatedUsers")
+    refused = check()
+    assert refused.returncode == 111 and "allAuthenticatedUsers holds roles/storage.objectUser" in refused.stderr, refused.stderr

@@ -15,10 +15,10 @@ import contextlib
 import http.server
 import json
 import secrets
-import threading
 from collections.abc import Iterator
 
 from tests.support.gcs_iam import BucketIam
+from tests.support.loopback import send_metadata, serving
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -67,23 +67,11 @@ class FakeMetadata:
                 self._reply(*fake._answer(path, query))
 
             def _reply(self, status: int, content_type: str, text: str) -> None:
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Metadata-Flavor", "Google")
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_metadata(self, status, text, content_type)
 
         return Handler
 
     @contextlib.contextmanager
     def running(self) -> Iterator[FakeMetadata]:
-        thread = threading.Thread(target=self._server.serve_forever, name="fake-metadata", daemon=True)
-        thread.start()
-        try:
+        with serving(self._server, "fake-metadata"):
             yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()
-            thread.join(timeout=10)

@@ -25,6 +25,8 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 
+from tests.support.loopback import serving
+
 ACTIONS = ("503", "429", "drop-before", "drop-after")
 KINDS = ("upload", "compose", "download", "metadata", "list", "delete", "any")
 
@@ -184,11 +186,5 @@ class FaultProxy:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[FaultProxy]:
-        thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
-        thread.start()
-        try:
+        with serving(self._server, "fault-proxy"):
             yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()
-            thread.join(timeout=10)

@@ -36,7 +36,7 @@ def served(monkeypatch):
     with metadata.running():
         monkeypatch.setenv("GCE_METADATA_HOST", metadata.host)
         server = tokens.TokenServer(tokens.JobToken(BOUNDARY, sts.token_url), "127.0.0.1", RUNNER, "p")
-        with server.serving():
+        with server:
             yield server, iam, sts, metadata
     sts.stop()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)
@@ -68,3 +70,23 @@ def summary(title: str, rows: list[tuple[str, str]]) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns under a header, one row a line: greppable, and cut by nothing (a URI
+    stays whole for copy and paste); `--format json` gives the same for machines."""
+    lines = [[str(c) for c in header], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines) + "\n"
+
+
+def emit(fmt: str, data: Any, render: Callable[[Any], RenderableType]) -> None:
+    """A listing or a show: `render(data)` for people (format table), the data as JSON for machines."""
+    if fmt == "json":
+        print(json.dumps(data, indent=2, sort_keys=False, allow_nan=False))
+    else:
+        shown = render(data)
+        if isinstance(shown, str):
+            print(shown, end="" if shown.endswith("\n") else "\n")
+        else:
+            console.print(shown)

@@ -225,6 +225,8 @@ build {
       "--ssh-extra-args", "-o HostKeyAlgorithms=+ssh-rsa -o PubkeyAcceptedKeyTypes=+ssh-rsa",
       "--extra-vars", "mlbatch_version=${var.version} mlbatch_git_sha=${var.git_sha} mlbatch_image_name=${var.image_name}",
       "--extra-vars", "agent_wheel=${var.agent_wheel} base_ca_bundle=${var.ca_bundle}",
+      # The target kind the roles branch on (ansible/group_vars/all.yml): a VM or a container.
+      "--extra-vars", "mlbatch_target=${source.type == "docker" ? "container" : "vm"}",
       "--extra-vars", jsonencode({ prepull_images = var.prepull_images, prepull_registry_token = var.prepull_registry_token }),
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../ansible/ansible.cfg"]

@@ -7,7 +7,7 @@ invoke --list            all tasks;  invoke --help TASK  its options
 
 from invoke import Collection
 
-from tasks import bench, dashboard, dev, iam, images, local, releases, rundeck, runs, schedule
+from tasks import bench, dashboard, dev, doctor, iam, images, jobs, local, releases, rundeck, runs, schedule
 
 ns = Collection(
     releases.release,
@@ -15,6 +15,7 @@ ns = Collection(
     runs.logs,
     runs.gc,
     dashboard.dashboard,
+    doctor.doctor,
     dev.demo,
     dev.lint,
     dev.test_ns,
@@ -23,6 +24,7 @@ ns = Collection(
     local.ns,
     releases.ns,
     images.ns,
+    jobs.ns,
     bench.ns,
     rundeck.ns,
     schedule.ns,

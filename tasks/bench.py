@@ -3,9 +3,10 @@
 import subprocess
 import sys
 
-from invoke import Collection, task
+from invoke import Collection
 
-from tasks.common import PROFILE_HELP, ROOT, errors, exit_with, settings
+from mlbatch.core.options import Positive
+from tasks.common import PROFILE_HELP, ROOT, errors, exit_with, settings, task
 
 
 @task(
@@ -19,19 +20,24 @@ from tasks.common import PROFILE_HELP, ROOT, errors, exit_with, settings
         "profile": PROFILE_HELP,
     },
 )
-def run(c, version=None, job="sleep", param=None, repeat=5, profile=None):
+def run(c, version=None, job="sleep", param=None, repeat: Positive = 5, profile=None):
     """Ratio of run-batch to a plain `docker run` of the same job, side by side."""
     from mlbatch.bench import bench_run as measure
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.manifest import newest_version
+    from mlbatch.core.names import check_job_name
+    from mlbatch.core.versions import parse_version
     from mlbatch.providers import get_provider
     from mlbatch.ui import console, say, summary
 
     with errors():
+        check_job_name(job)
+        if version:
+            parse_version(version)
         s = settings(c, profile)
         bucket = open_bucket(s.bucket)
         params = tuple(param or (("seconds=1",) if job == "sleep" else ()))
-        rows = measure(bucket, get_provider(s), version or newest_version(bucket), job, params, int(repeat), say)
+        rows = measure(bucket, get_provider(s), version or newest_version(bucket), job, params, repeat, say)
     console.print(summary("bench.run: run-batch against docker run", rows))
 
 
@@ -42,9 +48,9 @@ def run(c, version=None, job="sleep", param=None, repeat=5, profile=None):
         "runs": "concurrent runs measured side by side with one run alone (default 20)",
     },
 )
-def control_plane(c, minutes=10.0, runs=20):
+def control_plane(c, minutes: float = 10.0, runs: Positive = 20):
     """Compute API calls per run-minute and bucket bytes per log byte, against the fake Compute API."""
-    argv = [sys.executable, "-m", "tests.bench.control_plane", "--minutes", str(float(minutes)), "--runs", str(int(runs))]
+    argv = [sys.executable, "-m", "tests.bench.control_plane", "--minutes", str(minutes), "--runs", str(runs)]
     exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)  # test support: not part of the package
 
 
@@ -57,13 +63,13 @@ def control_plane(c, minutes=10.0, runs=20):
         "seconds": "then one round with the output spread over this many seconds, as a job writes it (default 20)",
     },
 )
-def logs(c, mb=200, bucket=None, repeat=3, seconds=20):
+def logs(c, mb: Positive = 200, bucket=None, repeat: Positive = 3, seconds: float = 20):
     """Bytes/s of the agent's log sink against writing the same bytes to a plain file, side by side."""
     from mlbatch.bench_logs import bench_logs as measure
     from mlbatch.ui import console, say, summary
 
     with errors():
-        rows = measure(bucket, int(mb), int(repeat), float(seconds), say)
+        rows = measure(bucket, mb, repeat, seconds, say)
     console.print(summary("bench.logs: the bucket log against a plain file", rows))
 
 
@@ -76,10 +82,11 @@ def logs(c, mb=200, bucket=None, repeat=3, seconds=20):
         "profile": PROFILE_HELP,
     },
 )
-def sweep(c, version=None, tasks=16, parallelism=4, profile=None):
+def sweep(c, version=None, tasks: Positive = 16, parallelism: Positive = 4, profile=None):
     """A sweep of N short tasks against N separate run-batch calls: wall time and API calls, side by side."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.manifest import newest_version
+    from mlbatch.core.versions import parse_version
     from mlbatch.providers import get_provider
     from mlbatch.run.sweep_bench import bench_sweep as measure
     from mlbatch.run.sweep_runners import task_runner
@@ -88,9 +95,9 @@ def sweep(c, version=None, tasks=16, parallelism=4, profile=None):
     with errors():
         s = settings(c, profile)
         bucket = open_bucket(s.bucket)
-        version = version or newest_version(bucket)
+        version = parse_version(version).tag if version else newest_version(bucket)
         runner, client = task_runner(s, bucket, lambda _: None)
-        rows = measure(bucket, get_provider(s), runner, client, version, int(tasks), int(parallelism), say)
+        rows = measure(bucket, get_provider(s), runner, client, version, tasks, parallelism, say)
     console.print(summary("bench.sweep: one sweep against separate run-batch calls", rows))
 
 

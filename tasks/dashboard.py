@@ -2,13 +2,10 @@
 
 from pathlib import Path
 
-from invoke import task
-
-from tasks.common import PROFILE_HELP, errors, settings
+from tasks.common import PROFILE_HELP, errors, settings, task
 
 
 @task(
-    auto_shortflags=False,  # -p is --profile elsewhere: no letter here rather than another meaning
     help={
         "port": "serve on 127.0.0.1 at this port (default 8050; 0: any free port)",
         "export": "write the pages into this folder instead of serving them (open DIR/index.html)",
@@ -16,7 +13,7 @@ from tasks.common import PROFILE_HELP, errors, settings
         "profile": PROFILE_HELP,
     },
 )
-def dashboard(c, port=8050, export=None, limit=200, profile=None):
+def dashboard(c, port: int = 8050, export=None, limit: int = 200, profile=None):
     """A read-only web view of the bucket: runs (status, phases, cost), logs, sweeps with plots, a job across releases."""
     from mlbatch.ui import say
 

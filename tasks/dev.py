@@ -6,9 +6,9 @@ import subprocess
 import sys
 from typing import cast
 
-from invoke import Collection, Task, task
+from invoke import Collection, Task
 
-from tasks.common import ROOT, errors, exit_with, settings
+from tasks.common import ROOT, errors, exit_with, settings, task
 from tasks.local import up
 from tasks.releases import release
 
@@ -21,11 +21,13 @@ def demo(c, version=None):
     import datetime as dt
 
     from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.versions import parse_version
     from mlbatch.run.commands import run_attached
     from mlbatch.run.controller import RunRequest
     from mlbatch.run.demo import show_metrics
 
-    version = version or "v0.0.0-demo." + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    with errors():
+        version = parse_version(version).tag if version else "v0.0.0-demo." + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     up(c)
     release(c, version)
     with errors():

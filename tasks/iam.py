@@ -2,9 +2,9 @@
 runner, trigger), their least-privilege grants, and the check that the runner cannot write
 releases (docs/architecture.md, "Identities and trust")."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from tasks.common import errors, settings
+from tasks.common import errors, settings, task
 
 
 @task(
@@ -12,7 +12,7 @@ from tasks.common import errors, settings
         "profile": "settings profile whose project, bucket, registry and runner service account are used (default gcp)",
         "output_dir": "folder for the IAM condition files the commands read (default .mlbatch/iam)",
         "release_account": "the release (CI) service account (default mlbatch-release@PROJECT.iam.gserviceaccount.com)",
-        "trigger_account": "the trigger service account (default mlbatch-trigger@PROJECT.iam.gserviceaccount.com)",
+        "trigger_account": "the trigger service account (default: trigger_service_account, else mlbatch-trigger@PROJECT...)",
     }
 )
 def setup(c, profile="gcp", output_dir=None, release_account="", trigger_account=""):

@@ -1,32 +1,36 @@
 """`invoke images[.prune]`: the VM images mlbatch baked, and their retention."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from tasks.common import PROFILE_HELP, errors, settings
+from mlbatch.core.options import Format
+from tasks.common import FORMAT_HELP, PROFILE_HELP, errors, settings, task
 
 
-@task(name="list", default=True, help={"profile": PROFILE_HELP})
-def list_images(c, profile=None):
+@task(name="list", default=True, help={"format": FORMAT_HELP, "profile": PROFILE_HELP})
+def list_images(c, format: Format = "table", profile=None):
     """List the VM images mlbatch baked, with the releases whose manifests name them."""
     from mlbatch.core.bucket import open_bucket
+    from mlbatch.release import views
     from mlbatch.release.retention import image_uses
     from mlbatch.release.targets import get_target
+    from mlbatch.ui import emit
 
     with errors():
         s = settings(c, profile)
-        for use in image_uses(get_target(s), open_bucket(s.bucket)):
-            print(f"{use.image.name}\t{use.image.status}\t{use.image.created}\t{','.join(use.versions) or '-'}")
+        rows = views.image_rows(image_uses(get_target(s), open_bucket(s.bucket)))
+    emit(format, rows, views.render_images)
 
 
 @task(
     help={
-        "keep": "keep the images named by the last KEEP releases (pre-releases not counted; newer ones kept; default 3)",
+        "keep": "a whole number: keep the images named by the last KEEP releases (pre-releases not counted; newer "
+        "ones kept; default 3)",
         "apply": "deprecate and delete; without it, only say what would be done (a dry run)",
-        "min_age_hours": "never retire an image younger than this many hours (a release in progress); default 24",
+        "min_age_hours": "a number: never retire an image younger than this many hours (a release in progress); default 24",
         "profile": PROFILE_HELP,
     }
 )
-def prune(c, keep=3, apply=False, min_age_hours=24, profile=None):
+def prune(c, keep: int = 3, apply=False, min_age_hours: float = 24, profile=None):
     """Deprecate, then delete, baked images that no manifest of the last KEEP releases names."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.release.retention import prune as do_prune

@@ -1,8 +1,8 @@
 """`invoke local.*`: the local profile's infrastructure (Docker engine, registry, base image, bucket)."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from tasks.common import PROFILE_HELP, errors, settings
+from tasks.common import PROFILE_HELP, errors, settings, task
 
 
 @task(help={"profile": PROFILE_HELP})

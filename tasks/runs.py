@@ -1,8 +1,16 @@
-"""`invoke run-batch`, `logs`, `gc` and `invoke runs[.show|.wait|.cancel]`: start runs, follow them, read them back."""
+"""`invoke run-batch`, `logs`, `gc` and `invoke runs[.show|.wait|.cancel|.download|.cost]`: start runs,
+follow them, read them back."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from tasks.common import PROFILE_HELP, errors, exit_with, settings
+from mlbatch.core.options import Format, Seconds
+from tasks.common import FORMAT_HELP, PROFILE_HELP, errors, exit_with, settings, task
+
+JSON_HELP = "the same as --format json"
+
+
+def _format(fmt: str, json: bool) -> str:
+    return "json" if json else fmt
 
 
 @task(
@@ -11,13 +19,15 @@ from tasks.common import PROFILE_HELP, errors, exit_with, settings
         "job": "job name from the release's batch_code/jobs.yaml, e.g. train-digits",
         "version": "released version to run, e.g. v1.4.0 (see `invoke releases`), or latest (newest not a pre-release)",
         "param": "job parameter as name=value; repeat for several (validated against the catalog)",
-        "timeout": "seconds the job may run, overriding the catalog's timeout_seconds",
+        "timeout": "how long the job may run, overriding the catalog's timeout_seconds: 90, 90s, 10m, 2h or 1d",
         "idempotency_key": "a trigger's id (schedule slot, Rundeck execution id): the same key never starts two runs",
         "profile": PROFILE_HELP,
         "detach": "print the run id once the instance exists and exit 0; `invoke runs.wait RUN` follows it",
         "sweep": "sweep a param: name=a,b,c; repeat for a grid (one task per combination, one run id)",
         "sweep_file": "a file with one params set a line (name=value name=value), e.g. dates of a backfill",
-        "parallelism": "sweeps: at most this many tasks at once (default 4)",
+        "parallelism": "sweeps: at most this many tasks at once, a whole number (default 4)",
+        "dry_run": "print the plan (release, params, argv, the instance or Batch job body) and start nothing",
+        "format": "with --dry-run: " + FORMAT_HELP,
     },
 )
 def run_batch(
@@ -25,22 +35,27 @@ def run_batch(
     job,
     version,
     param=None,
-    timeout=None,
+    timeout: Seconds | None = None,
     idempotency_key="",
     profile=None,
     detach=False,
     sweep=None,
     sweep_file="",
-    parallelism=None,
+    parallelism: int | None = None,
+    dry_run=False,
+    format: Format = "table",
 ):
     """Run JOB of release VERSION (or latest) on a throw-away instance (or a sweep of it); exit with the job's exit code."""
     from mlbatch.run import commands
 
     with errors():
-        code = commands.run_batch(
-            settings(c, profile), job, version, tuple(param or ()), timeout, idempotency_key, detach, tuple(sweep or ()),
-            sweep_file, parallelism,
-        )  # fmt: skip
+        options = commands.RunOptions(
+            job, version, tuple(param or ()), timeout, idempotency_key, detach, tuple(sweep or ()), sweep_file, parallelism
+        )
+        if dry_run:
+            commands.dry_run(settings(c, profile), options, format)
+            return
+        code = commands.run_batch(settings(c, profile), options)
     exit_with(code)
 
 
@@ -51,64 +66,60 @@ def run_batch(
         "job": "only runs of this job",
         "status": "only runs with this status: running, succeeded, failed, timeout, cancelled, preempted, skipped, ...",
         "since": "only runs created since: 30m, 24h, 7d, or a date/time like 2026-11-24T03:00 (UTC)",
-        "json": "one JSON list for machines instead of the table",
+        "format": FORMAT_HELP,
+        "json": JSON_HELP,
         "profile": PROFILE_HELP,
     },
 )
-def runs_list(c, job=None, status=None, since=None, json=False, profile=None):
+def runs_list(c, job=None, status=None, since=None, format: Format = "table", json=False, profile=None):
     """List runs from the bucket's records, oldest first, with their metrics."""
-    import json as json_module
-
     from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.names import check_job_name
     from mlbatch.run import inspect, inspect_render
+    from mlbatch.ui import emit
 
     with errors():
+        if job:
+            check_job_name(job)
         rows = inspect.list_runs(open_bucket(settings(c, profile).bucket), job, status, since)
-    print(json_module.dumps(rows, indent=2) if json else inspect_render.render_list(rows), end="\n" if json else "")
+    emit(_format(format, json), rows, inspect_render.render_list)
 
 
 @task(
     name="show",
     help={
         "run_id": "the run, as `invoke runs` lists it",
-        "json": "the same as one JSON object, for machines",
+        "format": FORMAT_HELP,
+        "json": JSON_HELP,
         "profile": PROFILE_HELP,
     },
 )
-def runs_show(c, run_id, json=False, profile=None):
+def runs_show(c, run_id, format: Format = "table", json=False, profile=None):
     """A run's spec, params, attempts (zone, Spot or on-demand, phases), provenance, metrics and estimated cost;
     a sweep's tasks (params, status, metric, results), its best task and its cost."""
-    import json as json_module
-
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.names import job_of_run_id
     from mlbatch.run import inspect, inspect_render
     from mlbatch.run.prices import load_prices
-    from mlbatch.ui import console
+    from mlbatch.ui import emit
 
     with errors():
         job_of_run_id(run_id)
         s = settings(c, profile)
         view = inspect.show(open_bucket(s.bucket), run_id, load_prices(s.price_table), s.region)
-    if json:
-        print(json_module.dumps(view, indent=2))
-    else:
-        console.print(inspect_render.render_show(view))
+    emit(_format(format, json), view, inspect_render.render_show)
 
 
 @task(name="wait", help={"run_id": "the run, e.g. as `run-batch --detach` printed it", "profile": PROFILE_HELP})
 def runs_wait(c, run_id, profile=None):
     """Follow a (detached) run to its end and exit with its exit code, as an attached run-batch would."""
     from mlbatch.core.names import job_of_run_id
-    from mlbatch.run import commands, detach
-    from mlbatch.run.controller import summary_rows
-    from mlbatch.ui import console, summary
+    from mlbatch.run import commands
 
     with errors():
         job_of_run_id(run_id)
-        outcome = detach.wait(commands.controller(settings(c, profile)), run_id)
-        console.print(summary(f"runs.wait {run_id}", summary_rows(outcome)))
-    exit_with(outcome.exit_code)
+        code = commands.wait(settings(c, profile), run_id)
+    exit_with(code)
 
 
 @task(name="cancel", help={"run_id": "the run to end", "profile": PROFILE_HELP})
@@ -124,18 +135,76 @@ def runs_cancel(c, run_id, profile=None):
         say(f"run {run_id}: {record.status}")
 
 
-@task(help={"run_id": "the run, as `invoke runs` lists it", "profile": PROFILE_HELP})
-def logs(c, run_id, profile=None):
-    """Print a run's log from the bucket (every attempt), after its instance is gone: on a terminal
-    with control characters made visible; into a file or pipe as the exact bytes."""
+@task(
+    name="download",
+    help={
+        "run_id": "the run (or sweep), as `invoke runs` lists it",
+        "to": "folder to write into (default ./RUN_ID); files keep their paths under the run's results",
+        "profile": PROFILE_HELP,
+    },
+)
+def runs_download(c, run_id, to=None, profile=None):
+    """Copy a run's results (a sweep's: every task's, under tasks/<i>/) from the bucket into a folder."""
+    from pathlib import Path
+
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.names import job_of_run_id
+    from mlbatch.run.download import download
+    from mlbatch.ui import say
+
+    with errors():
+        job_of_run_id(run_id)
+        folder = Path(to or run_id)
+        files = download(open_bucket(settings(c, profile).bucket), run_id, folder, say)
+    say(f"{len(files)} file(s) of run {run_id} in {folder}")
+
+
+@task(
+    name="cost",
+    help={
+        "since": "runs created since: 30m, 24h, 7d (default), or a date/time like 2026-11-24T03:00 (UTC)",
+        "job": "only runs of this job",
+        "format": FORMAT_HELP,
+        "profile": PROFILE_HELP,
+    },
+)
+def runs_cost(c, since="7d", job=None, format: Format = "table", profile=None):
+    """Estimated cost of runs and sweeps: per job, machine type, and Spot against on-demand (list prices)."""
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.run import costs
+    from mlbatch.run.prices import load_prices
+    from mlbatch.ui import emit
+
+    with errors():
+        s = settings(c, profile)
+        report = costs.cost_report(open_bucket(s.bucket), load_prices(s.price_table), since, job, s.region)
+    emit(format, report, costs.render_report)
+
+
+@task(
+    help={
+        "run_id": "the run, as `invoke runs` lists it",
+        "follow": "keep printing the log as it grows until the run ends; Ctrl-C stops following, the run goes on",
+        "profile": PROFILE_HELP,
+    }
+)
+def logs(c, run_id, follow=False, profile=None):
+    """Print a run's log from the bucket, every attempt and task; --follow: as it grows, until the run ends.
+
+    On a terminal with control characters made visible; into a file or pipe as the exact bytes."""
     from mlbatch.core.bucket import open_bucket
     from mlbatch.core.names import job_of_run_id
     from mlbatch.run.echo import show_log
+    from mlbatch.run.follow import follow_log
     from mlbatch.run.records import read_log_bytes
 
     with errors():
         job_of_run_id(run_id)
-        show_log(read_log_bytes(open_bucket(settings(c, profile).bucket), run_id))
+        bucket = open_bucket(settings(c, profile).bucket)
+        if follow:
+            follow_log(bucket, run_id)
+        else:
+            show_log(read_log_bytes(bucket, run_id))
 
 
 @task(help={"dry_run": "only say what would be removed", "profile": PROFILE_HELP})
@@ -151,4 +220,4 @@ def gc(c, dry_run=False, profile=None):
     say(f"{len(removed)} instance(s) {'to remove' if dry_run else 'removed'}")
 
 
-ns = Collection("runs", runs_list, runs_show, runs_wait, runs_cancel)
+ns = Collection("runs", runs_list, runs_show, runs_wait, runs_cancel, runs_download, runs_cost)

@@ -28,18 +28,23 @@ def make_settings(bucket: str, **profile_overrides) -> Settings:
     return load_settings(config, ROOT)
 
 
+# Test versions count seconds from here, plus 10**8 so the count never starts with 0.
+_VERSION_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
 def unique_version(prefix: str = "v0.0.1-test", now: dt.datetime | None = None) -> str:
     """A version no other test run has used: `prefix` plus a numeric identifier that grows
     with time. A pre-release `prefix` (v0.0.1-test) gets a dotted identifier
-    (v0.0.1-test.1764496800123042); a plain release (v0) gets minor and patch
-    (v0.1764496800123.42), which `--version latest` can resolve to. The identifier is
-    milliseconds since the epoch, never a clock reading such as %H%M%S: that gives leading
-    zeros before 10:00, which semver refuses (tests/unit/test_test_versions.py)."""
-    millis = int((now or dt.datetime.now(dt.UTC)).timestamp() * 1000)
+    (v0.0.1-test.129062400042); a plain release (v0) gets minor and patch
+    (v0.129062400.42), which `--version latest` can resolve to. The identifier counts
+    seconds, never a clock reading such as %H%M%S: that gives leading zeros before 10:00,
+    which semver refuses (tests/unit/test_unique_version.py). It is short, as tests add
+    suffixes (`.gce.ondemand`) within the version's 40 characters."""
+    seconds = 10**8 + int(((now or dt.datetime.now(dt.UTC)) - _VERSION_EPOCH).total_seconds())
     salt = secrets.randbelow(1000)
     if "-" in prefix:
-        return f"{prefix}.{millis}{salt:03d}"
-    return f"{prefix}.{millis}.{salt}"
+        return f"{prefix}.{seconds}{salt:03d}"
+    return f"{prefix}.{seconds}.{salt}"
 
 
 @pytest.fixture(scope="session")

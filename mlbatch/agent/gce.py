@@ -70,9 +70,25 @@ def metadata(path: str, default: str | None = None, retry_for: float = BOOT_RETR
     return _backoff(retry_for)(_metadata_once)(path, default, min(10.0, retry_for))
 
 
+RUN_SPEC_ATTRIBUTE = "instance/attributes/mlbatch-run-spec"
+
+
+def carries_run_spec() -> bool:
+    """Whether this VM is a run's: the controller gives each run VM its spec as the metadata
+    attribute mlbatch-run-spec. A VM without it (the image-test VM, a Cloud Batch task VM)
+    gets 404 for it. Raises when the metadata server does not answer within BOOT_RETRY."""
+    try:
+        metadata(RUN_SPEC_ATTRIBUTE)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+    return True
+
+
 def instance_spec() -> InstanceSpec:
     return InstanceSpec(
-        spec=RunSpec.from_json(metadata("instance/attributes/mlbatch-run-spec"), "metadata mlbatch-run-spec"),
+        spec=RunSpec.from_json(metadata(RUN_SPEC_ATTRIBUTE), "metadata mlbatch-run-spec"),
         attempt=int(metadata("instance/attributes/mlbatch-attempt")),
         instance=metadata("instance/name"),
         workdir=os.environ.get("MLBATCH_WORKDIR", "/var/lib/mlbatch/work"),

@@ -119,10 +119,42 @@ def fail_safe(message: str, target: FailureTarget | None, instance: str) -> None
         print(f"{runs.AGENT_FAILED_MARKER}: could not record the failure: {type(exc).__name__}: {exc}", flush=True)
 
 
+# What --check-run-spec exits with, as systemd's ExecCondition= reads it: 0 starts the unit,
+# 1-254 skip it (not a failure), 255 fail it.
+RUN_VM, NOT_A_RUN_VM, CANNOT_TELL = 0, 1, 255
+
+
+def check_run_spec() -> int:
+    """The agent unit's ExecCondition: start only on a run VM (one carrying mlbatch-run-spec).
+
+    The image starts the unit at every boot, also on VMs that are not a run's: the release's
+    image-test VM and every Cloud Batch task VM (whose runnable starts the agent itself). There
+    the agent's fail-safe would end the VM. Ending nothing when in doubt: a metadata server that
+    never answers fails the unit (a run VM is then ended by its max run duration and the
+    controller's deadline)."""
+    from mlbatch.agent import gce
+
+    try:
+        if gce.carries_run_spec():
+            return RUN_VM
+    except Exception as exc:
+        print(f"mlbatch-agent: cannot tell whether this is a run VM ({type(exc).__name__}: {exc}); not started", flush=True)
+        return CANNOT_TELL
+    print("mlbatch-agent: no mlbatch-run-spec in this VM's metadata: not a run VM, the agent does not start", flush=True)
+    return NOT_A_RUN_VM
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlbatch-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mlbatch-agent {__version__}")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--check-run-spec",
+        action="store_true",
+        help="exit 0 if this GCE VM carries a run spec (mlbatch-run-spec metadata), 1 if not, 255 if the "
+        "metadata server does not answer: the systemd unit's ExecCondition",
+    )
+    if parser.parse_args(argv).check_run_spec:
+        return check_run_spec()
     signal.signal(signal.SIGTERM, _on_sigterm)
     on_gce = not os.environ.get("MLBATCH_INSTANCE_FILE")
     spec: RunSpec | None = None
@@ -147,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     except Exception as exc:
         fail_safe(f"{type(exc).__name__}: {exc}", failure_target(spec, attempt, on_gce), name)
-    if task is not None:  # Cloud Batch tears the VM down and acts on this code (lifecycle policies)
-        return task_mode.exit_code(record) if record is not None else 1
+    if task is not None:  # Cloud Batch tears the VM down and acts on this code (its lifecycle policy)
+        return task_mode.exit_code(status, record.exit_code if record is not None else -1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # recorded: let the VM's end finish whatever comes
     if on_gce and status != PREEMPTED:  # a preempted VM is being ended by the platform already
         from mlbatch.agent import gce

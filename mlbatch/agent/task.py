@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from mlbatch.core import runs
 from mlbatch.core.errors import ExitCode
 
-# The runnable's exit code tells Cloud Batch what to do: 0 succeeded; the job's own code
-# when it failed (lifecycle policies fail the task, no retry); our reserved codes else.
+# The runnable's exit code is what Cloud Batch's lifecycle policy acts on: the job body
+# (providers/batch.py) retries a task that exits with ExitCode.PREEMPTED (or that Batch ends
+# with its own preemption code) and fails any other non-zero code at once. So: 0 succeeded;
+# the job's own code when it failed; our reserved code for anything else.
 _STATUS_EXIT = {runs.SUCCEEDED: 0, **{s: int(c) for s, c in runs.STATUS_EXIT_CODES.items()}}
 
 
@@ -39,7 +41,12 @@ def batch_instance(env: Mapping[str, str] = os.environ) -> runs.InstanceSpec:
     )
 
 
-def exit_code(record: runs.AttemptRecord) -> int:
-    if record.status == runs.FAILED:
-        return min(max(record.exit_code, 1), 255)
-    return _STATUS_EXIT.get(record.status, int(ExitCode.INFRA_FAILED))
+def exit_code(status: str, job_exit_code: int) -> int:
+    """The task's exit code for an attempt that ended with `status` (the job's own code when it failed).
+
+    A job's own code that is the preemption code would be retried as a preemption: it is
+    reported as 1 (the attempt record keeps the job's real code)."""
+    if status == runs.FAILED:
+        code = min(max(job_exit_code, 1), 255)
+        return 1 if code == ExitCode.PREEMPTED else code
+    return _STATUS_EXIT.get(status, int(ExitCode.INFRA_FAILED))

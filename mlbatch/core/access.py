@@ -120,38 +120,24 @@ class GoogleAccess:
         return GoogleAccess(read=tuple(map(fill, self.read)), write=tuple(map(fill, self.write)))
 
 
-def parse_google_access(job: str, spec: Any) -> GoogleAccess:
-    """jobs.yaml `google_access: {read: [prefix/, ...], write: [runs/.../, ...]}`, validated.
+PREFIX_FORM = (
+    "an object prefix of folders of letters, digits, '.', '_', '-' (or {job}, {run_id}) ending with '/', e.g. datasets/digits/"
+)
+WRITE_FORM = f"a prefix under {RUNS}, e.g. {RUNS}{{job}}/{{run_id}}/scratch/: a job writes nowhere else"
+
+
+def prefix_problem(prefix: str, write: bool) -> str:
+    """What is wrong with a google_access prefix (the form expected), or "" when nothing is.
 
     Writes are limited to `runs/`: the runner identity, whose token is downscoped for the job,
     may write nowhere else, and releases, code bundles and the triggers' records are never a
     job's to write."""
-    where = f"jobs.yaml: job {job!r}: google_access"
-    if spec is None:
-        return GoogleAccess()
-    if not isinstance(spec, Mapping) or set(spec) - {"read", "write"}:
-        raise BadInput(f"{where} must be a mapping with keys read and write (lists of object prefixes), got {spec!r}")
-    found: dict[str, tuple[str, ...]] = {}
-    for key in ("read", "write"):
-        prefixes = spec.get(key) or []
-        if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
-            raise BadInput(f"{where}.{key} must be a list of object prefixes such as datasets/digits/")
-        if len(prefixes) > MAX_PREFIXES:
-            raise BadInput(f"{where}.{key} names {len(prefixes)} prefixes: at most {MAX_PREFIXES}")
-        for prefix in prefixes:
-            segments = prefix.rstrip("/").split("/")
-            if not _PREFIX.match(prefix) or any(s in (".", "..") for s in segments):
-                raise BadInput(
-                    f"{where}.{key}: invalid prefix {prefix!r}: expected folders of letters, digits, '.', '_', '-' "
-                    f"(or {' / '.join(PLACEHOLDERS)}) ending with '/', e.g. datasets/digits/"
-                )
-            if key == "write" and not prefix.startswith(RUNS):
-                raise BadInput(
-                    f"{where}.write: prefix {prefix!r} is outside {RUNS}: a job may write only under {RUNS} "
-                    f"(e.g. {RUNS}{{job}}/{{run_id}}/scratch/), never releases, code or the triggers' records"
-                )
-        found[key] = tuple(prefixes)
-    return GoogleAccess(read=found["read"], write=found["write"])
+    segments = prefix.rstrip("/").split("/")
+    if not _PREFIX.match(prefix) or any(s in (".", "..") for s in segments):
+        return PREFIX_FORM
+    if write and not prefix.startswith(RUNS):
+        return WRITE_FORM
+    return ""
 
 
 # The roles a boundary's rules allow at most; the token's identity must hold them too.

@@ -7,13 +7,25 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from mlbatch.core.access import GoogleAccess, parse_google_access
+from mlbatch.core.access import MAX_PREFIXES, PREFIX_FORM, GoogleAccess, prefix_problem
 from mlbatch.core.errors import BadInput
-from mlbatch.core.names import GCE_NAME, check_job_name
+from mlbatch.core.names import GCE_NAME, MAX_JOB_NAME
+from mlbatch.core.schema import joined, problem, problems
 from mlbatch.core.text import has_control_characters
 
 PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -122,124 +134,207 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _fail(job: str, message: str) -> BadInput:
-    return BadInput(f"jobs.yaml: job {job!r}: {message}")
+# --- jobs.yaml, as a schema (pydantic): every problem of the file at once, with its path --------
+
+_JOB_NAME = rf"^[a-z]([-a-z0-9]{{0,{MAX_JOB_NAME - 2}}}[a-z0-9])?$"
+_TYPES = ", ".join(PARAM_TYPES)
 
 
-def _param(job: str, name: str, spec: Mapping[str, Any]) -> Param:
-    if not _PARAM_NAME.fullmatch(name):
-        raise _fail(job, f"invalid param name {name!r}: expected [a-z][a-z0-9_]*")
-    unknown_keys = set(spec) - {"type", "default", "help", "pattern", "choices"}
-    if unknown_keys:
-        raise _fail(job, f"param {name}: unknown keys {sorted(unknown_keys)}")
-    type_name = spec.get("type", "str")
-    if type_name not in PARAM_TYPES:
-        raise _fail(job, f"param {name}: type {type_name!r} is not one of {', '.join(PARAM_TYPES)}")
-    pattern = str(spec.get("pattern", DEFAULT_STR_PATTERN))
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise _fail(job, f"param {name}: pattern {pattern!r} is not a regular expression ({exc})") from None
-    param = Param(
-        name=name,
-        type=type_name,
-        default=spec.get("default"),
-        help=str(spec.get("help", "")),
-        pattern=pattern,
-        choices=tuple(spec.get("choices", ())),
+_Retries = Annotated[StrictInt, Field(ge=0, le=10, description="an integer from 0 to 10")]
+_Timeout = Annotated[StrictInt, Field(ge=10, le=MAX_TIMEOUT, description=f"an integer from 10 to {MAX_TIMEOUT}")]
+_LogMegabytes = Annotated[StrictInt, Field(ge=0, le=1_000_000, description="an integer from 0 (no cap) to 1000000")]
+
+
+class ParamSpec(BaseModel):
+    """A job's param: `--param name=value` is parsed as its type and checked against its form."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    type: Literal["int", "float", "str", "bool"] = Field("str", description=f"one of {_TYPES}")
+    default: Any = Field(None, description="the value when --param does not give one; of the param's type")
+    help: str = Field("", description="what the param does, for people and exports")
+    pattern: str = Field(DEFAULT_STR_PATTERN, description="a regular expression a str value must match in full")
+    choices: list[Any] = Field([], description="the only values allowed, of the param's type")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise problem(f"a regular expression ({exc})") from None
+        return pattern
+
+
+class GpuSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: StrictStr = Field(description="a GPU type, e.g. nvidia-tesla-t4")
+    count: StrictInt = Field(1, ge=1, le=16, description="an integer from 1 to 16")
+
+
+class GoogleAccessSpec(BaseModel):
+    """What a job's container may do in the run's bucket, with a token of the runner downscoped
+    to it (mlbatch.core.access): none declared, no credentials at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    read: list[StrictStr] = Field(
+        [], max_length=MAX_PREFIXES, description=f"object prefixes to read, at most {MAX_PREFIXES}: {PREFIX_FORM}"
     )
-    if param.default is not None:
-        param.parse(job, str(param.default).lower() if type_name == "bool" else str(param.default))
-    return param
+    write: list[StrictStr] = Field(
+        [], max_length=MAX_PREFIXES, description=f"object prefixes under runs/ to write, at most {MAX_PREFIXES}: {PREFIX_FORM}"
+    )
+
+    @field_validator("read", "write")
+    @classmethod
+    def _prefixes(cls, prefixes: list[str], info: ValidationInfo) -> list[str]:
+        for prefix in prefixes:
+            if form := prefix_problem(prefix, info.field_name == "write"):
+                raise problem(f"{form} (not {prefix!r})")
+        return prefixes
 
 
-def _flag(job: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(job, f"{key} {value!r} must be true or false")
-    return value
+_ParamName = Annotated[str, Field(pattern=_PARAM_NAME.pattern, description="a param name: [a-z][a-z0-9_]*, at most 40")]
 
 
-def _job(name: str, spec: Mapping[str, Any], containers: set[str] | None) -> Job:
-    try:
-        check_job_name(name)
-    except BadInput as exc:
-        raise BadInput(f"jobs.yaml: {exc}") from None
-    if not isinstance(spec, Mapping):
-        raise _fail(name, "expected a mapping")
-    allowed = {f.name for f in dataclasses.fields(Job)} - {"name", "gpu_type", "gpu_count"} | {"gpu"}
-    unknown_keys = set(spec) - allowed
-    if unknown_keys:
-        raise _fail(name, f"unknown keys {sorted(unknown_keys)}; expected some of {sorted(allowed)}")
-    command = spec.get("command")
-    if not isinstance(command, list) or not command or not all(isinstance(a, str) and a for a in command):
-        raise _fail(name, "command must be a non-empty list of strings (an argv list, never a shell string)")
-    container = spec.get("container")
-    if not isinstance(container, str) or not GCE_NAME.fullmatch(container):
-        raise _fail(name, f"container {container!r} is not a valid container name")
-    if containers is not None and container not in containers:
-        raise _fail(name, f"container {container!r} is not one of containers/: {', '.join(sorted(containers))}")
-    timeout = spec.get("timeout_seconds", 3600)
-    if not isinstance(timeout, int) or not 10 <= timeout <= MAX_TIMEOUT:
-        raise _fail(name, f"timeout_seconds {timeout!r} must be an integer from 10 to {MAX_TIMEOUT}")
-    retries = spec.get("max_preemption_retries", 2)
-    if not isinstance(retries, int) or not 0 <= retries <= 10:
-        raise _fail(name, f"max_preemption_retries {retries!r} must be an integer from 0 to 10")
-    fallback = spec.get("on_demand_after_preemptions", 0)
-    if not isinstance(fallback, int) or not 0 <= fallback <= 10:
-        raise _fail(name, f"on_demand_after_preemptions {fallback!r} must be an integer from 0 to 10")
-    machine_type = spec.get("machine_type", "e2-standard-4")
-    if not isinstance(machine_type, str) or not _MACHINE_TYPE.match(machine_type):
-        raise _fail(name, f"machine_type {machine_type!r} is not a machine type, e.g. n2-standard-8")
-    gpu = spec.get("gpu") or {}
-    if gpu and (not isinstance(gpu.get("type"), str) or not isinstance(gpu.get("count", 1), int)):
-        raise _fail(name, "gpu must be {type: nvidia-..., count: N}")
-    concurrency = spec.get("concurrency", "allow")
-    if concurrency not in CONCURRENCY:
-        raise _fail(name, f"concurrency {concurrency!r} must be one of {', '.join(CONCURRENCY)}")
-    metric = spec.get("metric", "")
-    if not isinstance(metric, str) or (metric and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", metric)):
-        raise _fail(name, f"metric {metric!r} must be a key of the job's metrics.json, e.g. accuracy")
-    metric_goal = spec.get("metric_goal", "max")
-    if metric_goal not in ("max", "min"):
-        raise _fail(name, f"metric_goal {metric_goal!r} must be max or min")
-    max_log_mb = spec.get("max_log_mb", 0)
-    if not isinstance(max_log_mb, int) or isinstance(max_log_mb, bool) or not 0 <= max_log_mb <= 1_000_000:
-        raise _fail(name, f"max_log_mb {max_log_mb!r} must be an integer from 0 (no cap) to 1000000")
-    params = spec.get("params") or {}
-    if not isinstance(params, Mapping):
-        raise _fail(name, "params must be a mapping of name -> {type, default, help}")
+class JobSpec(BaseModel):
+    """A job of the catalog: what runs (a container and an argv), where and for how long."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    container: StrictStr = Field(pattern=GCE_NAME.pattern, description="a folder of containers/ with a Dockerfile, e.g. trainer")
+    command: list[Annotated[StrictStr, Field(min_length=1)]] = Field(
+        min_length=1, description="a non-empty list of strings (an argv list, never a shell string)"
+    )
+    description: str = Field("", description="one line for people")
+    machine_type: StrictStr = Field(
+        "e2-standard-4", pattern=_MACHINE_TYPE.pattern, description="a machine type, e.g. n2-standard-8"
+    )
+    spot: StrictBool = Field(False, description="true or false: run on Spot VMs (preemptible, cheaper)")
+    max_preemption_retries: _Retries = 2  # attempts after a preemption
+    on_demand_after_preemptions: _Retries = 0  # 0: stay on Spot; K: attempts after K preemptions run on-demand
+    timeout_seconds: _Timeout = 3600
+    gpu: GpuSpec | None = Field(None, description="{type: nvidia-..., count: N}")
+    params: dict[_ParamName, ParamSpec] = Field({}, description="a mapping of name -> {type, default, help, pattern, choices}")
+    concurrency: Literal["allow", "skip", "wait"] = Field("allow", description=f"one of {', '.join(CONCURRENCY)}")
+    metric: StrictStr = Field(
+        "", pattern=r"^([A-Za-z_][A-Za-z0-9_.-]{0,63})?$", description="a key of the job's metrics.json, e.g. accuracy"
+    )
+    metric_goal: Literal["max", "min"] = Field("max", description="max or min")
+    max_log_mb: _LogMegabytes = 0
+    network: StrictBool = Field(False, description="true or false: the job container gets a network (metadata server blocked)")
+    google_access: GoogleAccessSpec | None = Field(
+        None, description="{read: [prefix/], write: [runs/.../]}: a token limited to these object prefixes (implies a network)"
+    )
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _no_gpu(cls, value: Any) -> Any:
+        return None if value == {} else value
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        return {k: ({} if v is None else v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+    @field_validator("container")
+    @classmethod
+    def _known_container(cls, container: str, info: ValidationInfo) -> str:
+        known = (info.context or {}).get("containers")
+        if known is not None and container not in known:
+            raise problem(f"one of containers/: {', '.join(sorted(known))}")
+        return container
+
+
+_JobName = Annotated[
+    str,
+    Field(
+        pattern=_JOB_NAME,
+        description=f"a job name: lowercase letters, digits and dashes, starting with a letter, at most {MAX_JOB_NAME} long",
+    ),
+]
+
+
+class CatalogFile(BaseModel):
+    """batch_code/jobs.yaml (`batch_code/jobs.schema.json` is this model's JSON Schema)."""
+
+    model_config = ConfigDict(extra="forbid", title="mlbatch job catalog (batch_code/jobs.yaml)")
+
+    jobs: dict[_JobName, JobSpec] = Field(min_length=1, description="a mapping of job name -> job, with at least one job")
+
+
+def _job(name: str, spec: JobSpec) -> Job:
     return Job(
         name=name,
-        container=container,
-        command=tuple(command),
-        description=str(spec.get("description", "")),
-        machine_type=machine_type,
-        spot=bool(spec.get("spot", False)),
-        max_preemption_retries=retries,
-        on_demand_after_preemptions=fallback,
-        timeout_seconds=timeout,
-        gpu_type=str(gpu.get("type", "")),
-        gpu_count=int(gpu.get("count", 1)) if gpu else 0,
-        params=tuple(_param(name, k, v or {}) for k, v in params.items()),
-        concurrency=concurrency,
-        metric=metric,
-        metric_goal=metric_goal,
-        max_log_mb=max_log_mb,
-        network=_flag(name, "network", spec.get("network", False)),
-        google_access=parse_google_access(name, spec.get("google_access")),
+        container=spec.container,
+        command=tuple(spec.command),
+        description=spec.description,
+        machine_type=spec.machine_type,
+        spot=spec.spot,
+        max_preemption_retries=spec.max_preemption_retries,
+        on_demand_after_preemptions=spec.on_demand_after_preemptions,
+        timeout_seconds=spec.timeout_seconds,
+        gpu_type=spec.gpu.type if spec.gpu else "",
+        gpu_count=spec.gpu.count if spec.gpu else 0,
+        params=tuple(
+            Param(name=k, type=p.type, default=p.default, help=p.help, pattern=p.pattern, choices=tuple(p.choices))
+            for k, p in spec.params.items()
+        ),
+        concurrency=spec.concurrency,
+        metric=spec.metric,
+        metric_goal=spec.metric_goal,
+        max_log_mb=spec.max_log_mb,
+        network=spec.network,
+        google_access=GoogleAccess(tuple(spec.google_access.read), tuple(spec.google_access.write))
+        if spec.google_access
+        else GoogleAccess(),
     )
+
+
+def _default_problems(jobs: dict[str, Job]) -> list[str]:
+    """A param's default must be a value its `--param` would accept."""
+    lines = []
+    for job in jobs.values():
+        for param in job.params:
+            if param.default is None:
+                continue
+            try:
+                param.parse(job.name, str(param.default).lower() if param.type == "bool" else str(param.default))
+            except BadInput as exc:
+                lines.append(f"jobs.{job.name}.params.{param.name}.default: {exc}")
+    return lines
 
 
 def parse_catalog(text: str, containers: set[str] | None = None) -> dict[str, Job]:
-    """Parse and validate jobs.yaml; `containers` (when known) are the names jobs may use."""
+    """Parse and validate jobs.yaml; `containers` (when known) are the names jobs may use.
+    Every problem is reported at once (BadInput, exit 100), each with its path."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise BadInput(f"jobs.yaml is not valid YAML: {exc}") from None
-    jobs = data.get("jobs") if isinstance(data, Mapping) else None
-    if not isinstance(jobs, Mapping) or not jobs:
+    if not isinstance(data, Mapping):
         raise BadInput("jobs.yaml: expected a top-level 'jobs:' mapping with at least one job")
-    return {name: _job(name, spec, containers) for name, spec in jobs.items()}
+    try:
+        catalog = CatalogFile.model_validate(data, context={"containers": containers})
+    except ValidationError as exc:
+        raise BadInput(
+            joined(
+                "jobs.yaml: ",
+                problems(exc, CatalogFile, "", "{where} {value} must be {form}", {"jobs": "job name", "params": "param name"}),
+            )
+        ) from None
+    jobs = {name: _job(name, spec) for name, spec in catalog.jobs.items()}
+    if lines := _default_problems(jobs):
+        raise BadInput(joined("jobs.yaml: ", lines))
+    return jobs
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of jobs.yaml, from the model (committed as batch_code/jobs.schema.json)."""
+    return CatalogFile.model_json_schema()
 
 
 def container_names(containers_dir: Path) -> list[str]:

@@ -1,30 +1,48 @@
 """Settings: one validated object built from the `mlbatch` section of invoke's config.
 
 invoke merges invoke.yaml, user config files and INVOKE_MLBATCH_* environment variables;
-this module turns the result into a frozen `Settings` and refuses bad values once, early,
-with a message naming the key.
+this module validates the chosen profile's block with a schema (`ProfileSettings`,
+pydantic), reports every bad key at once with its path and the form expected
+(`invalid mlbatch.profiles.gcp.zones[1] 'us-east1-b': expected a zone of europe-west4, ...`),
+and turns it into a frozen `Settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, ValidationInfo
+from pydantic import field_validator as check
 
 from mlbatch.core.bucket import file_bucket_dir, file_bucket_uri
 from mlbatch.core.errors import BadInput
-from mlbatch.core.names import GCE_NAME
+from mlbatch.core.names import GCE_NAME, check_job_name
+from mlbatch.core.schema import joined, problem, problems, whole
+from mlbatch.core.versions import parse_version
 
 PROFILES = ("local", "gcp", "test")  # test: the gcp provider against emulators and the fake Compute API
 # Profiles allowed to talk to emulators and plain-http endpoints (docs/architecture.md, "Settings").
 EMULATOR_PROFILES = ("local", "test")
 # Endpoints of emulated Google APIs: only the test profile may set them.
-TEST_ENDPOINTS = ("resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint", "oslogin_endpoint")
+TEST_ENDPOINTS = (
+    "resource_manager_endpoint", "service_usage_endpoint", "batch_endpoint", "oslogin_endpoint", "pubsub_endpoint",
+)  # fmt: skip
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+_GS_BUCKET = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
+_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$")
+# An IAM principal named one by one (https://cloud.google.com/iam/docs/principal-identifiers):
+# never allUsers or allAuthenticatedUsers.
+_IAM_MEMBER = re.compile(r"^(user|serviceAccount|group):[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+TRIGGER_MAX_AGE_LIMIT = 7 * 24 * 3600  # Pub/Sub keeps an unacknowledged message 7 days by default
+_TOPIC = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-A-Za-z0-9_.~+%]{2,254}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +83,19 @@ class Settings:
     oslogin_endpoint: str = ""  # tests point this at tests/support/fake_oslogin.py
     ssh_port: int = 22  # the build VM's sshd (the test profile's fake guests listen on a loopback port)
     price_table: Path | None = None  # runs.show's cost estimate; None: mlbatch/run/prices.yaml
+    # When a run or sweep a controller follows ends, a JSON summary goes to this webhook and/or
+    # Pub/Sub topic (mlbatch.run.notify); a failing notification never changes the run's exit code.
+    notify_webhook: str = ""
+    notify_topic: str = ""  # projects/PROJECT/topics/TOPIC
+    pubsub_endpoint: str = ""  # tests point this at tests/support/fake_pubsub.py
+    # The Pub/Sub Cloud Function (docs/architecture.md, "Triggers"): what a deployment trusts,
+    # carried in its env.yaml by `invoke schedule.export` and read per message.
+    trigger_jobs: tuple[str, ...] = ()  # jobs a message may start; none: every message is refused
+    trigger_version: str = "latest"  # "latest" (never a pre-release) or the one version it runs
+    trigger_max_age_seconds: int = 3600  # an older message (its publishTime) is acknowledged as stale
+    trigger_service_account: str = ""  # the function's own identity; never the runner's
+    trigger_invoker_service_account: str = ""  # the Eventarc trigger's identity: it may invoke the function only
+    trigger_publishers: tuple[str, ...] = ()  # IAM principals given roles/pubsub.publisher on the topic
     # gs:// only: each release's manifest and code bundle get a Locked object retention for this
     # many days, which no token can undo (the bucket must allow object retention); 0: none.
     release_retention_days: int = 0
@@ -84,132 +115,299 @@ def _abs(root: Path, value: str) -> Path:
     return path if path.is_absolute() else (root / path)
 
 
-def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from invoke's `mlbatch` config section."""
-    env = os.environ if env is None else env
-    profile = str(config.get("profile") or "local")
-    if profile not in PROFILES:
-        raise BadInput(f"invalid mlbatch.profile {profile!r}: expected one of {', '.join(PROFILES)}")
-    profiles = config.get("profiles") or {}
-    values: Mapping[str, Any] = profiles.get(profile) or {}
+def _gcp(info: ValidationInfo) -> bool:
+    """Whether the profile being validated runs on Google Cloud (gcp, or test against emulators)."""
+    return (info.context or {}).get("profile") in ("gcp", "test")
 
-    def get(key: str) -> Any:
-        """The profile's value, else the Settings field's default (the one place defaults are written)."""
-        default = DEFAULTS.get(key, "")
-        value = values.get(key, default)
-        return default if value is None else value
 
-    state_dir = _abs(project_root, str(config.get("state_dir") or ".mlbatch")).resolve()
-    bucket = str(get("bucket"))
-    folder = file_bucket_dir(bucket)
-    if folder is not None:
-        bucket = file_bucket_uri(_abs(project_root, str(folder)).resolve())
-    elif not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$", bucket):
-        raise BadInput(
-            f"invalid mlbatch.profiles.{profile}.bucket {bucket!r}: expected file:///path or gs://bucket-name[/prefix]"
-        )
-    ca_bundle = get("ca_bundle")
-    settings = Settings(
-        profile=profile,
-        project_root=project_root,
-        state_dir=state_dir,
-        bucket=bucket,
-        registry=str(get("registry")).rstrip("/"),
-        base_image=str(get("base_image")),
-        image_family=str(get("image_family")),
-        ca_bundle=_abs(project_root, str(ca_bundle)) if ca_bundle else None,
-        project=str(get("project")),
-        region=str(get("region")),
-        zones=tuple(get("zones") or ()),
-        service_account=str(get("service_account")),
-        network=str(get("network")),
-        subnetwork=str(get("subnetwork")),
-        compute_endpoint=str(get("compute_endpoint")),
-        batch_endpoint=str(get("batch_endpoint")),
-        resource_manager_endpoint=str(get("resource_manager_endpoint")),
-        service_usage_endpoint=str(get("service_usage_endpoint")),
-        cloud_nat=get("cloud_nat"),
-        bake_zone=str(get("bake_zone")),
-        source_image_family=str(get("source_image_family")),
-        source_image_project=str(get("source_image_project")),
-        bake_machine_type=str(get("bake_machine_type")),
-        internal_ip=get("internal_ip"),
-        use_iap=get("use_iap"),
-        os_login=get("os_login"),
-        oslogin_endpoint=str(get("oslogin_endpoint")),
-        ssh_port=get("ssh_port"),
-        price_table=_abs(project_root, str(get("price_table"))) if get("price_table") else None,
-        release_retention_days=get("release_retention_days"),
+def _where(info: ValidationInfo) -> str:
+    return f"mlbatch.profiles.{(info.context or {}).get('profile')}.{info.field_name}"
+
+
+def _http_url(url: str) -> bool:
+    """https, or http to a loopback address (a test's receiver)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    try:
+        return parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+# Settings the gcp and test profiles need in a fixed form: the pattern, and the form a message names.
+GCP_FORMS = {
+    "project": (GCE_NAME, "a GCP project id, e.g. my-ml-project"),
+    "region": (_REGION, "a region, e.g. europe-west4"),
+    "service_account": (_SERVICE_ACCOUNT, "NAME@PROJECT.iam.gserviceaccount.com"),
+    **{
+        key: (GCE_NAME, f"a GCE name, e.g. {DEFAULTS[key]}")
+        for key in ("source_image_family", "source_image_project", "bake_machine_type")
+    },
+}
+
+
+class ProfileSettings(BaseModel):
+    """One block of `mlbatch.profiles` as written (the Settings fields but the three above it:
+    a test holds the two lists together). An absent or null key takes the Settings field's
+    default; each description is the form a value must have."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    bucket: str = Field(description="file:///path or gs://bucket-name[/prefix]")
+    registry: str = Field(description="host[:port][/path], e.g. 127.0.0.1:5000")
+    base_image: str = Field(description="an image reference, e.g. debian:bookworm-slim")
+    image_family: str = Field(description="a GCE name, e.g. mlbatch")
+    ca_bundle: str = Field(description="a PEM bundle file, or null")
+    project: str = Field(description="a GCP project id, e.g. my-ml-project")
+    region: str = Field(description="a region, e.g. europe-west4")
+    zones: list[StrictStr] = Field(description="a list of zones of the region, e.g. [europe-west4-a]")
+    service_account: str = Field(description="NAME@PROJECT.iam.gserviceaccount.com")
+    network: str = Field(description="a VPC network name, e.g. default")
+    subnetwork: str = Field(description="a subnetwork name, or null (auto mode: the network's)")
+    compute_endpoint: str = Field(description="null (tests: the fake Compute API)")
+    batch_endpoint: str = Field(description="null (tests: the fake Cloud Batch API)")
+    resource_manager_endpoint: str = Field(description="null (tests: the fake Resource Manager API)")
+    service_usage_endpoint: str = Field(description="null (tests: the fake Service Usage API)")
+    cloud_nat: StrictBool = Field(description="true or false")
+    bake_zone: str = Field(description="a zone of the region, or null (the first of zones)")
+    source_image_family: str = Field(description="a GCE name, e.g. debian-12")
+    source_image_project: str = Field(description="a GCE name, e.g. debian-cloud")
+    bake_machine_type: str = Field(description="a GCE name, e.g. e2-standard-2")
+    internal_ip: StrictBool = Field(description="true or false")
+    use_iap: StrictBool = Field(description="true or false")
+    os_login: StrictBool = Field(description="true or false")
+    oslogin_endpoint: str = Field(description="null (tests: the fake OS Login API)")
+    ssh_port: StrictInt = Field(ge=1, le=65535, description="a TCP port, e.g. 22")
+    price_table: str = Field(description="a YAML file like mlbatch/run/prices.yaml, or null")
+    notify_webhook: str = Field(description="an https:// URL (http:// only to a loopback address), or null")
+    notify_topic: str = Field(description="projects/PROJECT/topics/TOPIC, or null")
+    pubsub_endpoint: str = Field(description="null (tests: the fake Pub/Sub API)")
+    trigger_jobs: list[StrictStr] = Field(description="a list of strings, e.g. [train-digits]")
+    trigger_version: str = Field(description="latest, or a version such as v1.4.0")
+    trigger_max_age_seconds: StrictInt = Field(
+        ge=60, le=TRIGGER_MAX_AGE_LIMIT, description=f"seconds from 60 to {TRIGGER_MAX_AGE_LIMIT}, e.g. 3600"
     )
-    _validate(settings, env)
-    return settings
+    trigger_service_account: str = Field(description="NAME@PROJECT.iam.gserviceaccount.com, or null")
+    trigger_invoker_service_account: str = Field(description="NAME@PROJECT.iam.gserviceaccount.com, or null")
+    trigger_publishers: list[StrictStr] = Field(
+        description="named principals, e.g. [serviceAccount:ci@my-ml-project.iam.gserviceaccount.com]"
+    )
+    release_retention_days: StrictInt = Field(ge=0, le=36500, description="whole days from 0 (no lock) to 36500")
+
+    @check("*", mode="before")
+    @classmethod
+    def _defaulted(cls, value: Any, info: ValidationInfo) -> Any:
+        """An absent or null key: the Settings field's default (the one place defaults are written)."""
+        if value is None:
+            value = DEFAULTS.get(info.field_name or "", "")
+        return "" if value is None else value  # a path left unset
+
+    @check("bucket")
+    @classmethod
+    def _bucket(cls, bucket: str, info: ValidationInfo) -> str:
+        if file_bucket_dir(bucket) is None and not _GS_BUCKET.match(bucket):
+            raise problem("file:///path or gs://bucket-name[/prefix]")
+        if _gcp(info) and not bucket.startswith("gs://"):
+            raise problem(f"gs://bucket-name (the {info.context['profile']} profile needs gs://)")  # type: ignore[index]
+        return bucket
+
+    @check("registry")
+    @classmethod
+    def _registry(cls, registry: str) -> str:
+        if not registry.rstrip("/"):
+            raise problem("host[:port][/path], e.g. 127.0.0.1:5000 (it is empty)")
+        return registry.rstrip("/")
+
+    @check("image_family")
+    @classmethod
+    def _family(cls, family: str) -> str:
+        if not GCE_NAME.match(family):
+            raise problem("a GCE name, e.g. mlbatch")
+        return family
+
+    @check("ca_bundle", "price_table")
+    @classmethod
+    def _file(cls, value: str, info: ValidationInfo) -> str:
+        if value and not _abs((info.context or {}).get("root", Path.cwd()), value).is_file():
+            what = "a PEM bundle" if info.field_name == "ca_bundle" else "a YAML like mlbatch/run/prices.yaml"
+            raise problem(f"{what}, or null; {value!r} is not a file")
+        return value
+
+    @check("compute_endpoint", *TEST_ENDPOINTS)
+    @classmethod
+    def _test_only(cls, endpoint: str, info: ValidationInfo) -> str:
+        allowed = EMULATOR_PROFILES if info.field_name == "compute_endpoint" else ("test",)
+        if endpoint and (info.context or {}).get("profile") not in allowed:
+            raise problem("null: an endpoint of an emulated API is for tests: refused outside the test profile")
+        return endpoint
+
+    @check(*GCP_FORMS)
+    @classmethod
+    def _gcp_form(cls, value: str, info: ValidationInfo) -> str:
+        """The values the gcp and test profiles need in a fixed form (GCP_FORMS)."""
+        pattern, form = GCP_FORMS[info.field_name or ""]
+        if _gcp(info) and not pattern.match(value or "-"):
+            raise problem(form)
+        return value
+
+    @check("zones")
+    @classmethod
+    def _zones(cls, zones: list[str], info: ValidationInfo) -> list[str]:
+        region = info.data.get("region")
+        if not _gcp(info) or region is None:
+            return zones  # the region is wrong already: said there
+        if not zones:
+            raise problem(f"zones of {region}, e.g. [{region}-a]")
+        bad = [
+            f"invalid {_where(info)}[{i}] {zone!r}: expected a zone of {region}, e.g. {region}-a"
+            for i, zone in enumerate(zones)
+            if not (_ZONE.match(zone) and zone.startswith(region + "-"))
+        ]
+        if bad:
+            raise whole("\n".join(bad))
+        return zones
+
+    @check("bake_zone")
+    @classmethod
+    def _bake_zone(cls, zone: str, info: ValidationInfo) -> str:
+        region = info.data.get("region", "")
+        if _gcp(info) and zone and not (_ZONE.match(zone) and zone.startswith(region + "-")):
+            raise problem(f"a zone of {region}, e.g. {region}-a, or null")
+        return zone
+
+    @check("use_iap")
+    @classmethod
+    def _reachable(cls, use_iap: bool, info: ValidationInfo) -> bool:
+        if _gcp(info) and info.data.get("internal_ip") is False and not use_iap:
+            where = f"mlbatch.profiles.{info.context['profile']}"  # type: ignore[index]
+            raise whole(
+                f"{where}: internal_ip and use_iap are both false: the build VM has no external IP, "
+                "so Packer must reach it by its internal address or through IAP; set one to true"
+            )
+        return use_iap
+
+    @check("notify_webhook")
+    @classmethod
+    def _webhook(cls, url: str, info: ValidationInfo) -> str:
+        if url and not _http_url(url):
+            raise whole(f"invalid {_where(info)}: expected an https:// URL (http:// only to a loopback address), or null")
+        return url  # the URL itself is never shown: a webhook URL is a secret (README, "Security")
+
+    @check("notify_topic")
+    @classmethod
+    def _topic(cls, topic: str) -> str:
+        if topic and not _TOPIC.match(topic):
+            raise problem("projects/PROJECT/topics/TOPIC, or null")
+        return topic
+
+    # --- the Pub/Sub function's trust (every profile: the tests serve it on the local one) ---
+
+    @check("trigger_jobs")
+    @classmethod
+    def _trigger_jobs(cls, jobs: list[str], info: ValidationInfo) -> list[str]:
+        for job in jobs:
+            try:
+                check_job_name(job)
+            except BadInput as exc:
+                raise whole(f"invalid {_where(info)}: {exc}") from None
+        return jobs
+
+    @check("trigger_version")
+    @classmethod
+    def _trigger_version(cls, version: str, info: ValidationInfo) -> str:
+        if version != "latest":
+            try:
+                parse_version(version)
+            except BadInput as exc:
+                raise whole(f"invalid {_where(info)}: {exc}, or latest") from None
+        return version
+
+    @check("trigger_service_account", "trigger_invoker_service_account")
+    @classmethod
+    def _identity(cls, account: str, info: ValidationInfo) -> str:
+        """Each identity an account of its own: the runner, the function, the trigger that invokes it."""
+        if not account:
+            return account
+        if not _SERVICE_ACCOUNT.match(account):
+            raise problem("NAME@PROJECT.iam.gserviceaccount.com, or null")
+        others = ("service_account", "trigger_service_account")
+        same = [key for key in others if key != info.field_name and info.data.get(key) == account]
+        if same:
+            raise whole(
+                f"invalid {_where(info)} {account!r}: it is also {same[0]}; each identity is an account of its own "
+                "(least privilege: the runner, the function and the trigger that invokes it)"
+            )
+        return account
+
+    @check("trigger_publishers")
+    @classmethod
+    def _publishers(cls, members: list[str], info: ValidationInfo) -> list[str]:
+        for member in members:
+            if not _IAM_MEMBER.match(member):
+                raise whole(
+                    f"invalid {_where(info)} entry {member!r}: expected a named principal, "
+                    "e.g. serviceAccount:ci@my-ml-project.iam.gserviceaccount.com, user:... or group:..."
+                )
+        return members
+
+    @check("release_retention_days")
+    @classmethod
+    def _lockable(cls, days: int, info: ValidationInfo) -> int:
+        if days and not str(info.data.get("bucket", "")).startswith("gs://"):
+            raise problem("0 with a file:// bucket (object retention is Cloud Storage's)")
+        return days
 
 
-def _validate(s: Settings, env: Mapping[str, str]) -> None:
-    where = f"mlbatch.profiles.{s.profile}"
-    if not s.registry:
-        raise BadInput(f"{where}.registry is empty: expected host[:port][/path], e.g. 127.0.0.1:5000")
-    if not GCE_NAME.match(s.image_family):
-        raise BadInput(f"invalid {where}.image_family {s.image_family!r}: expected a GCE name, e.g. mlbatch")
-    if s.ca_bundle is not None and not s.ca_bundle.is_file():
-        raise BadInput(f"{where}.ca_bundle {str(s.ca_bundle)!r} is not a file: expected a PEM bundle or null")
-    if s.price_table is not None and not s.price_table.is_file():
+class MlbatchConfig(BaseModel):
+    """invoke's `mlbatch` section: which profile, where local state goes, and the profiles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Literal["local", "gcp", "test"] | None = Field(None, description="one of local, gcp, test (default local)")
+    state_dir: StrictStr | None = Field(None, description="a folder for local state (default .mlbatch)")
+    profiles: dict[str, dict[str, Any] | None] | None = Field(None, description="a block of settings per profile")
+
+
+def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from invoke's `mlbatch` config section; BadInput (100) naming every bad key."""
+    env = os.environ if env is None else env
+    try:
+        top = MlbatchConfig.model_validate(dict(config))
+    except ValidationError as exc:
         raise BadInput(
-            f"{where}.price_table {str(s.price_table)!r} is not a file: expected a YAML like mlbatch/run/prices.yaml, or null"
-        )
-    if not isinstance(s.cloud_nat, bool):
-        raise BadInput(f"invalid {where}.cloud_nat {s.cloud_nat!r}: expected true or false")
-    if s.profile not in EMULATOR_PROFILES:
-        if env.get("STORAGE_EMULATOR_HOST"):
-            raise BadInput(
-                f"STORAGE_EMULATOR_HOST is set but profile {s.profile!r} is not local: unset it, or use the local profile"
-            )
-        if s.compute_endpoint:
-            raise BadInput(f"{where}.compute_endpoint {s.compute_endpoint!r} is for tests: refused outside the test profile")
-    if s.profile != "test":
-        for key in TEST_ENDPOINTS:
-            if getattr(s, key):
-                raise BadInput(f"{where}.{key} {getattr(s, key)!r} is for tests: refused outside the test profile")
-    if s.profile in ("gcp", "test"):
-        if not GCE_NAME.match(s.project or "-"):
-            raise BadInput(f"invalid {where}.project {s.project!r}: expected a GCP project id, e.g. my-ml-project")
-        if not _REGION.match(s.region):
-            raise BadInput(f"invalid {where}.region {s.region!r}: expected e.g. europe-west4")
-        if not s.zones or not all(_ZONE.match(z) and z.startswith(s.region + "-") for z in s.zones):
-            raise BadInput(f"invalid {where}.zones {list(s.zones)!r}: expected zones of {s.region}, e.g. [{s.region}-a]")
-        if not s.bucket.startswith("gs://"):
-            raise BadInput(f"invalid {where}.bucket {s.bucket!r}: the {s.profile} profile needs gs://bucket-name")
-        if not re.match(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$", s.service_account):
-            raise BadInput(
-                f"invalid {where}.service_account {s.service_account!r}: expected NAME@PROJECT.iam.gserviceaccount.com"
-            )
-        _validate_bake(s, where)
-    days = s.release_retention_days
-    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36500:
-        raise BadInput(f"invalid {where}.release_retention_days {days!r}: expected whole days from 0 (no lock) to 36500")
-    if days and not s.bucket.startswith("gs://"):
-        raise BadInput(f"{where}.release_retention_days {days} needs a gs:// bucket (object retention is Cloud Storage's); set 0")
+            joined("", problems(exc, MlbatchConfig, "mlbatch", "invalid {where} {value}: expected {form}", {}))
+        ) from None
+    profile = top.profile or "local"
+    where = f"mlbatch.profiles.{profile}"
+    lines: list[str] = []
+    if profile not in EMULATOR_PROFILES and env.get("STORAGE_EMULATOR_HOST"):
+        lines.append(f"STORAGE_EMULATOR_HOST is set but profile {profile!r} is not local: unset it, or use the local profile")
+    raw = dict((top.profiles or {}).get(profile) or {})
+    for name in ProfileSettings.model_fields:
+        raw.setdefault(name, None)
+    try:
+        values = ProfileSettings.model_validate(raw, context={"profile": profile, "root": project_root})
+    except ValidationError as exc:
+        lines += problems(exc, ProfileSettings, where, "invalid {where} {value}: expected {form}", {})
+    if lines:
+        raise BadInput(joined("", lines))
+    state_dir = _abs(project_root, top.state_dir or ".mlbatch").resolve()
+    folder = file_bucket_dir(values.bucket)
+    bucket = file_bucket_uri(_abs(project_root, str(folder)).resolve()) if folder is not None else values.bucket
+    fields = values.model_dump()
+    fields.update(
+        bucket=bucket,
+        zones=tuple(values.zones),
+        trigger_jobs=tuple(values.trigger_jobs),
+        trigger_publishers=tuple(values.trigger_publishers),
+        ca_bundle=_abs(project_root, values.ca_bundle) if values.ca_bundle else None,
+        price_table=_abs(project_root, values.price_table) if values.price_table else None,
+    )
+    return Settings(profile=profile, project_root=project_root, state_dir=state_dir, **fields)
 
 
 def bake_zone(s: Settings) -> str:
     return s.bake_zone or s.zones[0]
-
-
-def _validate_bake(s: Settings, where: str) -> None:
-    """The googlecompute bake's settings (gcp and test profiles)."""
-    if s.bake_zone and not (_ZONE.match(s.bake_zone) and s.bake_zone.startswith(s.region + "-")):
-        raise BadInput(f"invalid {where}.bake_zone {s.bake_zone!r}: expected a zone of {s.region}, e.g. {s.region}-a, or null")
-    for key in ("source_image_family", "source_image_project", "bake_machine_type"):
-        if not GCE_NAME.match(getattr(s, key)):
-            example = DEFAULTS[key]
-            raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected a GCE name, e.g. {example}")
-    for key in ("internal_ip", "use_iap", "os_login"):
-        if not isinstance(getattr(s, key), bool):
-            raise BadInput(f"invalid {where}.{key} {getattr(s, key)!r}: expected true or false")
-    if not (s.internal_ip or s.use_iap):
-        raise BadInput(
-            f"{where}: internal_ip and use_iap are both false: the build VM has no external IP, "
-            "so Packer must reach it by its internal address or through IAP; set one to true"
-        )
-    if isinstance(s.ssh_port, bool) or not isinstance(s.ssh_port, int) or not 0 < s.ssh_port < 65536:
-        raise BadInput(f"invalid {where}.ssh_port {s.ssh_port!r}: expected a TCP port, e.g. 22")

@@ -125,7 +125,7 @@ def identities(
     if not settings.bucket.startswith("gs://") or not settings.project:
         raise BadInput(f"profile {settings.profile}: identities are for a gs:// bucket in a project (use --profile gcp)")
     release_account = release_account or default_account(settings, "release")
-    trigger_account = trigger_account or default_account(settings, "trigger")
+    trigger_account = trigger_account or settings.trigger_service_account or default_account(settings, "trigger")
     for account in (release_account, trigger_account):
         local, _, domain = account.partition("@")
         if not GCE_NAME.fullmatch(local) or not domain.endswith(".iam.gserviceaccount.com"):
@@ -159,7 +159,7 @@ def identities(
     runner = Identity(
         "runner",
         settings.service_account,
-        "the run VMs (and the bake and image-test VMs): pull, fetch, run, record",
+        "the run VMs (and the bake VM; the image-test VM runs with none): pull, fetch, run, record",
         (
             Grant(
                 "roles/storage.objectViewer",

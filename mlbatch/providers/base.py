@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import CapacityError as CapacityError  # re-exported: providers raise it, the controller catches it
@@ -47,6 +47,9 @@ class Provider(Protocol):
 
     def preflight(self) -> None:
         """Refuse a run this provider cannot do (permissions, network), before anything is created."""
+
+    def describe(self, request: InstanceRequest, zone: str) -> dict[str, Any]:
+        """What `create` would send (a docker run, an instances.insert body), without sending it."""
 
     def create(self, request: InstanceRequest, zone: str) -> None:
         """Create and start the instance in `zone`; CapacityError when the zone has none."""

@@ -3,9 +3,11 @@
 The job boots the release's baked image (the same agent, the same agent<->job contract):
 one task per params set, one task a VM, the run's spec in the runnable's environment and
 each task's params and argv in its task environment; Batch sets BATCH_TASK_INDEX and
-BATCH_TASK_RETRY_ATTEMPT. Spot tasks are retried only when preempted (exit code 50001);
-the job's own exit codes fail the task at once (lifecycle policies). Batch deletes its VMs
-when tasks end, and each task has a max run duration, so nothing outlives the sweep.
+BATCH_TASK_RETRY_ATTEMPT. Spot tasks are retried only when preempted; the job's own exit
+codes and every other failure fail the task at once (its one lifecycle policy, below).
+Batch deletes its VMs when tasks end, and each task has a max run duration, so nothing
+outlives the sweep. The job's VMs run as the runner service account, which needs
+roles/batch.agentReporter: Batch's agent on each VM reports the tasks' states with it.
 
 Like the gce provider: a request_id per create and delete, bounded retries of transient
 errors, errors translated to reserved exit codes. Imported lazily (gcp and test profiles).
@@ -23,7 +25,7 @@ from google.cloud import batch_v1
 
 from mlbatch.core import image_paths
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import MlbatchError, NotFound, PermissionDenied
+from mlbatch.core.errors import ExitCode, MlbatchError, NotFound, PermissionDenied
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
 from mlbatch.core.runs import RunSpec
 from mlbatch.core.settings import Settings
@@ -31,7 +33,21 @@ from mlbatch.providers.gce import SCOPE, _retry
 from mlbatch.providers.gce import _translate as _translate_compute
 
 PREEMPTED_EXIT_CODE = 50001  # what Batch reports for a task whose Spot VM was preempted
-JOB_EXIT_CODES = list(range(1, 256))  # the job's own codes and our reserved ones: fail, never retry
+# The task's one lifecycle policy (TaskSpec.lifecyclePolicies: "Currently we only support one
+# lifecycle policy", batch.v1 discovery document): RETRY_TASK "will retry failed tasks if we
+# notice any exit code match and fail tasks if no match is found" (LifecyclePolicy.action). A
+# preemption ends a task either with Batch's own code or, when the agent records it within the
+# shutdown window and exits first, with ours (mlbatch/agent/task.py): both are retried, up to
+# maxRetryCount; the job's own codes, our other reserved codes and Batch's other codes fail it.
+RETRIED_EXIT_CODES = [PREEMPTED_EXIT_CODE, int(ExitCode.PREEMPTED)]
+# What Batch's own exit codes of a task mean (https://cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes),
+# said with a task that failed before its agent recorded it.
+BATCH_EXIT_CODES = {
+    PREEMPTED_EXIT_CODE: "Batch: the task's Spot VM was preempted",
+    50002: "Batch: the task's VM stopped reporting (it was lost or deleted, or the runner service account "
+    "lacks roles/batch.agentReporter, which Batch's agent on the VM reports with)",
+    50005: "Batch: the task outlived its max run duration",
+}
 AGENT = image_paths.AGENT  # where the agent role installs it in the image
 QUOTA_CODES = ("CODE_GCE_QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "quotaExceeded")
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -115,12 +131,8 @@ class BatchJobs:
             lifecycle_policies=[
                 batch_v1.LifecyclePolicy(
                     action=batch_v1.LifecyclePolicy.Action.RETRY_TASK,
-                    action_condition=batch_v1.LifecyclePolicy.ActionCondition(exit_codes=[PREEMPTED_EXIT_CODE]),
-                ),
-                batch_v1.LifecyclePolicy(
-                    action=batch_v1.LifecyclePolicy.Action.FAIL_TASK,
-                    action_condition=batch_v1.LifecyclePolicy.ActionCondition(exit_codes=JOB_EXIT_CODES),
-                ),
+                    action_condition=batch_v1.LifecyclePolicy.ActionCondition(exit_codes=RETRIED_EXIT_CODES),
+                )
             ],
         )
         environments = [

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
@@ -188,6 +189,10 @@ class GceProvider:
                 )
             ]
         return body
+
+    def describe(self, request: InstanceRequest, zone: str) -> dict[str, Any]:
+        """The instances.insert body `create` would send, sent nowhere (`run-batch --dry-run`)."""
+        return {"zone": zone, "instances_insert": compute_v1.Instance.to_dict(self.instance_body(request, zone))}
 
     # --- operations ---------------------------------------------------------------------------
 

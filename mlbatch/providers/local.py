@@ -12,6 +12,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mlbatch.core import labels
 from mlbatch.core.bucket import file_bucket_dir
@@ -69,14 +70,13 @@ class LocalProvider:
     def preflight(self) -> None:
         """Nothing to check: the engine and registry are this machine's (local.up starts them)."""
 
-    def create(self, request: InstanceRequest, zone: str) -> None:
+    def _instance(self, request: InstanceRequest) -> tuple[Path, InstanceSpec, dict[str, Any]]:
+        """The instance's work dir, its instance file's contents, and what `containers.run` gets."""
         workdir = self._workdir(request.name)
-        workdir.mkdir(parents=True, exist_ok=True)
         instance_file = workdir / "instance.json"
         instance = InstanceSpec(
             spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir), task=request.task
         )
-        instance_file.write_text(instance.to_json())
         volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}, str(workdir): {"bind": str(workdir), "mode": "rw"}}
         bucket_dir = file_bucket_dir(request.spec.bucket)
         if bucket_dir is not None:
@@ -85,17 +85,29 @@ class LocalProvider:
         # The local profile may stand in for Google's endpoints (a GCS emulator, and in tests a
         # metadata server and STS): the instance's agent is pointed at the same ones.
         env.update({name: os.environ[name] for name in STAND_IN_ENDPOINTS if os.environ.get(name)})
-        self.client.containers.run(
-            request.spec.vm_image,
-            name=request.name,
-            detach=True,
-            network_mode="host",
-            volumes=volumes,
-            environment=env,
-            labels={**request.labels, **labels.checkout_labels(self.settings.state_dir)},
+        run = {
+            "image": request.spec.vm_image,
+            "name": request.name,
+            "detach": True,
+            "network_mode": "host",
+            "volumes": volumes,
+            "environment": env,
+            "labels": {**request.labels, **labels.checkout_labels(self.settings.state_dir)},
             # A VM's agent deletes the VM; a detached local instance's container goes when its agent ends.
-            auto_remove=request.detached,
-        )
+            "auto_remove": request.detached,
+        }
+        return workdir, instance, run
+
+    def describe(self, request: InstanceRequest, zone: str) -> dict[str, Any]:
+        """What `create` would do, done by nothing (`run-batch --dry-run`)."""
+        _, instance, run = self._instance(request)
+        return {"docker_run": run, "instance_file": instance.to_dict()}
+
+    def create(self, request: InstanceRequest, zone: str) -> None:
+        workdir, instance, run = self._instance(request)
+        workdir.mkdir(parents=True, exist_ok=True)
+        Path(run["environment"]["MLBATCH_INSTANCE_FILE"]).write_text(instance.to_json())
+        self.client.containers.run(run.pop("image"), **run)
 
     def state(self, name: str) -> str:
         container = self._get(name)

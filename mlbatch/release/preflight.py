@@ -19,6 +19,7 @@ SERVICES = {
     "artifactregistry.googleapis.com": "push the containers",
     "storage.googleapis.com": "upload the code bundle and the manifest",
     "iam.googleapis.com": "run the bake and test VMs as the runner service account",
+    "batch.googleapis.com": "run the release's sweeps (one Cloud Batch job each)",
 }
 
 # permission -> the predefined role that grants it (the smallest one that does). Storage is

@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.errors import BadInput
 from mlbatch.core.settings import Settings
 from mlbatch.run.controller import Controller, RunOutcome, RunRequest, summary_rows
-from mlbatch.ui import console, echo, say, summary
+from mlbatch.ui import console, echo, emit, say, summary
 
 if TYPE_CHECKING:
     from mlbatch.run.sweep import SweepRequest, TaskRunner
@@ -20,15 +21,6 @@ def controller(settings: Settings) -> Controller:
     from mlbatch.providers import get_provider
 
     return Controller(open_bucket(settings.bucket), get_provider(settings), say, echo)
-
-
-def whole_number(value: str | int | None, option: str, unit: str) -> int | None:
-    """An option given as text (`--timeout 600`): its number, or BadInput naming the option."""
-    if value is None:
-        return None
-    if not str(value).isdigit():
-        raise BadInput(f"invalid {option} {value!r}: expected a whole number of {unit}")
-    return int(value)
 
 
 def run_attached(settings: Settings, request: RunRequest) -> RunOutcome:
@@ -60,37 +52,77 @@ def sweep_and_show(bucket: Bucket, runner: TaskRunner, request: SweepRequest) ->
     return outcome
 
 
-def run_batch(
-    settings: Settings,
-    job: str,
-    version: str,
-    params: tuple[str, ...] = (),
-    timeout: str | None = None,
-    idempotency_key: str = "",
-    detach: bool = False,
-    sweeps: tuple[str, ...] = (),
-    sweep_file: str = "",
-    parallelism: str | None = None,
-) -> int:
-    """`invoke run-batch`: a run, a detached run (prints its id last) or a sweep; the exit code."""
-    from mlbatch.run.sweep import SweepRequest, is_sweep
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """`invoke run-batch`'s options, parsed (timeout in seconds, parallelism a number)."""
 
-    count = whole_number(parallelism, "--parallelism", "tasks")
-    timeout_seconds = whole_number(timeout, "--timeout", "seconds")
-    if is_sweep(sweeps, sweep_file):
-        if detach:
-            raise BadInput("--detach does not apply to sweeps yet: a sweep is followed to its end")
-        request = SweepRequest(job, version, sweeps, sweep_file, params, count, timeout_seconds, idempotency_key)
-        return run_sweep(settings, request).exit_code
-    if count is not None:
-        raise BadInput("--parallelism applies to sweeps: add --sweep name=a,b or --sweep-file FILE")
-    run = RunRequest(job, version, params, timeout_seconds, idempotency_key)
-    if detach:
+    job: str
+    version: str
+    params: tuple[str, ...] = ()
+    timeout_seconds: int | None = None
+    idempotency_key: str = ""
+    detach: bool = False
+    sweeps: tuple[str, ...] = ()
+    sweep_file: str = ""
+    parallelism: int | None = None
+
+    def request(self) -> RunRequest | SweepRequest:
+        """A run's request, or a sweep's; options that do not go together are refused (100)."""
+        from mlbatch.run.sweep import SweepRequest, is_sweep
+
+        if is_sweep(self.sweeps, self.sweep_file):
+            if self.detach:
+                raise BadInput("--detach does not apply to sweeps yet: a sweep is followed to its end")
+            return SweepRequest(
+                self.job, self.version, self.sweeps, self.sweep_file, self.params, self.parallelism,
+                self.timeout_seconds, self.idempotency_key,
+            )  # fmt: skip
+        if self.parallelism is not None:
+            raise BadInput("--parallelism applies to sweeps: add --sweep name=a,b or --sweep-file FILE")
+        return RunRequest(self.job, self.version, self.params, self.timeout_seconds, self.idempotency_key)
+
+
+def run_batch(settings: Settings, options: RunOptions) -> int:
+    """`invoke run-batch`: a run, a detached run (prints its id last) or a sweep; the exit code."""
+    from mlbatch.run.sweep import SweepRequest
+
+    request = options.request()
+    if isinstance(request, SweepRequest):
+        outcome = run_sweep(settings, request)
+    elif options.detach:
         from mlbatch.run.detach import start
 
-        print(start(controller(settings), run))
+        print(start(controller(settings), request))
         return 0
-    return run_attached(settings, run).exit_code
+    else:
+        outcome = run_attached(settings, request)
+    notify_end(settings, outcome)
+    return outcome.exit_code
+
+
+def dry_run(settings: Settings, options: RunOptions, fmt: str) -> None:
+    """`invoke run-batch --dry-run`: the plan, checked as the run would check it; nothing written or created."""
+    from mlbatch.run.plan import plan_run, render_plan
+
+    emit(fmt, plan_run(settings, options.request()), render_plan)
+
+
+def wait(settings: Settings, run_id: str) -> int:
+    """`invoke runs.wait`: follow a (detached) run to its end; its exit code."""
+    from mlbatch.run import detach
+
+    outcome = detach.wait(controller(settings), run_id)
+    console.print(summary(f"runs.wait {run_id}", summary_rows(outcome)))
+    notify_end(settings, outcome)
+    return outcome.exit_code
+
+
+def notify_end(settings: Settings, outcome: RunOutcome) -> None:
+    """Tell the profile's webhook or Pub/Sub topic that the run ended (never changes its exit code)."""
+    if settings.notify_webhook or settings.notify_topic:
+        from mlbatch.run.notify import notify
+
+        notify(settings, open_bucket(settings.bucket), outcome, say)
 
 
 def collect_garbage(settings: Settings, dry_run: bool) -> list[tuple[str, str]]:

@@ -105,6 +105,59 @@ def status_of(exc: MlbatchError) -> str:
     return {code: status for status, code in runs.STATUS_EXIT_CODES.items()}.get(exc.exit_code, runs.INFRA_FAILED)
 
 
+def run_spec(bucket: Bucket, prepared: Prepared, run_id: str, idempotency_key: str, *, sweep: bool = False) -> runs.RunSpec:
+    """spec.json: what every instance of the run is told. A sweep's spec carries the job's
+    command alone; each task adds its params."""
+    manifest, job = prepared.manifest, prepared.job
+    return runs.RunSpec(
+        run_id=run_id,
+        job=job.name,
+        version=manifest.version,
+        bucket=bucket.uri,
+        container=manifest.containers[job.container].ref,
+        code_key=manifest.code.uri.removeprefix(bucket.uri + "/"),
+        code_sha256=manifest.code.sha256,
+        argv=tuple(job.command) if sweep else tuple(job.argv(prepared.params)),
+        params={} if sweep else prepared.params,
+        timeout_seconds=prepared.timeout_seconds,
+        created=runs.now_iso(),
+        vm_image=manifest.vm_image.ref,
+        idempotency_key=idempotency_key,
+        max_log_bytes=job.max_log_mb * 1024 * 1024,
+        network=job.network or bool(job.google_access),
+        google_access=job.google_access.to_dict(),
+    )
+
+
+def instance_request(spec: runs.RunSpec, job: Job, attempt: int, detached: bool = False) -> InstanceRequest:
+    """What the provider is asked to create for attempt `attempt`: Spot unless the job's
+    preemptions so far say on-demand, labelled ours with an expiry, deleting itself after
+    the timeout plus a margin."""
+    max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
+    preemptions = attempt - 1
+    spot = job.spot and not (job.on_demand_after_preemptions and preemptions >= job.on_demand_after_preemptions)
+    return InstanceRequest(
+        name=instance_name(spec.run_id, attempt),
+        spec=spec,
+        job=job,
+        attempt=attempt,
+        max_run_seconds=max_run,
+        spot=spot,
+        detached=detached,
+        labels=check_labels(
+            {
+                **managed_labels(),
+                "role": "instance",
+                "job": spec.job,
+                "run-id": spec.run_id,
+                "version": parse_version(spec.version).slug,
+                "attempt": str(attempt),
+                "expiry": str(int(time.time()) + max_run),
+            }
+        ),
+    )
+
+
 class Controller:
     # Waits, as class attributes so fast tests can shorten them (behaviour is the same).
     poll = POLL
@@ -141,24 +194,7 @@ class Controller:
                 existing = self._read_key_record(key, request.idempotency_key)
                 self.say(f"idempotency key {request.idempotency_key!r} already started run {existing.run_id}")
                 return existing.run_id
-        spec = runs.RunSpec(
-            run_id=run_id,
-            job=request.job,
-            version=prepared.manifest.version,
-            bucket=self.bucket.uri,
-            container=prepared.manifest.containers[prepared.job.container].ref,
-            code_key=prepared.manifest.code.uri.removeprefix(self.bucket.uri + "/"),
-            code_sha256=prepared.manifest.code.sha256,
-            argv=tuple(prepared.job.argv(prepared.params)),
-            params=prepared.params,
-            timeout_seconds=prepared.timeout_seconds,
-            created=runs.now_iso(),
-            vm_image=prepared.manifest.vm_image.ref,
-            idempotency_key=request.idempotency_key,
-            max_log_bytes=prepared.job.max_log_mb * 1024 * 1024,
-            network=prepared.job.network or bool(prepared.job.google_access),
-            google_access=prepared.job.google_access.to_dict(),
-        )
+        spec = run_spec(self.bucket, prepared, run_id, request.idempotency_key)
         runs.write_record(self.bucket, runs.spec_key(run_id), spec, immutable=True)
         self._take_slot(spec, prepared.job)
         self.say(f"run {run_id}: job {request.job} of release {spec.version} on {self.provider.name}")
@@ -277,32 +313,10 @@ class Controller:
 
     def _create(self, spec: runs.RunSpec, job: Job, attempt: int, name: str, detached: bool = False) -> tuple[str, bool]:
         """Create the instance in the first zone with capacity; that zone, and whether it is Spot."""
-        now = int(time.time())
-        max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
-        preemptions = attempt - 1
-        spot = job.spot and not (job.on_demand_after_preemptions and preemptions >= job.on_demand_after_preemptions)
+        request = instance_request(spec, job, attempt, detached)
+        spot = request.spot
         if job.spot and not spot:
-            self.say(f"{preemptions} preemption(s): attempt {attempt} runs on-demand")
-        request = InstanceRequest(
-            name=name,
-            spec=spec,
-            job=job,
-            attempt=attempt,
-            max_run_seconds=max_run,
-            spot=spot,
-            detached=detached,
-            labels=check_labels(
-                {
-                    **managed_labels(),
-                    "role": "instance",
-                    "job": spec.job,
-                    "run-id": spec.run_id,
-                    "version": parse_version(spec.version).slug,
-                    "attempt": str(attempt),
-                    "expiry": str(now + max_run),
-                }
-            ),
-        )
+            self.say(f"{attempt - 1} preemption(s): attempt {attempt} runs on-demand")
         errors = []
         for zone in self.provider.zones:
             try:

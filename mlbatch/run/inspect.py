@@ -9,11 +9,10 @@ as web pages.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from mlbatch.core import manifest as manifests
-from mlbatch.core import runs, sweeps
+from mlbatch.core import options, runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import BadInput, BadRecord, MlbatchError, NotFound
@@ -33,7 +32,6 @@ SWEEP_COST_NOTE = (
     "a sweep: each task's last attempt from its agent's start to its end (one-minute minimum), as the job's "
     "machine type in the profile's region; boot and earlier preempted attempts are not recorded, so not counted"
 )
-_SINCE = re.compile(r"^(?P<n>\d+)(?P<unit>[mhd])$")
 
 
 def _time(text: str) -> dt.datetime | None:
@@ -51,15 +49,7 @@ def _seconds(start: str, end: str) -> float | None:
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """`30m`, `24h`, `7d`, or an ISO date/time (UTC unless it says otherwise)."""
-    now = now or dt.datetime.now(dt.UTC)
-    match = _SINCE.match(text)
-    if match:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[match["unit"]]
-        return now - dt.timedelta(**{unit: int(match["n"])})
-    value = _time(text)
-    if value is None:
-        raise BadInput(f"invalid --since {text!r}: expected e.g. 30m, 24h, 7d, 2026-11-24 or 2026-11-24T03:00")
-    return value
+    return options.since(text, "--since", now)
 
 
 def read_run_metrics(bucket: Bucket, run_id: str) -> dict[str, Any]:

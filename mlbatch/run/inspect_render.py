@@ -18,7 +18,7 @@ from rich.text import Text
 
 from mlbatch.core import runs
 from mlbatch.core.text import visible
-from mlbatch.ui import summary
+from mlbatch.ui import columns, summary
 
 WIDTH = 80  # what a table may take: CI logs and Rundeck output are this wide
 
@@ -46,16 +46,14 @@ def _list_metrics(row: dict[str, Any]) -> str:
 
 
 def render_list(rows: list[dict[str, Any]]) -> str:
-    """Aligned columns with a header, one run a line (greppable; --json for machines); a sweep's
-    metrics are its best task's, the ranking metric first."""
-    header = ("RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS")
-    lines = [header]
+    """Aligned columns with a header, one run a line (greppable; --format json for machines); a
+    sweep's metrics are its best task's, the ranking metric first."""
+    lines = []
     for r in rows:
         seconds = f"{r['seconds']:.0f}s" if r["seconds"] is not None else "-"
         exit_code = "-" if r["exit_code"] is None else str(r["exit_code"])
         lines.append((r["run_id"], r["version"], r["created"][:19], r["status"], exit_code, seconds, _list_metrics(r)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines) + "\n"
+    return columns(("RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS"), lines)
 
 
 def _own_lines(rows: list[tuple[str, str]]) -> Text:

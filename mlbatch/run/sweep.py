@@ -31,6 +31,7 @@ from mlbatch.run.controller import (
     RunRequest,
     _cancel_on_signals,
     prepare,
+    run_spec,
 )
 from mlbatch.run.ranking import rank, summary_csv
 from mlbatch.ui import Say
@@ -109,6 +110,15 @@ def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+def sweep_plan(sweep: PreparedSweep) -> sweeps.SweepPlan:
+    """The sweep's part of spec.json: parallelism, and every task's params and argv."""
+    job = sweep.prepared.job
+    return sweeps.SweepPlan(
+        parallelism=sweep.parallelism,
+        tasks=tuple(sweeps.TaskPlan(params=p, argv=tuple(job.argv(p))) for p in sweep.tasks),
+    )
+
+
 def deadline_seconds(sweep: PreparedSweep) -> int:
     """Tasks run in waves of P; each may take its timeout plus boot, pull and upload."""
     return math.ceil(len(sweep.tasks) / sweep.parallelism) * (sweep.prepared.timeout_seconds + BOOT_MARGIN)
@@ -133,28 +143,8 @@ class Sweep:
                 outcome = controller.attach(existing.run_id)
                 record = runs.read_record(self.bucket, sweeps.sweep_key(outcome.run_id), sweeps.SweepRecord)
                 return outcome, list(record.tasks) if record else []
-        manifest = sweep.prepared.manifest
-        spec = runs.RunSpec(
-            run_id=run_id,
-            job=job.name,
-            version=manifest.version,
-            bucket=self.bucket.uri,
-            container=manifest.containers[job.container].ref,
-            code_key=manifest.code.uri.removeprefix(self.bucket.uri + "/"),
-            code_sha256=manifest.code.sha256,
-            argv=tuple(job.command),
-            params={},
-            timeout_seconds=sweep.prepared.timeout_seconds,
-            created=runs.now_iso(),
-            vm_image=manifest.vm_image.ref,
-            idempotency_key=request.idempotency_key,
-            network=job.network or bool(job.google_access),
-            google_access=job.google_access.to_dict(),
-        )
-        plan = sweeps.SweepPlan(
-            parallelism=sweep.parallelism,
-            tasks=tuple(sweeps.TaskPlan(params=p, argv=tuple(job.argv(p))) for p in sweep.tasks),
-        )
+        spec = run_spec(self.bucket, sweep.prepared, run_id, request.idempotency_key, sweep=True)
+        plan = sweep_plan(sweep)
         # spec.json: a RunSpec (what `runs`, `logs` and attaching read) with the sweep's plan beside it
         runs.write_json(self.bucket, runs.spec_key(run_id), {**spec.to_dict(), "sweep": plan.to_dict()}, immutable=True)
         self.say(

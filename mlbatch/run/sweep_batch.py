@@ -16,7 +16,7 @@ from mlbatch.core.bucket import Bucket
 from mlbatch.core.names import check_labels, is_managed, managed_labels
 from mlbatch.core.sweeps import TaskRecord
 from mlbatch.core.versions import parse_version
-from mlbatch.providers.batch import QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
+from mlbatch.providers.batch import BATCH_EXIT_CODES, QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
 from mlbatch.run.controller import BOOT_MARGIN, SELF_DELETE_MARGIN
 from mlbatch.run.sweep import PreparedSweep, SweepStopped, deadline_seconds, read_task_attempt
 from mlbatch.ui import Say
@@ -31,6 +31,20 @@ def _progress(view: JobView) -> str:
     return f"Batch job {view.state.lower()}" + (f": tasks {counts}" if counts else "")
 
 
+def job_labels(spec: runs.RunSpec, expires_at: int) -> dict[str, str]:
+    """The Batch job's labels: ours, whose, and when `invoke gc` may delete it."""
+    return check_labels(
+        {
+            **managed_labels(),
+            "role": "sweep",
+            "job": spec.job,
+            "run-id": spec.run_id,
+            "version": parse_version(spec.version).slug,
+            "expiry": str(expires_at),
+        }
+    )
+
+
 class BatchTasks:
     name = "Cloud Batch"
     poll = 2.0  # seconds between jobs.get calls
@@ -42,16 +56,7 @@ class BatchTasks:
         job = sweep.prepared.job
         name = job_id(spec.run_id)
         wait = deadline_seconds(sweep) + QUEUE_MARGIN
-        labels = check_labels(
-            {
-                **managed_labels(),
-                "role": "sweep",
-                "job": spec.job,
-                "run-id": spec.run_id,
-                "version": parse_version(spec.version).slug,
-                "expiry": str(int(time.time()) + wait + SELF_DELETE_MARGIN),
-            }
-        )
+        labels = job_labels(spec, int(time.time()) + wait + SELF_DELETE_MARGIN)
         body = self.jobs.job_body(spec, job, sweep.tasks, sweep.parallelism, labels, spec.timeout_seconds + BOOT_MARGIN)
         self.jobs.create(name, body)
         self.say(f"Batch job {name} created: {len(sweep.tasks)} tasks, at most {sweep.parallelism} at once")
@@ -96,9 +101,10 @@ class BatchTasks:
                 outcome.ended(record.status, record.exit_code, record.attempt, record.message)
             elif failed and view is not None:
                 exit_code = view.exit_code if view.exit_code is not None else -1
-                outcome.ended(
-                    runs.INFRA_FAILED, exit_code, 1, view.message or "Batch failed the task before its agent recorded it"
-                )
+                message = view.message or "Batch failed the task before its agent recorded it"
+                if exit_code in BATCH_EXIT_CODES:
+                    message = f"{message} ({BATCH_EXIT_CODES[exit_code]})"
+                outcome.ended(runs.INFRA_FAILED, exit_code, 1, message)
             else:
                 outcome.ended(default[0], -1, record.attempt if record else 0, default[1])
 

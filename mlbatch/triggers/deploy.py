@@ -30,8 +30,10 @@ from mlbatch.core.settings import Settings, load_settings
 
 PROFILE_VAR = "MLBATCH_SETTINGS_PROFILE"
 PREFIX = "MLBATCH_SETTINGS_"
-# Settings that are not the function's: where this machine keeps state, and files of this machine.
-NOT_EXPORTED = ("profile", "project_root", "state_dir", "ca_bundle", "price_table")
+# Settings that are not the function's: where this machine keeps state, files of this machine, and
+# the run-end notification (the function starts detached runs, which nobody follows to notify;
+# a webhook URL is a secret that has no business in env.yaml).
+NOT_EXPORTED = ("profile", "project_root", "state_dir", "ca_bundle", "price_table", "notify_webhook", "notify_topic")
 MAIN = '''"""mlbatch's Cloud Function, written by `invoke schedule.export`: Pub/Sub message -> a detached run.
 
 Settings come from the MLBATCH_SETTINGS_* variables of env.yaml (gcloud --env-vars-file)."""

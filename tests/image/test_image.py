@@ -52,6 +52,19 @@ def test_agent_unit_enabled_on_vm(host):
     # run-batch streams the serial console: the agent's output must reach it.
     assert "StandardOutput=journal+console" in unit
     assert "WantedBy=multi-user.target" in unit
+    # ... only on a run VM: the VMs that carry no run spec (the image-test VM, Batch's task VMs) skip it.
+    assert f"ExecCondition={AGENT} --check-run-spec" in unit
+
+
+@pytest.mark.vm
+def test_agent_does_not_start_on_a_vm_without_a_run_spec(host):
+    # This suite runs on a VM without mlbatch-run-spec (the image-test VM): had the agent started,
+    # its fail-safe would have ended the VM. The unit's condition kept it off (or, on a guest
+    # provisioned after its boot, it never had to decide): nothing ran, nothing failed.
+    show = host.run("systemctl show mlbatch-agent -p ExecMainStartTimestampMonotonic -p ActiveState -p ConditionResult")
+    state = dict(line.split("=", 1) for line in show.stdout.splitlines() if "=" in line)
+    assert state["ExecMainStartTimestampMonotonic"] == "0", f"the agent started on this VM: {state}"
+    assert state["ActiveState"] == "inactive", state
 
 
 @pytest.mark.vm

@@ -65,7 +65,11 @@ def test_schedule_export_prints_topic_function_and_scheduler_job(tmp_path):
     out = tmp_path / "function"
     result = schedule_export("--job", "train-digits", "--cron", "0 3 * * *", "--param", "n_estimators=200", out=out)
     assert result.returncode == 0, result.stderr
-    topic, function, scheduler = (shlex.split(line) for line in result.stdout.splitlines())
+    argvs = [shlex.split(line) for line in result.stdout.splitlines()]
+    (topic,) = [a for a in argvs if a[1:4] == ["pubsub", "topics", "create"]]
+    (function,) = [a for a in argvs if a[1:3] == ["functions", "deploy"]]
+    (scheduler,) = [a for a in argvs if a[1:3] == ["scheduler", "jobs"]]
+    assert argvs[0] == topic and argvs[-1] == scheduler, "the topic first, the schedule last"
     assert topic[:5] == ["gcloud", "pubsub", "topics", "create", "mlbatch-trigger"]
     assert function[:4] == ["gcloud", "functions", "deploy", "mlbatch-trigger"]
     assert function[function.index("--entry-point") + 1] == "pubsub_trigger"
@@ -73,6 +77,10 @@ def test_schedule_export_prints_topic_function_and_scheduler_job(tmp_path):
     assert function[function.index("--env-vars-file") + 1] == str(out / "env.yaml")
     assert (out / "source" / "main.py").is_file() and (out / "env.yaml").is_file()
     assert function[function.index("--trigger-topic") + 1] == "mlbatch-trigger" and "--retry" in function
+    assert function[function.index("--service-account") + 1] == "mlbatch-trigger@mlbatch-test.iam.gserviceaccount.com"
+    assert function[function.index("--ingress-settings") + 1] == "internal-only" and "--no-allow-unauthenticated" in function
+    for policy in ("topic-policy.json", "trigger-reads.json", "trigger-writes.json"):
+        assert str(out / "iam" / policy) in result.stdout, policy
     assert scheduler[:6] == ["gcloud", "scheduler", "jobs", "create", "pubsub", "mlbatch-train-digits"]
     option = {scheduler[i]: scheduler[i + 1] for i in range(6, len(scheduler) - 1) if scheduler[i].startswith("--")}
     assert option["--schedule"] == "0 3 * * *" and option["--topic"] == "mlbatch-trigger"
@@ -80,8 +88,8 @@ def test_schedule_export_prints_topic_function_and_scheduler_job(tmp_path):
     body = json.loads(option["--message-body"])
     assert body == {"job": "train-digits", "version": "latest", "params": {"n_estimators": 200}}
     # What the function receives when Cloud Scheduler publishes that body:
-    event = {"message": {"data": base64.b64encode(option["--message-body"].encode()).decode(), "messageId": "981"}}
-    trigger = decode(event)
+    data = base64.b64encode(option["--message-body"].encode()).decode()
+    trigger = decode({"message": {"data": data, "messageId": "981", "publishTime": "2026-11-25T03:00:00.123456789Z"}})
     assert (trigger.job, trigger.version, trigger.params, trigger.idempotency_key) == (
         "train-digits",
         "latest",
@@ -97,6 +105,14 @@ def test_schedule_export_refuses_bad_input(tmp_path):
         (("--job", "train-digits", "--cron", "0 3 * * *", "--param", "n_estimators=many"), "expected a int"),
         (("--job", "train-digits", "--cron", "0 3 * * *", "--version", "v1"), "invalid version 'v1'"),
         (("--job", "train-digits", "--cron", "0 3 * * *", "--time-zone", "UTC; rm"), "invalid --time-zone"),
+        (
+            ("--job", "fail-on-purpose", "--cron", "0 3 * * *"),
+            "job 'fail-on-purpose' is not in mlbatch.profiles.test.trigger_jobs",
+        ),
+        (
+            ("--job", "train-digits", "--cron", "0 3 * * *", "--version", "v1.0.0"),
+            "differs from mlbatch.profiles.test.trigger_version",
+        ),
     ]:
         result = schedule_export(*args, out=tmp_path / "function")
         assert result.returncode == ExitCode.BAD_INPUT, (args, result.stderr)

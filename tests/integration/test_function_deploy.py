@@ -3,11 +3,15 @@ its source folder and env.yaml; a fresh venv is made from the folder's requireme
 (pip from PyPI, as the Python buildpack does); functions-framework serves main.py from that
 folder, with env.yaml's variables as its whole configuration (no checkout, no invoke.yaml);
 Pub/Sub's push is a messagePublished CloudEvent POSTed to it. The test profile points the
-function at fake-gcs-server and the fake Compute API (API only: the instance runs nothing).
+function at fake-gcs-server and the fake Compute API (API only: the instance runs nothing), and
+its trust settings (invoke.yaml: trigger_jobs sleep and train-digits, trigger_version latest, a
+maximum age of an hour) travel in env.yaml, so the function refuses what that deployment does not
+trust: a stale message, a job not allowed, an old release or a pre-release under `latest`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -86,6 +90,9 @@ def test_the_export_writes_what_gcloud_functions_deploy_needs(exported):
     assert env["MLBATCH_SETTINGS_PROFILE"] == "test" and env["MLBATCH_SETTINGS_PROJECT"] == PROJECT
     assert env["MLBATCH_SETTINGS_BUCKET"] == bucket
     assert json.loads(env["MLBATCH_SETTINGS_ZONES"]) == repo_config()["profiles"]["test"]["zones"]
+    assert json.loads(env["MLBATCH_SETTINGS_TRIGGER_JOBS"]) == ["sleep", "train-digits"]
+    assert (env["MLBATCH_SETTINGS_TRIGGER_VERSION"], env["MLBATCH_SETTINGS_TRIGGER_MAX_AGE_SECONDS"]) == ("latest", "3600")
+    assert sorted(p.name for p in (out / "iam").iterdir()) == ["topic-policy.json", "trigger-reads.json", "trigger-writes.json"]
 
 
 def serve(env_dir: Path, source: Path, env: dict[str, str], log: Path):
@@ -108,6 +115,7 @@ def test_the_function_runs_from_its_folder_and_starts_one_detached_run(exported,
     with serve(function_venv, out / "source", function_env(out, gcs_emulator), log) as url:
         assert publish(url, message_id, body) == 200, log.read_text()
         assert publish(url, message_id, body) == 200, "a redelivery is acknowledged"
+        assert publish(url, message_id, body) == 200, "and so is the next"
     (run_id,) = [
         r for r in runs.list_run_ids(bucket, "sleep") if runs.read_spec(bucket, r).idempotency_key == f"pubsub-{message_id}"
     ]
@@ -115,6 +123,31 @@ def test_the_function_runs_from_its_folder_and_starts_one_detached_run(exported,
     inserted = [b["name"] for m, p, b in fake.requests if m == "POST" and p.endswith("/instances")]
     assert inserted.count(f"mlb-{run_id}-1") == 1, "one instance, in the project the settings name"
     assert f"message {message_id}: run {run_id}" in log.read_text()
+    assert log.read_text().count(f"idempotency key 'pubsub-{message_id}' already started run {run_id}") == 2
+
+
+def test_the_function_refuses_what_its_deployment_does_not_trust(exported, function_venv, gcs_emulator, tmp_path):
+    """Each is acknowledged (200: Pub/Sub must not redeliver it), logged with its reason, and starts nothing."""
+    out, fake, bucket_uri, _ = exported
+    bucket = open_bucket(bucket_uri)
+    publish_release(bucket, "v0.9.0")
+    publish_release(bucket, "v1.1.0-rc.1")  # newer than VERSION, but a pre-release: `latest` never runs it
+    before, inserts = runs.list_run_ids(bucket), len(fake.requests)
+    log = tmp_path / "untrusted.log"
+    sleep = {"job": "sleep", "params": {"seconds": 2}}
+    with serve(function_venv, out / "source", function_env(out, gcs_emulator), log) as url:
+        stale = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)  # a backlog after an outage, redelivered by --retry
+        assert publish(url, "3001", json.dumps(sleep).encode(), published=stale) == 200, log.read_text()
+        assert publish(url, "3002", json.dumps({"job": "no-retries"}).encode()) == 200, log.read_text()
+        assert publish(url, "3003", json.dumps({**sleep, "version": "v1.1.0-rc.1"}).encode()) == 200, log.read_text()
+        assert publish(url, "3004", json.dumps({**sleep, "version": "v0.9.0"}).encode()) == 200, log.read_text()
+    text = log.read_text()
+    assert "message not run (exit code 100): message 3001 is stale: published" in text
+    assert "more than trigger_max_age_seconds (3600); acknowledged, never run" in text
+    assert "message 3002: job 'no-retries' is not allowed here; trigger_jobs: sleep, train-digits" in text
+    assert "message 3003: pre-release v1.1.0-rc.1 refused: this deployment runs the latest release" in text
+    assert f"message 3004: version v0.9.0 refused: the latest release is {VERSION}" in text
+    assert runs.list_run_ids(bucket) == before and len(fake.requests) == inserts, "no run, not one API call"
 
 
 def test_a_bad_setting_or_a_refused_permission_is_logged_and_acknowledged(exported, function_venv, gcs_emulator, tmp_path):

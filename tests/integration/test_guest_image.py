@@ -1,7 +1,7 @@
 """The VM branch of the Ansible roles, proven on a fake GCE guest (systemd, sshd, sudo).
 
-A guest (tests/support/fake_compute/guest.py) is provisioned over ssh by the playbook with
-packer_builder_type=googlecompute, then the whole image suite, `vm` checks included, runs
+A guest (tests/support/fake_vm/guest.py) is provisioned over ssh by the playbook with
+mlbatch_target=vm (what Packer passes for its googlecompute source), then the whole image suite, `vm` checks included, runs
 against it over ssh://. The provisioned guest is then committed as an image of the fake
 Compute API and mlbatch.release.vmtest tests it on a temporary VM through the gce provider.
 """
@@ -27,8 +27,8 @@ from mlbatch.release import vmtest
 from mlbatch.release.bake import build_wheel
 from mlbatch.release.imagetest import run_suite
 from tests.conftest import ROOT, repo_config
-from tests.support.fake_compute import FakeCompute
-from tests.support.fake_compute.guest import build_guest_image, commit_guest, free_port, start_guest, stop_guest
+from tests.support.fake_compute import CONTAINER_LABEL, FakeCompute
+from tests.support.fake_vm.guest import build_guest_image, commit_guest, free_port, start_guest, stop_guest
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
 VERSION = "v0.0.1-guest.1"
@@ -73,13 +73,17 @@ def guest(infra, prepull_ref, tmp_path_factory):
     public = key.with_suffix(".pub").read_text().strip()
     port = free_port()
     container = start_guest(
-        f"guest-{secrets.token_hex(3)}", port, f"packer:{public}\n{vmtest.SSH_USER}:{public}", image=build_guest_image()
+        f"guest-{secrets.token_hex(3)}",
+        port,
+        f"packer:{public}\n{vmtest.SSH_USER}:{public}",
+        image=build_guest_image(),
+        labels={"managed-by": CONTAINER_LABEL},
     )
     try:
         wheel = build_wheel(ROOT, directory)
         token = f"not-a-secret-{secrets.token_hex(8)}"
         extra = {
-            "packer_builder_type": "googlecompute",
+            "mlbatch_target": "vm",
             "mlbatch_version": VERSION,
             "mlbatch_git_sha": "0" * 40,
             "mlbatch_image_name": "mlbatch-v0-0-1-guest-1",

@@ -15,9 +15,9 @@ from mlbatch.providers.gce import GceProvider
 from mlbatch.release import vmtest
 from tests.integration.helpers import fake_compute_settings
 from tests.support.fake_compute import FakeCompute
-from tests.support.fake_compute.guest import build_guest_image
 from tests.support.fake_oauth import FakeOAuth
 from tests.support.fake_oslogin import FakeOsLogin
+from tests.support.fake_vm.guest import build_guest_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("infra")]
 

@@ -66,7 +66,7 @@ def test_releases_list_and_show(released):
     settings, manifest = released
     listed = invoke(settings.bucket, "releases")
     assert manifest.version in listed.stdout
-    shown = invoke(settings.bucket, "releases.show", manifest.version)
+    shown = invoke(settings.bucket, "releases.show", manifest.version, "--format", "json")
     assert json.loads(shown.stdout)["code"]["sha256"] == manifest.code.sha256
 
 

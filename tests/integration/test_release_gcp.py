@@ -53,7 +53,7 @@ def bucket(world):
 
 def test_preflight_lists_everything_missing_in_one_message_before_any_side_effect(world, bucket):
     world.iam.granted -= {"compute.images.create", "iam.serviceAccounts.actAs"}
-    world.iam.enabled -= {"artifactregistry.googleapis.com"}
+    world.iam.enabled -= {"artifactregistry.googleapis.com", "batch.googleapis.com"}
     version = unique_version()
     try:
         result = world.cli(bucket, "release", "--version", version)
@@ -63,6 +63,7 @@ def test_preflight_lists_everything_missing_in_one_message_before_any_side_effec
     message = result.stderr
     assert "failed at step 'preflight'" in message
     assert "API artifactregistry.googleapis.com is not enabled" in message
+    assert "API batch.googleapis.com is not enabled (needed to run the release's sweeps" in message
     assert "compute.images.create: grant roles/compute.storageAdmin" in message
     assert "iam.serviceAccounts.actAs: grant roles/iam.serviceAccountUser" in message
     assert "mlbatch-release@mlbatch-test.iam.gserviceaccount.com" in message  # who lacks them
@@ -136,7 +137,7 @@ def test_a_reused_image_failing_its_tests_on_a_vm_stops_the_release_and_stays_se
     stops at 'image tests' (103) without manifest, the test VM is gone, and the reused image, served
     by earlier releases, is not discarded."""
     from mlbatch.release import bake
-    from tests.support.fake_compute.guest import build_guest_image
+    from tests.support.fake_vm.guest import build_guest_image
 
     digest = bake.input_hash(ROOT)
     name = f"mlbatch-earlier-{secrets.token_hex(3)}"
@@ -193,10 +194,10 @@ def test_images_and_prune_keep_what_the_last_releases_name(world, bucket):
         _publish(bucket, version, image)
     _publish(bucket, "v1.2.1", named[2])  # a release that reused its predecessor's image
 
-    listed = world.cli(bucket, "images")
+    listed = world.cli(bucket, "images", "--format", "json")
     assert listed.returncode == 0, listed.stderr
-    rows = {line.split("\t")[0]: line.split("\t") for line in listed.stdout.splitlines()}
-    assert rows[named[2]][3] == "v1.2.0,v1.2.1" and rows[named[0]][3] == "v1.0.0" and rows[fillers[-1]][3] == "-"
+    rows = {row["name"]: row["releases"] for row in json.loads(listed.stdout)}
+    assert rows[named[2]] == ["v1.2.0", "v1.2.1"] and rows[named[0]] == ["v1.0.0"] and rows[fillers[-1]] == []
     assert f"someone-elses-{tag}" not in rows
     assert set(fillers) <= rows.keys()  # more than one page (50) of images.list, all followed
 

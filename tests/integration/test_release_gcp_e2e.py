@@ -6,7 +6,11 @@ fake-gcs-server -> a fresh bake by Packer 1.6.6's googlecompute builder against 
 Compute API (through the intercepting proxy) into the candidate family -> the image suite,
 `vm` checks included, on a temporary VM over ssh -> promotion into the served family -> the
 manifest pinning the image by self link. A second release of another version with the same
-inputs reuses that image.
+inputs reuses that image. The image-test VM has no service account (its metadata server gives
+no token), so an agent that started there would power it off: the release passes only because
+the agent unit stays off on a VM without a run spec. Then runs on the baked image: single runs
+on the fake Compute API, and a sweep on the fake Cloud Batch API whose task VMs boot the image
+(its units run there, the agent's stays off) and run the agent as Batch's runnable.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import time
 import pytest
 
 from mlbatch.core import manifest as manifests
-from mlbatch.core import runs
+from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import open_bucket
+from mlbatch.core.errors import ExitCode
+from mlbatch.providers.batch import job_id
 from mlbatch.release import bake
-from tests.conftest import ROOT, unique_version
+from tests.conftest import ROOT, repo_config, unique_version
+from tests.support.fake_batch import FakeBatch
 from tests.support.gcp_world import PROJECT, gcp_world
 from tests.support.gcs import create_bucket
 from tests.support.packer_edges import add_debian_cloud, packer_edges
@@ -94,10 +101,11 @@ def test_release_bakes_tests_promotes_and_the_next_release_reuses_the_image(clou
     for container in manifest.containers.values():
         assert container.repository.startswith(world.registry)
         assert container.ref in pulled, (container.ref, pulled[:2000])
-    # The image suite ran on a temporary VM of the fake (created from the candidate, then deleted).
+    # The image suite ran on a temporary VM of the fake (created from the candidate, then deleted),
+    # a VM without a service account: nothing on it has a token (the agent unit stayed off).
     inserts = [b for m, p, b in fake.requests if m == "POST" and p.endswith("/instances")]
     tested = [b for b in inserts if b["name"].startswith("mlb-imagetest-")]
-    assert len(tested) == 1
+    assert len(tested) == 1 and "serviceAccounts" not in tested[0]
 
     second = unique_version("v0.0.2-e2e")
     started = time.monotonic()
@@ -134,3 +142,45 @@ def test_run_batch_boots_the_baked_image_and_runs_the_job_with_the_prepulled_con
     metrics = json.loads(open_bucket(bucket).read(f"{runs.results_prefix(run_id)}/metrics.json"))
     assert metrics["n_estimators"] == 10 and metrics["accuracy"] > 0.8, metrics
     assert world.compute.instances == {}, "the VM deleted itself / was deleted"
+
+
+@pytest.fixture(scope="module")
+def batch(cloud, gcs_emulator):
+    """The fake Cloud Batch API of the same project; the runner may report to it (README)."""
+    fake = FakeBatch(PROJECT, storage_emulator=gcs_emulator).start()
+    fake.grant_runner(repo_config()["profiles"]["test"]["service_account"])
+    yield fake
+    fake.stop()
+    assert fake.running_containers() == []
+
+
+def test_a_sweep_on_batch_boots_the_baked_image_and_runs_the_agent_only_as_the_runnable(cloud, bucket, batch, monkeypatch):
+    """After the releases above: each task VM boots the baked guest image (systemd, the image's
+    units: the agent unit's condition keeps it off, as the VM carries no run spec), then Batch
+    runs the agent as the task's runnable. Task 1's Spot VM is preempted once: its agent records
+    the preemption and Batch retries the task."""
+    world, _ = cloud
+    version = manifests.list_versions(open_bucket(bucket))[0]
+    image = manifests.load(open_bucket(bucket), version).vm_image
+    batch.add_image(image.name, world.compute.images[image.name]["_docker_ref"])  # the project's images, as Batch sees them
+    batch.faults.preempt_tasks = {1: 8.0}
+    monkeypatch.setenv("INVOKE_MLBATCH_PROFILES_TEST_BATCH_ENDPOINT", batch.endpoint)
+    started = time.monotonic()
+    result = world.cli(bucket, "run-batch", "--job", "sleep", "--version", version, "--sweep", "seconds=2,20", timeout=1800)
+    print(f"\nthe sweep took {time.monotonic() - started:.0f}s")
+    print(result.stdout[-3000:])
+    run_id = result.stdout.split("sweep ", 1)[1].split(":", 1)[0]
+    job = batch.find(job_id(run_id))
+    assert job is not None, result.stdout[-6000:] + result.stderr[-6000:]
+    what_batch_saw = [(t.events[-3:], [o[-1500:] for o in t.outputs]) for t in job.tasks]
+    assert result.returncode == 0, (result.stdout[-4000:], what_batch_saw)
+    assert [t.state for t in job.tasks] == ["SUCCEEDED", "SUCCEEDED"]
+    executions = [e["taskExecution"]["exitCode"] for e in job.tasks[1].events if "taskExecution" in e]
+    assert executions == [ExitCode.PREEMPTED, 0], (executions, job.tasks[1].outputs)
+    assert len(job.consoles) == 3, "a VM per task attempt"
+    for vm, console in job.consoles.items():
+        assert "not a run VM, the agent does not start" in console, (vm, console[-3000:])
+        assert runs.AGENT_FAILED_MARKER not in console, (vm, console[-3000:])
+    record = runs.read_json(open_bucket(bucket), sweeps.sweep_key(run_id))
+    assert [(t["status"], t["attempts"]) for t in record["tasks"]] == [("succeeded", 1), ("succeeded", 2)]
+    assert [t["metrics"]["ticks"] for t in record["tasks"]] == [2, 20]

@@ -18,6 +18,7 @@ from mlbatch.run.sweep import Sweep, SweepRequest
 from mlbatch.run.sweep_batch import BatchTasks, collect_batch_garbage
 from tests.integration.helpers import release_for_test_profile, run_batch_on_test_profile, settings_for_test_profile, wait_for
 from tests.support.fake_batch import FakeBatch, Faults
+from tests.support.fake_project_iam import ProjectIam
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 PROJECT = "mlbatch-test"
@@ -28,7 +29,9 @@ def world(infra, gcs_emulator):
     """A release as the gcp profile writes it (VM image by self link) in fake-gcs, and the fake Batch API."""
     fake = FakeBatch(PROJECT, storage_emulator=gcs_emulator).start()
     bucket, version = release_for_test_profile("batch", fake)
-    yield settings_for_test_profile(bucket, batch_endpoint=fake.endpoint), version, fake
+    settings = settings_for_test_profile(bucket, batch_endpoint=fake.endpoint)
+    fake.grant_runner(settings.service_account)  # README: the runner needs roles/batch.agentReporter
+    yield settings, version, fake
     fake.stop()
     assert fake.running_containers() == []
 
@@ -78,12 +81,30 @@ def test_a_sweep_through_the_cli_is_one_batch_job(world, fake):
 
 
 def test_a_preempted_task_is_retried_by_the_lifecycle_policy(world, fake):
+    """The Spot VM's shutdown gives the agent its window: it records the preemption and exits with
+    its own code before the VM is gone, which Batch then reports; the one lifecycle policy retries
+    that code as it retries Batch's own preemption code."""
     fake.faults.preempt_tasks = {1: 2.0}
     outcome, tasks = sweep(world, sweep_options=("seconds=4,5",))
     assert outcome.exit_code == 0, outcome.result
     assert [(t.status, t.attempts) for t in tasks] == [("succeeded", 1), ("succeeded", 2)]
     events = fake.find(job_id(outcome.run_id)).tasks[1].events
-    assert [e["taskExecution"]["exitCode"] for e in events if "taskExecution" in e] == [50001, 0]
+    # 105, not 110: on SIGTERM the agent asked its VM's metadata server, which said preempted.
+    assert [e["taskExecution"]["exitCode"] for e in events if "taskExecution" in e] == [ExitCode.PREEMPTED, 0]
+
+
+def test_task_vms_whose_account_may_not_report_to_batch_fail_and_say_which_role(world, fake):
+    """Batch's agent on each VM reports with the VM's service account (batch.states.report): without
+    roles/batch.agentReporter nothing runs there, and Batch gives the VM up."""
+    granted, fake.iam = fake.iam, ProjectIam()  # a project where the runner was not granted the role
+    fake.report_window = 1.0
+    try:
+        outcome, tasks = sweep(world, sweep_options=("seconds=1",))
+    finally:
+        fake.iam, fake.report_window = granted, FakeBatch.report_window
+    assert outcome.exit_code == ExitCode.TASKS_FAILED, outcome.result
+    assert [(t.status, t.exit_code) for t in tasks] == [("infra_failed", 50002)]
+    assert "roles/batch.agentReporter" in tasks[0].message, tasks[0].message
 
 
 def test_a_task_failing_with_its_own_code_is_not_retried_while_the_others_go_on(world, fake):

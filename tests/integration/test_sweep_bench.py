@@ -28,6 +28,7 @@ def test_a_sweep_makes_fewer_api_calls_than_separate_runs(infra, gcs_emulator, c
         bucket, version = release_for_test_profile("bench", compute, batch)
         settings = settings_for_test_profile(bucket, compute_endpoint=compute.endpoint, batch_endpoint=batch.endpoint)
         compute.ready_for_runs(settings.region, settings.network, settings.service_account)
+        batch.grant_runner(settings.service_account)
         jobs = BatchJobs(settings)
         tasks = int(os.environ.get("MLBATCH_BENCH_TASKS", "4"))
         lines: list[str] = []

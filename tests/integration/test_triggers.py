@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -168,22 +169,25 @@ def function(env, tmp_path):
     settings, _ = env
     log = tmp_path / "function.log"
     source = ["--source", str(ROOT / "mlbatch" / "triggers" / "function.py")]
-    environment = {**os.environ, **deploy.environment(settings)}  # the settings as the export's env.yaml carries them
+    deployed = dataclasses.replace(settings, trigger_jobs=("sleep",))  # the deployment allows sleep
+    environment = {**os.environ, **deploy.environment(deployed)}  # the settings as the export's env.yaml carries them
     with serving(Path(sys.executable).parent / "functions-framework", source, ROOT, environment, log) as url:
         yield url, log
 
 
-def publish(url: str, message_id: str, body: bytes) -> int:
-    """POST what Pub/Sub's push to a Cloud Function sends: a messagePublished CloudEvent."""
+def publish(url: str, message_id: str, body: bytes, published: dt.datetime | None = None) -> int:
+    """POST what Pub/Sub's push to a Cloud Function sends: a messagePublished CloudEvent, published
+    `published` (default: now; Pub/Sub stamps publishTime in UTC with nanoseconds)."""
+    publish_time = (published or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
     event = {
         "specversion": "1.0",
         "type": "google.cloud.pubsub.topic.v1.messagePublished",
         "source": "//pubsub.googleapis.com/projects/mlbatch-test/topics/mlbatch-trigger",
         "id": message_id,
-        "time": dt.datetime.now(dt.UTC).isoformat(),
+        "time": publish_time,
         "datacontenttype": "application/json",
         "data": {
-            "message": {"data": base64.b64encode(body).decode(), "messageId": message_id, "publishTime": "2026-11-25T03:00:00Z"},
+            "message": {"data": base64.b64encode(body).decode(), "messageId": message_id, "publishTime": publish_time},
             "subscription": "projects/mlbatch-test/subscriptions/eventarc-mlbatch-trigger",
         },
     }

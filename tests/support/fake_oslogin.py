@@ -6,7 +6,7 @@ https://cloud.google.com/compute/docs/oslogin). A caller instead imports its pub
 own login profile (users.importSshPublicKey) and logs in as the POSIX username the profile
 returns; a service account's is `sa_` + its numeric unique id (OS Login docs, "Connect as a
 service account"). With `FakeCompute.os_login` set to this fake, guests boot with the users and
-keys of these profiles instead of the `ssh-keys` metadata (tests/support/fake_compute/guest.py).
+keys of these profiles instead of the `ssh-keys` metadata (tests/support/fake_vm/guest.py).
 
 Routes, checked against oslogin.v1.json (google-api-python-client's discovery document):
     POST   /v1/users/{user}:importSshPublicKey   body SshPublicKey {key, expirationTimeUsec?}

@@ -118,6 +118,9 @@ class MemoryProvider:
     def preflight(self) -> None:
         """Nothing to check in memory (the gce provider's preflight is tested against the fake API)."""
 
+    def describe(self, request: InstanceRequest, zone: str) -> dict:
+        return {"zone": zone, "name": request.name, "spot": request.spot, "labels": request.labels}
+
     def create(self, request: InstanceRequest, zone: str) -> None:
         self._interrupt("create")
         if zone not in self.zones:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_compute import FakeCompute
-from tests.support.fake_compute.guest import build_guest_image
-from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import FakeInstance
 from tests.support.fake_oauth import FakeOAuth
+from tests.support.fake_vm.guest import build_guest_image
+from tests.support.fake_vm.metadata import metadata_server
 from tests.support.intercept import Proxy, google_routes, intercepting_proxy
 
 

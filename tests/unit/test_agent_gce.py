@@ -2,6 +2,7 @@ import http.server
 import json
 import os
 import threading
+import urllib.error
 
 import pytest
 
@@ -10,7 +11,7 @@ from mlbatch.agent.gce import instance_spec, needs_registry_login
 from mlbatch.core.errors import BadInput
 from mlbatch.core.runs import InstanceSpec
 from tests.support.fake_compute import FakeCompute, FakeInstance
-from tests.support.fake_compute import metadata as fake_metadata
+from tests.support.fake_vm import metadata as fake_metadata
 from tests.support.loopback import JsonServer
 from tests.unit.test_records import SPEC
 
@@ -94,9 +95,14 @@ def vm(monkeypatch, request):
         {"key": "mlbatch-attempt", "value": "1"},
         {"key": "mlbatch-compute-endpoint", "value": getattr(request, "param", fake.endpoint)},
     ]
-    instance = FakeInstance(
-        zone="europe-west4-a", body={"name": "mlb-agent-1", "id": "1", "metadata": {"items": items}}, status="RUNNING"
-    )
+    body = {
+        "name": "mlb-agent-1",
+        "id": "1",
+        "metadata": {"items": items},
+        # A run VM's account, as the gce provider sets it (the agent's token comes from it).
+        "serviceAccounts": [{"email": "mlbatch-runner@mlbatch-test.iam.gserviceaccount.com"}],
+    }
+    instance = FakeInstance(zone="europe-west4-a", body=body, status="RUNNING")
     fake.instances[(instance.zone, instance.name)] = instance
     instance.metadata_server = fake_metadata.metadata_server(fake, instance)
     monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{instance.metadata_server.server_port}")
@@ -248,3 +254,50 @@ def test_the_loopback_fake_still_gets_the_delete(vm, on_path, poweroff):
     gce.end_instance()
     assert fake.calls["instances.delete"] == 1 and instance.deleting
     assert on_path == [] and not poweroff.exists()
+
+
+# --- the unit's condition: the agent starts only on a run VM -----------------------------------
+
+
+def test_the_unit_condition_starts_the_agent_on_a_run_vm_even_when_metadata_answers_late(vm, capsys):
+    fake, _ = vm
+    fake.faults.metadata_unavailable = 3  # the metadata server is still starting at boot
+    assert main.main(["--check-run-spec"]) == main.RUN_VM
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("service_account", [True, False], ids=["a Batch task VM", "the image-test VM"])
+def test_the_unit_condition_keeps_the_agent_off_a_vm_without_a_run_spec_and_ends_nothing(vm, capsys, service_account):
+    """The image-test VM (no service account) and Cloud Batch's task VMs carry no mlbatch-run-spec:
+    the condition says so (exit 1: systemd skips the unit, not a failure), and nothing ends the VM."""
+    fake, instance = vm
+    instance.body["metadata"]["items"] = []
+    if not service_account:
+        del instance.body["serviceAccounts"]
+        with pytest.raises(urllib.error.HTTPError) as no_token:  # the metadata server has no token to give
+            gce.access_token()
+        assert no_token.value.code == 404
+    assert main.main(["--check-run-spec"]) == main.NOT_A_RUN_VM
+    assert "no mlbatch-run-spec in this VM's metadata: not a run VM" in capsys.readouterr().out
+    assert fake.calls["instances.delete"] == 0 and not instance.deleting
+
+
+def test_the_unit_condition_fails_the_unit_when_the_metadata_server_refuses(monkeypatch, capsys):
+    """In doubt nothing is ended: exit 255 fails the unit (systemd's ExecCondition)."""
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server hook
+            self.send_error(403)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{server.server_port}")
+    try:
+        assert main.main(["--check-run-spec"]) == main.CANNOT_TELL
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "cannot tell whether this is a run VM" in capsys.readouterr().out

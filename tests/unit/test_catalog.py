@@ -30,7 +30,7 @@ def test_the_repo_catalog_is_valid():
     [
         ("jobs: {}", "at least one job"),
         ("jobs:\n  t: {container: trainer, command: python train.py}", "argv list"),
-        ("jobs:\n  t: {container: nope, command: [x]}", "not one of containers/"),
+        ("jobs:\n  t: {container: nope, command: [x]}", "jobs.t.container 'nope' must be one of containers/: trainer"),
         ("jobs:\n  t: {container: trainer, command: [x], timeout_seconds: 1}", "timeout_seconds"),
         ("jobs:\n  T_bad: {container: trainer, command: [x]}", "invalid job name"),
         ("jobs:\n  t: {container: trainer, command: [x], colour: red}", "unknown keys"),
@@ -110,7 +110,7 @@ def test_string_values_with_control_characters_are_refused_whatever_the_pattern(
 
 
 def test_a_pattern_that_is_no_regex_is_refused_with_the_catalog():
-    with pytest.raises(BadInput, match=r"param note: pattern '\[unclosed' is not a regular expression"):
+    with pytest.raises(BadInput, match=r"jobs.train.params.note.pattern '\[unclosed' must be a regular expression"):
         _float_job(note={"type": "str", "pattern": "[unclosed"})
 
 
@@ -123,3 +123,60 @@ def test_a_record_never_carries_a_non_finite_float():
     assert runs.RunSpec.from_json(SPEC.to_json()) == SPEC
     metrics = {"loss": float("nan"), "top": float("-inf"), "acc": 0.5, "nested": {}, "note\x1b[2J": "\x1b]0;t\x07"}
     assert runs.scalar_metrics(metrics) == {"loss": "nan", "top": "-inf", "acc": 0.5, "note^[[2J": "^[]0;t^G"}
+
+
+# --- issue 18: a schema, every problem at once with its path, and the JSON Schema editors read --
+
+
+def test_every_problem_of_a_catalog_is_named_at_once_with_its_path():
+    text = (
+        "jobs:\n"
+        "  t:\n    container: trainer\n    command: [x]\n    timeout_seconds: 5\n    spot: sometimes\n"
+        "    params:\n      n: {type: int, default: many}\n      Bad: {type: int}\n"
+        "  u:\n    container: trainer\n    command: python u.py\n    metric_goal: best\n"
+    )
+    with pytest.raises(BadInput) as caught:
+        parse_catalog(text, {"trainer"})
+    message = str(caught.value)
+    assert message.startswith("jobs.yaml: 5 problems:"), message
+    for part in (
+        "jobs.t.timeout_seconds 5 must be an integer from 10 to 604800",
+        "jobs.t.spot 'sometimes' must be true or false",
+        "invalid param name 'Bad' (jobs.t.params.Bad): expected a param name",
+        "jobs.u.command 'python u.py' must be a non-empty list of strings (an argv list, never a shell string)",
+        "jobs.u.metric_goal 'best' must be max or min",
+    ):
+        assert part in message, message
+    # the defaults are checked once the structure holds: as --param would take them
+    with pytest.raises(BadInput, match=r"jobs.t.params.n.default: invalid param n='many' of job t: expected a int"):
+        parse_catalog("jobs:\n  t: {container: trainer, command: [x], params: {n: {type: int, default: many}}}", {"trainer"})
+
+
+def test_the_committed_json_schema_is_the_models():
+    """batch_code/jobs.schema.json is what `invoke jobs.schema` writes from the catalog's model."""
+    from mlbatch.release.jobs import SCHEMA_FILE, schema_text
+
+    assert (ROOT / SCHEMA_FILE).read_text() == schema_text(), "run `invoke jobs.schema` and commit the file"
+    assert (ROOT / "batch_code" / "jobs.yaml").read_text().startswith("# yaml-language-server: $schema=jobs.schema.json\n")
+
+
+def test_editors_checking_with_the_json_schema_agree_with_the_catalog():
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads((ROOT / "batch_code" / "jobs.schema.json").read_text())
+    good = yaml.safe_load((ROOT / "batch_code" / "jobs.yaml").read_text())
+    jsonschema.validate(good, schema)
+    for bad in (
+        {"jobs": {}},
+        {"jobs": {"t": {"container": "trainer", "command": "python t.py"}}},
+        {"jobs": {"t": {"container": "trainer", "command": ["x"], "colour": "red"}}},
+        {"jobs": {"t": {"container": "trainer", "command": ["x"], "params": {"n": {"type": "complex"}}}}},
+        {"jobs": {"t": {"container": "trainer", "command": ["x"], "concurrency": "never"}}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        with pytest.raises(BadInput):
+            parse_catalog(yaml.safe_dump(bad), {"trainer"})

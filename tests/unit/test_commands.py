@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mlbatch.core.bucket import FileBucket
@@ -30,16 +32,17 @@ def settings(tmp_path):
 @pytest.mark.parametrize(
     "options, named",
     [
-        ({"timeout": "ten"}, "invalid --timeout 'ten': expected a whole number of seconds"),
-        ({"parallelism": "-1", "sweeps": ("seconds=1,2",)}, "invalid --parallelism '-1'"),
-        ({"parallelism": "2"}, "--parallelism applies to sweeps"),
+        ({"parallelism": 0, "sweeps": ("seconds=1,2",)}, "invalid --parallelism 0: expected 1 to"),
+        ({"parallelism": 2}, "--parallelism applies to sweeps"),
         ({"detach": True, "sweeps": ("seconds=1,2",)}, "--detach does not apply to sweeps"),
+        ({"timeout_seconds": 0}, "invalid --timeout 0: expected seconds from 1 to"),
     ],
 )
 def test_bad_options_are_refused_with_100_naming_them_before_anything_starts(settings, options, named):
     with pytest.raises(BadInput, match=named.replace("(", r"\(")):
-        commands.run_batch(settings, "sleep", "v1.0.0", **options)
-    assert not (settings.state_dir / "bucket").exists() or not any((settings.state_dir / "bucket").rglob("spec.json"))
+        commands.run_batch(settings, commands.RunOptions("sleep", "v1.0.0", **options))
+    bucket = Path(settings.bucket.removeprefix("file://"))  # the test's own (the state dir's is the checkout's)
+    assert not bucket.exists() or not any(bucket.rglob("spec.json"))
 
 
 def test_a_sweep_of_latest_prints_its_tasks_ranked_by_the_release_it_resolved_to(tmp_path, capsys):

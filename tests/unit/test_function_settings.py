@@ -4,6 +4,7 @@ and come back as the CLI would load them; its requirements.txt is the package's 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -13,10 +14,11 @@ from mlbatch.triggers import deploy
 from tests.conftest import ROOT, repo_config
 
 
-def gcp_settings():
+def gcp_settings(**changes):
+    """A filled-in gcp profile, with a deployable function (its policy and identities); `changes` on top."""
     config = repo_config()
     config["profile"] = "gcp"
-    config["profiles"]["gcp"].update(
+    values = dict(
         project="my-ml-project",
         bucket="gs://my-ml-project-mlbatch",
         registry="europe-west4-docker.pkg.dev/my-ml-project/mlbatch",
@@ -24,7 +26,14 @@ def gcp_settings():
         subnetwork="runs",
         cloud_nat=True,
         ssh_port=2222,
+        trigger_jobs=["train-digits", "sleep"],
+        trigger_version="v1.4.0",
+        trigger_max_age_seconds=1800,
+        trigger_service_account="mlbatch-trigger@my-ml-project.iam.gserviceaccount.com",
+        trigger_invoker_service_account="mlbatch-trigger-invoker@my-ml-project.iam.gserviceaccount.com",
+        trigger_publishers=["serviceAccount:ci@my-ml-project.iam.gserviceaccount.com", "group:ml-ops@example.com"],
     )
+    config["profiles"]["gcp"].update(values | changes)
     return load_settings(config, ROOT, env={})
 
 
@@ -38,6 +47,42 @@ def test_every_setting_of_the_profile_comes_back_from_the_environment():
         if field.name not in deploy.NOT_EXPORTED:
             assert getattr(back, field.name) == getattr(settings, field.name), field.name
     assert (back.zones, back.cloud_nat, back.ssh_port) == (("europe-west4-a", "europe-west4-b", "europe-west4-c"), True, 2222)
+    assert (back.trigger_jobs, back.trigger_version, back.trigger_max_age_seconds) == (("train-digits", "sleep"), "v1.4.0", 1800)
+    assert env["MLBATCH_SETTINGS_TRIGGER_JOBS"] == '["train-digits", "sleep"]', "the allowlist travels to the function"
+
+
+def test_a_function_deployed_without_a_policy_refuses_every_job():
+    """An env.yaml from before the trust settings (or with none) allows no job: closed, not open."""
+    env = {k: v for k, v in deploy.environment(gcp_settings()).items() if not k.startswith("MLBATCH_SETTINGS_TRIGGER_")}
+    back = deploy.settings_from_environment(env, ROOT)
+    assert (back.trigger_jobs, back.trigger_version, back.trigger_max_age_seconds) == ((), "latest", 3600)
+
+
+RUNNER = "mlbatch-runner@my-ml-project.iam.gserviceaccount.com"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trigger_jobs": "sleep"}, "invalid mlbatch.profiles.gcp.trigger_jobs 'sleep': expected a list of strings"),
+        ({"trigger_jobs": ["Sleep Job"]}, "invalid mlbatch.profiles.gcp.trigger_jobs: invalid job name 'Sleep Job'"),
+        ({"trigger_version": "1.4"}, "invalid mlbatch.profiles.gcp.trigger_version: invalid version '1.4'"),
+        ({"trigger_max_age_seconds": 10}, "trigger_max_age_seconds 10: expected seconds from 60 to 604800"),
+        ({"trigger_max_age_seconds": "1h"}, "trigger_max_age_seconds '1h'"),
+        ({"trigger_service_account": RUNNER}, "it is also service_account; each identity is an account of its own"),
+        (
+            {"trigger_invoker_service_account": "mlbatch-trigger@my-ml-project.iam.gserviceaccount.com"},
+            "it is also trigger_service_account",
+        ),
+        ({"trigger_service_account": "mlbatch-trigger"}, "expected NAME@PROJECT.iam.gserviceaccount.com"),
+        ({"trigger_publishers": ["allUsers"]}, "trigger_publishers entry 'allUsers': expected a named principal"),
+        ({"trigger_publishers": ["allAuthenticatedUsers"]}, "expected a named principal"),
+        ({"trigger_publishers": ["domain:example.com"]}, "expected a named principal"),
+    ],
+)
+def test_a_bad_trigger_setting_is_refused_naming_it(change, message):
+    with pytest.raises(BadInput, match=re.escape(message)):
+        gcp_settings(**change)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 
 import pytest
+import yaml
 
 from mlbatch.core import access
 from mlbatch.core.catalog import parse_catalog
@@ -195,19 +196,20 @@ def test_the_task_prints_the_commands(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"write": ["releases/v1/"]}, "outside runs/"),
-        ({"write": ["runs"]}, "invalid prefix"),
-        ({"read": ["data/../releases/"]}, "invalid prefix"),
-        ({"read": ["/etc/"]}, "invalid prefix"),
-        ({"read": "datasets/"}, "must be a list"),
-        ({"reads": ["datasets/"]}, "keys read and write"),
+        ({"write": ["releases/v1/"]}, r"google_access.write .* must be a prefix under runs/.*\(not 'releases/v1/'\)"),
+        ({"write": ["runs"]}, r"google_access.write .* must be an object prefix .*\(not 'runs'\)"),
+        ({"read": ["data/../releases/"]}, r"google_access.read .* must be an object prefix"),
+        ({"read": ["/etc/"]}, r"google_access.read .* must be an object prefix"),
+        ({"read": "datasets/"}, r"google_access.read 'datasets/' must be object prefixes"),
+        ({"reads": ["datasets/"]}, r"unknown keys \['reads'\]"),
         ({"read": [f"d{i}/" for i in range(11)]}, "at most 10"),
     ],
 )
 def test_bad_google_access_is_refused_naming_the_job(spec, message):
+    text = yaml.safe_dump({"jobs": {"train": {"container": "trainer", "command": ["python", "t.py"], "google_access": spec}}})
     with pytest.raises(BadInput, match=message) as caught:
-        access.parse_google_access("train", spec)
-    assert "job 'train'" in str(caught.value)
+        parse_catalog(text)
+    assert "jobs.train.google_access" in str(caught.value)
 
 
 def test_a_job_access_becomes_its_token_boundary():

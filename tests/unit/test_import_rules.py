@@ -26,6 +26,8 @@ ALLOWED = {
     "bench": {"core", "local", "providers", "run", "ui"},
     "bench_logs": {"agent", "core"},
     "dashboard": {"core", "run", "ui"},
+    "cli": {"core"},
+    "doctor": {"core", "local", "providers", "release", "ui"},
     "iam": {"core"},
 }
 # One module may go further, for the reason the architecture's table gives.

@@ -150,3 +150,58 @@ def test_an_unset_key_takes_the_settings_default():
     del config["profiles"]["local"]["base_image"], config["profiles"]["local"]["image_family"]
     settings = load_settings(config, ROOT, env={})
     assert (settings.base_image, settings.image_family) == ("debian:bookworm-slim", "mlbatch")
+
+
+# --- issue 18: validated by a schema, every problem at once, each with its path -------------------
+
+
+def test_every_bad_setting_is_named_at_once_with_its_path():
+    config = gcp_config(project="", zones=["europe-west4-a", "us-east1-b"], ssh_port="22", servce_account="x@y")
+    with pytest.raises(BadInput) as caught:
+        load_settings(config, ROOT, env={})
+    message = str(caught.value)
+    assert message.startswith("4 problems:")
+    assert "invalid mlbatch.profiles.gcp.project '': expected a GCP project id" in message
+    assert "invalid mlbatch.profiles.gcp.zones[1] 'us-east1-b': expected a zone of europe-west4, e.g. europe-west4-a" in message
+    assert "invalid mlbatch.profiles.gcp.ssh_port '22': expected a TCP port" in message
+    assert "mlbatch.profiles.gcp: unknown keys ['servce_account'] (did you mean servce_account -> service_account?)" in message
+
+
+def test_the_schema_has_every_setting_of_a_profile():
+    import dataclasses
+
+    from mlbatch.core.settings import ProfileSettings, Settings
+
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"profile", "project_root", "state_dir"}
+    assert set(ProfileSettings.model_fields) == fields
+    assert all(f.description for f in ProfileSettings.model_fields.values()), "each says the form it expects"
+
+
+def test_an_unknown_top_level_key_is_refused():
+    with pytest.raises(BadInput, match=r"mlbatch: unknown keys \['profils'\] \(did you mean profils -> profiles\?\)"):
+        load_settings({"profile": "local", "profils": {}}, ROOT, env={})
+
+
+@pytest.mark.parametrize("url", ["http://hooks.example.com/T0/B0/secret", "ftp://127.0.0.1/x", "hooks.example.com"])
+def test_a_webhook_must_be_https_or_loopback_and_is_never_shown(url):
+    config = repo_config()
+    config["profiles"]["local"]["notify_webhook"] = url
+    with pytest.raises(BadInput, match=r"mlbatch.profiles.local.notify_webhook: expected an https:// URL") as caught:
+        load_settings(config, ROOT, env={})
+    assert url not in str(caught.value) and "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/T0/B0/x", "http://127.0.0.1:8080/hook", "http://[::1]:9/h"])
+def test_webhooks_that_load(url):
+    config = repo_config()
+    config["profiles"]["local"]["notify_webhook"] = url
+    assert load_settings(config, ROOT, env={}).notify_webhook == url
+
+
+def test_a_topic_is_a_full_pubsub_name():
+    config = repo_config()
+    config["profiles"]["local"]["notify_topic"] = "mlbatch-runs"
+    with pytest.raises(BadInput, match="notify_topic 'mlbatch-runs': expected projects/PROJECT/topics/TOPIC"):
+        load_settings(config, ROOT, env={})
+    config["profiles"]["local"]["notify_topic"] = "projects/my-ml-project/topics/mlbatch-runs"
+    assert load_settings(config, ROOT, env={}).notify_topic.endswith("/topics/mlbatch-runs")

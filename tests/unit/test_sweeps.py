@@ -106,14 +106,21 @@ def test_agent_task_mode_reads_what_cloud_batch_sets():
 
 @pytest.mark.parametrize(
     ("status", "code", "expected"),
-    [("succeeded", 0, 0), ("failed", 3, 3), ("failed", 300, 255), ("timeout", -1, ExitCode.TIMEOUT), ("infra_failed", -1, 110)],
+    [
+        ("succeeded", 0, 0),
+        ("failed", 3, 3),
+        ("failed", 300, 255),
+        ("failed", ExitCode.PREEMPTED, 1),  # a job's own 105 must not be retried as a preemption
+        ("timeout", -1, ExitCode.TIMEOUT),
+        ("infra_failed", -1, 110),
+        ("preempted", -1, ExitCode.PREEMPTED),
+    ],
 )
-def test_the_task_exit_code_is_what_lifecycle_policies_act_on(status, code, expected):
-    record = runs.AttemptRecord(
-        run_id=SPEC.run_id, job="sleep", version="v1.0.0", attempt=1, instance="vm", status=status, exit_code=code,
-        message="", started="", finished="", phases={}, provenance=runs.Provenance.of(SPEC, "0"), results="",
-    )  # fmt: skip
-    assert task_mode.exit_code(record) == expected
+def test_the_task_exit_code_is_what_the_lifecycle_policy_acts_on(status, code, expected):
+    from mlbatch.providers.batch import RETRIED_EXIT_CODES
+
+    assert task_mode.exit_code(status, code) == expected
+    assert (expected in RETRIED_EXIT_CODES) == (status == "preempted"), "only a preemption is retried"
 
 
 def test_the_batch_job_body_is_valid_for_batch_v1_and_retries_only_preemption():
@@ -137,8 +144,9 @@ def test_the_batch_job_body_is_valid_for_batch_v1_and_retries_only_preemption():
     group = wire["taskGroups"][0]
     assert group["taskCount"] == "2" and group["parallelism"] == "2" and group["taskCountPerNode"] == "1"
     assert [json.loads(e["variables"]["MLBATCH_TASK"])["params"] for e in group["taskEnvironments"]] == tasks
-    policies = {p["action"]: p["actionCondition"]["exitCodes"] for p in group["taskSpec"]["lifecyclePolicies"]}
-    assert policies["RETRY_TASK"] == [PREEMPTED_EXIT_CODE] and policies["FAIL_TASK"] == list(range(1, 256))
+    # One policy (the API supports one): RETRY_TASK on a preemption, by Batch's code or the agent's; any other code fails.
+    [policy] = group["taskSpec"]["lifecyclePolicies"]
+    assert policy == {"action": "RETRY_TASK", "actionCondition": {"exitCodes": [PREEMPTED_EXIT_CODE, ExitCode.PREEMPTED]}}
     assert group["taskSpec"]["maxRetryCount"] == job.max_preemption_retries
     policy = wire["allocationPolicy"]["instances"][0]
     assert policy["policy"]["provisioningModel"] == "SPOT" and policy["blockProjectSshKeys"] is True

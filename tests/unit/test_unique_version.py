@@ -32,3 +32,8 @@ def test_later_versions_sort_later():
 
     early, late = (unique_version("v0", now=MIDNIGHT + dt.timedelta(hours=h)) for h in (1, 11))
     assert sort_key(early) < sort_key(late)
+
+
+def test_room_is_left_for_the_suffixes_tests_add():
+    """Fixtures add `.gce` or `.batch` and a test `.ondemand`; a version holds 40 characters."""
+    parse_version(unique_version() + ".batch.ondemand")

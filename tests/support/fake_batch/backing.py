@@ -1,38 +1,60 @@
-"""What stands behind a job: tasks run as containers of the boot image (the real agent,
-started by the job's script runnable), at most `parallelism` at once, retried or failed
-by the task's lifecycle policies, ended by its max run duration, by Spot preemption or by
-the job's deletion, as the real service does."""
+"""What stands behind a job: its tasks, at most `parallelism` at once, each attempt on a VM of its
+own (vms.py) that Batch's agent reports on, retried or failed by the task's lifecycle policy,
+ended by its max run duration, by Spot preemption or by the job's deletion, as the real
+service does."""
 
 from __future__ import annotations
 
-import itertools
 import shutil
-import subprocess
 import threading
 import time
 from typing import Any
 
-from mlbatch.core import labels
 from tests.support.fake_batch.jobs import enum
 from tests.support.fake_batch.state import (
-    CONTAINER_LABEL,
     MAX_RUN_DURATION_EXIT_CODE,
     PREEMPTED_EXIT_CODE,
+    REPORTING_TIMEOUT_EXIT_CODE,
     TERMINAL_TASK,
     FakeJob,
     FakeTask,
+    TaskVm,
 )
+from tests.support.fake_batch.vms import KILLED
 
 _ACTIONS = ("ACTION_UNSPECIFIED", "RETRY_TASK", "FAIL_TASK")
 _MODELS = ("PROVISIONING_MODEL_UNSPECIFIED", "STANDARD", "SPOT", "PREEMPTIBLE", "RESERVATION_BOUND", "FLEX_START")
-_vm_ids = itertools.count(1)
+# The permission Batch's agent on a job VM reports with (projects.locations.state.report), as
+# the VM's service account: roles/batch.agentReporter (https://cloud.google.com/iam/docs/roles-permissions/batch;
+# https://cloud.google.com/batch/docs/create-run-job-custom-service-account asks for the
+# account's Batch permissions before a job uses it).
+REPORT_PERMISSION = "batch.states.report"
 
 
 def _seconds(duration: str) -> float | None:
     return float(duration[:-1]) if duration else None
 
 
+def action(spec: dict[str, Any], code: int) -> str:
+    """What the task's lifecycle policy does with a failed execution's exit code (LifecyclePolicy,
+    batch.v1): RETRY_TASK retries on a listed code and fails on any other; FAIL_TASK the reverse;
+    no policy, the default: retry while retries are left."""
+    policies = spec.get("lifecyclePolicies") or []
+    if not policies:
+        return "RETRY_TASK"
+    policy = policies[0]  # the API takes one (jobs.py refuses more)
+    listed = code in policy.get("actionCondition", {}).get("exitCodes", [])
+    kind = enum(policy.get("action"), _ACTIONS)
+    if kind == "RETRY_TASK":
+        return "RETRY_TASK" if listed else "FAIL_TASK"
+    if kind == "FAIL_TASK":
+        return "FAIL_TASK" if listed else "RETRY_TASK"
+    return "RETRY_TASK"
+
+
 class BackingMixin:
+    report_window = 60.0  # seconds Batch waits for a new VM's agent to report before it gives the VM up
+
     def _schedule(self, job: FakeJob) -> None:
         """Dispatch the job's tasks in index order, `parallelism` at a time, until all end or the job goes."""
         time.sleep(0.2)  # the real service takes seconds to queue, allocate and boot
@@ -74,108 +96,111 @@ class BackingMixin:
         retries = int(spec.get("maxRetryCount", 0))
         try:
             for attempt in range(retries + 1):
-                code = self._run_attempt(job, task, attempt)
+                code, why = self._run_attempt(job, task, attempt)
                 with self._lock:
                     if job.deleting:
                         return
                     if code == 0:
                         task.event(f"Task state is updated from RUNNING to SUCCEEDED on {task.vm}", "SUCCEEDED", 0)
                         return
-                    action = self._action(spec, code)
-                    if action == "FAIL_TASK" or attempt == retries:
-                        why = "a lifecycle policy failed it" if action == "FAIL_TASK" else f"{retries} retries used"
-                        task.event(f"Task failed with exit code {code} ({why})", "FAILED", code)
+                    decided = action(spec, code)
+                    if decided == "FAIL_TASK" or attempt == retries:
+                        policy = "the lifecycle policy failed it" if decided == "FAIL_TASK" else f"{retries} retries used"
+                        task.event(f"Task failed with exit code {code}{why} ({policy})", "FAILED", code)
                         return
-                    task.event(f"Task execution failed with exit code {code}; retrying (attempt {attempt + 1})", "PENDING", code)
+                    retrying = f"; retrying (attempt {attempt + 1})"
+                    task.event(f"Task execution failed with exit code {code}{why}{retrying}", "PENDING", code)
         finally:
             slots.release()
 
-    @staticmethod
-    def _action(spec: dict[str, Any], code: int) -> str:
-        for policy in spec.get("lifecyclePolicies", []):
-            codes = policy.get("actionCondition", {}).get("exitCodes", [])
-            if code in codes:
-                return enum(policy.get("action"), _ACTIONS)
-        return "RETRY_TASK"  # no policy: any failure is retried while retries are left
-
-    def _env(self, job: FakeJob, task: FakeTask, attempt: int, workdir: str) -> dict[str, str]:
+    def _env(self, job: FakeJob, task: FakeTask, attempt: int) -> dict[str, str]:
         spec, group = job.group.get("taskSpec", {}), job.group
         env: dict[str, str] = {}
         env.update(spec.get("environment", {}).get("variables", {}))
         env.update(spec.get("runnables", [{}])[0].get("environment", {}).get("variables", {}))
         if group.get("taskEnvironments"):
             env.update(group["taskEnvironments"][task.index].get("variables", {}))
-        env.update(
-            BATCH_TASK_INDEX=str(task.index),
-            BATCH_TASK_COUNT=str(len(job.tasks)),
-            BATCH_TASK_RETRY_ATTEMPT=str(attempt),
-            MLBATCH_WORKDIR=workdir,  # the VM's disk: a host path mounted at the same path (the engine is the host's)
-        )
-        if self.storage_emulator:
+        env.update(BATCH_TASK_INDEX=str(task.index), BATCH_TASK_COUNT=str(len(job.tasks)), BATCH_TASK_RETRY_ATTEMPT=str(attempt))
+        if self.storage_emulator:  # what a VM's network reaches as Cloud Storage
             env["STORAGE_EMULATOR_HOST"] = self.storage_emulator
         return env
 
-    def _run_attempt(self, job: FakeJob, task: FakeTask, attempt: int) -> int:
-        """One execution on a fresh "VM": its exit code, as Batch reports it."""
+    def _run_attempt(self, job: FakeJob, task: FakeTask, attempt: int) -> tuple[int, str]:
+        """One execution on a fresh VM: its exit code as Batch reports it, and why (for the event)."""
         assert job.workdir is not None
-        vm = f"fakebatch-{next(_vm_ids)}-{task.index}"
-        workdir = job.workdir / vm
-        workdir.mkdir(parents=True)
-        with self._lock:
+        vm = self._new_vm(job, task)
+        try:
+            with self._lock:
+                if job.deleting:
+                    return -1, ""
+                task.vm = vm.name
+                task.event(f"Task state is updated from {task.state} to ASSIGNED on {vm.name}", "ASSIGNED")
+            env = self._env(job, task, attempt)
+            if not self._boot_vm(job, vm, env):
+                return REPORTING_TIMEOUT_EXIT_CODE, f": VM {vm.name} did not boot"
+            if not self.iam.holds(f"serviceAccount:{vm.service_account}", REPORT_PERMISSION):
+                # Batch's agent on the VM is refused (403) each time it reports: no task runs there,
+                # and the service gives the VM up once it has heard nothing for its window.
+                if self._wait_while_up(job, vm, self.report_window):
+                    return -1, ""
+                return REPORTING_TIMEOUT_EXIT_CODE, (
+                    f": no report from the Batch agent on VM {vm.name} within {self.report_window:.0f}s "
+                    f"(its service account {vm.service_account} lacks {REPORT_PERMISSION})"
+                )
+            log = job.workdir / f"{vm.name}.log"
+            runnable = self._start_runnable(job, vm, env, log)
+            with self._lock:
+                job.set_state("RUNNING")
+                task.event(f"Task state is updated from ASSIGNED to RUNNING on {vm.name}", "RUNNING")
+            code, why = self._watch(job, task, attempt, vm, runnable)
+            task.outputs.append(log.read_text(errors="replace"))
+            return code, why
+        finally:
+            self._destroy_vm(job, vm)
+
+    def _wait_while_up(self, job: FakeJob, vm: TaskVm, seconds: float) -> bool:
+        """Wait `seconds`; True when the job is being deleted first."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
             if job.deleting:
-                return -1
-            task.vm = vm
-            task.event(f"Task state is updated from {task.state} to ASSIGNED on {vm}", "ASSIGNED")
-        argv = ["docker", "run", "-d", "--network", "host", "--name", vm, "--hostname", vm]
-        argv += ["--label", f"managed-by={CONTAINER_LABEL}", "-v", f"{self.docker_socket}:/var/run/docker.sock"]
-        argv += ["-v", f"{workdir}:{workdir}", "--entrypoint", "/bin/sh"]
-        for key, value in self._env(job, task, attempt, str(workdir)).items():
-            argv += ["-e", f"{key}={value}"]
-        script = job.group["taskSpec"]["runnables"][0]["script"]["text"]
-        result = subprocess.run([*argv, self.images[self._boot_image(job.body)], "-c", script], capture_output=True, text=True)
-        if result.returncode != 0:
-            return 50002  # Batch: the VM could not run the task
-        with self._lock:
-            task.container = result.stdout.strip()
-            job.set_state("RUNNING")
-            task.event(f"Task state is updated from ASSIGNED to RUNNING on {vm}", "RUNNING")
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _watch(self, job: FakeJob, task: FakeTask, attempt: int, vm: TaskVm, runnable) -> tuple[int, str]:
         spot = enum(self._instance_policy(job).get("provisioningModel"), _MODELS) == "SPOT"
         preempt_at = self.faults.preempt_tasks.get(task.index) if attempt == 0 and spot else None
         max_run = _seconds(job.group["taskSpec"].get("maxRunDuration", ""))
         started = time.monotonic()
-        waiter = subprocess.Popen(["docker", "wait", task.container], stdout=subprocess.PIPE, text=True)
-        code = None
-        while code is None:
-            try:
-                out, _ = waiter.communicate(timeout=0.2)
-                code = int(out.strip() or -1)
-            except subprocess.TimeoutExpired:
-                elapsed = time.monotonic() - started
-                if job.deleting:
-                    code = -1
-                elif preempt_at is not None and elapsed >= preempt_at:
-                    subprocess.run(["docker", "stop", "-t", "30", task.container], capture_output=True)  # ACPI shutdown
-                    code = PREEMPTED_EXIT_CODE
-                elif max_run is not None and elapsed >= max_run:
-                    code = MAX_RUN_DURATION_EXIT_CODE
-        waiter.kill()
-        self._destroy_vm(vm, task.container)
-        shutil.rmtree(workdir, ignore_errors=True)
-        return code
+        ending: threading.Thread | None = None
+        why = ""
+        while runnable.poll() is None:
+            elapsed = time.monotonic() - started
+            if job.deleting:
+                runnable.kill()
+                return -1, ""
+            if ending is None and preempt_at is not None and elapsed >= preempt_at:
+                vm.preempted = True  # instance/preempted turns TRUE, then the ACPI shutdown
+                why = f": VM {vm.name} was preempted"
+                ending = threading.Thread(target=self._shut_down_vm, args=(vm,), daemon=True)
+                ending.start()
+            elif ending is None and max_run is not None and elapsed >= max_run:
+                runnable.kill()
+                return MAX_RUN_DURATION_EXIT_CODE, f": the task ran longer than its max run duration {max_run:.0f}s"
+            time.sleep(0.2)
+        code = runnable.returncode
+        if vm.preempted:
+            # Within the shutdown window the runnable's own exit code is what is reported; killed with the VM, Batch's.
+            code = PREEMPTED_EXIT_CODE if code == KILLED else code
+        elif vm.guest and not self._vm_running(vm):
+            # The VM went from inside (powered off, deleted itself): Batch's agent on it stopped reporting.
+            code, why = REPORTING_TIMEOUT_EXIT_CODE, f": VM {vm.name} stopped (it was shut down from inside)"
+        if ending is not None:
+            ending.join()
+        return code, why
 
     def _instance_policy(self, job: FakeJob) -> dict[str, Any]:
         return (job.body.get("allocationPolicy", {}).get("instances") or [{}])[0].get("policy", {})
-
-    def _destroy_vm(self, vm: str, container: str) -> None:
-        """The VM goes: its container, then the job containers its agent started on it (in that
-        order: an agent still running could otherwise create a job container after the listing)."""
-        if container:
-            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
-        jobs = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label={labels.INSTANCE}={vm}"], capture_output=True, text=True
-        ).stdout.split()
-        if jobs:
-            subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)
 
     def delete_job(self, job: FakeJob) -> None:
         """DELETION_IN_PROGRESS, its VMs stopped, then the job is gone (from anyone: the test, another operator)."""
@@ -187,8 +212,9 @@ class BackingMixin:
 
         def finish():
             for task in job.tasks:
-                if task.state not in TERMINAL_TASK and task.vm:
-                    self._destroy_vm(task.vm, task.container)
+                vm = self.vms.get(task.vm)
+                if task.state not in TERMINAL_TASK and vm is not None:
+                    self._destroy_vm(job, vm)
             time.sleep(0.5)  # the real deletion takes a while: the job is still listed, DELETION_IN_PROGRESS
             with self._lock:
                 self.jobs.pop(job.name, None)

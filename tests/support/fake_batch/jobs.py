@@ -56,10 +56,22 @@ class JobsMixin:
             raise ApiError(400, f"taskEnvironments has {len(group['taskEnvironments'])} entries, but taskCount is {count}")
         if int(group.get("parallelism", 1)) < 1:
             raise ApiError(400, "parallelism must be at least 1")
-        runnables = group.get("taskSpec", {}).get("runnables") or []
+        spec = group.get("taskSpec", {})
+        if len(spec.get("lifecyclePolicies") or []) > 1:
+            # TaskSpec.lifecyclePolicies (batch.v1): "Currently we only support one lifecycle policy."
+            # The fake refuses more, as the harsher reading (the message is the fake's own words).
+            raise ApiError(
+                400,
+                "Invalid value at 'job.task_groups[0].task_spec.lifecycle_policies': "
+                f"{len(spec['lifecyclePolicies'])} lifecycle policies given, only one is supported",
+            )
+        retries = int(spec.get("maxRetryCount", 0))
+        if not 0 <= retries <= 10:  # TaskSpec.maxRetryCount: "The valid value range is [0, 10]."
+            raise ApiError(400, f"Invalid value at 'job.task_groups[0].task_spec.max_retry_count' ({retries}): [0, 10]")
+        runnables = spec.get("runnables") or []
         if not runnables or any("script" not in r or not r["script"].get("text") for r in runnables):
             raise ApiError(400, "the fake runs script runnables (script.text); at least one is required")
-        duration = group.get("taskSpec", {}).get("maxRunDuration", "")
+        duration = spec.get("maxRunDuration", "")
         if duration and not re.fullmatch(r"\d+(\.\d+)?s", duration):
             raise ApiError(
                 400,

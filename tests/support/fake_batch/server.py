@@ -1,10 +1,13 @@
 """A fake Cloud Batch API for tests: strict about what it accepts (every request checked
 against the official batch.v1 discovery document, plus what the service refuses beyond
-types), job and task states as the real service reports them, and each task run as a
-container of the job's boot image running the real agent.
+types), job and task states as the real service reports them, and each task attempt run on
+a VM booted from the job's image (a guest with systemd and the image's units, or the agent's
+container image), where Batch's agent runs the runnable: the real agent.
 
-One module for the REST methods (jobs.py), one for what runs the tasks (backing.py), one
-for the state (state.py); this one holds the HTTP plumbing and the test controls.
+One module for the REST methods (jobs.py), one for what runs the tasks (backing.py), one for
+a task's VM (vms.py), one for the state (state.py); this one holds the HTTP plumbing and the
+test controls. The project's IAM policy (tests/support/fake_project_iam.py) says whether a
+job's VMs may report: grant their service account roles/batch.agentReporter.
 """
 
 from __future__ import annotations
@@ -14,27 +17,39 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 from tests.support import discovery
 from tests.support.fake_batch.backing import BackingMixin
 from tests.support.fake_batch.jobs import JobsMixin
-from tests.support.fake_batch.state import CONTAINER_LABEL, FakeJob, Faults
+from tests.support.fake_batch.state import OWNER_LABEL, FakeJob, Faults, TaskVm
+from tests.support.fake_batch.vms import VmsMixin
 from tests.support.fake_http import ApiError, RoutedApi, error_body, json_server, not_found
+from tests.support.fake_project_iam import ProjectIam
 
 
-class FakeBatch(JobsMixin, BackingMixin, RoutedApi):
+class FakeBatch(JobsMixin, BackingMixin, VmsMixin, RoutedApi):
     API, NAME = discovery.BATCH, "batch"
     _ROUTES = JobsMixin.ROUTES
 
-    def __init__(self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock"):
+    def __init__(
+        self,
+        project: str,
+        storage_emulator: str = "",
+        docker_socket: str = "/var/run/docker.sock",
+        iam: ProjectIam | None = None,
+    ):
         self.project = project
+        self.iam = iam or ProjectIam()  # the project's IAM policy: nothing granted unless a test grants it
+        self.owner = uuid.uuid4().hex[:12]  # labels this fake's VM containers
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()
         self.images: dict[str, str] = {}  # image name -> local Docker image standing for it
         self.jobs: dict[str, FakeJob] = {}
+        self.vms: dict[str, TaskVm] = {}  # VM name -> the task VM up now
         self.by_request_id: dict[str, str] = {}
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received
         self.creates_performed = 0
@@ -53,19 +68,24 @@ class FakeBatch(JobsMixin, BackingMixin, RoutedApi):
         with self._lock:
             for job in self.jobs.values():
                 job.deleting = True
-        for container in self.running_containers():
-            inspect = ["docker", "inspect", "-f", "{{.Config.Hostname}}", container]
-            self._destroy_vm(subprocess.run(inspect, capture_output=True, text=True).stdout.strip(), container)
+        for vm in list(self.vms.values()):
+            self._destroy_vm(None, vm)
         shutil.rmtree(self._workroot, ignore_errors=True)
 
     def add_image(self, name: str, docker_ref: str) -> str:
-        """An image of the project, backed by a local Docker image; its self link."""
+        """An image of the project, backed by a local Docker image (a guest image boots as a VM with
+        systemd, any other runs the runnable as its container's command); its self link."""
         self.images[name] = docker_ref
         return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/images/{name}"
 
+    def grant_runner(self, service_account: str) -> None:
+        """What the README asks of a project for sweeps: the job VMs' account may report to Batch."""
+        self.iam.grant(f"serviceAccount:{service_account}", "roles/batch.agentReporter")
+
     def running_containers(self) -> list[str]:
+        """The containers of this fake's VMs that are still there (not another fake's, nor another session's)."""
         return subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=managed-by={CONTAINER_LABEL}"], capture_output=True, text=True
+            ["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={self.owner}"], capture_output=True, text=True
         ).stdout.split()
 
     # --- what the service refuses, what the tests break -------------------------------

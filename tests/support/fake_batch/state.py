@@ -1,21 +1,29 @@
-"""The fake's state: what to break (Faults), what a job and a task are."""
+"""The fake's state: what to break (Faults), what a job, a task and a task's VM are."""
 
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import time
 from pathlib import Path
 from typing import Any
 
-CONTAINER_LABEL = "mlbatch-fake-batch"
-PREEMPTED_EXIT_CODE = 50001  # Batch's exit code for a task whose Spot VM was preempted
-MAX_RUN_DURATION_EXIT_CODE = 50005  # Batch's exit code for a task that outlived its max run duration
+from tests.support.fake_vm.metadata import MetadataFaults
+
+# Which FakeBatch made a VM's container: its own id, so that a fake (or a test session sharing
+# the engine) never lists nor removes another's VMs.
+OWNER_LABEL = "org.mlbatch.fake-batch"
+# Batch's reserved exit codes (https://cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes,
+# named by TaskExecution.exitCode in the batch.v1 discovery document).
+PREEMPTED_EXIT_CODE = 50001  # the task's Spot VM was preempted
+REPORTING_TIMEOUT_EXIT_CODE = 50002  # the VM's Batch agent stopped reporting (the VM went, or cannot report)
+MAX_RUN_DURATION_EXIT_CODE = 50005  # the task outlived its max run duration
 TERMINAL_TASK = ("SUCCEEDED", "FAILED")
 
 
 @dataclasses.dataclass
-class Faults:
-    """What to break, set per test."""
+class Faults(MetadataFaults):
+    """What to break, set per test (the task VMs' metadata servers: MetadataFaults)."""
 
     preempt_tasks: dict[int, float] = dataclasses.field(default_factory=dict)  # task index -> seconds into its 1st attempt
     quota_exceeded: bool = False  # VMs of new jobs cannot be created: the job stays SCHEDULED with a quota event
@@ -35,6 +43,7 @@ class FakeTask:
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     container: str = ""
     vm: str = ""  # the hostname of the "VM" running its current attempt
+    outputs: list[str] = dataclasses.field(default_factory=list)  # each attempt's runnable output (Cloud Logging's)
 
     def event(self, description: str, state: str, exit_code: int | None = None) -> None:
         self.state = state
@@ -60,6 +69,7 @@ class FakeJob:
     workdir: Path | None = None
     deleting: bool = False
     created: str = dataclasses.field(default_factory=rfc3339)
+    consoles: dict[str, str] = dataclasses.field(default_factory=dict)  # VM name -> its serial console, once it is gone
 
     @property
     def group(self) -> dict[str, Any]:
@@ -85,3 +95,22 @@ class FakeJob:
             "updateTime": rfc3339(),
             "status": {"state": self.state, "statusEvents": self.events, "taskGroups": {"group0": {"counts": counts}}},
         }
+
+
+@dataclasses.dataclass
+class TaskVm:
+    """One Compute Engine VM of a job, running one task attempt (taskCountPerNode 1). Batch puts
+    none of mlbatch's metadata on it: its attributes are empty here."""
+
+    name: str
+    zone: str
+    instance_id: str
+    service_account: str  # the job's allocationPolicy.serviceAccount, else the project's default compute account
+    guest: bool  # booted from a guest image (systemd, the image's units) rather than run as a container
+    preempted: bool = False  # instance/preempted on its metadata server
+    container: str = ""
+    workdir: Path | None = None
+    metadata_server: http.server.ThreadingHTTPServer | None = None
+
+    def metadata(self) -> dict[str, str]:
+        return {}

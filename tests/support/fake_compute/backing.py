@@ -11,9 +11,9 @@ import time
 from typing import Any
 
 from mlbatch.core import labels
-from tests.support.fake_compute import guest
-from tests.support.fake_compute.metadata import metadata_server
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
+from tests.support.fake_vm import guest
+from tests.support.fake_vm.metadata import metadata_server
 
 # What a guest gets between the shutdown signal (ACPI, SIGTERM to the agent) and the stop, on
 # preemption and at the end of a max run duration. GCE gives 30 s; a delete gives up to ~90 s.
@@ -74,10 +74,23 @@ class BackingMixin:
         threading.Thread(target=self._follow_serial, args=(instance,), daemon=True).start()
 
     def _boot_guest(self, instance: FakeInstance, docker_ref: str, md_host: str, op: dict[str, Any]) -> None:
+        """Boot from a guest image: an address of its own as networkIP, sshd on its port 22, the
+        users of its `ssh-keys` metadata."""
+        address = guest.loopback_address()
+        instance.body.setdefault("networkInterfaces", [{}])[0]["networkIP"] = address
         try:
             # Org policy compute.requireOsLogin (self.os_login set): ssh-keys metadata is ignored, OS Login's keys count.
-            keys = self.os_login.authorized_keys() if self.os_login is not None else None
-            container = guest.boot_instance(instance, docker_ref, md_host, self.storage_emulator, ssh_keys=keys)
+            keys = self.os_login.authorized_keys() if self.os_login is not None else instance.metadata().get("ssh-keys", "")
+            container = guest.start_guest(
+                instance.name,
+                22,
+                keys,
+                image=docker_ref,
+                labels={"managed-by": CONTAINER_LABEL, "org.mlbatch.fake-zone": instance.zone},
+                metadata_host=md_host,
+                ssh_address=address,
+                storage_emulator=self.storage_emulator,
+            )
         except (RuntimeError, TimeoutError) as exc:
             self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))
             return

@@ -7,12 +7,14 @@ import http.server
 from pathlib import Path
 from typing import Any
 
+from tests.support.fake_vm.metadata import MetadataFaults
+
 CONTAINER_LABEL = "mlbatch-fake-compute"
 
 
 @dataclasses.dataclass
-class Faults:
-    """What to break, set per test. Times are in seconds of the fake's clock."""
+class Faults(MetadataFaults):
+    """What to break, set per test (metadata faults: MetadataFaults). Times are in seconds of the fake's clock."""
 
     stockout_zones: set[str] = dataclasses.field(default_factory=set)
     quota_exceeded: bool = False
@@ -29,8 +31,6 @@ class Faults:
     wait_hold: float = 120.0  # the longest a zoneOperations.wait holds before it answers (the real API: ~2 min)
     delete_race_in_operation: bool = False  # a second delete is accepted and its operation ends in 404
     page_size: int = 500  # the most items a list page holds (the API may return fewer than maxResults)
-    metadata_unavailable: int = 0  # the next N metadata requests fail with 503 (the server is still starting)
-    corrupt_run_spec: bool = False  # the run spec attribute is not JSON (an agent bug or a bad controller)
 
 
 @dataclasses.dataclass
@@ -50,6 +50,15 @@ class FakeInstance:
     @property
     def name(self) -> str:
         return self.body["name"]
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.body.get("id", ""))
+
+    @property
+    def service_account(self) -> str:
+        """The email of its service account; "" when it was created without one (no token on its metadata server)."""
+        return (self.body.get("serviceAccounts") or [{}])[0].get("email", "")
 
     def metadata(self) -> dict[str, str]:
         return {i["key"]: i.get("value", "") for i in self.body.get("metadata", {}).get("items", [])}

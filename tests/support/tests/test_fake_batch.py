@@ -65,6 +65,10 @@ def raw_create(fake, job_id, payload, request_id=""):
         return exc.code, json.loads(exc.read())
 
 
+def _task_spec(payload):
+    return payload["taskGroups"][0]["taskSpec"]
+
+
 def _boot_disk(payload):
     return payload["allocationPolicy"]["instances"][0]["policy"]["bootDisk"]
 
@@ -78,6 +82,11 @@ def _boot_disk(payload):
         (lambda b: b["taskGroups"][0]["taskSpec"].update(maxRunDuration="1h"), "max_run_duration"),
         (lambda b: b.update(labels={"Bad": "x"}), "Invalid label"),
         (lambda b: _boot_disk(b).update(image="projects/p/global/images/x"), "not found"),
+        (lambda b: _task_spec(b).update(maxRetryCount=11), "max_retry_count"),
+        (
+            lambda b: _task_spec(b)["lifecyclePolicies"].append({"action": "FAIL_TASK", "actionCondition": {"exitCodes": [3]}}),
+            "only one is supported",
+        ),
     ],
 )
 def test_what_the_service_refuses(jobs, fake, change, message):
@@ -120,3 +129,21 @@ def test_the_fake_compute_api_still_validates_through_the_shared_routing():
             client.get(project="other-project", image="img")
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "expected"),
+    [
+        (None, 3, "RETRY_TASK"),  # no policy: the default retries any non-zero code
+        ({"action": "RETRY_TASK", "actionCondition": {"exitCodes": [50001]}}, 50001, "RETRY_TASK"),
+        ({"action": "RETRY_TASK", "actionCondition": {"exitCodes": [50001]}}, 3, "FAIL_TASK"),
+        ({"action": 2, "actionCondition": {"exitCodes": [3]}}, 3, "FAIL_TASK"),  # FAIL_TASK, enum-encoding=int
+        ({"action": "FAIL_TASK", "actionCondition": {"exitCodes": [3]}}, 50001, "RETRY_TASK"),
+    ],
+)
+def test_the_lifecycle_policy_acts_as_the_api_documents_it(policy, code, expected):
+    """LifecyclePolicy.action (batch.v1): RETRY_TASK retries on a listed code and fails on any other;
+    FAIL_TASK the reverse; without a policy, a non-zero code is retried while retries are left."""
+    from tests.support.fake_batch.backing import action
+
+    assert action({"lifecyclePolicies": [policy] if policy else []}, code) == expected

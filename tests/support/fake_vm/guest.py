@@ -1,11 +1,13 @@
-"""A fake GCE instance that Packer, Ansible and testinfra can work on as on a VM.
+"""A fake Compute Engine VM that Packer, Ansible, testinfra and Cloud Batch can work on as on a
+VM: the fake Compute API boots its instances from guest images with it, the fake Cloud Batch
+API its task VMs.
 
     build_guest_image() -> str
         Builds (once; cached by a hash of its recipe) GUEST_IMAGE from the local
         debian:bookworm-slim plus openssh-server, sudo, python3 and systemd: what GCE's
         debian-12 public image offers an ssh client.
     start_guest(instance_name, ssh_port, ssh_keys, image=GUEST_IMAGE, labels=None,
-                metadata_host="127.0.0.1:1", ssh_address="127.0.0.1") -> container id
+                metadata_host="127.0.0.1:1", ssh_address="127.0.0.1", hostname="") -> container id
         Boots `image` (GUEST_IMAGE, or an image committed from a provisioned guest) as the
         instance: systemd is PID 1, sshd listens on ssh_address:ssh_port only (the host's
         network: the guest has no address of its own), and every `user:ssh-rsa AAAA... comment`
@@ -17,6 +19,9 @@
         A loopback address of the instance's own, with port 22 free: give it as ssh_address
         and networkIP, and ssh (Packer's communicator, testinfra) reaches it on port 22 as
         on a VM's internal IP. is_guest_image(ref) tells a guest image from an agent image.
+    wait_until_booted(container_id) -> str
+        Until systemd finished booting (`systemctl is-system-running --wait`: every unit the
+        boot starts has started, or was skipped by its conditions); returns its state.
     stop_guest(container_id)
         Powers the guest off (SIGRTMIN+3: systemd's clean shutdown) and removes it.
 
@@ -56,7 +61,6 @@ import time
 from pathlib import Path
 
 from mlbatch.core import labels as mlbatch_labels  # the agent's: a job container names its instance
-from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 
 BASE_IMAGE = "debian:bookworm-slim"
 GUEST_REPOSITORY = "mlbatch-fake-gce-guest"
@@ -72,6 +76,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 
 port = int(os.environ["FAKE_GCE_SSH_PORT"])
@@ -99,6 +104,12 @@ for line in os.environ.get("FAKE_GCE_SSH_KEYS", "").splitlines():
     with open("/etc/sudoers.d/google_sudoers", "a") as f:  # the guest agent's file
         f.write(f"{user} ALL=(ALL:ALL) NOPASSWD:ALL\n")
     os.chmod("/etc/sudoers.d/google_sudoers", 0o440)
+# The VM resolves its own name, as GCE's guest environment makes it (sudo warns otherwise).
+try:
+    socket.gethostbyname(socket.gethostname())
+except OSError:
+    with open("/etc/hosts", "a") as f:
+        f.write(f"127.0.1.1 {socket.gethostname()}\n")
 # The fake's disk is overlayfs: a directory of the image's own layer cannot be renamed
 # (EXDEV). dockerd renames runtimes/ at each start, and recreates it: let it.
 shutil.rmtree("/var/lib/docker/runtimes", ignore_errors=True)
@@ -206,12 +217,16 @@ def start_guest(
     metadata_host: str = "127.0.0.1:1",
     ssh_address: str = "127.0.0.1",
     storage_emulator: str = "",
+    hostname: str = "",
 ) -> str:
     """Boot `image` as instance `instance_name`; return its container id once sshd answers.
 
-    metadata_host: HOST:PORT of the instance's metadata server (the fake's metadata.py).
+    labels: the container's, e.g. managed-by=<the fake that owns it> (the fakes list and
+    remove their containers by it); org.mlbatch.instance=<instance_name> is always set.
+    metadata_host: HOST:PORT of the instance's metadata server (fake_vm/metadata.py).
     ssh_address: the loopback address sshd listens on; loopback_address() gives each
     instance one of its own, so that it can listen on port 22 like a VM on its own IP.
+    hostname: the VM's hostname (GCE names it after the instance); empty: the container id.
     """
     if not ipaddress.ip_address(ssh_address).is_loopback:
         raise ValueError(f"ssh_address {ssh_address!r}: a guest listens on a loopback address (127.0.0.0/8) only")
@@ -221,8 +236,6 @@ def start_guest(
         "-t",  # the tty is the console: docker logs = serial port 1
         "--name",
         f"fakegce-guest-{instance_name}",
-        "--label",
-        f"managed-by={CONTAINER_LABEL}",
         "--label",
         f"{mlbatch_labels.INSTANCE}={instance_name}",
         "--network",
@@ -256,6 +269,8 @@ def start_guest(
         "-e",
         f"FAKE_GCE_STORAGE_EMULATOR_HOST={storage_emulator}",
     ]
+    if hostname:
+        argv += ["--hostname", hostname]
     for key, value in (labels or {}).items():
         argv += ["--label", f"{key}={value}"]
     container = _docker(*argv, image).stdout.strip()
@@ -268,6 +283,21 @@ def start_guest(
     return container
 
 
+def wait_until_booted(container: str, timeout: float = SSH_TIMEOUT) -> str:
+    """systemd's state once the boot is over: "running", or "degraded" when a unit failed;
+    "starting" when the boot has not ended within `timeout` seconds."""
+    try:
+        result = subprocess.run(
+            ["docker", "exec", container, "systemctl", "is-system-running", "--wait"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return "starting"
+    return result.stdout.strip() or result.stderr.strip()
+
+
 def stop_guest(container: str) -> None:
     """Power off (systemd shuts down its units) and remove the guest."""
     _docker("stop", "-t", "20", container, check=False)
@@ -278,24 +308,3 @@ def commit_guest(container: str, image: str) -> str:
     """The guest's disk as an image the fake can boot (what images.insert from a disk does)."""
     _docker("commit", container, image)
     return image
-
-
-def boot_instance(
-    instance: FakeInstance, image: str, metadata_host: str, storage_emulator: str = "", ssh_keys: str | None = None
-) -> str:
-    """Boot a fake instance from a guest image: an address of its own as networkIP, sshd on its
-    port 22, the users of its `ssh-keys` metadata (or of `ssh_keys` when OS Login decides: the
-    metadata is then ignored, as on GCE). Returns the container id."""
-    address = loopback_address()
-    interfaces = instance.body.setdefault("networkInterfaces", [{}])
-    interfaces[0]["networkIP"] = address
-    return start_guest(
-        instance.name,
-        22,
-        instance.metadata().get("ssh-keys", "") if ssh_keys is None else ssh_keys,
-        image=image,
-        labels={"org.mlbatch.fake-zone": instance.zone},
-        metadata_host=metadata_host,
-        ssh_address=address,
-        storage_emulator=storage_emulator,
-    )

@@ -1,9 +1,11 @@
-"""Try every way to Google credentials a job container might have, and what a token does.
+"""Ask the metadata servers a job container is told of for the VM's token, and see what a token does.
 
-For tests/integration/test_job_credentials.py (issue 16): it asks each metadata server it can
-name for the VM's token (GCE_METADATA_HOST, the one given as --metadata, and 169.254.169.254),
-then, with a token from GCE_METADATA_HOST, reads and writes the given objects of --bucket (a
-key's segments JOB and RUN stand for this run's job and run id).
+For tests/integration/test_job_credentials.py and the live suite (issue 16): it asks each
+metadata server it is told of for the VM's token (GCE_METADATA_HOST and the one given as
+--metadata: tests give a loopback stand-in, the live suite 169.254.169.254; it tries no address
+it was not given, so that no test sends a packet where it was not meant to), then, with a token
+from GCE_METADATA_HOST, reads and writes the given objects of --bucket (a key's segments JOB
+and RUN stand for this run's job and run id).
 Every outcome goes to $MLBATCH_RESULTS_DIR/probe.json and to stdout; it exits 0 whatever it got.
 """
 
@@ -58,7 +60,6 @@ def main():
     hosts = {
         "GCE_METADATA_HOST": os.environ.get("GCE_METADATA_HOST", ""),
         "given": args.metadata,
-        "link-local": "169.254.169.254",
     }
     found = {"metadata": {}, "read": {}, "write": {}}
     token = None

@@ -8,31 +8,43 @@ traffic the host routes and masquerades like its own. Hence:
 
 - a job that declares neither `network: true` nor `google_access` gets no network at all
   (`network_mode: none`: only its own loopback), which holds wherever it runs;
-- any other job runs on the `mlbatch-jobs` bridge network (inter-container traffic off), and
-  on a VM the agent first makes sure the host rejects forwarded traffic to the metadata
-  server: `iptables -I DOCKER-USER -d 169.254.169.254/32 -j REJECT`. DOCKER-USER is the chain
-  Docker leaves to the administrator and evaluates before its own for traffic it forwards
-  (https://docs.docker.com/engine/network/packet-filtering-firewalls/); a container's packets
-  to the metadata server are forwarded traffic, the agent's own (from the host) are not.
-  Docker's embedded DNS answers the containers of a user-defined network from the host, so
-  name lookups (also served at 169.254.169.254 on GCE) keep working. `--add-host
-  metadata.google.internal:...` would not do: the server is reached by its IP. If the rule
-  cannot be ensured, the job is not started (fail closed).
+- on a VM (GCE or Batch), any other job runs on the `mlbatch-jobs` bridge network
+  (inter-container traffic off), once the agent has made sure the host rejects forwarded
+  traffic to the metadata server: `iptables -I DOCKER-USER -d 169.254.169.254/32 -j REJECT`.
+  DOCKER-USER is the chain Docker leaves to the administrator and evaluates before its own
+  for traffic it forwards (https://docs.docker.com/engine/network/packet-filtering-firewalls/);
+  a container's packets to the metadata server are forwarded traffic, the agent's own (from
+  the host) are not. Docker's embedded DNS answers the containers of a user-defined network
+  from the host, so name lookups (also served at 169.254.169.254 on GCE) keep working.
+  `--add-host metadata.google.internal:...` would not do: the server is reached by its IP.
+  If the rule cannot be ensured, the job is not started (fail closed). The agent serves a
+  job's own token on the bridge's gateway, to the container's address alone;
+- on a local instance (the local profile: no VM, so no VM credentials), any other job shares
+  the host's network, as the instance itself does (`--network host`), and its token, when
+  there is one to make, is served on the host's loopback. The local profile keeps nothing of
+  the machine it runs on from such a job: it reaches what the host reaches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import shutil
 import subprocess
 import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 from mlbatch.core.errors import MlbatchError
 from mlbatch.core.names import managed_labels
 
+if TYPE_CHECKING:
+    from mlbatch.agent.tokens import TokenServer
+
 NETWORK = "mlbatch-jobs"
 NO_NETWORK = "none"
+HOST_NETWORK = "host"
+LOOPBACK = "127.0.0.1"  # where a local instance serves a job's token: the job shares the host's network
 METADATA_IP = "169.254.169.254"
 _RULE = ("DOCKER-USER", "-d", f"{METADATA_IP}/32", "-j", "REJECT")
 
@@ -90,3 +102,24 @@ def block_metadata_server() -> None:
         raise MlbatchError(
             f"cannot keep the job off the metadata server: iptables -I {' '.join(_RULE)}: {inserted.stderr.strip()}"
         )
+
+
+@dataclasses.dataclass
+class JobNetwork:
+    """What a job container is created with (`network_mode` or `network`), what its
+    environment gains, and the server of its token, if it has one."""
+
+    arguments: dict[str, Any]
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)
+    token_server: TokenServer | None = None
+
+    def admit(self, container) -> None:
+        """Once the container has started: its address is the only client its token server answers."""
+        if self.token_server is None:
+            return
+        network = self.arguments.get("network")
+        if network is None:  # the host's network: the job's requests come from the host's loopback
+            self.token_server.allow(LOOPBACK)
+            return
+        container.reload()
+        self.token_server.allow(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])

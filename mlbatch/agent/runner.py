@@ -166,51 +166,56 @@ class Attempt:
         return code
 
     @contextlib.contextmanager
-    def job_network(self, client) -> Iterator[tuple[dict[str, Any], dict[str, str], Any]]:
-        """(the container's network arguments, its extra environment, the token server or None).
+    def job_network(self, client) -> Iterator[jobnet.JobNetwork]:
+        """The job container's network, its extra environment and its token server, if any.
         docs/architecture.md, "Jobs and the VM's credentials"."""
         if not self.spec.network:
             self.log.info("job network: none (the job declares no network and no google_access)")
-            yield {"network_mode": jobnet.NO_NETWORK}, {}, None
+            yield jobnet.JobNetwork({"network_mode": jobnet.NO_NETWORK})
             return
-        network, gateway = jobnet.jobs_network(client)
         if self.on_vm:
             jobnet.block_metadata_server()  # raises, and the job never starts, if it cannot
+            network, token_host = jobnet.jobs_network(client)
+            arguments: dict[str, Any] = {"network": network}
+            where = f"{network}; the metadata server is out of its reach"
+        else:  # a local instance: no VM credentials to keep from the job; it shares the host's network as the instance does
+            arguments, token_host = {"network_mode": jobnet.HOST_NETWORK}, jobnet.LOOPBACK
+            where = "the host's (a local instance)"
         access = GoogleAccess.from_dict(self.spec.google_access).for_run(self.spec.job, self.spec.run_id)
         if not access:
-            self.log.info(f"job network: {network}; the metadata server is out of its reach; no Google credentials")
-            yield {"network": network}, {}, None
+            self.log.info(f"job network: {where}; no Google credentials")
+            yield jobnet.JobNetwork(arguments)
             return
-        if not (self.on_vm or os.environ.get("GCE_METADATA_HOST")):
-            self.log.info("job google_access: a local instance has no Google credentials to downscope; the job runs without")
-            yield {"network": network}, {}, None
+        if not (self.on_vm or (os.environ.get("GCE_METADATA_HOST") and self.spec.bucket.startswith("gs://"))):
+            self.log.info(f"job network: {where}; google_access: a local instance has no Google credentials to downscope")
+            yield jobnet.JobNetwork(arguments)
             return
-        server = self._token_server(access, gateway)
+        server = self._token_server(access, token_host)
         self.log.info(
-            f"job network: {network}; Google credentials: {server.email} downscoped to read {list(access.read + access.write)} "
+            f"job network: {where}; Google credentials: {server.email} downscoped to read {list(access.read + access.write)} "
             f"and write {list(access.write)} of {self.spec.bucket}, served at {server.address} to the job alone"
         )
         extra = {**server.environment(), **{k: os.environ[k] for k in ENDPOINT_ENV if os.environ.get(k)}}
         try:
             with server:
-                yield {"network": network}, extra, server
+                yield jobnet.JobNetwork(arguments, extra, server)
         finally:
             for refusal in server.refused:
                 self.log.info(f"job token server refused: {refusal}")
 
-    def _token_server(self, access: GoogleAccess, gateway: str):
+    def _token_server(self, access: GoogleAccess, host: str):
         from mlbatch.agent import gce, tokens
 
         token = tokens.JobToken(access_boundary(self.spec.bucket, access), os.environ.get("MLBATCH_STS_ENDPOINT", tokens.STS_URL))
         email = gce.metadata("instance/service-accounts/default/email", retry_for=30.0)
         project = gce.metadata("project/project-id", retry_for=30.0)
-        return tokens.TokenServer(token, gateway, email, project)
+        return tokens.TokenServer(token, host, email, project)
 
     def run(self, client, code: Path) -> tuple[str, int]:
-        with self.job_network(client) as (network, extra_env, token_server):
-            return self._run(client, code, network, extra_env, token_server)
+        with self.job_network(client) as network:
+            return self._run(client, code, network)
 
-    def _run(self, client, code: Path, network: dict[str, Any], extra_env: dict[str, str], token_server) -> tuple[str, int]:
+    def _run(self, client, code: Path, network: jobnet.JobNetwork) -> tuple[str, int]:
         results = self.workdir / "results"
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
@@ -223,21 +228,19 @@ class Attempt:
             list(self.spec.argv),
             name=f"{self.instance}-job",
             working_dir=CONTAINER_CODE_DIR,
-            environment={**_job_env(self.spec, self.attempt), **extra_env},
+            environment={**_job_env(self.spec, self.attempt), **network.environment},
             volumes={
                 str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
             labels=_job_labels(self.instance),
-            **network,
+            **network.arguments,
         )
         output = self.container.attach(stdout=True, stderr=True, stream=True, logs=False)
         pump = threading.Thread(target=self._pump_logs, args=(output,), name="job-output", daemon=True)
         pump.start()
         self.container.start()
-        if token_server is not None:  # its token goes to this container's address and no other
-            self.container.reload()
-            token_server.allow(self.container.attrs["NetworkSettings"]["Networks"][network["network"]]["IPAddress"])
+        network.admit(self.container)  # its token goes to this container's address and no other
         deadline = time.monotonic() + self.spec.timeout_seconds
         while True:
             remaining = deadline - time.monotonic()

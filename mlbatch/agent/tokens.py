@@ -6,12 +6,14 @@ The VM's token is the runner's. The agent trades it at the Security Token Servic
 carrying a Credential Access Boundary (mlbatch.core.access.access_boundary: reads under the
 job's `google_access.read` and `.write` prefixes, writes under `.write`), as
 google.auth.downscoped does (https://cloud.google.com/iam/docs/downscoping-short-lived-credentials),
-and serves that token on the jobs network's gateway, on a port of its own, in the metadata
-server's form: the job's google-auth (GCE_METADATA_HOST and GCE_METADATA_IP point there) finds
-it as Application Default Credentials. The server answers only the job container's address,
-only requests with `Metadata-Flavor: Google` and without `X-Forwarded-For` (as the metadata
-server does, against request forgery through a proxy), and only these paths; anything else
-gets 403 or 404. The token is traded again when less than 5 minutes of it are left.
+and serves that token on a port of its own, in the metadata server's form: on a VM on the
+jobs network's gateway, on a local instance (whose jobs share the host's network) on the host's
+loopback. The job's google-auth (GCE_METADATA_HOST and GCE_METADATA_IP point there) finds it
+as Application Default Credentials. The server answers only the job container's address (on
+a local instance the host's loopback, which every process of the host shares), only requests
+with `Metadata-Flavor: Google` and without `X-Forwarded-For` (as the metadata server does,
+against request forgery through a proxy), and only these paths; anything else gets 403 or 404.
+The token is traded again when less than 5 minutes of it are left.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class JobToken:
 
 
 class TokenServer:
-    """The metadata server's token paths, for one job container, on `host` (the jobs network's gateway)."""
+    """The metadata server's token paths, for one job container, on `host` (the jobs network's
+    gateway on a VM, the loopback on a local instance)."""
 
     def __init__(self, token: JobToken, host: str, email: str, project: str):
         self.token, self.email, self.project = token, email, project

@@ -24,16 +24,16 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 class FakeMetadata:
-    def __init__(self, email: str, project: str, iam: BucketIam | None = None, host: str = "127.0.0.1"):
+    def __init__(self, email: str, project: str, iam: BucketIam | None = None):
         self.email, self.project = email, project
         self.token = "ya29.vm-" + secrets.token_urlsafe(16)
         if iam is not None:
             iam.add_token(self.token, email)
         self.requests: list[tuple[str, str]] = []  # (client address, path)
         self.tokens_given = 0
-        self._server = http.server.ThreadingHTTPServer((host, 0), self._handler())
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self.host = f"{host}:{self._server.server_address[1]}"
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
 
     def _answer(self, path: str, query: str) -> tuple[int, str, str]:
         if path in ("", "/"):

@@ -8,9 +8,7 @@ connection dropped before the request reaches the emulator, or after it was proc
 (the write happened, its answer is lost: what preconditions on retries are for).
 
 With a `gate` (tests/support/gcs_iam.py, the model of the bucket's IAM), each request is
-first put to the gate, which may answer it itself (a refusal) instead of forwarding it; a
-`host` other than 127.0.0.1 lets containers on a Docker network reach it (the network's
-gateway address).
+first put to the gate, which may answer it itself (a refusal) instead of forwarding it.
 """
 
 from __future__ import annotations
@@ -69,16 +67,16 @@ def request_kind(method: str, path: str, body: bytes = b"", sessions: dict[str, 
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, gate=None, host: str = "127.0.0.1"):
+    def __init__(self, upstream: str, gate=None):
         self.upstream = urllib.parse.urlsplit(upstream)
         self.gate = gate
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.sessions: dict[str, str] = {}  # resumable upload id -> object name
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer((host, 0), self._handler())
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self.endpoint = f"http://{host}:{self._server.server_address[1]}"
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def injected(self) -> int:

@@ -69,9 +69,9 @@ class IamWorld:
 
 
 @contextlib.contextmanager
-def iam_world(gcs_emulator: str, directory: Path, host: str = "127.0.0.1") -> Iterator[IamWorld]:
+def iam_world(gcs_emulator: str, directory: Path) -> Iterator[IamWorld]:
     """A fresh bucket, its policy from the plan, the identities' keys, and the enforcing proxy
-    listening on `host`."""
+    on 127.0.0.1."""
     name = f"mlbatch-iam-{secrets.token_hex(4)}"
     create_bucket(name)
     settings = gcp_settings(f"gs://{name}")
@@ -87,7 +87,7 @@ def iam_world(gcs_emulator: str, directory: Path, host: str = "127.0.0.1") -> It
             if grant.on == plan.BUCKET:
                 iam.grant(grant.role_name(PROJECT), person.member, grant.condition.expression if grant.condition else "")
     try:
-        with FaultProxy(gcs_emulator, gate=IamGate(iam, gcs_emulator), host=host).running() as proxy:
+        with FaultProxy(gcs_emulator, gate=IamGate(iam, gcs_emulator)).running() as proxy:
             yield IamWorld(f"gs://{name}", iam, proxy, keys, {p.key: p.account for p in people}, oauth)
     finally:
         for issuer in oauth.values():

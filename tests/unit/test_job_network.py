@@ -1,16 +1,21 @@
 """The agent's job network and the token server it runs for a job with google_access, on
-loopback: a fake metadata server and a fake STS stand for Google's (tests/support)."""
+loopback: a fake metadata server and a fake STS stand for Google's (tests/support), an
+iptables on PATH for the kernel's. Nothing here reaches the Docker engine: a local instance's
+job needs none of it before its container is made, and a VM's fails closed before it."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import stat
+from collections.abc import Iterator
 
 import pytest
 
 from mlbatch.agent import jobnet, tokens
+from mlbatch.agent.runner import Attempt
 from mlbatch.core import runs
 from mlbatch.core.access import GoogleAccess, access_boundary
 from mlbatch.core.bucket import FileBucket
@@ -29,16 +34,23 @@ BOUNDARY = access_boundary("gs://b", GoogleAccess(read=("datasets/",)))
 
 
 @pytest.fixture
-def served(monkeypatch):
+def metadata_and_sts(monkeypatch):
+    """The VM's metadata server and STS, on loopback, as the agent of a test finds them."""
     iam = BucketIam()
     metadata = FakeMetadata(RUNNER, "p", iam)
     sts = FakeSts(iam).start()
     with metadata.running():
         monkeypatch.setenv("GCE_METADATA_HOST", metadata.host)
-        server = tokens.TokenServer(tokens.JobToken(BOUNDARY, sts.token_url), "127.0.0.1", RUNNER, "p")
-        with server:
-            yield server, iam, sts, metadata
+        monkeypatch.setenv("MLBATCH_STS_ENDPOINT", sts.token_url)
+        yield iam, sts, metadata
     sts.stop()
+
+
+@pytest.fixture
+def served(metadata_and_sts):
+    iam, sts, metadata = metadata_and_sts
+    with tokens.TokenServer(tokens.JobToken(BOUNDARY, sts.token_url), "127.0.0.1", RUNNER, "p") as server:
+        yield server, iam, sts, metadata
 
 
 def _get(server, path, headers=None, source="127.0.0.1"):
@@ -128,6 +140,74 @@ def test_a_rule_that_cannot_be_set_keeps_the_job_from_starting(iptables):
     iptables.with_name("rules.broken").touch()
     with pytest.raises(MlbatchError, match="cannot keep the job off the metadata server.*Permission denied"):
         jobnet.block_metadata_server()
+
+
+@contextlib.contextmanager
+def _attempt(tmp_path, on_vm: bool, network: bool = False, google_access=None, bucket: str = "") -> Iterator[Attempt]:
+    spec = runs.RunSpec(
+        run_id="reader-20261125-200000-abcd",
+        job="reader",
+        version="v1.0.0",
+        bucket=bucket or f"file://{tmp_path / 'bucket'}",
+        container="127.0.0.1:5000/trainer@sha256:" + "a" * 64,
+        code_key="batch_code/v1.0.0/code.tar.gz",
+        code_sha256="b" * 64,
+        argv=("python", "r.py"),
+        params={},
+        timeout_seconds=60,
+        created="2026-11-25T20:00:00.000+00:00",
+        vm_image="mlbatch-v1-0-0:latest",
+        network=network or bool(google_access),
+        google_access=google_access or {},
+    )
+    attempt = Attempt(spec, 1, "mlb-reader-20261125-200000-abcd-1", tmp_path / "work", on_vm=on_vm)
+    try:
+        yield attempt
+    finally:
+        attempt.log.close()
+
+
+@pytest.mark.parametrize("on_vm", [False, True])
+def test_a_job_that_declares_nothing_gets_no_network_anywhere(tmp_path, iptables, on_vm):
+    with _attempt(tmp_path, on_vm) as attempt, attempt.job_network(client=None) as network:
+        assert network == jobnet.JobNetwork({"network_mode": "none"})
+    assert not iptables.exists()  # no rule needed: nothing to reach the metadata server with
+
+
+def test_on_a_local_instance_a_job_with_a_network_shares_the_hosts(tmp_path, iptables):
+    with _attempt(tmp_path, on_vm=False, network=True) as attempt, attempt.job_network(client=None) as network:
+        assert network == jobnet.JobNetwork({"network_mode": "host"})
+    assert not iptables.exists()
+
+
+def test_on_a_local_instance_the_jobs_token_is_served_on_loopback(tmp_path, iptables, metadata_and_sts, gcs_bucket):
+    iam, sts, _ = metadata_and_sts
+    access = {"read": ["datasets/"], "write": []}
+    with _attempt(tmp_path, False, google_access=access, bucket=gcs_bucket) as attempt, attempt.job_network(None) as network:
+        assert network.arguments == {"network_mode": "host"}
+        server = network.token_server
+        assert server is not None and server.address.startswith("127.0.0.1:")
+        assert network.environment["GCE_METADATA_HOST"] == server.address
+        network.admit(container=None)  # the host's network: the job asks from the host's loopback
+        status, body = _get(server, TOKEN)
+    assert status == 200 and iam.principal(f"Bearer {json.loads(body)['access_token']}").boundaries
+    assert len(sts.exchanges) == 1 and not iptables.exists()
+
+
+def test_a_local_bucket_has_nothing_to_downscope(tmp_path, metadata_and_sts):
+    _, sts, _ = metadata_and_sts
+    access = {"read": ["datasets/"], "write": []}
+    with _attempt(tmp_path, on_vm=False, google_access=access) as attempt, attempt.job_network(None) as network:
+        assert network == jobnet.JobNetwork({"network_mode": "host"})
+    assert sts.exchanges == []
+
+
+def test_on_a_vm_a_rule_that_cannot_be_set_stops_the_job_before_the_engine_is_asked(tmp_path, iptables):
+    iptables.with_name("rules.broken").touch()
+    with _attempt(tmp_path, on_vm=True, network=True) as attempt:
+        with pytest.raises(MlbatchError, match="cannot keep the job off the metadata server"):
+            with attempt.job_network(client=None):
+                pass
 
 
 CATALOG = """

@@ -30,11 +30,13 @@ def setup(c, profile="gcp", output_dir=None, release_account="", trigger_account
 @task(help={"profile": "settings profile whose bucket and runner service account are checked (default gcp)"})
 def check(c, profile="gcp"):
     """Read the bucket's IAM policy; exit 111 if the runner may write releases/ (says what it checks)."""
+    from mlbatch.core import gcp_base
     from mlbatch.iam import policy
 
     with errors():
         s = settings(c, profile)
-        policy.check_runner_cannot_write_releases(s, None, print)
+        credentials, _ = gcp_base.default_credentials()  # none: 111 saying how to provide them
+        policy.check_runner_cannot_write_releases(s, credentials, print)
         print(f"ok: the runner {s.service_account} cannot write releases/ of {s.bucket} (checked: {policy.CHECKS})")
 
 

@@ -33,6 +33,7 @@ from mlbatch.core.names import GCE_NAME
 from mlbatch.core.settings import Settings
 
 BUCKET, PROJECT, RUNNER_ACCOUNT, REPOSITORY = "bucket", "project", "runner-account", "repository"
+NETWORK_PROJECT = "network-project"  # the project that owns the subnetwork: the Shared VPC host, or `project`
 INSTANCE_PREFIX = "mlb-"  # core.names.instance_name; tests/unit/test_iam.py holds them together
 
 
@@ -74,7 +75,7 @@ CUSTOM_ROLES = (RUN_DELETE, POLICY_READER)
 @dataclasses.dataclass(frozen=True)
 class Grant:
     role: str  # roles/... or a CustomRole's role_id (made project-qualified by `role_name`)
-    on: str  # BUCKET, PROJECT, RUNNER_ACCOUNT or REPOSITORY
+    on: str  # BUCKET, PROJECT, NETWORK_PROJECT, RUNNER_ACCOUNT or REPOSITORY
     why: str
     condition: Condition | None = None
 
@@ -145,7 +146,7 @@ def identities(
             Grant(POLICY_READER.role_id, BUCKET, "the preflight reads the bucket's IAM policy"),
             Grant("roles/compute.instanceAdmin.v1", PROJECT, "the bake VM, the image-test VM, their disks and serial output"),
             Grant("roles/compute.storageAdmin", PROJECT, "create, deprecate, delete and label images"),
-            Grant("roles/compute.networkUser", PROJECT, "use the subnetwork (on the host project with Shared VPC)"),
+            Grant("roles/compute.networkUser", NETWORK_PROJECT, "use the subnetwork (with Shared VPC: the host project)"),
             Grant("roles/serviceusage.serviceUsageConsumer", PROJECT, "the preflight's view of enabled APIs"),
             Grant("roles/iam.serviceAccountUser", RUNNER_ACCOUNT, "run the bake and test VMs as the runner"),
             Grant("roles/artifactregistry.writer", REPOSITORY, "push the containers"),
@@ -207,7 +208,7 @@ def identities(
                 _objects(settings, "mlbatch trigger writes", (RUNS, IDEMPOTENCY, CONCURRENCY), (RUNS,)),
             ),
             Grant("roles/compute.instanceAdmin.v1", PROJECT, "create, watch and delete run instances"),
-            Grant("roles/compute.networkUser", PROJECT, "use the subnetwork (on the host project with Shared VPC)"),
+            Grant("roles/compute.networkUser", NETWORK_PROJECT, "use the subnetwork (with Shared VPC: the host project)"),
             Grant("roles/batch.jobsEditor", PROJECT, "sweeps: one Cloud Batch job each"),
             Grant("roles/iam.serviceAccountUser", RUNNER_ACCOUNT, "create instances and Batch jobs that run as the runner"),
         ),

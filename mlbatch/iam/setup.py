@@ -19,7 +19,17 @@ from pathlib import Path
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import BadInput
 from mlbatch.core.settings import Settings
-from mlbatch.iam.plan import BUCKET, CUSTOM_ROLES, PROJECT, REPOSITORY, RUNNER_ACCOUNT, Grant, Identity, identities
+from mlbatch.iam.plan import (
+    BUCKET,
+    CUSTOM_ROLES,
+    NETWORK_PROJECT,
+    PROJECT,
+    REPOSITORY,
+    RUNNER_ACCOUNT,
+    Grant,
+    Identity,
+    identities,
+)
 
 _ARTIFACT_REGISTRY = re.compile(
     r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[a-z0-9-]+)/(?P<repository>[a-z0-9._-]+)$"
@@ -67,8 +77,9 @@ def _grant_command(settings: Settings, identity: Identity, grant: Grant, conditi
     if grant.on == BUCKET:
         bucket = "gs://" + settings.bucket[len("gs://") :].split("/", 1)[0]
         argv = ("gcloud", "storage", "buckets", "add-iam-policy-binding", bucket, "--member", member, "--role", role, *condition)
-    elif grant.on == PROJECT:
-        argv = ("gcloud", "projects", "add-iam-policy-binding", settings.project, "--member", member, "--role", role, *condition)
+    elif grant.on in (PROJECT, NETWORK_PROJECT):
+        project = settings.network_project if grant.on == NETWORK_PROJECT else settings.project
+        argv = ("gcloud", "projects", "add-iam-policy-binding", project, "--member", member, "--role", role, *condition)
     elif grant.on == RUNNER_ACCOUNT:
         argv = ("gcloud", "iam", "service-accounts", "add-iam-policy-binding", settings.service_account)
         argv += ("--project", settings.project, "--member", member, "--role", role)

@@ -170,6 +170,16 @@ def test_setup_prints_argv_lists_and_writes_the_conditions(settings, tmp_path):
     assert ["gcloud", "storage", "buckets", "update", BUCKET, "--uniform-bucket-level-access"] in commands
 
 
+@pytest.mark.parametrize("network_project", ["", "shared-vpc-host"])
+def test_the_subnetwork_is_granted_on_the_project_that_owns_it(tmp_path, network_project):
+    shared = load_settings(gcp_config(network_project=network_project or None), ROOT, env={})
+    owner = network_project or GCP["project"]
+    commands = [shlex.split(line) for line in export(shared, tmp_path).splitlines() if line and not line.startswith("#")]
+    subnet = [a for a in commands if "roles/compute.networkUser" in a]
+    assert len(subnet) == 2  # the release (bake and test VMs) and the trigger (run VMs)
+    assert all(a[:4] == ["gcloud", "projects", "add-iam-policy-binding", owner] for a in subnet), subnet
+
+
 def test_setup_refuses_what_it_cannot_grant_before_writing(tmp_path):
     local = load_settings(gcp_config(registry="127.0.0.1:5000"), ROOT, env={})
     with pytest.raises(BadInput, match="not an Artifact Registry repository"):

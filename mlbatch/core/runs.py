@@ -162,6 +162,8 @@ class RunSpec(Record):
     vm_image: str
     idempotency_key: str = ""
     max_log_bytes: int = 0  # the job's max_log_mb; 0: no cap
+    network: bool = False  # the job container gets a network (the catalog's network, or google_access)
+    google_access: dict[str, Any] = dataclasses.field(default_factory=dict)  # core.access.GoogleAccess.to_dict()
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

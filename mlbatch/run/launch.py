@@ -160,6 +160,8 @@ def run_spec(bucket: Bucket, prepared: Prepared, run_id: str, idempotency_key: s
         vm_image=manifest.vm_image.ref,
         idempotency_key=idempotency_key,
         max_log_bytes=job.max_log_mb * 1024 * 1024,
+        network=job.network or bool(job.google_access),
+        google_access=job.google_access.to_dict(),
     )
 
 

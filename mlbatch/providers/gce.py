@@ -25,7 +25,7 @@ from mlbatch.core.gcp_base import SCOPE, retry
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
 from mlbatch.gcp import errors
-from mlbatch.gcp.clients import IAM, RESOURCE_MANAGER, Clients
+from mlbatch.gcp.clients import IAM, RESOURCE_MANAGER, Clients, held_permissions
 from mlbatch.gcp.network import vpc
 from mlbatch.gcp.operations import Waiter
 from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
@@ -190,15 +190,8 @@ class GceProvider:
             checks[:2] = [(checks[0][0], permissions + NETWORK_PERMISSIONS, "")]
         missing = []
         for url, asked, where in checks:
-
-            def ask(url=url, asked=asked):
-                response = session.post(url, json={"permissions": list(asked)}, timeout=60)
-                if response.status_code >= 400:
-                    raise gexc.from_http_response(response)
-                return set(response.json().get("permissions", []))
-
             with errors.translated(f"checking permissions{where}", GRANT):
-                held = retry(self.api_deadline)(ask)()
+                held = held_permissions(session, url, asked, self.api_deadline)
             missing += [f"{p}{where}" for p in asked if p not in held]
         return missing
 

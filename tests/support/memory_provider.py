@@ -118,6 +118,9 @@ class MemoryProvider:
     def preflight(self) -> None:
         """Nothing to check in memory (the gce provider's preflight is tested against the fake API)."""
 
+    def check_job(self, job, allow_cpu: bool = False) -> None:
+        """Instances in memory have whatever GPUs they are asked for."""
+
     def describe(self, request: InstanceRequest, zone: str) -> dict:
         return {"zone": zone, "name": request.name, "spot": request.spot, "labels": request.labels}
 

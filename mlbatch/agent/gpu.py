@@ -66,7 +66,9 @@ def host_view() -> dict[str, Any]:
         raise GpuUnavailable(f"nvidia-smi on this VM did not answer within {SMI_TIMEOUT}s") from None
     if done.returncode != 0:
         said = " ".join((done.stdout + done.stderr).split())[:400]
-        raise GpuUnavailable(f"the NVIDIA driver is not working on this VM (nvidia-smi exited {done.returncode}: {said}); {SECURE_BOOT_HINT}")
+        raise GpuUnavailable(
+            f"the NVIDIA driver is not working on this VM (nvidia-smi exited {done.returncode}: {said}); {SECURE_BOOT_HINT}"
+        )
     return parse_view(done.stdout)
 
 

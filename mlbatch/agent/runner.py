@@ -134,9 +134,7 @@ class Attempt:
         try:
             if on_vm:
                 self.gpu_view = gpu.host_view()
-            self.gpu_view = gpu.container_view(
-                client, self.spec.container, self.spec.gpu_count, _job_labels(self.instance)
-            )
+            self.gpu_view = gpu.container_view(client, self.spec.container, self.spec.gpu_count, _job_labels(self.instance))
         except GpuUnavailable as exc:
             if not self.spec.allow_cpu:
                 raise

@@ -112,4 +112,3 @@ def check(machine_type: str, gpu_type: str, count: int) -> GpuProblem | None:
         other = f"; {count} come with {', '.join(same)}" if same else ""
         return GpuProblem(asked, f"count {fixed[1]}: {machine_type} comes with {fixed[1]} {gpu_type}{other}")
     return None
-

@@ -35,6 +35,7 @@ class VmImage:
     ref: str  # local profile: docker image tag; gcp: the image's self link
     input_hash: str
     baked_by_version: str  # the release that baked it (an identical bake may be reused)
+    gpu: bool = False  # the GPU image (the NVIDIA driver; Secure Boot off for its VMs)
 
 
 @dataclasses.dataclass(frozen=True)

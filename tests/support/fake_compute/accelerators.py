@@ -55,7 +55,12 @@ FIXED_SHAPES: dict[str, tuple[str, int]] = {
     "a3-highgpu-8g": ("nvidia-h100-80gb", 8),
 }
 # N1's attachable GPUs and the counts an N1 VM may have of each.
-N1_COUNTS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 8), "nvidia-tesla-p100": (1, 2, 4), "nvidia-tesla-p4": (1, 2, 4)}
+N1_COUNTS = {
+    "nvidia-tesla-t4": (1, 2, 4),
+    "nvidia-tesla-v100": (1, 2, 4, 8),
+    "nvidia-tesla-p100": (1, 2, 4),
+    "nvidia-tesla-p4": (1, 2, 4),
+}
 
 
 def shape_takes(machine: str, kind: str, count: int) -> bool:
@@ -159,19 +164,20 @@ class AcceleratorsMixin:
                     total += count
         return total
 
-    def nvidia_smi_stand_in(self, instance: Any) -> Path | None:
-        """The guest's `nvidia-smi` as its driver would answer, for an instance with GPUs; None without."""
-        attached = accelerators_of(instance.body)
-        if not attached or instance.workdir is None:
-            return None
-        secure_boot = bool((instance.body.get("shieldedInstanceConfig") or {}).get("enableSecureBoot"))
-        lines = [
-            f"{DESCRIPTIONS.get(kind, (kind, 0, 0))[0]}, {DESCRIPTIONS.get(kind, (kind, 0, 0))[2]}"
-            for kind, count in attached
-            for _ in range(count)
-        ]
-        rows = "\n".join(f'echo "$driver, {line}"' for line in lines)
-        script = f"""#!/bin/sh
+
+def nvidia_smi_stand_in(instance: Any) -> Path | None:
+    """The guest's `nvidia-smi` as its driver would answer, for an instance with GPUs; None without."""
+    attached = accelerators_of(instance.body)
+    if not attached or instance.workdir is None:
+        return None
+    secure_boot = bool((instance.body.get("shieldedInstanceConfig") or {}).get("enableSecureBoot"))
+    lines = [
+        f"{DESCRIPTIONS.get(kind, (kind, 0, 0))[0]}, {DESCRIPTIONS.get(kind, (kind, 0, 0))[2]}"
+        for kind, count in attached
+        for _ in range(count)
+    ]
+    rows = "\n".join(f'echo "$driver, {line}"' for line in lines)
+    script = f"""#!/bin/sh
 # The fake Compute API's stand-in for the driver's nvidia-smi (tests/support/fake_compute/accelerators.py).
 [ -x /usr/bin/nvidia-smi ] || {{ echo "nvidia-smi: not found" >&2; exit 127; }}
 if {"true" if secure_boot else "false"}; then
@@ -181,7 +187,7 @@ fi
 driver=$(dpkg-query -W -f='${{Version}}' nvidia-smi 2>/dev/null | cut -d- -f1)
 {rows}
 """
-        path = instance.workdir / "nvidia-smi"
-        path.write_text(script)
-        path.chmod(0o755)
-        return path
+    path = instance.workdir / "nvidia-smi"
+    path.write_text(script)
+    path.chmod(0o755)
+    return path

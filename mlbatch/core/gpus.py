@@ -15,19 +15,10 @@ import re
 
 # The accelerator-optimized machine types and the GPUs each comes with.
 FIXED: dict[str, tuple[str, int]] = {
-    **{f"g2-standard-{n}": ("nvidia-l4", 1) for n in (4, 8, 12, 16, 32)},
-    "g2-standard-24": ("nvidia-l4", 2),
-    "g2-standard-48": ("nvidia-l4", 4),
-    "g2-standard-96": ("nvidia-l4", 8),
-    "a2-highgpu-1g": ("nvidia-tesla-a100", 1),
-    "a2-highgpu-2g": ("nvidia-tesla-a100", 2),
-    "a2-highgpu-4g": ("nvidia-tesla-a100", 4),
-    "a2-highgpu-8g": ("nvidia-tesla-a100", 8),
+    **{f"g2-standard-{n}": ("nvidia-l4", c) for n, c in ((4, 1), (8, 1), (12, 1), (16, 1), (24, 2), (32, 1), (48, 4), (96, 8))},
+    **{f"a2-highgpu-{n}g": ("nvidia-tesla-a100", n) for n in (1, 2, 4, 8)},
     "a2-megagpu-16g": ("nvidia-tesla-a100", 16),
-    "a2-ultragpu-1g": ("nvidia-a100-80gb", 1),
-    "a2-ultragpu-2g": ("nvidia-a100-80gb", 2),
-    "a2-ultragpu-4g": ("nvidia-a100-80gb", 4),
-    "a2-ultragpu-8g": ("nvidia-a100-80gb", 8),
+    **{f"a2-ultragpu-{n}g": ("nvidia-a100-80gb", n) for n in (1, 2, 4, 8)},
     "a3-highgpu-8g": ("nvidia-h100-80gb", 8),
 }
 # N1's attachable GPUs: count -> (most vCPUs, most memory in GB) of the VM they attach to.

@@ -112,6 +112,28 @@ def test_a_gpu_job_needs_a_release_with_a_gpu_image_and_boots_it():
     assert dataclasses.replace(old, gpu_image=gpu).image_for(cpu_job).ref == "img-plain"
 
 
+def test_a_gpu_runs_spec_carries_its_gpus_and_boots_the_gpu_image(tmp_path):
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.manifest import manifest_key
+    from mlbatch.run.controller import RunRequest, prepare, run_spec
+    from tests.support.releases import publish_release
+
+    bucket = open_bucket(f"file://{tmp_path}")
+    gpu_catalog = "jobs:\n  train-gpu:\n    container: trainer\n    command: [python]\n    machine_type: g2-standard-4\n"
+    gpu_catalog += "    gpu: {type: nvidia-l4, count: 1}\n  cpu:\n    container: trainer\n    command: [python]\n"
+    manifest = publish_release(bucket, catalog=gpu_catalog)
+    with pytest.raises(BadInput, match="has no GPU image"):  # a release made before GPU jobs
+        prepare(bucket, RunRequest("train-gpu", "v1.0.0"))
+    gpu = dataclasses.replace(manifest.vm_image, ref="mlbatch-vm-image:mlbatch-gpu-v1", gpu=True)
+    bucket.write(manifest_key("v1.0.1"), dataclasses.replace(manifest, version="v1.0.1", gpu_image=gpu).to_json().encode())
+    spec = run_spec(
+        bucket, prepare(bucket, RunRequest("train-gpu", "v1.0.1", allow_cpu=True)), "train-gpu-20260101-000000-abcd", ""
+    )
+    assert (spec.gpu_count, spec.allow_cpu, spec.vm_image) == (1, True, "mlbatch-vm-image:mlbatch-gpu-v1")
+    with pytest.raises(BadInput, match="--allow-cpu applies to GPU jobs; job cpu asks for no GPU"):
+        prepare(bucket, RunRequest("cpu", "v1.0.1", allow_cpu=True))
+
+
 def test_allow_cpu_is_for_single_runs():
     with pytest.raises(BadInput, match="--allow-cpu applies to single runs"):
         RunOptions("train", "v1.0.0", sweeps=("n=1,2",), allow_cpu=True).request()

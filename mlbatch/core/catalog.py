@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from mlbatch.core import machines
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME, MAX_JOB_NAME
 from mlbatch.core.schema import joined, problem, problems
@@ -91,6 +92,9 @@ class Job:
     metric: str = ""
     metric_goal: str = "max"  # max | min
     max_log_mb: int = 0  # 0: the whole log is kept; N: the first N MB, and the log's last line says what was cut
+    # The job container's limits (mlbatch.core.machines.job_limits); 0: from the machine type.
+    memory_mb: int = 0
+    pids: int = 0
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
         """Validate `--param k=v` values against the catalog; return all params with defaults."""
@@ -196,6 +200,31 @@ class JobSpec(BaseModel):
     )
     metric_goal: Literal["max", "min"] = Field("max", description="max or min")
     max_log_mb: _LogMegabytes = 0
+    memory_mb: StrictInt | None = Field(
+        None,
+        description=f"an integer from {machines.MIN_MEMORY_MB} to what the machine type leaves for the agent and the "
+        "engine (the job container's memory limit in MB), or null: that much",
+    )
+    pids: StrictInt | None = Field(
+        None,
+        ge=16,
+        le=machines.MAX_PIDS,
+        description=f"an integer from 16 to {machines.MAX_PIDS} (the job container's processes and threads), "
+        "or null: 1024 per vCPU",
+    )
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _fits_the_machine(cls, memory_mb: int | None, info: ValidationInfo) -> int | None:
+        """No more than the machine type has once the agent and the engine have their headroom."""
+        if memory_mb is None:
+            return None
+        machine_type = info.data.get("machine_type", "")
+        most = machines.max_job_memory_mb(machine_type) if machine_type else None
+        if memory_mb < machines.MIN_MEMORY_MB or (most is not None and memory_mb > most):
+            fits = f"{most} (what {machine_type} leaves for the job)" if most is not None else "the machine's memory"
+            raise problem(f"an integer from {machines.MIN_MEMORY_MB} to {fits}, or null")
+        return memory_mb
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -256,6 +285,8 @@ def _job(name: str, spec: JobSpec) -> Job:
         metric=spec.metric,
         metric_goal=spec.metric_goal,
         max_log_mb=spec.max_log_mb,
+        memory_mb=spec.memory_mb or 0,
+        pids=spec.pids or 0,
     )
 
 

@@ -142,6 +142,9 @@ class RunSpec(Record):
     vm_image: str
     idempotency_key: str = ""
     max_log_bytes: int = 0  # the job's max_log_mb; 0: no cap
+    # The job container's limits (core.machines.job_limits of the job); 0: none (specs before them).
+    memory_limit_mb: int = 0
+    pids_limit: int = 0
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mlbatch.core import image_paths, labels
 from mlbatch.core.bucket import file_bucket_dir
-from mlbatch.core.errors import InfraError
+from mlbatch.core.errors import BadInput, InfraError
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
@@ -203,7 +203,7 @@ def _debootstrap_image(base: str, settings: Settings, say: Say) -> None:
             raise InfraError("tar of the debootstrap root failed")
 
 
-def _layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, say: Say) -> None:
+def layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, say: Say) -> None:
     say(f"adding the CA bundle {ca_bundle} to {base}")
     dockerfile = (
         f"FROM {pristine}\n"
@@ -222,6 +222,17 @@ def _layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, sa
     client.images.build(fileobj=context, custom_context=True, tag=base, rm=True)
 
 
+def _pull_source(settings: Settings) -> str:
+    """The pinned digest of the base (containers/base-images.yaml) when it has one, else its tag."""
+    from mlbatch.local import base_images
+
+    try:
+        pin = base_images.load(settings.project_root / base_images.LOCK).get(settings.base_image)
+    except BadInput:  # no lock in this folder: pull the tag
+        pin = None
+    return pin.ref if pin is not None else settings.base_image
+
+
 def ensure_base_image(settings: Settings, say: Say) -> None:
     """Make `settings.base_image` usable by ordinary Dockerfiles, CA bundle included."""
     import docker.errors
@@ -232,11 +243,12 @@ def ensure_base_image(settings: Settings, say: Say) -> None:
         if _image_exists(client, base) and CA_LABEL not in (client.images.get(base).labels or {}):
             client.images.get(base).tag(pristine)
         else:
+            source = _pull_source(settings)
             try:
-                say(f"pulling {base}")
-                client.images.pull(base).tag(pristine)
+                say(f"pulling {source}")
+                client.images.pull(source).tag(pristine)
             except docker.errors.APIError:
-                say(f"cannot pull {base}")
+                say(f"cannot pull {source}")
                 _debootstrap_image(pristine, settings, say)
     current = (client.images.get(base).labels or {}).get(CA_LABEL, "") if _image_exists(client, base) else None
     if settings.ca_bundle is None:
@@ -246,7 +258,7 @@ def ensure_base_image(settings: Settings, say: Say) -> None:
         return
     digest = hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest()
     if current != digest:
-        _layer_ca(client, base, pristine, settings.ca_bundle, digest, say)
+        layer_ca(client, base, pristine, settings.ca_bundle, digest, say)
     say(f"base image {base}: ready (with CA bundle {settings.ca_bundle})")
 
 

@@ -9,6 +9,7 @@ does. An image is served only after its tests pass; a candidate that fails is di
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
+from mlbatch.local import base_images
+from mlbatch.local.infra import docker_client
 from mlbatch.release import bake
 from mlbatch.release.targets import ReleaseTarget, get_target
 from mlbatch.ui import Steps, say, spinner
@@ -42,6 +45,7 @@ def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, d
     """Everything that can be refused before a side effect: version, Packer, catalog, not yet released."""
     version = parse_version(version_text).tag
     bake.check_packer(settings, say)
+    base_images.check(settings)  # the gcp profile builds only from a base pinned by digest
     root = settings.project_root
     catalog = checkout_catalog(root)
     bundle.collect(root / "batch_code")  # a link leaving batch_code/ refuses the release here, before any side effect
@@ -113,15 +117,17 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
         outcome.append(f"{target.name}: ready")
 
     with _step(steps, version, "containers") as outcome:
-        pinned = target.push_containers(root, version, say)
-        outcome.append(f"pushed {', '.join(pinned)}")
+        base = base_images.build_base(settings, docker_client(), say)
+        pinned = target.push_containers(root, version, say, base.ref)
+        outcome.append(f"pushed {', '.join(pinned)}" + ("" if base.pinned else f" (FROM the local {base.ref}, not pinned)"))
 
     with _step(steps, version, "code bundle") as outcome:
         code_bundle, text = upload_code(bucket, root, version)
         outcome.append(f"{text}, sha256 {code_bundle.sha256[:12]}…")
 
     with _step(steps, version, "vm image") as outcome:
-        image = target.find_image(bake.input_hash(root))
+        request = dataclasses.replace(request, base_image=base.ref, source=target.bake_source(base))
+        image = target.find_image(bake.input_hash(root, request.source))
         reused = image is not None
         if image is None:
             with spinner("baking the VM image with Packer + Ansible"):

@@ -9,17 +9,20 @@ the same input hash (packer/, ansible/, the agent) is reused instead of baking a
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import time
 import uuid
 from pathlib import Path
 
+from mlbatch import ui
 from mlbatch.core.errors import BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME, is_managed
 from mlbatch.core.settings import Settings, bake_zone
 from mlbatch.release import adc
-from mlbatch.release.bake import BakeRequest, run_packer
+from mlbatch.release.bake import BakeRequest, BakeSource, run_packer, too_old
 from mlbatch.ui import Say
 
 CANDIDATE_SUFFIX = "-candidate"
@@ -48,8 +51,47 @@ def _version_of(description: str) -> str:
     return words[1] if len(words) >= 2 and words[0] == "mlbatch" else ""
 
 
+_WHEEL = re.compile(r"\bagent-wheel-sha256:([0-9a-f]{64})\b")
+
+
 def _vm_image(image, input_hash: str) -> VmImage:
-    return VmImage(name=image.name, ref=image.self_link, input_hash=input_hash, baked_by_version=_version_of(image.description))
+    wheel = _WHEEL.search(image.description or "")  # the template writes it there: a label holds 63 characters
+    return VmImage(
+        name=image.name,
+        ref=image.self_link,
+        input_hash=input_hash,
+        baked_by_version=_version_of(image.description),
+        agent_wheel_sha256=wheel[1] if wheel else "",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    """The image the bake starts from: the family's newest, resolved once so that the bake uses
+    exactly the image the input hash names."""
+
+    name: str
+    self_link: str
+    uefi: bool  # UEFI_COMPATIBLE: the build VM may boot as a Shielded VM (Secure Boot needs it)
+
+
+def source_image(settings: Settings) -> SourceImage:
+    """images.getFromFamily of the profile's source family (debian-cloud/debian-12)."""
+    from google.api_core import exceptions as gexc
+
+    images, _ = _clients(settings)
+    try:
+        found = images.get_from_family(project=settings.source_image_project, family=settings.source_image_family)
+    except gexc.GoogleAPICallError as exc:
+        raise _api_error(
+            exc, f"resolving the source image {settings.source_image_project}/{settings.source_image_family}"
+        ) from exc
+    uefi = any(feature.type_ == "UEFI_COMPATIBLE" for feature in found.guest_os_features)
+    return SourceImage(found.name, found.self_link, uefi)
+
+
+def bake_source(settings: Settings) -> BakeSource:
+    return BakeSource.of(source_image(settings).self_link, settings.ca_bundle)
 
 
 def _wait(settings: Settings, operations, operation: str, what: str, say: Say) -> None:
@@ -77,7 +119,8 @@ def _api_error(exc, what: str) -> MlbatchError:
 
 
 def find_image(settings: Settings, input_hash: str) -> VmImage | None:
-    """A served image (family image_family) baked from the same inputs: READY, not deprecated, ours."""
+    """A served image (family image_family) baked from the same inputs: READY, not deprecated, ours,
+    and younger than max_image_age_days."""
     from google.api_core import exceptions as gexc
 
     images, _ = _clients(settings)
@@ -97,7 +140,10 @@ def find_image(settings: Settings, input_hash: str) -> VmImage | None:
     ]
     if not usable:
         return None
-    return _vm_image(max(usable, key=lambda i: i.creation_timestamp), input_hash)
+    newest = max(usable, key=lambda i: i.creation_timestamp)
+    if too_old(newest.creation_timestamp, settings.max_image_age_days, newest.name, ui.say):
+        return None
+    return _vm_image(newest, input_hash)
 
 
 def registry_token() -> str:
@@ -106,12 +152,17 @@ def registry_token() -> str:
     return adc.credentials().token
 
 
-def packer_variables(settings: Settings, request: BakeRequest, containers: dict[str, Container]) -> dict[str, str]:
-    """What the googlecompute source needs beyond the variables both sources share."""
+def packer_variables(
+    settings: Settings, request: BakeRequest, containers: dict[str, Container], source: SourceImage | None = None
+) -> dict[str, str]:
+    """What the googlecompute source needs beyond the variables both sources share; `source`: the
+    resolved source image (the bake starts from exactly it, as a Shielded VM when it is UEFI-compatible)."""
     return {
         "project_id": settings.project,
         "zone": bake_zone(settings),
         "source_image_family": settings.source_image_family,
+        "source_image": source.name if source else "",
+        "shielded_vm": json.dumps(source.uefi if source else True),
         "source_image_project": settings.source_image_project,
         "machine_type": settings.bake_machine_type,
         "network": settings.network,
@@ -131,29 +182,29 @@ def bake(settings: Settings, root: Path, request: BakeRequest, containers: dict[
     name = request.image_name + CANDIDATE_SUFFIX
     if not GCE_NAME.match(name):
         raise BadInput(f"image name {request.image_name!r} is too long for its candidate {name!r}: at most 63 characters")
-    candidate = BakeRequest(
-        version=request.version,
-        git_sha=request.git_sha,
-        image_name=name,
-        image_family=candidate_family(settings),
-        base_image=request.base_image,
-        ca_bundle=request.ca_bundle,
-    )
-    say(f"baking {name} in {bake_zone(settings)} from {settings.source_image_project}/{settings.source_image_family}")
-    build, digest = run_packer(
+    source = source_image(settings)
+    if request.source is not None and request.source.image != source.self_link:
+        raise MlbatchError(
+            f"the source image of {settings.source_image_project}/{settings.source_image_family} changed during the release "
+            f"({request.source.image} -> {source.self_link}): release again"
+        )
+    candidate = dataclasses.replace(request, image_name=name, image_family=candidate_family(settings))
+    shielded = "as a Shielded VM" if source.uefi else "NOT as a Shielded VM (the source image is not UEFI-compatible)"
+    say(f"baking {name} in {bake_zone(settings)} from {source.self_link}, {shielded}")
+    baked = run_packer(
         root,
         candidate,
         "googlecompute.vm",
         say,
-        extra_vars=packer_variables(settings, request, containers),
+        extra_vars=packer_variables(settings, request, containers, source),
         extra_env={"PKR_VAR_prepull_registry_token": registry_token()},
     )
     images, _ = _clients(settings)
     try:
-        image = images.get(project=settings.project, image=build["artifact_id"])
+        image = images.get(project=settings.project, image=baked.build["artifact_id"])
     except gexc.GoogleAPICallError as exc:
-        raise _api_error(exc, f"reading the baked image {build['artifact_id']}") from exc
-    return _vm_image(image, digest)
+        raise _api_error(exc, f"reading the baked image {baked.build['artifact_id']}") from exc
+    return _vm_image(image, baked.input_hash)
 
 
 def _candidate(settings: Settings, images, image: VmImage):
@@ -204,7 +255,7 @@ def promote(settings: Settings, image: VmImage, say: Say) -> VmImage:
     if result.family != settings.image_family or result.labels.get("input-hash") != found.labels.get("input-hash"):
         raise MlbatchError(f"image {name} exists but is not the promoted {image.name}: refusing to serve it")
     _delete(settings, images, operations, image.name, say)
-    return VmImage(name=name, ref=result.self_link, input_hash=image.input_hash, baked_by_version=image.baked_by_version)
+    return dataclasses.replace(image, name=name, ref=result.self_link)
 
 
 def discard(settings: Settings, image: VmImage, say: Say) -> None:

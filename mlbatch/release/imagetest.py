@@ -24,13 +24,21 @@ def run_suite(root: Path, hosts: str, args: Sequence[str], timeout: float | None
     )
 
 
+def wheel_option(agent_wheel_sha256: str) -> list[str]:
+    """The suite's option naming the manifest's agent wheel, when the image records one."""
+    return [f"--mlbatch-agent-wheel-sha256={agent_wheel_sha256}"] if agent_wheel_sha256 else []
+
+
 def failed_checks(output: str) -> list[str]:
     """The test ids pytest's short summary names as FAILED or ERROR."""
     return re.findall(r"^(?:FAILED|ERROR) \S+::(\S+)", output, flags=re.MULTILINE)
 
 
-def test_local_image(client, root: Path, image_ref: str, version: str, container_labels: dict[str, str]) -> None:
-    """Start the image with a no-op entry point and run testinfra over docker://."""
+def test_local_image(
+    client, root: Path, image_ref: str, version: str, container_labels: dict[str, str], agent_wheel_sha256: str = ""
+) -> None:
+    """Start the image with a no-op entry point and run testinfra over docker://; `agent_wheel_sha256`:
+    the wheel the manifest will name, which the image must have installed."""
     container = client.containers.run(
         image_ref,
         entrypoint=["/bin/sleep", "infinity"],
@@ -39,7 +47,8 @@ def test_local_image(client, root: Path, image_ref: str, version: str, container
         labels=container_labels | {labels.ROLE: "image-test"},
     )
     try:
-        result = run_suite(root, f"docker://{container.id}", [f"--mlbatch-version={version}", "-m", "not vm"])
+        args = [f"--mlbatch-version={version}", "-m", "not vm", *wheel_option(agent_wheel_sha256)]
+        result = run_suite(root, f"docker://{container.id}", args)
     finally:
         container.remove(force=True)
     if result.returncode != 0:

@@ -17,8 +17,8 @@ import threading
 import time
 from typing import Any
 
+from mlbatch.core import machines, runs
 from mlbatch.core import manifest as manifests
-from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled
 from mlbatch.core.cancel import cancel_on_signals as _cancel_on_signals
@@ -109,6 +109,7 @@ def run_spec(bucket: Bucket, prepared: Prepared, run_id: str, idempotency_key: s
     """spec.json: what every instance of the run is told. A sweep's spec carries the job's
     command alone; each task adds its params."""
     manifest, job = prepared.manifest, prepared.job
+    limits = machines.job_limits(job.machine_type, job.memory_mb, job.pids)
     return runs.RunSpec(
         run_id=run_id,
         job=job.name,
@@ -124,6 +125,8 @@ def run_spec(bucket: Bucket, prepared: Prepared, run_id: str, idempotency_key: s
         vm_image=manifest.vm_image.ref,
         idempotency_key=idempotency_key,
         max_log_bytes=job.max_log_mb * 1024 * 1024,
+        memory_limit_mb=limits.memory_mb,
+        pids_limit=limits.pids,
     )
 
 

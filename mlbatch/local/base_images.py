@@ -1,19 +1,17 @@
 """Base images by digest (containers/base-images.yaml): the one file that pins what the
-containers and the local bake start from, its refresh, and the base a release builds FROM.
+containers and the local bake start from, and its refresh (`mlbatch.local.infra.build_base`
+gives a release its base from it).
 
 A profile's `base_image` names an entry (`debian:bookworm-slim`); the entry holds the tag it
 was resolved from and the digest. `refresh` asks the registry (through the engine's
 distribution endpoint, which speaks the registry API with the engine's credentials) what
-each tag names today. `build_base` gives the release its base: the pinned digest (pulled if
-need be) with the profile's CA bundle layered on, or, where that digest cannot be had and the
-profile allows it (local, test), the local image `invoke local.up` made, said as such.
+each tag names today.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import re
 from pathlib import Path
 
@@ -109,70 +107,5 @@ def check(settings: Settings) -> None:
         )
 
 
-def _present(client, ref: str) -> bool:
-    import docker.errors
-
-    try:
-        client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
-def build_base(settings: Settings, client, say: Say) -> BuildBase:
-    """The base the release builds FROM (containers, the local bake), CA bundle layered on."""
-    import docker.errors
-
-    from mlbatch.local import infra
-
-    pin = load(settings.project_root / LOCK).get(settings.base_image)
-    reason = f"{LOCK} has no entry for it"
-    if pin is not None:
-        try:
-            if not _present(client, pin.ref):
-                say(f"pulling the pinned base {pin.ref}")
-                client.images.pull(pin.ref)
-            return _with_ca(settings, client, pin, say)
-        except docker.errors.APIError as exc:
-            reason = f"the pinned {pin.ref} cannot be pulled: {exc.explanation or exc}"
-    if settings.profile not in FALLBACK_PROFILES:
-        raise MlbatchError(
-            f"base image {settings.base_image}: {reason}; the {settings.profile} profile builds only from a pinned base"
-        )
-    say(
-        f"base image {settings.base_image}: {reason}. Building FROM the local {settings.base_image} instead "
-        f"(`invoke local.up`: pulled by tag, or built offline with debootstrap), which is NOT the pinned digest "
-        f"({settings.profile} profile only)"
-    )
-    infra.ensure_base_image(settings, say)
-    return BuildBase(settings.base_image, pinned=False, image_id=client.images.get(settings.base_image).id)
-
-
-def _layered_tag(pin: PinnedBase, ca_sha256: str) -> str:
+def layered_tag(pin: PinnedBase, ca_sha256: str) -> str:
     return f"{LAYERED_REPOSITORY}:{pin.digest.removeprefix('sha256:')[:16]}-ca-{ca_sha256[:16]}"
-
-
-def current_base(settings: Settings, client) -> BuildBase | None:
-    """What `build_base` would give, from what the engine holds now, pulling and building nothing
-    (`release --dry-run`); None when neither the pinned base nor the local one is there."""
-    pin = load(settings.project_root / LOCK).get(settings.base_image)
-    if pin is not None:
-        ref = _layered_tag(pin, hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest()) if settings.ca_bundle else pin.ref
-        if _present(client, ref):
-            return BuildBase(ref, pinned=True, image_id=client.images.get(ref).id)
-    if settings.profile in FALLBACK_PROFILES and _present(client, settings.base_image):
-        return BuildBase(settings.base_image, pinned=False, image_id=client.images.get(settings.base_image).id)
-    return None
-
-
-def _with_ca(settings: Settings, client, pin: PinnedBase, say: Say) -> BuildBase:
-    from mlbatch.local import infra
-
-    if settings.ca_bundle is None:
-        return BuildBase(pin.ref, pinned=True, image_id=client.images.get(pin.ref).id)
-    ca = hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest()
-    layered = _layered_tag(pin, ca)
-    if not _present(client, layered):
-        infra.layer_ca(client, layered, pin.ref, settings.ca_bundle, ca, say)
-    say(f"base image {settings.base_image}: the pinned {pin.ref}, with the CA bundle {settings.ca_bundle}")
-    return BuildBase(layered, pinned=True, image_id=client.images.get(layered).id)

@@ -24,7 +24,7 @@ from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
-from mlbatch.local import base_images
+from mlbatch.local import base_images, infra
 from mlbatch.local.infra import docker_client
 from mlbatch.release import bake
 from mlbatch.release.targets import ReleaseTarget, get_target
@@ -117,7 +117,7 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
         outcome.append(f"{target.name}: ready")
 
     with _step(steps, version, "containers") as outcome:
-        base = base_images.build_base(settings, docker_client(), say)
+        base = infra.build_base(settings, docker_client(), say)
         pinned = target.push_containers(root, version, say, base.ref)
         outcome.append(f"pushed {', '.join(pinned)}" + ("" if base.pinned else f" (FROM the local {base.ref}, not pinned)"))
 

@@ -15,7 +15,7 @@ from mlbatch.core.catalog import container_names
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
-from mlbatch.local import base_images
+from mlbatch.local import infra
 from mlbatch.local.infra import docker_client
 from mlbatch.release import bake
 from mlbatch.release.flow import check_release, git_sha
@@ -28,7 +28,7 @@ def plan_release(settings: Settings, version_text: str) -> dict[str, Any]:
     root = settings.project_root
     target = get_target(settings)
     made = bundle.build_bundle(root / "batch_code")
-    base = base_images.current_base(settings, docker_client())
+    base = infra.current_base(settings, docker_client())
     # The input hash names the base (local) or the source image (gcp); a base not pulled yet is baked from.
     digest = bake.input_hash(root, target.bake_source(base)) if base or not settings.is_local else ""
     image = target.find_image(digest) if digest else None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlbatch.core.errors import BadInput, MlbatchError
-from mlbatch.local import base_images
+from mlbatch.local import base_images, infra
 from mlbatch.local.infra import docker_client
 from tests.conftest import make_settings
 
@@ -70,19 +70,19 @@ def test_the_release_builds_from_the_pinned_digest_with_the_ca_bundle(tmp_path):
     _lock(tmp_path, "debian:bookworm-slim", f"{REPOSITORY}:{tag}", digest)
     settings = _settings_in(tmp_path)
     lines: list[str] = []
-    base = base_images.build_base(settings, docker_client(), lines.append)
+    base = infra.build_base(settings, docker_client(), lines.append)
     assert base.pinned and base.ref.startswith(f"{base_images.LAYERED_REPOSITORY}:{digest[7:23]}-ca-")
     built = docker_client().images.get(base.ref)
     assert built.labels["test.marker"] == "pinned"  # FROM exactly the pinned bytes
     assert any(f"pulling the pinned base {REPOSITORY}@{digest}" in line for line in lines)
-    assert base_images.current_base(settings, docker_client()) == base  # the dry run's view, nothing pulled
+    assert infra.current_base(settings, docker_client()) == base  # the dry run's view, nothing pulled
 
 
 @pytest.mark.parametrize("profile", ["local", "test"])
 def test_an_unpullable_digest_falls_back_to_the_local_base_and_says_so(tmp_path, profile):
     _lock(tmp_path, "debian:bookworm-slim", f"{REPOSITORY}:gone", "sha256:" + "e" * 64)
     lines: list[str] = []
-    base = base_images.build_base(_settings_in(tmp_path, profile), docker_client(), lines.append)
+    base = infra.build_base(_settings_in(tmp_path, profile), docker_client(), lines.append)
     assert not base.pinned and base.ref == "debian:bookworm-slim"
     assert any("NOT the pinned digest" in line and "cannot be pulled" in line for line in lines), lines
 
@@ -90,7 +90,7 @@ def test_an_unpullable_digest_falls_back_to_the_local_base_and_says_so(tmp_path,
 def test_the_gcp_profile_refuses_a_base_it_cannot_pin(tmp_path):
     _lock(tmp_path, "debian:bookworm-slim", f"{REPOSITORY}:gone", "sha256:" + "e" * 64)
     with pytest.raises(MlbatchError, match="the gcp profile builds only from a pinned base"):
-        base_images.build_base(_settings_in(tmp_path, "gcp"), docker_client(), lambda line: None)
+        infra.build_base(_settings_in(tmp_path, "gcp"), docker_client(), lambda line: None)
     # No entry at all: refused with 100 before any side effect (check_release).
     shutil.rmtree(tmp_path / "containers")
     _lock(tmp_path, "debian:trixie-slim", "docker.io/library/debian:trixie-slim", "sha256:" + "e" * 64)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from mlbatch.core.bucket import file_bucket_dir, open_bucket
 from mlbatch.core.errors import ExitCode, MlbatchError
@@ -25,6 +25,8 @@ from mlbatch.ui import columns
 
 SEVERITY = (ExitCode.PERMISSION_DENIED, ExitCode.INFRA_FAILED, ExitCode.NOT_FOUND, ExitCode.BAD_INPUT)
 OK = "ok"
+
+T = TypeVar("T")  # what a preflight call lists as missing
 
 
 @dataclasses.dataclass
@@ -123,25 +125,28 @@ class _Google:
     """The gcp checks, sharing one set of credentials."""
 
     def __init__(self, settings: Settings):
+        from mlbatch.gcp.clients import Clients
+
         self.settings = settings
+        self.clients = Clients(settings)
         self.credentials: Any = None
 
     def credentials_check(self) -> str:
-        from mlbatch.release import adc
+        from mlbatch.core import gcp_base
 
-        self.credentials = adc.credentials()
-        return f"Application Default Credentials of {adc.principal(self.credentials)}"
+        self.credentials = self.clients.credentials
+        return f"Application Default Credentials of {gcp_base.principal(self.credentials)}"
 
     def _need_credentials(self) -> Any:
         if self.credentials is None:
             raise MlbatchError("not checked: no credentials (see above)", ExitCode.PERMISSION_DENIED)
         return self.credentials
 
-    def _ask(self, what: str, call: Callable[[Settings, Any], list[str]]) -> list[str]:
+    def _ask(self, what: str, call: Callable[[Settings, Any], list[T]]) -> list[T]:
         """What a preflight call finds missing; its errors as gaps in the house's words."""
-        credentials = self._need_credentials()
+        self._need_credentials()
         try:
-            return call(self.settings, credentials)
+            return call(self.settings, self.clients)
         except MlbatchError:
             raise
         except Exception as exc:  # noqa: BLE001 - google-api-core's errors: a gap with their words
@@ -160,14 +165,14 @@ class _Google:
         return f"{len(preflight.SERVICES)} APIs enabled"
 
     def release_permissions(self) -> str:
-        from mlbatch.release import adc, preflight
+        from mlbatch.core import gcp_base
+        from mlbatch.release import preflight
 
         missing = self._ask("asking Resource Manager", preflight.missing_permissions)
         if missing:
-            roles = sorted({preflight.PERMISSIONS[p] for p in missing})
+            grants = sorted({f"{role} on project {project}" for _, role, project in missing})
             raise MlbatchError(
-                f"{adc.principal(self.credentials)} lacks {', '.join(missing)}: grant {', '.join(roles)} "
-                f"on project {self.settings.project}",
+                f"{gcp_base.principal(self.credentials)} lacks {', '.join(p for p, _, _ in missing)}: grant {', '.join(grants)}",
                 ExitCode.PERMISSION_DENIED,
             )
         return f"all {len(preflight.PERMISSIONS)} held"
@@ -183,20 +188,20 @@ class _Google:
     def registry(self) -> str:
         import docker
 
+        from mlbatch.core import gcp_base
         from mlbatch.local.infra import docker_client
-        from mlbatch.release import adc
 
         credentials = self._need_credentials()
         host = self.settings.registry.split("/")[0]
         try:
-            docker_client().login(registry=host, username=adc.REGISTRY_USER, password=credentials.token, reauth=True)
+            docker_client().login(registry=host, username=gcp_base.REGISTRY_USER, password=credentials.token, reauth=True)
         except docker.errors.APIError as exc:
             raise MlbatchError(
-                f"{host} refused the token of {adc.principal(credentials)}: {exc.explanation} "
+                f"{host} refused the token of {gcp_base.principal(credentials)}: {exc.explanation} "
                 "(grant roles/artifactregistry.writer on the repository)",
                 ExitCode.PERMISSION_DENIED,
             ) from None
-        return f"{host} accepts the token ({adc.REGISTRY_USER})"
+        return f"{host} accepts the token ({gcp_base.REGISTRY_USER})"
 
 
 def checks(settings: Settings) -> list[Check]:

@@ -3,7 +3,8 @@
 Plain HTTP through urllib: the agent stays small and never imports the Compute client.
 GCE_METADATA_HOST is the variable google-auth honours too; the fake Compute API sets it.
 Transient failures (the metadata server not answering yet at boot, 429/5xx, timeouts) are
-retried with google.api_core's backoff; anything else is raised at once.
+retried with google.api_core's backoff, by the one retry predicate (mlbatch.core.gcp_base);
+anything else is raised at once.
 
 The VM's token is sent only over https to a Google API host (`*.googleapis.com`), or to a
 loopback address (the tests' fake Compute API): `mlbatch-compute-endpoint` is metadata, which
@@ -23,9 +24,8 @@ import urllib.error
 import urllib.request
 import uuid
 
-from google.api_core import retry as gretry
-
 from mlbatch.core.errors import BadInput
+from mlbatch.core.gcp_base import retry
 from mlbatch.core.runs import InstanceSpec, RunSpec
 
 DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com"
@@ -34,17 +34,10 @@ GOOGLE_API_DOMAIN = ".googleapis.com"
 # nothing else before the path (no user info, no backslash: what urllib would connect to is
 # then exactly the host checked here).
 _URL = re.compile(r"(?P<scheme>[a-z]+)://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[^\s\\]*)?")
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 
-def transient(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code in TRANSIENT_STATUS
-    return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError)
-
-
-def _backoff(timeout: float) -> gretry.Retry:
-    return gretry.Retry(predicate=transient, initial=0.5, maximum=8.0, multiplier=2.0, timeout=timeout)
+def _backoff(timeout: float):
+    return retry(timeout, initial=0.5, maximum=8.0)
 
 
 # At boot the metadata server (and the network) may take a while: wait up to 3 minutes.

@@ -222,7 +222,14 @@ class GcsBucket:
         name, _, prefix = uri[len("gs://") :].partition("/")
         self.uri = uri.rstrip("/")
         self.prefix = prefix.strip("/")
-        self._client = storage.Client()
+        if os.environ.get("STORAGE_EMULATOR_HOST"):  # an emulator (local and test profiles): no credentials
+            self._client = storage.Client()
+        else:
+            # Application Default Credentials, or 111 saying how to provide them, before anything is read.
+            from mlbatch.core import gcp_base
+
+            credentials, project = gcp_base.default_credentials()
+            self._client = storage.Client(project=project, credentials=credentials)
         self._bucket = self._client.bucket(name)
         self._retry = _retry()
 

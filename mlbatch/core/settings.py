@@ -37,7 +37,21 @@ TEST_ENDPOINTS = (
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 _GS_BUCKET = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
-_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$")
+# A project id: 6-30 lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
+_PROJECT_ID = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
+# The documented forms of a service account's email (https://cloud.google.com/iam/docs/service-account-types):
+# user-managed NAME@PROJECT_ID.iam.gserviceaccount.com (PROJECT_ID.DOMAIN for a domain-scoped project),
+# the Compute Engine default PROJECT_NUMBER-compute@developer.gserviceaccount.com, and the App Engine
+# default PROJECT_ID@appspot.gserviceaccount.com.
+_SERVICE_ACCOUNT = re.compile(
+    rf"^(?:{_PROJECT_ID}@{_PROJECT_ID}(?:\.[a-z0-9][-a-z0-9.]*[a-z0-9])?\.iam\.gserviceaccount\.com"
+    r"|[0-9]{6,20}-compute@developer\.gserviceaccount\.com"
+    rf"|{_PROJECT_ID}@appspot\.gserviceaccount\.com)$"
+)
+SERVICE_ACCOUNT_FORMS = (
+    "NAME@PROJECT.iam.gserviceaccount.com, PROJECT_NUMBER-compute@developer.gserviceaccount.com "
+    "or PROJECT@appspot.gserviceaccount.com"
+)
 # An IAM principal named one by one (https://cloud.google.com/iam/docs/principal-identifiers):
 # never allUsers or allAuthenticatedUsers.
 _IAM_MEMBER = re.compile(r"^(user|serviceAccount|group):[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
@@ -65,6 +79,8 @@ class Settings:
     service_account: str = ""
     network: str = "default"
     subnetwork: str = ""
+    # Shared VPC: the host project that owns network and subnetwork (load_settings: the project when unset)
+    network_project: str = ""
     compute_endpoint: str = ""  # tests point this at the fake Compute API
     batch_endpoint: str = ""  # tests point this at the fake Cloud Batch API (sweeps)
     # The release preflight's APIs; tests point them at tests/support/fake_iam.py
@@ -141,7 +157,7 @@ def _http_url(url: str) -> bool:
 GCP_FORMS = {
     "project": (GCE_NAME, "a GCP project id, e.g. my-ml-project"),
     "region": (_REGION, "a region, e.g. europe-west4"),
-    "service_account": (_SERVICE_ACCOUNT, "NAME@PROJECT.iam.gserviceaccount.com"),
+    "service_account": (_SERVICE_ACCOUNT, SERVICE_ACCOUNT_FORMS),
     **{
         key: (GCE_NAME, f"a GCE name, e.g. {DEFAULTS[key]}")
         for key in ("source_image_family", "source_image_project", "bake_machine_type")
@@ -165,9 +181,13 @@ class ProfileSettings(BaseModel):
     project: str = Field(description="a GCP project id, e.g. my-ml-project")
     region: str = Field(description="a region, e.g. europe-west4")
     zones: list[StrictStr] = Field(description="a list of zones of the region, e.g. [europe-west4-a]")
-    service_account: str = Field(description="NAME@PROJECT.iam.gserviceaccount.com")
+    service_account: str = Field(description=SERVICE_ACCOUNT_FORMS)
     network: str = Field(description="a VPC network name, e.g. default")
     subnetwork: str = Field(description="a subnetwork name, or null (auto mode: the network's)")
+    network_project: str = Field(
+        description="the project id of the Shared VPC host project that owns network and subnetwork, "
+        "or null for the project itself"
+    )
     compute_endpoint: str = Field(description="null (tests: the fake Compute API)")
     batch_endpoint: str = Field(description="null (tests: the fake Cloud Batch API)")
     resource_manager_endpoint: str = Field(description="null (tests: the fake Resource Manager API)")
@@ -191,8 +211,8 @@ class ProfileSettings(BaseModel):
     trigger_max_age_seconds: StrictInt = Field(
         ge=60, le=TRIGGER_MAX_AGE_LIMIT, description=f"seconds from 60 to {TRIGGER_MAX_AGE_LIMIT}, e.g. 3600"
     )
-    trigger_service_account: str = Field(description="NAME@PROJECT.iam.gserviceaccount.com, or null")
-    trigger_invoker_service_account: str = Field(description="NAME@PROJECT.iam.gserviceaccount.com, or null")
+    trigger_service_account: str = Field(description=f"{SERVICE_ACCOUNT_FORMS}, or null")
+    trigger_invoker_service_account: str = Field(description=f"{SERVICE_ACCOUNT_FORMS}, or null")
     trigger_publishers: list[StrictStr] = Field(
         description="named principals, e.g. [serviceAccount:ci@my-ml-project.iam.gserviceaccount.com]"
     )
@@ -252,6 +272,13 @@ class ProfileSettings(BaseModel):
         if _gcp(info) and not pattern.match(value or "-"):
             raise problem(form)
         return value
+
+    @check("network_project")
+    @classmethod
+    def _network_project(cls, project: str, info: ValidationInfo) -> str:
+        if _gcp(info) and project and not re.fullmatch(_PROJECT_ID, project):
+            raise problem("the project id of the Shared VPC host project that owns network and subnetwork, or null")
+        return project
 
     @check("zones")
     @classmethod
@@ -332,7 +359,7 @@ class ProfileSettings(BaseModel):
         if not account:
             return account
         if not _SERVICE_ACCOUNT.match(account):
-            raise problem("NAME@PROJECT.iam.gserviceaccount.com, or null")
+            raise problem(f"{SERVICE_ACCOUNT_FORMS}, or null")
         others = ("service_account", "trigger_service_account")
         same = [key for key in others if key != info.field_name and info.data.get(key) == account]
         if same:
@@ -394,6 +421,7 @@ def load_settings(config: Mapping[str, Any], project_root: Path, env: Mapping[st
     fields.update(
         bucket=bucket,
         zones=tuple(values.zones),
+        network_project=values.network_project or values.project,
         trigger_jobs=tuple(values.trigger_jobs),
         trigger_publishers=tuple(values.trigger_publishers),
         ca_bundle=_abs(project_root, values.ca_bundle) if values.ca_bundle else None,

@@ -9,8 +9,9 @@ Batch deletes its VMs when tasks end, and each task has a max run duration, so n
 outlives the sweep. The job's VMs run as the runner service account, which needs
 roles/batch.agentReporter: Batch's agent on each VM reports the tasks' states with it.
 
-Like the gce provider: a request_id per create and delete, bounded retries of transient
-errors, errors translated to reserved exit codes. Imported lazily (gcp and test profiles).
+Like the gce provider: a request_id per create and delete, and mlbatch.gcp's clients, bounded
+retries of transient errors and error translation (reserved exit codes). Imported lazily
+(gcp and test profiles).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from google.cloud import batch_v1
 
 from mlbatch.core import image_paths
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import ExitCode, MlbatchError, NotFound, PermissionDenied
+from mlbatch.core.errors import ExitCode, NotFound
+from mlbatch.core.gcp_base import SCOPE, retry
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE, is_managed
 from mlbatch.core.runs import RunSpec
 from mlbatch.core.settings import Settings
-from mlbatch.providers.gce import SCOPE, _retry
-from mlbatch.providers.gce import _translate as _translate_compute
+from mlbatch.gcp import errors
+from mlbatch.gcp.clients import Clients
+from mlbatch.gcp.network import vpc
 
 PREEMPTED_EXIT_CODE = 50001  # what Batch reports for a task whose Spot VM was preempted
 # The task's one lifecycle policy (TaskSpec.lifecyclePolicies: "Currently we only support one
@@ -49,7 +52,8 @@ BATCH_EXIT_CODES = {
     50005: "Batch: the task outlived its max run duration",
 }
 AGENT = image_paths.AGENT  # where the agent role installs it in the image
-QUOTA_CODES = ("CODE_GCE_QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "quotaExceeded")
+QUOTA_CODES = tuple(sorted(errors.QUOTA_REASONS))  # in a status event: Batch waits for quota that may never come
+GRANT = "grant the caller roles/batch.jobsEditor on the project and roles/iam.serviceAccountUser on the runner service account"
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
@@ -70,17 +74,6 @@ class JobView:
     labels: dict[str, str]
 
 
-def _translate(exc: gexc.GoogleAPICallError, what: str) -> MlbatchError:
-    """As for Compute Engine, with what Batch needs when permission is denied."""
-    error = _translate_compute(exc, what)
-    if isinstance(error, PermissionDenied):
-        return PermissionDenied(
-            f"{what}: permission denied: {exc.message} "
-            "(grant the caller roles/batch.jobsEditor and iam.serviceAccountUser on the runner SA)"
-        )
-    return error
-
-
 def job_id(run_id: str) -> str:
     return f"mlb-{run_id}"  # a Batch job id: [a-z]([a-z0-9-]{0,61}[a-z0-9])?, like instance names
 
@@ -95,17 +88,16 @@ class BatchJobs:
     api_deadline = 120.0  # seconds a call may spend on transient-error retries
 
     def __init__(self, settings: Settings):
-        from google.auth.credentials import AnonymousCredentials
-
         self.settings = settings
-        kwargs: dict[str, Any] = {"transport": "rest"}
-        if settings.batch_endpoint:  # the fake Cloud Batch API in tests (settings refuse it in production)
-            kwargs.update(client_options={"api_endpoint": settings.batch_endpoint}, credentials=AnonymousCredentials())
-        self.client = batch_v1.BatchServiceClient(**kwargs)
+        self.client = Clients(settings).batch()  # no credentials on the gcp profile: 111 here, before anything
         self.parent = f"projects/{settings.project}/locations/{settings.region}"
 
     def _name(self, job: str) -> str:
         return f"{self.parent}/jobs/{job}"
+
+    def _call(self, what: str, method, **kwargs):
+        """One API call with retries on transient errors; every error comes back as an MlbatchError."""
+        return errors.call(what, method, grant=GRANT, deadline=self.api_deadline, **kwargs)
 
     # --- the job ------------------------------------------------------------------------
 
@@ -147,10 +139,8 @@ class BatchJobs:
         if job.gpu_count:
             policy.accelerators = [batch_v1.AllocationPolicy.Accelerator(type_=job.gpu_type, count=job.gpu_count)]
         network = batch_v1.AllocationPolicy.NetworkInterface(
-            network=f"projects/{s.project}/global/networks/{s.network}", no_external_ip_address=True
+            network=vpc(s).network, subnetwork=vpc(s).subnetwork, no_external_ip_address=True
         )
-        if s.subnetwork:
-            network.subnetwork = f"projects/{s.project}/regions/{s.region}/subnetworks/{s.subnetwork}"
         allocation = batch_v1.AllocationPolicy(
             location=batch_v1.AllocationPolicy.LocationPolicy(allowed_locations=[f"zones/{z}" for z in s.zones]),
             instances=[
@@ -181,24 +171,21 @@ class BatchJobs:
 
     def create(self, job: str, body: batch_v1.Job) -> None:
         request = batch_v1.CreateJobRequest(parent=self.parent, job_id=job, job=body, request_id=str(uuid.uuid4()))
-        try:
-            self.client.create_job(request=request, retry=_retry(self.api_deadline), timeout=60)
-        except gexc.Conflict:
-            # A retried create whose first response was lost: ours if it carries our run id.
-            existing = self.get(job)
-            if existing is None or existing.labels.get("run-id") != body.labels.get("run-id"):
-                raise
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, f"creating Batch job {job}") from exc
+        with errors.translated(f"creating Batch job {job}", GRANT):
+            try:
+                self.client.create_job(request=request, retry=retry(self.api_deadline), timeout=60)
+            except gexc.Conflict:
+                # A retried create whose first response was lost: ours if it carries our run id.
+                existing = self.get(job)
+                if existing is None or existing.labels.get("run-id") != body.labels.get("run-id"):
+                    raise
 
     def get(self, job: str) -> JobView | None:
         """The job, or None once it is gone (deleted)."""
         try:
-            found = self.client.get_job(name=self._name(job), retry=_retry(self.api_deadline), timeout=30)
-        except gexc.NotFound:
+            found = self._call(f"reading Batch job {job}", self.client.get_job, timeout=30, name=self._name(job))
+        except NotFound:
             return None
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, f"reading Batch job {job}") from exc
         counts: dict[str, int] = {}
         for group in found.status.task_groups.values():
             for state, n in group.counts.items():
@@ -213,45 +200,40 @@ class BatchJobs:
 
     def tasks(self, job: str) -> list[TaskView]:
         parent = f"{self._name(job)}/taskGroups/group0"
+        what = f"listing tasks of Batch job {job}"
+        out = []
         try:
-            pages = self.client.list_tasks(parent=parent, retry=_retry(self.api_deadline), timeout=30)
-            out = []
-            for task in pages:
-                events = list(task.status.status_events)
-                executed = [e for e in events if "task_execution" in e]
-                exit_code = executed[-1].task_execution.exit_code if executed else None
-                out.append(
-                    TaskView(
-                        index=int(task.name.rsplit("/", 1)[1]),
-                        state=task.status.state.name,
-                        exit_code=exit_code,
-                        message=events[-1].description if events else "",
+            pages = self._call(what, self.client.list_tasks, timeout=30, parent=parent)
+            with errors.translated(what, GRANT):  # the pages after the first too
+                for task in pages:
+                    events = list(task.status.status_events)
+                    executed = [e for e in events if "task_execution" in e]
+                    exit_code = executed[-1].task_execution.exit_code if executed else None
+                    out.append(
+                        TaskView(
+                            index=int(task.name.rsplit("/", 1)[1]),
+                            state=task.status.state.name,
+                            exit_code=exit_code,
+                            message=events[-1].description if events else "",
+                        )
                     )
-                )
-        except gexc.NotFound:
+        except NotFound:  # the job is gone
             return []
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, f"listing tasks of Batch job {job}") from exc
         return sorted(out, key=lambda t: t.index)
 
     def delete(self, job: str, reason: str) -> None:
         """Ask Batch to delete the job: its VMs go, its tasks stop. Idempotent."""
         request = batch_v1.DeleteJobRequest(name=self._name(job), reason=reason, request_id=str(uuid.uuid4()))
         try:
-            self.client.delete_job(request=request, retry=_retry(self.api_deadline), timeout=60)
-        except gexc.NotFound:
+            self._call(f"deleting Batch job {job}", self.client.delete_job, request=request)
+        except NotFound:
             return
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, f"deleting Batch job {job}") from exc
 
     def list_ours(self) -> list[JobView]:
         request = batch_v1.ListJobsRequest(parent=self.parent, filter=f'labels.{MANAGED_LABEL_KEY}="{MANAGED_LABEL_VALUE}"')
-        try:
-            found = list(self.client.list_jobs(request=request, retry=_retry(self.api_deadline), timeout=60))
-        except gexc.NotFound as exc:
-            raise NotFound(f"listing Batch jobs of {self.parent}: {exc.message}") from exc
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, f"listing Batch jobs of {self.parent}") from exc
+        what = f"listing Batch jobs of {self.parent}"
+        with errors.translated(what, GRANT):  # the pages after the first too
+            found = list(self._call(what, self.client.list_jobs, request=request))
         return [
             JobView(j.name.rsplit("/", 1)[1], j.status.state.name, {}, (), dict(j.labels))
             for j in found

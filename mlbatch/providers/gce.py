@@ -1,15 +1,12 @@
 """Compute Engine provider (google-cloud-compute, REST transport).
 
 Every create and delete carries a request_id that stays the same across retries of that
-call, so a retry after a lost response never makes a second instance. Operations are
-waited on with our own ZoneOperationsClient (ExtendedOperation.result() would poll the
-default endpoint), and waits that return early or not DONE are simply repeated.
-
-Errors are told apart by their reason, not their HTTP status: Compute answers a rate limit
-with 403 `rateLimitExceeded` (retried, like 429/5xx) and a quota with 403 `quotaExceeded`
-(exit 107, not a permission error); `resourceNotReady` (400) is retried; an operation that
-ends in UNSUPPORTED_OPERATION sends the run to the next zone. A delete that meets another
-delete (the agent's own, or the instance's termination action) ends as "gone".
+call, so a retry after a lost response never makes a second instance. Clients, the error
+translation (by reason, not status), retries and the operation waiter are mlbatch.gcp's:
+rate limits and `resourceNotReady` are retried, a quota is 107, a missing permission 111
+naming it; an operation that ends in UNSUPPORTED_OPERATION or a stockout sends the run to
+the next zone. A delete that meets another delete (the agent's own, or the instance's
+termination action) ends as "gone".
 """
 
 from __future__ import annotations
@@ -21,39 +18,23 @@ from collections.abc import Iterator
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.api_core import retry as gretry
 from google.cloud import compute_v1
 
-from mlbatch.core.errors import BadInput, CapacityError, MlbatchError, NotFound, PermissionDenied, QuotaError
+from mlbatch.core.errors import BadInput, CapacityError, MlbatchError, NotFound, PermissionDenied
+from mlbatch.core.gcp_base import SCOPE, retry
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
+from mlbatch.gcp import errors
+from mlbatch.gcp.clients import IAM, RESOURCE_MANAGER, Clients
+from mlbatch.gcp.network import vpc
+from mlbatch.gcp.operations import Waiter
 from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
-CAPACITY_CODES = (
-    "ZONE_RESOURCE_POOL_EXHAUSTED",
-    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
-    "insufficientCapacity",
-    "UNSUPPORTED_OPERATION_ZONE_RESOURCE_POOL_EXHAUSTED",
-)
-QUOTA_CODES = ("QUOTA_EXCEEDED", "quotaExceeded")
-# Operation error codes that mean "this zone cannot run this instance": try the next one.
-ZONE_UNSUPPORTED_CODES = ("UNSUPPORTED_OPERATION",)
-GONE_CODES = ("RESOURCE_NOT_FOUND",)  # a delete whose instance another delete removed first
-# Reasons (errors[].reason or the ErrorInfo reason) of errors worth retrying whatever their status.
-RETRY_REASONS = ("rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED", "resourceNotReady", "backendError")
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-TRANSIENT = (
-    gexc.TooManyRequests,
-    gexc.InternalServerError,
-    gexc.BadGateway,
-    gexc.ServiceUnavailable,
-    gexc.GatewayTimeout,
-    ConnectionError,
-)
-# zoneOperations.wait holds a call up to about two minutes: the client must wait longer than
-# the server, or its own timeout (a raw requests timeout) ends a wait that was going fine.
-WAIT_CALL_TIMEOUT = 150.0
-# What the run's identity needs on the project to create, watch and delete a run's instance.
+GRANT = "grant roles/compute.instanceAdmin.v1 on the project and roles/iam.serviceAccountUser on the runner service account"
+# What the run's identity needs on the project to create, watch and delete a run's instance: what
+# instances.insert of our body asks (https://cloud.google.com/compute/docs/instances/create-start-instance,
+# "Required permissions": the instance, its boot disk from our image, metadata, labels, the service
+# account, Shielded VM settings) and what the controller calls afterwards.
 RUN_PERMISSIONS = (
     "compute.instances.create",
     "compute.instances.delete",
@@ -62,51 +43,16 @@ RUN_PERMISSIONS = (
     "compute.instances.setLabels",
     "compute.instances.setMetadata",
     "compute.instances.setServiceAccount",
+    "compute.instances.updateShieldedVmConfig",
     "compute.disks.create",
-    "compute.subnetworks.use",
+    "compute.images.useReadOnly",
     "compute.zoneOperations.get",
     "compute.zoneOperations.list",
 )
-RESOURCE_MANAGER = "https://cloudresourcemanager.googleapis.com"
-IAM = "https://iam.googleapis.com"
+# Asked on the project that owns the network (the Shared VPC host, or the project): joining the
+# subnet, and reading it (the preflight itself reads it for Private Google Access).
+NETWORK_PERMISSIONS = ("compute.subnetworks.use", "compute.subnetworks.get")
 _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING", "REPAIRING"}
-
-
-def reasons(exc: gexc.GoogleAPICallError) -> set[str]:
-    """Every reason an API error carries: errors[].reason (Compute's own) and the ErrorInfo reason."""
-    found = {str(e.get("reason", "")) for e in exc.errors if isinstance(e, dict)}
-    if exc.reason:
-        found.add(exc.reason)
-    return found - {""}
-
-
-def transient(exc: BaseException) -> bool:
-    """429/5xx, connection errors and timeouts, and the 400/403 errors whose reason says "try again"."""
-    import requests
-
-    if isinstance(exc, (*TRANSIENT, requests.ConnectionError, requests.Timeout)):
-        return True
-    return isinstance(exc, gexc.GoogleAPICallError) and bool(reasons(exc) & set(RETRY_REASONS))
-
-
-def _retry(deadline: float) -> gretry.Retry:
-    """Bounded retries with exponential backoff, for transient errors only."""
-    return gretry.Retry(predicate=transient, initial=0.2, maximum=5.0, multiplier=2.0, timeout=deadline)
-
-
-def _translate(exc: gexc.GoogleAPICallError, what: str) -> MlbatchError:
-    if isinstance(exc, gexc.Forbidden | gexc.PermissionDenied):
-        if reasons(exc) & {*QUOTA_CODES, "quotaExceeded"}:
-            return QuotaError(f"{what}: quota exceeded: {exc.message}")
-        if transient(exc):  # retries ran out on a rate limit: not a permission problem
-            return MlbatchError(f"{what}: still rate-limited after retries: {exc.message}")
-        return PermissionDenied(
-            f"{what}: permission denied: {exc.message} "
-            "(grant the caller compute.instanceAdmin.v1 and iam.serviceAccountUser on the runner SA)"
-        )
-    if isinstance(exc, gexc.NotFound):
-        return NotFound(f"{what}: not found: {exc.message}")
-    return MlbatchError(f"{what}: {type(exc).__name__}: {exc.message}")
 
 
 class GceProvider:
@@ -117,17 +63,15 @@ class GceProvider:
     serial_poll_max = 10.0
 
     def __init__(self, settings: Settings):
-        from google.auth.credentials import AnonymousCredentials
-
         self.settings = settings
         self.project = settings.project
         self.zones = settings.zones
-        kwargs: dict = {"transport": "rest"}
-        if settings.compute_endpoint:  # the fake Compute API in tests (settings refuse it in production)
-            kwargs.update(client_options={"api_endpoint": settings.compute_endpoint}, credentials=AnonymousCredentials())
-        self.instances = compute_v1.InstancesClient(**kwargs)
-        self.operations = compute_v1.ZoneOperationsClient(**kwargs)
-        self.subnetworks = compute_v1.SubnetworksClient(**kwargs)
+        self.vpc = vpc(settings)
+        self.clients = Clients(settings)  # no credentials on the gcp profile: 111 here, before anything
+        self.instances = self.clients.compute("InstancesClient")
+        self.operations = self.clients.compute("ZoneOperationsClient")
+        self.subnetworks = self.clients.compute("SubnetworksClient")
+        self.waiter = Waiter(self.clients, self.project)
         self._zone_of: dict[str, str] = {}
 
     # --- the instance body ------------------------------------------------------------------
@@ -150,14 +94,13 @@ class GceProvider:
             metadata["mlbatch-compute-endpoint"] = self.settings.compute_endpoint
         scheduling = compute_v1.Scheduling(
             automatic_restart=False,
-            on_host_maintenance="TERMINATE",  # Spot and GPU VMs cannot live-migrate
+            # A standard VM live-migrates through host maintenance and its run goes on; Spot and GPU
+            # VMs cannot migrate (the API refuses MIGRATE for them), so a maintenance event ends them.
+            on_host_maintenance="TERMINATE" if request.spot or job.gpu_count else "MIGRATE",
             max_run_duration=compute_v1.Duration(seconds=request.max_run_seconds),
             instance_termination_action="DELETE",  # the VM deletes itself even if the controller is gone
             provisioning_model="SPOT" if request.spot else "STANDARD",
         )
-        network = compute_v1.NetworkInterface(network=f"projects/{self.project}/global/networks/{self.settings.network}")
-        if self.settings.subnetwork:
-            network.subnetwork = f"projects/{self.project}/regions/{self.settings.region}/subnetworks/{self.settings.subnetwork}"
         body = compute_v1.Instance(
             name=request.name,
             machine_type=f"zones/{zone}/machineTypes/{job.machine_type}",
@@ -174,7 +117,7 @@ class GceProvider:
                     ),
                 )
             ],
-            network_interfaces=[network],  # no access config: no external IP
+            network_interfaces=[self._network_interface()],  # no access config: no external IP
             service_accounts=[compute_v1.ServiceAccount(email=self.settings.service_account, scopes=[SCOPE])],
             shielded_instance_config=compute_v1.ShieldedInstanceConfig(
                 enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
@@ -194,95 +137,56 @@ class GceProvider:
         """The instances.insert body `create` would send, sent nowhere (`run-batch --dry-run`)."""
         return {"zone": zone, "instances_insert": compute_v1.Instance.to_dict(self.instance_body(request, zone))}
 
+    def _network_interface(self) -> compute_v1.NetworkInterface:
+        """The run's network and subnetwork, in the project that owns them (Shared VPC: the host)."""
+        interface = compute_v1.NetworkInterface(network=self.vpc.network)
+        if self.vpc.subnetwork:
+            interface.subnetwork = self.vpc.subnetwork
+        return interface
+
     # --- operations ---------------------------------------------------------------------------
-
-    def _wait(self, operation_name: str, zone: str, what: str) -> compute_v1.Operation:
-        import requests
-
-        deadline = time.monotonic() + self.operation_timeout
-        while True:
-            try:
-                op = self.operations.wait(
-                    project=self.project,
-                    zone=zone,
-                    operation=operation_name,
-                    retry=_retry(self.api_deadline),
-                    timeout=WAIT_CALL_TIMEOUT,
-                )
-            except gexc.GoogleAPICallError as exc:
-                raise _translate(exc, what) from exc
-            except requests.RequestException as exc:  # retries ran out on timeouts or connection errors
-                raise MlbatchError(f"{what}: cannot reach the Compute API: {type(exc).__name__}: {exc}") from exc
-            if op.status == compute_v1.Operation.Status.DONE:
-                break
-            if time.monotonic() > deadline:
-                raise MlbatchError(f"{what}: operation {operation_name} not done after {self.operation_timeout:.0f}s")
-            time.sleep(0.2)  # the wait returned early: ask again
-        if op.error and op.error.errors:
-            codes = [e.code for e in op.error.errors]
-            message = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
-            if any(c in CAPACITY_CODES for c in codes):
-                raise CapacityError(f"{zone}: {message}")
-            if any(c in ZONE_UNSUPPORTED_CODES for c in codes):  # the zone lacks the machine type or GPU
-                raise CapacityError(f"{zone}: {message}")
-            if all(c in GONE_CODES for c in codes):
-                raise NotFound(f"{what}: {message}")
-            if any(c in QUOTA_CODES for c in codes):
-                raise QuotaError(f"{what}: {message}")
-            raise MlbatchError(f"{what}: {message}")
-        return op
 
     def _call(self, what: str, method, **kwargs):
         """One API call with retries on transient errors; every error comes back as an MlbatchError."""
-        import requests
-
-        try:
-            return method(retry=_retry(self.api_deadline), timeout=60, **kwargs)
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, what) from exc
-        except requests.RequestException as exc:
-            raise MlbatchError(f"{what}: cannot reach the Compute API: {type(exc).__name__}: {exc}") from exc
+        return errors.call(what, method, grant=GRANT, deadline=self.api_deadline, **kwargs)
 
     # --- preflight ----------------------------------------------------------------------------
 
     def preflight(self) -> None:
-        """Before anything is created: may the run's identity create instances and act as the
-        runner service account, and can instances without an external IP reach Google APIs
-        (Private Google Access on the subnet, or Cloud NAT by configuration)? One message
-        names everything missing."""
+        """Before anything is created: may the run's identity create instances, join the subnet (on
+        the project that owns it: a Shared VPC host) and act as the runner service account, and can
+        instances without an external IP reach Google APIs (Private Google Access on the subnet, or
+        Cloud NAT by configuration)? One message names everything missing."""
         missing = self._missing_permissions()
-        network_problem = "" if self.settings.cloud_nat else self._network_problem()
+        unreadable = any(m.startswith("compute.subnetworks.get") for m in missing)  # said in the message already
+        network_problem = "" if self.settings.cloud_nat or unreadable else self._network_problem()
         if missing:
             raise PermissionDenied(
                 f"cannot run on project {self.project}: the caller lacks {', '.join(missing)} "
-                "(grant roles/compute.instanceAdmin.v1 on the project and roles/iam.serviceAccountUser "
-                f"on {self.settings.service_account})" + (f"; also: {network_problem}" if network_problem else "")
+                "(grant roles/compute.instanceAdmin.v1 on the project, roles/compute.networkUser on the project "
+                f"that owns the subnet, and roles/iam.serviceAccountUser on {self.settings.service_account})"
+                + (f"; also: {network_problem}" if network_problem else "")
             )
         if network_problem:
             raise BadInput(f"cannot run on project {self.project}: {network_problem}")
 
-    def _session(self):
-        import google.auth
-        from google.auth.credentials import AnonymousCredentials
-        from google.auth.transport.requests import AuthorizedSession
-
-        if self.settings.compute_endpoint:  # the test profile: every Google API is the fake
-            return AuthorizedSession(AnonymousCredentials()), self.settings.compute_endpoint, self.settings.compute_endpoint
-        credentials, _ = google.auth.default(scopes=[SCOPE])
-        return AuthorizedSession(credentials), RESOURCE_MANAGER, IAM
-
     def _missing_permissions(self) -> list[str]:
         """testIamPermissions answers with the subset the caller holds (no permission needed to ask)."""
-        session, resource_manager, iam = self._session()
-        account = self.settings.service_account
+        # The test profile serves both testIamPermissions from the fake Compute API.
+        session, resource_manager = self.clients.session(self.settings.compute_endpoint, RESOURCE_MANAGER)
+        _, iam = self.clients.session(self.settings.compute_endpoint, IAM)
+        account, host = self.settings.service_account, self.vpc.project
         checks = [
             (f"{resource_manager}/v1/projects/{self.project}:testIamPermissions", RUN_PERMISSIONS, ""),
+            (f"{resource_manager}/v1/projects/{host}:testIamPermissions", NETWORK_PERMISSIONS, f" on project {host}"),
             (
                 f"{iam}/v1/projects/{self.project}/serviceAccounts/{account}:testIamPermissions",
                 ("iam.serviceAccounts.actAs",),
                 f" on {account}",
             ),
         ]
+        if host == self.project:  # no Shared VPC: one question to the project
+            checks[:2] = [(checks[0][0], RUN_PERMISSIONS + NETWORK_PERMISSIONS, "")]
         missing = []
         for url, permissions, where in checks:
 
@@ -292,25 +196,23 @@ class GceProvider:
                     raise gexc.from_http_response(response)
                 return set(response.json().get("permissions", []))
 
-            try:
-                held = _retry(self.api_deadline)(ask)()
-            except gexc.GoogleAPICallError as exc:
-                raise _translate(exc, f"checking permissions{where}") from exc
+            with errors.translated(f"checking permissions{where}", GRANT):
+                held = retry(self.api_deadline)(ask)()
             missing += [f"{p}{where}" for p in permissions if p not in held]
         return missing
 
     def _network_problem(self) -> str:
-        region, name = self.settings.region, self.settings.subnetwork or self.settings.network  # auto-mode: same name
-        what = f"reading subnetwork {name} in {region}"
+        region, name, host = self.vpc.region, self.vpc.subnet_to_check, self.vpc.project
+        where = f"subnetwork {name} in {region}" + (f" of project {host}" if host != self.project else "")
         try:
-            subnet = self._call(what, self.subnetworks.get, project=self.project, region=region, subnetwork=name)
+            subnet = self._call(f"reading {where}", self.subnetworks.get, project=host, region=region, subnetwork=name)
         except NotFound:
-            return f"subnetwork {name} does not exist in {region} (set mlbatch.profiles.<profile>.subnetwork)"
+            return f"{where} does not exist (set mlbatch.profiles.<profile>.subnetwork, and network_project for a Shared VPC)"
         if subnet.private_ip_google_access:
             return ""
         return (
-            f"subnetwork {name} in {region} has no Private Google Access, and instances have no external IP: "
-            f"enable it (gcloud compute networks subnets update {name} --region {region} "
+            f"{where} has no Private Google Access, and instances have no external IP: "
+            f"enable it (gcloud compute networks subnets update {name} --project {host} --region {region} "
             "--enable-private-ip-google-access), or configure cloud_nat: true if the VPC has Cloud NAT"
         )
 
@@ -322,20 +224,19 @@ class GceProvider:
             project=self.project, zone=zone, instance_resource=self.instance_body(request, zone), request_id=str(uuid.uuid4())
         )
         self._zone_of[request.name] = zone
+        with errors.translated(what, GRANT):
+            try:
+                op = self.instances.insert_unary(request=insert, retry=retry(self.api_deadline), timeout=60)
+            except gexc.Conflict:
+                # A retried insert whose first response was lost, on a server that did not
+                # deduplicate by request_id: ours if it carries our run id and attempt.
+                get = self.instances.get
+                labels = self._call(what, get, project=self.project, zone=zone, instance=request.name).labels
+                if labels.get("run-id") == request.labels["run-id"] and labels.get("attempt") == request.labels["attempt"]:
+                    return
+                raise
         try:
-            op = self.instances.insert(request=insert, retry=_retry(self.api_deadline), timeout=60)
-        except gexc.Conflict:
-            # A retried insert whose first response was lost, on a server that did not
-            # deduplicate by request_id: ours if it carries our run id and attempt.
-            get = self.instances.get
-            labels = self._call(what, get, project=self.project, zone=zone, instance=request.name).labels
-            if labels.get("run-id") == request.labels["run-id"] and labels.get("attempt") == request.labels["attempt"]:
-                return
-            raise
-        except gexc.GoogleAPICallError as exc:
-            raise _translate(exc, what) from exc
-        try:
-            self._wait(op.name, zone, what)
+            self.waiter.wait(op, what, bound=self.operation_timeout, where=zone)
         except CapacityError:
             self._zone_of.pop(request.name, None)
             raise
@@ -361,25 +262,23 @@ class GceProvider:
             zone=zone,
             filter=f'(operationType = "compute.instances.preempted") (targetLink = "{target}")',
         )
-        ops = self._call(f"reading the operations of {name}", self.operations.list, request=request)
-        try:
+        what = f"reading the operations of {name}"
+        ops = self._call(what, self.operations.list, request=request)
+        with errors.translated(what, GRANT):  # a later page may fail too
             return any(op.target_link.endswith(f"/instances/{name}") for op in ops)
-        except gexc.GoogleAPICallError as exc:  # a later page failed
-            raise _translate(exc, f"reading the operations of {name}") from exc
 
     def console(self, name: str, stop: threading.Event) -> Iterator[str]:
         """Serial port 1, polled with start/next; a jump in `start` means the buffer rolled over."""
         offset, partial, quiet, began = 0, "", 0, time.monotonic()
         while not stop.is_set():
+            request = compute_v1.GetSerialPortOutputInstanceRequest(
+                project=self.project, zone=self._zone(name), instance=name, port=1, start=offset
+            )
             try:
-                out = self.instances.get_serial_port_output(
-                    request=compute_v1.GetSerialPortOutputInstanceRequest(
-                        project=self.project, zone=self._zone(name), instance=name, port=1, start=offset
-                    ),
-                    retry=_retry(self.api_deadline),
-                    timeout=30,
+                out = self._call(
+                    f"reading the console of {name}", self.instances.get_serial_port_output, request=request, timeout=30
                 )
-            except gexc.NotFound:
+            except NotFound:
                 break
             if out.start > offset:
                 yield (
@@ -408,8 +307,8 @@ class GceProvider:
         what = f"deleting {name}"
         request = compute_v1.DeleteInstanceRequest(project=self.project, zone=zone, instance=name, request_id=str(uuid.uuid4()))
         try:
-            op = self._call(what, self.instances.delete, request=request)
-            self._wait(op.name, zone, what)
+            op = self._call(what, self.instances.delete_unary, request=request)
+            self.waiter.wait(op, what, bound=self.operation_timeout, where=zone)
         except NotFound:
             return
 
@@ -419,10 +318,13 @@ class GceProvider:
             request = compute_v1.ListInstancesRequest(
                 project=self.project, zone=zone, filter=f'labels.{MANAGED_LABEL_KEY}="{MANAGED_LABEL_VALUE}"'
             )
-            for inst in self._call(f"listing instances in {zone}", self.instances.list, request=request):
-                self._zone_of[inst.name] = zone
-                state = RUNNING if inst.status in _RUNNING_STATES else STOPPED
-                out.append(InstanceInfo(name=inst.name, zone=zone, state=state, labels=dict(inst.labels)))
+            what = f"listing instances in {zone}"
+            pages = self._call(what, self.instances.list, request=request)
+            with errors.translated(what, GRANT):  # a later page may fail too
+                for inst in pages:
+                    self._zone_of[inst.name] = zone
+                    state = RUNNING if inst.status in _RUNNING_STATES else STOPPED
+                    out.append(InstanceInfo(name=inst.name, zone=zone, state=state, labels=dict(inst.labels)))
         return out
 
     # --- a plain VM to test a baked image on (the release's image tests) -------------------------
@@ -435,9 +337,6 @@ class GceProvider:
         removes expired instances by. The caller deletes it with delete(name).
         """
         zone = self.zones[0]
-        network = compute_v1.NetworkInterface(network=f"projects/{self.project}/global/networks/{self.settings.network}")
-        if self.settings.subnetwork:
-            network.subnetwork = f"projects/{self.project}/regions/{self.settings.region}/subnetworks/{self.settings.subnetwork}"
         oslogin = "TRUE" if self.settings.os_login else "FALSE"  # TRUE: the key is in the caller's OS Login profile
         metadata = {"ssh-keys": f"{ssh_user}:{public_key.strip()}", "block-project-ssh-keys": "true", "enable-oslogin": oslogin}
         body = compute_v1.Instance(
@@ -455,7 +354,7 @@ class GceProvider:
                     initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=self.source_image(image)),
                 )
             ],
-            network_interfaces=[network],
+            network_interfaces=[self._network_interface()],
             shielded_instance_config=compute_v1.ShieldedInstanceConfig(enable_secure_boot=True, enable_vtpm=True),
             metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]),
             scheduling=compute_v1.Scheduling(
@@ -467,8 +366,8 @@ class GceProvider:
         request = compute_v1.InsertInstanceRequest(
             project=self.project, zone=zone, instance_resource=body, request_id=str(uuid.uuid4())
         )
-        op = self._call(what, self.instances.insert, request=request)
-        self._wait(op.name, zone, what)
+        op = self._call(what, self.instances.insert_unary, request=request)
+        self.waiter.wait(op, what, bound=self.operation_timeout, where=zone)
         deadline = time.monotonic() + self.operation_timeout
         while True:  # the insert is DONE once the VM exists; it may still be STAGING
             instance = self._call(what, self.instances.get, project=self.project, zone=zone, instance=name)

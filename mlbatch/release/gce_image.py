@@ -12,37 +12,93 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from mlbatch import ui
-from mlbatch.core.errors import BadInput, MlbatchError, NotFound
+from mlbatch.core import gcp_base
+from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME, is_managed
 from mlbatch.core.settings import Settings, bake_zone
-from mlbatch.release import adc
+from mlbatch.gcp import errors
+from mlbatch.gcp.clients import Clients
+from mlbatch.gcp.network import vpc
+from mlbatch.gcp.operations import Waiter
 from mlbatch.release.bake import BakeRequest, BakeSource, run_packer, too_old
+from mlbatch.release.targets.base import BakedImage
 from mlbatch.ui import Say
 
 CANDIDATE_SUFFIX = "-candidate"
 LABEL_VALUE_MAX = 63  # the input-hash label holds the first 63 hex digits of the sha256
-OPERATION_TIMEOUT = 900.0  # an image insert takes minutes on GCE
+GRANT = "grant roles/compute.storageAdmin on the project"
 
 
 def candidate_family(settings: Settings) -> str:
     return settings.image_family + CANDIDATE_SUFFIX
 
 
-def _clients(settings: Settings):
-    from google.cloud import compute_v1
+class Images:
+    """The project's images through one ImagesClient: every call retried on transient errors and
+    translated, every mutation waited out by the one waiter (an image copy takes minutes)."""
 
-    kwargs: dict = {"transport": "rest"}
-    if settings.compute_endpoint:  # the fake Compute API (settings refuse it outside the test profile)
-        from google.auth.credentials import AnonymousCredentials
+    api_deadline = 120.0  # seconds a call may spend on transient-error retries
+    operation_bound = 1800.0  # the longest an image operation is waited for
 
-        kwargs.update(client_options={"api_endpoint": settings.compute_endpoint}, credentials=AnonymousCredentials())
-    return compute_v1.ImagesClient(**kwargs), compute_v1.GlobalOperationsClient(**kwargs)
+    def __init__(self, settings: Settings, say: Say | None = None, clients: Clients | None = None):
+        self.settings, self.project, self.say = settings, settings.project, say
+        clients = clients or Clients(settings)
+        self.client = clients.compute("ImagesClient")
+        self.waiter = Waiter(clients, settings.project)
+
+    def _call(self, what: str, method, **kwargs):
+        return errors.call(what, method, grant=GRANT, deadline=self.api_deadline, **kwargs)
+
+    def _done(self, op: Any, what: str) -> None:
+        self.waiter.wait(op, what, bound=self.operation_bound, say=self.say)
+
+    def get(self, name: str, what: str) -> Any:
+        return self._call(what, self.client.get, project=self.project, image=name)
+
+    def from_family(self, project: str, family: str, what: str) -> Any:
+        """The newest image of a family, of any project (a public one: debian-cloud)."""
+        return self._call(what, self.client.get_from_family, project=project, family=family)
+
+    def list(self, filter_: str, what: str) -> list[Any]:
+        from google.cloud import compute_v1
+
+        request = compute_v1.ListImagesRequest(project=self.project, filter=filter_, max_results=50)
+        with errors.translated(what, GRANT):  # the pager follows nextPageToken: later pages too
+            return list(self._call(what, self.client.list, request=request))
+
+    def insert(self, image: Any, what: str) -> None:
+        """Create `image` and wait until it is READY; AlreadyExists when the name is taken."""
+        from google.cloud import compute_v1
+
+        request = compute_v1.InsertImageRequest(project=self.project, image_resource=image, request_id=str(uuid.uuid4()))
+        self._done(self._call(what, self.client.insert_unary, request=request), what)
+
+    def deprecate(self, name: str) -> None:
+        from google.cloud import compute_v1
+
+        what = f"deprecating image {name}"
+        status = compute_v1.DeprecationStatus(state="DEPRECATED")
+        request = compute_v1.DeprecateImageRequest(
+            project=self.project, image=name, deprecation_status_resource=status, request_id=str(uuid.uuid4())
+        )
+        self._done(self._call(what, self.client.deprecate_unary, request=request), what)
+
+    def delete(self, name: str) -> None:
+        """Delete and wait until it is gone; an image already gone is fine."""
+        from google.cloud import compute_v1
+
+        what = f"deleting image {name}"
+        request = compute_v1.DeleteImageRequest(project=self.project, image=name, request_id=str(uuid.uuid4()))
+        try:
+            self._done(self._call(what, self.client.delete_unary, request=request), what)
+        except NotFound:
+            return
 
 
 def _version_of(description: str) -> str:
@@ -77,15 +133,8 @@ class SourceImage:
 
 def source_image(settings: Settings) -> SourceImage:
     """images.getFromFamily of the profile's source family (debian-cloud/debian-12)."""
-    from google.api_core import exceptions as gexc
-
-    images, _ = _clients(settings)
-    try:
-        found = images.get_from_family(project=settings.source_image_project, family=settings.source_image_family)
-    except gexc.GoogleAPICallError as exc:
-        raise _api_error(
-            exc, f"resolving the source image {settings.source_image_project}/{settings.source_image_family}"
-        ) from exc
+    project, family = settings.source_image_project, settings.source_image_family
+    found = Images(settings).from_family(project, family, f"resolving the source image {project}/{family}")
     uefi = any(feature.type_ == "UEFI_COMPATIBLE" for feature in found.guest_os_features)
     return SourceImage(found.name, found.self_link, uefi)
 
@@ -94,41 +143,11 @@ def bake_source(settings: Settings) -> BakeSource:
     return BakeSource.of(source_image(settings).self_link, settings.ca_bundle)
 
 
-def _wait(settings: Settings, operations, operation: str, what: str, say: Say) -> None:
-    from google.cloud import compute_v1
-
-    deadline = time.monotonic() + OPERATION_TIMEOUT
-    started = time.monotonic()
-    while True:
-        op = operations.wait(project=settings.project, operation=operation, timeout=60)
-        if op.status == compute_v1.Operation.Status.DONE:
-            break
-        if time.monotonic() > deadline:
-            raise MlbatchError(f"{what}: operation {operation} not done after {OPERATION_TIMEOUT:.0f}s")
-        say(f"{what}: waiting ({time.monotonic() - started:.0f}s)")
-    if op.error and op.error.errors:
-        raise MlbatchError(f"{what}: " + "; ".join(f"{e.code}: {e.message}" for e in op.error.errors))
-
-
-def _api_error(exc, what: str) -> MlbatchError:
-    from google.api_core import exceptions as gexc
-
-    if isinstance(exc, gexc.NotFound):
-        return NotFound(f"{what}: not found: {exc.message}")
-    return MlbatchError(f"{what}: {type(exc).__name__}: {exc.message}")
-
-
 def find_image(settings: Settings, input_hash: str) -> VmImage | None:
     """A served image (family image_family) baked from the same inputs: READY, not deprecated, ours,
     and younger than max_image_age_days."""
-    from google.api_core import exceptions as gexc
-
-    images, _ = _clients(settings)
     label = input_hash[:LABEL_VALUE_MAX]
-    try:
-        found = list(images.list(request={"project": settings.project, "filter": f'labels.input-hash = "{label}"'}))
-    except gexc.GoogleAPICallError as exc:
-        raise _api_error(exc, "looking for an image with the same inputs") from exc
+    found = Images(settings).list(f'labels.input-hash = "{label}"', "looking for an image with the same inputs")
     usable = [
         image
         for image in found
@@ -146,10 +165,25 @@ def find_image(settings: Settings, input_hash: str) -> VmImage | None:
     return _vm_image(newest, input_hash)
 
 
+def baked_images(settings: Settings, filter_: str) -> list[BakedImage]:
+    """Images for retention, oldest first, each with its deprecation state when it has one."""
+    found = [
+        BakedImage(
+            name=image.name,
+            ref=image.self_link,
+            created=image.creation_timestamp,
+            status=image.deprecated.state if image.deprecated.state else image.status,
+        )
+        for image in Images(settings).list(filter_, "listing images")
+    ]
+    return sorted(found, key=lambda i: (i.created, i.name))
+
+
 def registry_token() -> str:
     """An access token of the Application Default Credentials: the pre-pull's registry login
     (Artifact Registry takes it as user oauth2accesstoken)."""
-    return adc.credentials().token
+    credentials, _ = gcp_base.default_credentials()
+    return credentials.token
 
 
 def packer_variables(
@@ -165,8 +199,9 @@ def packer_variables(
         "shielded_vm": json.dumps(source.uefi if source else True),
         "source_image_project": settings.source_image_project,
         "machine_type": settings.bake_machine_type,
-        "network": settings.network,
-        "subnetwork": settings.subnetwork,
+        # Paths in the project that owns them (a Shared VPC host): Packer takes a value with a "/" as is.
+        "network": vpc(settings).network,
+        "subnetwork": vpc(settings).subnetwork,
         "service_account_email": settings.service_account,
         "use_iap": json.dumps(settings.use_iap),  # false: the build VM's internal address (the template says why)
         "use_os_login": json.dumps(settings.os_login),
@@ -177,8 +212,6 @@ def packer_variables(
 
 def bake(settings: Settings, root: Path, request: BakeRequest, containers: dict[str, Container], say: Say) -> VmImage:
     """`packer build -only=googlecompute.vm` into the candidate family; returns the candidate."""
-    from google.api_core import exceptions as gexc
-
     name = request.image_name + CANDIDATE_SUFFIX
     if not GCE_NAME.match(name):
         raise BadInput(f"image name {request.image_name!r} is too long for its candidate {name!r}: at most 63 characters")
@@ -199,22 +232,14 @@ def bake(settings: Settings, root: Path, request: BakeRequest, containers: dict[
         extra_vars=packer_variables(settings, request, containers, source),
         extra_env={"PKR_VAR_prepull_registry_token": registry_token()},
     )
-    images, _ = _clients(settings)
-    try:
-        image = images.get(project=settings.project, image=baked.build["artifact_id"])
-    except gexc.GoogleAPICallError as exc:
-        raise _api_error(exc, f"reading the baked image {baked.build['artifact_id']}") from exc
+    artifact = baked.build["artifact_id"]
+    image = Images(settings).get(artifact, f"reading the baked image {artifact}")
     return _vm_image(image, baked.input_hash)
 
 
-def _candidate(settings: Settings, images, image: VmImage):
+def _candidate(settings: Settings, images: Images, image: VmImage) -> Any:
     """The candidate as the API has it; refuse anything that is not one of our candidates."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        found = images.get(project=settings.project, image=image.name)
-    except gexc.GoogleAPICallError as exc:
-        raise _api_error(exc, f"reading the candidate image {image.name}") from exc
+    found = images.get(image.name, f"reading the candidate image {image.name}")
     if found.family != candidate_family(settings) or not is_managed(dict(found.labels)):
         raise BadInput(
             f"image {image.name} is in family {found.family!r}, not the candidate family {candidate_family(settings)!r} "
@@ -225,10 +250,9 @@ def _candidate(settings: Settings, images, image: VmImage):
 
 def promote(settings: Settings, image: VmImage, say: Say) -> VmImage:
     """The tested candidate becomes the served image: a copy in image_family, then the candidate goes."""
-    from google.api_core import exceptions as gexc
     from google.cloud import compute_v1
 
-    images, operations = _clients(settings)
+    images = Images(settings, say)
     found = _candidate(settings, images, image)
     name = image.name.removesuffix(CANDIDATE_SUFFIX)
     served = compute_v1.Image(
@@ -238,47 +262,24 @@ def promote(settings: Settings, image: VmImage, say: Say) -> VmImage:
         labels=dict(found.labels),
         description=found.description,
     )
-    say(f"promoting {image.name} to {name} in family {settings.image_family}")
+    say(f"promoting {image.name} to {name} in family {settings.image_family} (an image copy takes minutes)")
     try:
-        op = images.insert(
-            request=compute_v1.InsertImageRequest(project=settings.project, image_resource=served, request_id=str(uuid.uuid4()))
-        )
-        _wait(settings, operations, op.name, f"promoting {image.name}", say)
-    except gexc.Conflict:  # promoted by an earlier attempt that failed before the candidate was deleted
+        images.insert(served, f"promoting {image.name}")
+    except AlreadyExists:  # promoted by an earlier attempt that failed before the candidate was deleted
         pass
-    except gexc.GoogleAPICallError as exc:
-        raise _api_error(exc, f"promoting {image.name}") from exc
-    try:
-        result = images.get(project=settings.project, image=name)
-    except gexc.GoogleAPICallError as exc:
-        raise _api_error(exc, f"reading the promoted image {name}") from exc
+    result = images.get(name, f"reading the promoted image {name}")
     if result.family != settings.image_family or result.labels.get("input-hash") != found.labels.get("input-hash"):
         raise MlbatchError(f"image {name} exists but is not the promoted {image.name}: refusing to serve it")
-    _delete(settings, images, operations, image.name, say)
+    images.delete(image.name)
     return dataclasses.replace(image, name=name, ref=result.self_link)
 
 
 def discard(settings: Settings, image: VmImage, say: Say) -> None:
     """A candidate whose tests failed is deleted: nothing that looks released remains."""
-    images, operations = _clients(settings)
+    images = Images(settings, say)
     try:
         _candidate(settings, images, image)
     except NotFound:
         return  # already gone
     say(f"discarding {image.name}")
-    _delete(settings, images, operations, image.name, say)
-
-
-def _delete(settings: Settings, images, operations, name: str, say: Say) -> None:
-    from google.api_core import exceptions as gexc
-    from google.cloud import compute_v1
-
-    try:
-        op = images.delete(
-            request=compute_v1.DeleteImageRequest(project=settings.project, image=name, request_id=str(uuid.uuid4()))
-        )
-        _wait(settings, operations, op.name, f"deleting {name}", say)
-    except gexc.NotFound:
-        return
-    except gexc.GoogleAPICallError as exc:
-        raise _api_error(exc, f"deleting {name}") from exc
+    images.delete(image.name)

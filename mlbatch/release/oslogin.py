@@ -11,37 +11,28 @@ from __future__ import annotations
 
 import urllib.parse
 
-from mlbatch.core.errors import MlbatchError, PermissionDenied
-from mlbatch.core.settings import Settings
+from mlbatch.core.errors import MlbatchError
+from mlbatch.gcp import errors
+from mlbatch.gcp.clients import OSLOGIN, Clients
 
-API = "https://oslogin.googleapis.com"
-
-
-def _session(settings: Settings, credentials):
-    from google.auth.credentials import AnonymousCredentials
-    from google.auth.transport.requests import AuthorizedSession
-
-    # The fake OS Login API of the test profile takes no token (as the fake Compute API).
-    return AuthorizedSession(AnonymousCredentials() if settings.oslogin_endpoint else credentials)
-
-
-def _url(settings: Settings, path: str) -> str:
-    return f"{settings.oslogin_endpoint or API}/v1/{path}"
+GRANT = "the release identity needs roles/compute.osAdminLogin"
 
 
 def _check(response, what: str) -> dict:
-    if response.status_code == 403:
-        raise PermissionDenied(f"{what}: {response.text[:500]} (the release identity needs roles/compute.osAdminLogin)")
+    """The response's JSON, or its error as the mlbatch error it means (the one translator)."""
+    from google.api_core import exceptions as gexc
+
     if response.status_code >= 400:
-        raise MlbatchError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
+        raise errors.translate(gexc.from_http_response(response), what, GRANT)
     return response.json() if response.content else {}
 
 
-def import_key(settings: Settings, credentials, account: str, public_key: str) -> tuple[str, str]:
+def import_key(clients: Clients, account: str, public_key: str) -> tuple[str, str]:
     """Import `public_key` into `account`'s login profile; return (POSIX username, key fingerprint)."""
+    session, api = clients.session(clients.settings.oslogin_endpoint, OSLOGIN)
     user = urllib.parse.quote(f"users/{account}", safe="/")
-    response = _session(settings, credentials).post(
-        _url(settings, f"{user}:importSshPublicKey"), params={"projectId": settings.project}, json={"key": public_key.strip()}
+    response = session.post(
+        f"{api}/v1/{user}:importSshPublicKey", params={"projectId": clients.settings.project}, json={"key": public_key.strip()}
     )
     profile = _check(response, f"importing the image test's ssh key into the OS Login profile of {account}")["loginProfile"]
     accounts = [a for a in profile.get("posixAccounts", []) if a.get("primary")]
@@ -52,8 +43,9 @@ def import_key(settings: Settings, credentials, account: str, public_key: str) -
     return accounts[0]["username"], fingerprints[0]
 
 
-def delete_key(settings: Settings, credentials, account: str, fingerprint: str) -> None:
+def delete_key(clients: Clients, account: str, fingerprint: str) -> None:
+    session, api = clients.session(clients.settings.oslogin_endpoint, OSLOGIN)
     name = urllib.parse.quote(f"users/{account}/sshPublicKeys/{fingerprint}", safe="/")
-    response = _session(settings, credentials).delete(_url(settings, name))
+    response = session.delete(f"{api}/v1/{name}")
     if response.status_code != 404:  # already gone
         _check(response, f"deleting the image test's ssh key from the OS Login profile of {account}")

@@ -79,16 +79,18 @@ def login(settings: Settings, public_key: str, say: Say) -> Iterator[str]:
     if not settings.os_login:
         yield SSH_USER
         return
-    from mlbatch.release import adc, oslogin
+    from mlbatch.core import gcp_base
+    from mlbatch.gcp.clients import Clients
+    from mlbatch.release import oslogin
 
-    credentials = adc.credentials()
-    account = adc.principal(credentials)
-    user, fingerprint = oslogin.import_key(settings, credentials, account, public_key)
+    clients = Clients(settings)
+    account = gcp_base.principal(clients.credentials)
+    user, fingerprint = oslogin.import_key(clients, account, public_key)
     say(f"image test: OS Login as {user} ({account}), key {fingerprint[:12]}… imported")
     try:
         yield user
     finally:
-        oslogin.delete_key(settings, credentials, account, fingerprint)
+        oslogin.delete_key(clients, account, fingerprint)
 
 
 def test_image_on_vm(settings: Settings, root: Path, image: VmImage, say: Say, prepulled: Sequence[str] = ()) -> None:

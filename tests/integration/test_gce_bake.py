@@ -24,7 +24,7 @@ from mlbatch.release import gce_image
 from mlbatch.release.bake import BakeRequest, input_hash
 from tests.conftest import ROOT
 from tests.integration.helpers import fake_compute_settings
-from tests.support.fake_compute import FakeCompute
+from tests.support.fake_compute import FakeCompute, Latencies
 from tests.support.fake_oauth import FakeOAuth
 from tests.support.packer_edges import add_debian_cloud, packer_edges
 
@@ -50,7 +50,7 @@ def pushed_probe() -> Container:
 def cloud(infra, tmp_path_factory, request):
     """The fake Compute API behind the intercepting proxy, a token endpoint, Packer's environment."""
     tmp = tmp_path_factory.mktemp("gce-bake")
-    fake = FakeCompute(PROJECT).start()
+    fake = FakeCompute(PROJECT, latencies=Latencies.quick()).start()  # the bake, not the image copy's wait
     add_debian_cloud(fake)
     oauth = FakeOAuth(token=f"ya29.fake-{secrets.token_hex(8)}").start()
     key = oauth.write_key(tmp / "release-sa.json", project=PROJECT)

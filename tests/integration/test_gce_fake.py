@@ -330,3 +330,25 @@ def test_a_run_the_identity_may_not_do_is_refused_before_anything_is_created(wor
         run(world)
     assert info.value.exit_code == ExitCode.PERMISSION_DENIED and "iam.serviceAccounts.actAs" in str(info.value)
     assert fake.calls["instances.insert"] == inserts_before and set(bucket.list("runs/sleep")) == runs_before
+
+
+def test_host_maintenance_does_not_end_a_standard_run(world, fake):
+    """A host maintenance event during a standard (non-Spot, no GPU) run: Compute live-migrates a VM
+    set to MIGRATE and the run goes on; one set to TERMINATE was stopped, and the run ended as an
+    infrastructure failure (110) that is not retried (issue 15, item 8)."""
+    settings, version, _ = world
+    bucket = open_bucket(settings.bucket)
+    spot = manifests.load(bucket, version)
+    standard = dataclasses.replace(
+        spot,
+        version=version + ".std",  # a version is at most 40 characters
+        jobs={**spot.jobs, "sleep": dataclasses.replace(spot.jobs["sleep"], spot=False)},
+    )
+    manifests.publish(bucket, standard)
+    thread, outcome = _run_in_thread((settings, standard.version, fake), params=("seconds=20",), timeout_seconds=120)
+    instance = wait_for(lambda: next((i for i in fake.instances.values() if b" 2/20" in i.serial), None), what="the job")
+    assert instance.body["scheduling"]["provisioningModel"] == "STANDARD"
+    fake.host_maintenance(instance.name)
+    thread.join(timeout=300)
+    assert outcome, "the run ended"
+    assert outcome[0].exit_code == 0 and outcome[0].result["attempt"] == 1, outcome[0].result

@@ -9,7 +9,7 @@ from mlbatch.core.errors import BadInput
 from mlbatch.core.manifest import VmImage
 from mlbatch.release import gce_image
 from tests.integration.helpers import fake_compute_settings
-from tests.support.fake_compute import FakeCompute
+from tests.support.fake_compute import FakeCompute, Latencies
 
 PROJECT = "mlbatch-test"
 HASH = "ab" * 32
@@ -17,8 +17,7 @@ HASH = "ab" * 32
 
 @pytest.fixture
 def fake():
-    fake = FakeCompute(PROJECT).start()
-    fake.image_create_seconds = 0.3
+    fake = FakeCompute(PROJECT, latencies=Latencies.quick()).start()
     yield fake
     fake.stop()
 

@@ -18,9 +18,9 @@ import pytest
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode, PermissionDenied
+from mlbatch.core.gcp_base import REGISTRY_USER
 from mlbatch.local.infra import docker_client
 from mlbatch.release import containers, preflight
-from mlbatch.release.adc import REGISTRY_USER
 from mlbatch.release.flow import StepFailed, release
 from mlbatch.release.targets.gcp import GcpTarget
 from mlbatch.ui import Steps

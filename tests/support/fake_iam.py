@@ -57,7 +57,8 @@ def _check_request(doc: str, resource: str, method: str, query: dict[str, list[s
 
 
 class FakeIam:
-    """`granted`: permissions the caller holds on `project`; `enabled`: services on in it."""
+    """`granted`: permissions the caller holds on `project`; `enabled`: services on in it;
+    `granted_on`: what it holds on other projects it may see (a Shared VPC host project)."""
 
     def __init__(
         self,
@@ -66,9 +67,11 @@ class FakeIam:
         granted: set[str],
         enabled: set[str],
         project_number: str = "123456789012",
+        granted_on: dict[str, set[str]] | None = None,
     ):
         self.project, self.authorizes, self.project_number = project, authorizes, project_number
         self.granted, self.enabled = set(granted), set(enabled)
+        self.granted_on = {k: set(v) for k, v in (granted_on or {}).items()}
         self.requests: list[tuple[str, str]] = []
         self._http = JsonServer(self._respond)
         self.endpoint = self._http.url
@@ -89,15 +92,20 @@ class FakeIam:
 
     def test_iam_permissions(self, resource: str, query: dict[str, list[str]], body: Any) -> dict[str, Any]:
         _check_request("cloudresourcemanager.v3", "projects", "testIamPermissions", query, body)
+        other = resource.removeprefix("projects/")
+        if other in self.granted_on:  # a project of its own, with its own grants
+            return self._held(body.get("permissions", []), self.granted_on[other])
         self._project_of(resource)
-        asked = body.get("permissions", [])
+        return self._held(body.get("permissions", []), self.granted)
+
+    def _held(self, asked: list[str], granted: set[str]) -> dict[str, Any]:
         for permission in asked:
             if "*" in permission:
                 raise ApiError(400, f"Permissions ({permission}) with wildcards (such as * or storage.*) are not allowed.")
             if not _PERMISSION.match(permission):
                 raise ApiError(400, f"Permission {permission} is not valid.")
-        granted = [p for p in asked if p in self.granted]
-        return {"permissions": granted} if granted else {}
+        held = [p for p in asked if p in granted]
+        return {"permissions": held} if held else {}
 
     def batch_get(self, parent: str, query: dict[str, list[str]]) -> dict[str, Any]:
         _check_request("serviceusage.v1", "services", "batchGet", query, None)

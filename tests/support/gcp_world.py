@@ -17,12 +17,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbatch.core.gcp_base import REGISTRY_USER
 from mlbatch.core.settings import load_settings
 from mlbatch.release import preflight
-from mlbatch.release.adc import REGISTRY_USER
 from tests.conftest import ROOT, repo_config
 from tests.integration.helpers import INVOKE
-from tests.support.fake_compute import FakeCompute
+from tests.support.fake_compute import FakeCompute, Latencies
 from tests.support.fake_iam import FakeIam
 from tests.support.fake_oauth import FakeOAuth
 from tests.support.registry import authenticating_registry
@@ -67,7 +67,7 @@ def gcp_world(gcs_emulator: str, directory: Path) -> Iterator[World]:
     oauth = FakeOAuth(TOKEN).start()
     key_file = oauth.write_key(directory / "release-key.json")
     iam = FakeIam(PROJECT, oauth.authorizes, granted=set(preflight.PERMISSIONS), enabled=set(preflight.SERVICES)).start()
-    compute = FakeCompute(PROJECT, storage_emulator=gcs_emulator).start()
+    compute = FakeCompute(PROJECT, storage_emulator=gcs_emulator, latencies=Latencies.quick()).start()
     test_profile = repo_config()["profiles"]["test"]
     compute.ready_for_runs(test_profile["region"], test_profile["network"], test_profile["service_account"])
     previous = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")

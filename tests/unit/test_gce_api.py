@@ -17,7 +17,7 @@ from google.cloud import compute_v1
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import ExitCode, MlbatchError
 from mlbatch.core.settings import load_settings
-from mlbatch.providers.base import GONE, RUNNING, CapacityError, InstanceRequest
+from mlbatch.providers.base import GONE, RUNNING, STOPPED, CapacityError, InstanceRequest
 from mlbatch.providers.gce import GceProvider
 from tests.conftest import ROOT, repo_config
 from tests.support.fake_compute import FakeCompute, Faults
@@ -180,10 +180,67 @@ def test_preflight_needs_private_google_access_unless_cloud_nat(fake, api):
         make_provider(api).preflight()
     assert info.value.exit_code == ExitCode.BAD_INPUT and "no Private Google Access" in str(info.value)
     make_provider(api, cloud_nat=True).preflight()
-    with pytest.raises(MlbatchError, match="subnetwork nosuch does not exist in europe-west4"):
+    with pytest.raises(MlbatchError, match="subnetwork nosuch in europe-west4 does not exist"):
         make_provider(api, subnetwork="nosuch").preflight()
     with pytest.raises(MlbatchError, match="cloud_nat 'yes': expected true or false"):
         make_provider(api, cloud_nat="yes")
+
+
+def test_preflight_asks_for_what_the_insert_and_the_preflight_itself_use(fake, provider):
+    """instances.insert of our body needs compute.images.useReadOnly on the image, and the preflight
+    reads the subnet (compute.subnetworks.get): both are named with the rest, in one message."""
+    fake.denied_permissions |= {"compute.images.useReadOnly", "compute.subnetworks.get"}
+    with pytest.raises(MlbatchError) as info:
+        provider.preflight()
+    assert info.value.exit_code == ExitCode.PERMISSION_DENIED
+    assert "compute.images.useReadOnly" in str(info.value) and "compute.subnetworks.get" in str(info.value)
+
+
+HOST = "mlbatch-host-net"
+
+
+@pytest.fixture
+def shared_vpc(fake):
+    """A Shared VPC: the subnet lives in the host project, none of that name in ours."""
+    fake.add_subnetwork("europe-west4", "shared-subnet", private_google_access=True, project=HOST, network="shared-net")
+    yield
+    fake.subnetworks.pop((HOST, "europe-west4", "shared-subnet"), None)
+    fake.denied_on.clear()
+
+
+def test_a_shared_vpc_subnet_is_the_host_projects(fake, api, shared_vpc):
+    provider = make_provider(api, network_project=HOST, network="shared-net", subnetwork="shared-subnet")
+    provider.preflight()
+    provider.create(request("mlb-shared-1"), ZONE_A)
+    interface = fake.find("mlb-shared-1").body["networkInterfaces"][0]
+    assert interface["subnetwork"].endswith(f"projects/{HOST}/regions/europe-west4/subnetworks/shared-subnet")
+    assert interface["network"].endswith(f"projects/{HOST}/global/networks/shared-net")
+
+
+def test_the_preflight_asks_the_host_project_for_the_subnet(fake, api, shared_vpc):
+    fake.denied_on[HOST] = {"compute.subnetworks.use"}
+    with pytest.raises(MlbatchError) as info:
+        make_provider(api, network_project=HOST, network="shared-net", subnetwork="shared-subnet").preflight()
+    assert info.value.exit_code == ExitCode.PERMISSION_DENIED and f"compute.subnetworks.use on project {HOST}" in str(info.value)
+
+
+def test_the_fake_refuses_a_subnet_that_is_not_where_the_insert_says(fake, provider, shared_vpc):
+    link = f"projects/{PROJECT}/regions/europe-west4/subnetworks/shared-subnet"
+    code, message = _insert(fake, provider, "mlb-nosubnet-1", **{"networkInterfaces": [{"subnetwork": link}]})
+    assert code == 400 and "The referenced subnetwork resource cannot be found" in message
+
+
+@pytest.mark.parametrize(
+    ("spot", "gpu", "policy"), [(False, False, "MIGRATE"), (True, False, "TERMINATE"), (False, True, "TERMINATE")]
+)
+def test_host_maintenance_migrates_a_standard_vm_and_ends_only_spot_and_gpu_ones(fake, provider, spot, gpu, policy):
+    """A standard VM set to TERMINATE is stopped by a host maintenance event (no preemption: the run
+    would end as an unretried failure); MIGRATE keeps it running. Spot and GPU VMs cannot migrate."""
+    job = {"machine_type": "n1-standard-4", "gpu_type": "nvidia-tesla-t4", "gpu_count": 1} if gpu else {}
+    provider.create(request("mlb-maint-1", spot=spot, **job), ZONE_A)
+    assert fake.host_maintenance("mlb-maint-1") == policy
+    assert provider.state("mlb-maint-1") == (RUNNING if policy == "MIGRATE" else STOPPED)
+    assert not provider.was_preempted("mlb-maint-1")
 
 
 def test_the_end_of_the_max_run_duration_is_not_a_preemption(fake, provider):

@@ -48,7 +48,8 @@ def test_the_settings_reach_the_build_vm_without_an_external_ip():
     values = variables(bake_zone="europe-west4-b", subnetwork="mlbatch-subnet", ssh_port=2222)
     assert values["zone"] == "europe-west4-b"
     assert values["source_image_project"] == "debian-cloud" and values["source_image_family"] == "debian-12"
-    assert values["subnetwork"] == "mlbatch-subnet" and values["ssh_port"] == "2222"
+    assert values["subnetwork"] == "projects/mlbatch-test/regions/europe-west4/subnetworks/mlbatch-subnet"
+    assert values["network"] == "projects/mlbatch-test/global/networks/default" and values["ssh_port"] == "2222"
     assert values["use_iap"] == "false" and values["use_os_login"] == "false"
     assert values["service_account_email"] == "mlbatch-runner@mlbatch-test.iam.gserviceaccount.com"
     assert values["prepull_images"] == f'["127.0.0.1:5000/trainer@{DIGEST}"]'
@@ -66,6 +67,13 @@ def test_the_build_vm_is_shielded_keeps_project_keys_out_and_has_a_read_only_sco
     for option in ("enable_secure_boot", "enable_vtpm", "enable_integrity_monitoring"):
         assert re.search(rf"^\s*{option}\s*=\s*var\.shielded_vm$", source, re.M), option
     assert re.search(r'^\s*scopes\s*=\s*\["https://www.googleapis.com/auth/devstorage.read_only"\]$', source, re.M)
+
+
+def test_a_shared_vpc_bake_vm_joins_the_host_projects_subnet():
+    """Packer takes a network or subnetwork with a "/" as is (packer-plugin-googlecompute GetNetworking)."""
+    values = variables(network_project="mlbatch-host-net", network="shared-net", subnetwork="shared-subnet")
+    assert values["network"] == "projects/mlbatch-host-net/global/networks/shared-net"
+    assert values["subnetwork"] == "projects/mlbatch-host-net/regions/europe-west4/subnetworks/shared-subnet"
 
 
 def validate(values: dict[str, str]) -> subprocess.CompletedProcess:

@@ -28,6 +28,12 @@ def test_the_agent_depends_only_on_core():
     assert outside == set()
 
 
+def test_core_imports_nothing_outside_core():
+    """Opening a gs:// bucket without an emulator asks core.gcp_base, not mlbatch.gcp, for credentials."""
+    loaded = modules_after("from mlbatch.core import bucket, settings, runs, manifest, catalog, gcp_base")
+    assert {m for m in loaded if m.startswith("mlbatch.") and not m.startswith("mlbatch.core")} == set()
+
+
 def test_only_the_dashboard_loads_its_template_engine_and_plotting_library():
     # matplotlib alone takes ~0.5 s to import: `invoke runs` and run-batch must not pay it.
     loaded = modules_after("import tasks; from mlbatch.run import inspect, inspect_render, controller, sweep")

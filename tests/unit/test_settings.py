@@ -131,6 +131,45 @@ def test_a_bake_needs_a_way_to_reach_the_build_vm():
     assert load_settings(gcp_config(internal_ip=False, use_iap=True), ROOT, env={}).use_iap
 
 
+@pytest.mark.parametrize(
+    "account",
+    [
+        "mlbatch-runner@my-ml-project.iam.gserviceaccount.com",  # a user-managed account
+        "123456789012-compute@developer.gserviceaccount.com",  # the Compute Engine default account
+        "my-ml-project@appspot.gserviceaccount.com",  # the App Engine default account
+        "runner@my-project.example.com.iam.gserviceaccount.com",  # of a domain-scoped project (example.com:my-project)
+    ],
+)
+def test_every_documented_form_of_service_account_is_accepted(account):
+    assert load_settings(gcp_config(service_account=account), ROOT, env={}).service_account == account
+
+
+@pytest.mark.parametrize(
+    "account",
+    [
+        "me@gmail.com",
+        "Runner@my-ml-project.iam.gserviceaccount.com",
+        "runner@my-ml-project.iam.gserviceaccount.com.example.net",
+        "compute@developer.gserviceaccount.com",
+        "my-project-compute@developer.gserviceaccount.com",
+        "runner@@my-ml-project.iam.gserviceaccount.com",
+        "run ner@my-ml-project.iam.gserviceaccount.com",
+        "runner@iam.gserviceaccount.com",
+    ],
+)
+def test_garbage_service_accounts_are_refused_naming_the_forms(account):
+    with pytest.raises(BadInput, match=r"service_account .*-compute@developer\.gserviceaccount\.com"):
+        load_settings(gcp_config(service_account=account), ROOT, env={})
+
+
+def test_a_shared_vpc_host_project_is_a_project_id():
+    assert load_settings(gcp_config(), ROOT, env={}).network_project == "my-ml-project"  # no Shared VPC: the project
+    settings = load_settings(gcp_config(network_project="my-host-project"), ROOT, env={})
+    assert settings.network_project == "my-host-project"
+    with pytest.raises(BadInput, match="network_project 'Host_Project'"):
+        load_settings(gcp_config(network_project="Host_Project"), ROOT, env={})
+
+
 # invoke.yaml spells out some defaults for its readers; these differ on purpose.
 CHOSEN_IN_INVOKE_YAML = {("local", "ca_bundle"), ("test", "ca_bundle")}
 

@@ -168,6 +168,33 @@ class BackingMixin:
         self._shut_down(instance, PREEMPTION_GRACE)
         self._finish(op)
 
+    def host_maintenance(self, name: str) -> str:
+        """A maintenance event on the instance's host, as Compute handles it by the instance's
+        `scheduling.onHostMaintenance` (https://cloud.google.com/compute/docs/instances/host-maintenance-overview,
+        and the Scheduling reference: "For standard instances, the default behavior is MIGRATE"):
+        MIGRATE live-migrates it, so it stays RUNNING and its guest goes on (a
+        `compute.instances.migrateOnHostMaintenance` operation is recorded); TERMINATE stops it, the
+        guest getting the shutdown signal first, and with automaticRestart false it stays
+        TERMINATED (`compute.instances.terminateOnHostMaintenance`). Returns the policy applied."""
+        instance = self.find(name)
+        if instance is None:
+            raise KeyError(name)
+        policy = instance.body.get("scheduling", {}).get("onHostMaintenance", "MIGRATE")
+        kind = "migrateOnHostMaintenance" if policy == "MIGRATE" else "terminateOnHostMaintenance"
+        with self._lock:
+            op = self._new_operation(instance.zone, f"compute.instances.{kind}", instance.name)
+            if policy != "MIGRATE":
+                instance.status = "STOPPING"
+        if policy == "MIGRATE":
+            self._finish(op)
+            return policy
+        self._stop_container(instance, grace=DELETE_GRACE)
+        self._save_disks(instance)
+        with self._lock:
+            instance.status = "TERMINATED"
+        self._finish(op)
+        return policy
+
     def _end_run_duration(self, instance: FakeInstance, op: dict[str, Any]) -> None:
         self._shut_down(instance, PREEMPTION_GRACE)
         self._finish(op)
@@ -211,3 +238,4 @@ class BackingMixin:
     def _reaper(self) -> None:
         while not self._stop.wait(0.2):
             self._enforce_timers()
+            self._finish_due()

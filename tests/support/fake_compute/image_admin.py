@@ -1,4 +1,5 @@
-"""What retention (`invoke images`, `images.prune`) needs beyond images.py: images.deprecate.
+"""What retention (`invoke images`, `images.prune`) needs beyond images.py: images.deprecate,
+whose new state shows once its operation is DONE (`fake.latencies.image_deprecate`).
 
 images.list (its filter and pages, through listing.py), images.delete and the global
 operations live in images.py and global_operations.py.
@@ -22,10 +23,16 @@ class ImageAdminMixin:
         state = (body or {}).get("state", "ACTIVE")
         if state not in DEPRECATION_STATES:
             raise ApiError(400, f"Invalid value for field 'resource.state': '{state}'.")
-        if state == "ACTIVE":
-            record.pop("deprecated", None)
-        else:
-            record["deprecated"] = dict(body)
-        op = self._new_global_operation("setDeprecation", record["selfLink"], params.get("requestId", ""))
-        self._finish(op)
+        request_id = params.get("requestId", "")
+        if request_id in self.by_request_id:
+            return self.operations[self.by_request_id[request_id]]
+
+        def apply() -> None:
+            if state == "ACTIVE":
+                record.pop("deprecated", None)
+            else:
+                record["deprecated"] = dict(body)
+
+        op = self._new_global_operation("setDeprecation", record["selfLink"], request_id)
+        self._finish_after(op, self.latencies.image_deprecate, apply)
         return op

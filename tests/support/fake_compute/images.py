@@ -2,7 +2,8 @@
 
 Like the real API: images live in a project (ours, or a public one such as debian-cloud);
 `insert` copies another image (sourceImage) or captures a disk (sourceDisk) through a
-global operation, the new image is PENDING until that operation is DONE, names are unique,
+global operation, the new image is PENDING until that operation is DONE (`fake.latencies`:
+a minute or more by default, as on GCE), a deleted one DELETING until its operation is, names are unique,
 labels are checked, and a family resolves to its newest READY, non-deprecated image.
 Lists are paged and strictly filtered (listing.py): a filter the fake cannot parse is a 400.
 """
@@ -10,7 +11,6 @@ Lists are paged and strictly filtered (listing.py): a filter the fake cannot par
 from __future__ import annotations
 
 import re
-import threading
 import time
 from typing import Any
 
@@ -35,7 +35,6 @@ class ImagesMixin:
         ("POST", _GLOBAL + r"/images", "images", "insert"),
         ("DELETE", _GLOBAL + r"/images/(?P<image>[^/]+)", "images", "delete"),
     ]
-    image_create_seconds = 1.0  # PENDING -> READY (the real API takes a minute or more)
 
     def _image_link(self, project: str, name: str) -> str:
         return f"https://www.googleapis.com/compute/v1/projects/{project}/global/images/{name}"
@@ -161,14 +160,8 @@ class ImagesMixin:
             record["sourceImage"] = self._image_link(project, body["sourceImage"].rstrip("/").split("/")[-1])
         self.images[name] = record
         op = self._new_global_operation("insert", record["selfLink"], request_id)
-        threading.Thread(target=self._image_ready, args=(record, op), daemon=True).start()
+        self._finish_after(op, self.latencies.image_insert, lambda: record.update(status="READY"))
         return op
-
-    def _image_ready(self, record: dict[str, Any], op: dict[str, Any]) -> None:
-        time.sleep(self.image_create_seconds)
-        with self._lock:
-            record["status"] = "READY"
-        self._finish(op)
 
     def _images_delete(self, project, image, params, body):
         request_id = params.get("requestId", "")
@@ -176,7 +169,12 @@ class ImagesMixin:
             return self.operations[self.by_request_id[request_id]]
         record = self._image_record(project, image)
         op = self._new_global_operation("delete", record["selfLink"], request_id)
-        del self.images[image]
-        self._finish(op)
-        self._release_docker_refs()
+        record["status"] = "DELETING"
+
+        def gone() -> None:
+            if self.images.get(image) is record:
+                del self.images[image]
+                self._release_docker_refs()
+
+        self._finish_after(op, self.latencies.image_delete, gone)
         return op

@@ -51,6 +51,7 @@ class InstancesMixin:
         source = body.get("disks", [{}])[0].get("initializeParams", {}).get("sourceImage", "")
         image = self._source_image(source)  # 404 for an image (or family) that does not exist
         check_instance_rules(body, image)
+        self.check_interfaces(body)
         op = self._new_operation(zone, "insert", name, request_id)
         if zone in self.faults.stockout_zones:
             self._finish(

@@ -29,7 +29,7 @@ from tests.support.fake_compute.image_admin import ImageAdminMixin
 from tests.support.fake_compute.images import ImagesMixin
 from tests.support.fake_compute.instances import InstancesMixin
 from tests.support.fake_compute.operations import OperationsMixin
-from tests.support.fake_compute.state import FakeInstance, Faults
+from tests.support.fake_compute.state import FakeInstance, Faults, Latencies
 from tests.support.fake_compute.subnetworks import SubnetworksMixin
 from tests.support.fake_compute.zones import ZonesMixin
 from tests.support.fake_http import RoutedApi, json_server
@@ -53,7 +53,12 @@ class FakeCompute(
     ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES + SubnetworksMixin.ROUTES)
 
     def __init__(
-        self, project: str, storage_emulator: str = "", docker_socket: str = "/var/run/docker.sock", boot_containers: bool = True
+        self,
+        project: str,
+        storage_emulator: str = "",
+        docker_socket: str = "/var/run/docker.sock",
+        boot_containers: bool = True,
+        latencies: Latencies | None = None,
     ):
         self.project = project
         self.boot_containers = boot_containers  # False: API-only tests, instances run nothing (no Docker)
@@ -61,6 +66,8 @@ class FakeCompute(
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()
+        self.latencies = latencies or Latencies()  # how long image operations take (realistic by default)
+        self._due: list = []  # (fake time, operation, effect): operations that finish later (global_operations.py)
         self.clock_offset = 0.0
         self.images: dict[str, dict[str, Any]] = {}
         self.public_images: dict[str, dict[str, dict[str, Any]]] = {}  # project -> name -> image (debian-cloud...)
@@ -69,12 +76,13 @@ class FakeCompute(
         self.instances: dict[tuple[str, str], FakeInstance] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.by_request_id: dict[str, str] = {}
-        self.subnetworks: dict[tuple[str, str], dict[str, Any]] = {}
+        self.subnetworks: dict[tuple[str, str, str], dict[str, Any]] = {}  # (project, region, name)
         self.service_accounts: set[str] = set()  # emails the IAM testIamPermissions route knows
         # The org policy compute.requireOsLogin: a tests.support.fake_oslogin.FakeOsLogin whose
         # profiles' keys are the only ones guests accept (ssh-keys metadata ignored); None: not enforced.
         self.os_login: Any = None
         self.denied_permissions: set[str] = set()  # what the caller lacks (project and service accounts alike)
+        self.denied_on: dict[str, set[str]] = {}  # what the caller lacks on one project only (a Shared VPC host)
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received
         self.inserts_performed = 0
         self.calls: collections.Counter[str] = collections.Counter()  # API calls by method id, e.g. "instances.get"
@@ -108,9 +116,10 @@ class FakeCompute(
         return time.time() + self.clock_offset
 
     def advance(self, seconds: float) -> None:
-        """Move the fake's clock: max_run_duration and preemption timers see it."""
+        """Move the fake's clock: max_run_duration, preemption timers and image operations see it."""
         self.clock_offset += seconds
         self._enforce_timers()
+        self._finish_due()
 
     # --- HTTP plumbing ------------------------------------------------------------------
 
@@ -128,7 +137,8 @@ class FakeCompute(
 
     def _admit(self, resource: str, name: str, args: dict[str, str]) -> None:
         public_read = resource == "images" and name in ("get", "getFromFamily", "list") and args["project"] in self.public_images
-        if args["project"] != self.project and not public_read:
+        host_read = resource in ("subnetworks", "iam:projects") and args["project"] in self.host_projects()
+        if args["project"] != self.project and not (public_read or host_read):
             raise not_found(f"projects/{args['project']}")
         if self.faults.forbidden and resource == "instances":
             raise by_reason("forbidden", method=f"instances.{name}", target=f"projects/{self.project}")

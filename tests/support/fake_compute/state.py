@@ -28,9 +28,30 @@ class Faults(MetadataFaults):
     reply_errors: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     unsupported_zones: set[str] = dataclasses.field(default_factory=set)  # inserts end in UNSUPPORTED_OPERATION
     operation_seconds: float = 0.0  # extra time every insert/delete takes before its operation is DONE
-    wait_hold: float = 120.0  # the longest a zoneOperations.wait holds before it answers (the real API: ~2 min)
+    # The longest a zoneOperations/globalOperations.wait holds before it answers, DONE or not: "waits for
+    # no more than the default deadline (2 minutes)" (compute/docs/reference/rest/v1/globalOperations/wait).
+    wait_hold: float = 120.0
     delete_race_in_operation: bool = False  # a second delete is accepted and its operation ends in 404
     page_size: int = 500  # the most items a list page holds (the API may return fewer than maxResults)
+
+
+@dataclasses.dataclass
+class Latencies:
+    """How long Compute takes to finish an image operation, in seconds of the fake's clock
+    (`fake.advance` skips ahead). The defaults are as slow as the real service, so a caller must
+    outlast a client timeout of 60 s: creating an image copies a disk and "can take several
+    minutes" (https://cloud.google.com/compute/docs/images/create-custom); the documentation gives
+    no figure for a deprecation, and the fake makes it as slow, on the safe side. A test that is not
+    about the wait sets them short."""
+
+    image_insert: float = 90.0  # images.insert (sourceImage or sourceDisk): PENDING until DONE
+    image_deprecate: float = 65.0  # images.deprecate: the new state shows once DONE
+    image_delete: float = 5.0  # images.delete: DELETING until DONE, then gone
+
+    @classmethod
+    def quick(cls) -> Latencies:
+        """For tests that are not about the wait: still operations that are RUNNING for a while."""
+        return cls(image_insert=1.0, image_deprecate=0.5, image_delete=0.2)
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ invoke --list            all tasks;  invoke --help TASK  its options
 
 from invoke import Collection
 
-from tasks import bench, dashboard, deps, dev, doctor, images, jobs, local, releases, rundeck, runs, schedule
+from tasks import bench, dashboard, deps, dev, doctor, iam, images, jobs, local, releases, rundeck, runs, schedule
 
 ns = Collection(
     releases.release,
@@ -29,4 +29,5 @@ ns = Collection(
     bench.ns,
     rundeck.ns,
     schedule.ns,
+    iam.ns,
 )

@@ -124,14 +124,14 @@ def runs_wait(c, run_id, profile=None):
 
 @task(name="cancel", help={"run_id": "the run to end", "profile": PROFILE_HELP})
 def runs_cancel(c, run_id, profile=None):
-    """End a run: recorded as cancelled, its instance deleted. An ended run is left as it is."""
+    """End a run: recorded as cancelled, its instance deleted (a sweep: its tasks stopped). An ended run is left as it is."""
     from mlbatch.core.names import job_of_run_id
-    from mlbatch.run import commands, detach
+    from mlbatch.run import commands
     from mlbatch.ui import say
 
     with errors():
         job_of_run_id(run_id)
-        record = detach.cancel(commands.controller(settings(c, profile)), run_id)
+        record = commands.cancel(settings(c, profile), run_id)
         say(f"run {run_id}: {record.status}")
 
 

@@ -110,7 +110,7 @@ def fail_safe(message: str, target: FailureTarget | None, instance: str) -> None
             phases={},
             provenance=target.provenance
             or runs.Provenance(version="", vm_image="", container="", code_sha256="", agent=__version__),
-            results=bucket.url(runs.results_prefix(target.run_id)),
+            results=bucket.url(runs.results_prefix(target.run_id, target.attempt)),
         )
         runs.write_record(bucket, runs.attempt_key(target.run_id, target.attempt, runs.ATTEMPT_RECORD), record)
         with contextlib.suppress(AlreadyExists):  # the agent (or the controller) recorded the end first

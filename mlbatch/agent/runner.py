@@ -9,15 +9,17 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from mlbatch import __version__
+from mlbatch.agent import jobnet
 from mlbatch.agent.logsink import LogSink
 from mlbatch.core import labels, runs
+from mlbatch.core.access import GoogleAccess, access_boundary
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.core.errors import AlreadyExists, FetchFailed
@@ -135,9 +137,21 @@ def upload_results(bucket: Bucket, results: Path, prefix: str, say: Callable[[st
     return count
 
 
+# Google endpoints a local instance is pointed at in tests; a job with google_access gets them too.
+ENDPOINT_ENV = ("API_ENDPOINT_OVERRIDE",)
+
+
 class Attempt:
-    def __init__(self, spec: runs.RunSpec, attempt: int, instance: str, workdir: Path, keys: RecordKeys | None = None):
-        self.spec, self.attempt, self.instance = spec, attempt, instance
+    def __init__(
+        self,
+        spec: runs.RunSpec,
+        attempt: int,
+        instance: str,
+        workdir: Path,
+        keys: RecordKeys | None = None,
+        on_vm: bool = False,
+    ):
+        self.spec, self.attempt, self.instance, self.on_vm = spec, attempt, instance, on_vm
         self.keys = keys or RecordKeys.for_run(spec.run_id, attempt)
         self.workdir = workdir
         self.bucket = open_bucket(spec.bucket)
@@ -153,6 +167,18 @@ class Attempt:
         )
 
     # --- phases ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the phase, having told the controller it began (progress.json): its deadline
+        gives each phase its own margin (a slow pull, a big upload), not one shared margin."""
+        progress = runs.ProgressRecord(run_id=self.spec.run_id, attempt=self.attempt, phase=name, since=runs.now_iso())
+        try:
+            runs.write_record(self.bucket, self.keys.progress, progress)
+        except Exception as exc:  # the deadline then runs from the previous phase: worth a line, not the attempt
+            self.log.info(f"could not record the {name} phase: {type(exc).__name__}: {exc}")
+        with runs.timed(self.phases, name):
+            yield
 
     def pull(self, client, registry_login: bool) -> None:
         if "@sha256:" in self.spec.container and _present(client, self.spec.container):
@@ -183,8 +209,58 @@ class Attempt:
         extract_bundle(data, code)
         return code
 
+    @contextlib.contextmanager
+    def job_network(self, client) -> Iterator[jobnet.JobNetwork]:
+        """The job container's network, its extra environment and its token server, if any.
+        docs/architecture.md, "Jobs and the VM's credentials"."""
+        if not self.spec.network:
+            self.log.info("job network: none (the job declares no network and no google_access)")
+            yield jobnet.JobNetwork({"network_mode": jobnet.NO_NETWORK})
+            return
+        if self.on_vm:
+            jobnet.block_metadata_server()  # raises, and the job never starts, if it cannot
+            network, token_host = jobnet.jobs_network(client)
+            arguments: dict[str, Any] = {"network": network}
+            where = f"{network}; the metadata server is out of its reach"
+        else:  # a local instance: no VM credentials to keep from the job; it shares the host's network as the instance does
+            arguments, token_host = {"network_mode": jobnet.HOST_NETWORK}, jobnet.LOOPBACK
+            where = "the host's (a local instance)"
+        access = GoogleAccess.from_dict(self.spec.google_access).for_run(self.spec.job, self.spec.run_id)
+        if not access:
+            self.log.info(f"job network: {where}; no Google credentials")
+            yield jobnet.JobNetwork(arguments)
+            return
+        if not (self.on_vm or (os.environ.get("GCE_METADATA_HOST") and self.spec.bucket.startswith("gs://"))):
+            self.log.info(f"job network: {where}; google_access: a local instance has no Google credentials to downscope")
+            yield jobnet.JobNetwork(arguments)
+            return
+        server = self._token_server(access, token_host)
+        self.log.info(
+            f"job network: {where}; Google credentials: {server.email} downscoped to read {list(access.read + access.write)} "
+            f"and write {list(access.write)} of {self.spec.bucket}, served at {server.address} to the job alone"
+        )
+        extra = {**server.environment(), **{k: os.environ[k] for k in ENDPOINT_ENV if os.environ.get(k)}}
+        try:
+            with server:
+                yield jobnet.JobNetwork(arguments, extra, server)
+        finally:
+            for refusal in server.refused:
+                self.log.info(f"job token server refused: {refusal}")
+
+    def _token_server(self, access: GoogleAccess, host: str):
+        from mlbatch.agent import gce, tokens
+
+        token = tokens.JobToken(access_boundary(self.spec.bucket, access), os.environ.get("MLBATCH_STS_ENDPOINT", tokens.STS_URL))
+        email = gce.metadata("instance/service-accounts/default/email", retry_for=30.0)
+        project = gce.metadata("project/project-id", retry_for=30.0)
+        return tokens.TokenServer(token, host, email, project)
+
     def run(self, client, code: Path) -> tuple[str, int, str]:
         """Run the job to its end: (status, exit code, message: why it was killed, or "")."""
+        with self.job_network(client) as network:
+            return self._run(client, code, network)
+
+    def _run(self, client, code: Path, network: jobnet.JobNetwork) -> tuple[str, int, str]:
         results = self.workdir / "results"
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
@@ -197,19 +273,20 @@ class Attempt:
             list(self.spec.argv),
             name=f"{self.instance}-job",
             working_dir=CONTAINER_CODE_DIR,
-            environment=_job_env(self.spec, self.attempt),
-            network_mode="host",
+            environment={**_job_env(self.spec, self.attempt), **network.environment},
             volumes={
                 str(code): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
             labels=_job_labels(self.instance),
             **job_limits(self.spec),
+            **network.arguments,
         )
         output = self.container.attach(stdout=True, stderr=True, stream=True, logs=False)
         pump = threading.Thread(target=self._pump_logs, args=(output,), name="job-output", daemon=True)
         pump.start()
         self.container.start()
+        network.admit(self.container)  # its token goes to this container's address and no other
         deadline = time.monotonic() + self.spec.timeout_seconds
         while True:
             remaining = deadline - time.monotonic()
@@ -310,18 +387,18 @@ def run_attempt(
     """One attempt, start to record; the attempt's record."""
     import docker
 
-    att = Attempt(spec, attempt, instance, workdir, keys)
+    att = Attempt(spec, attempt, instance, workdir, keys, on_vm=registry_login)
     att.log.info(f"agent on {instance}: run {spec.run_id} attempt {attempt}, release {spec.version}")
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
         client = docker.from_env(timeout=300)
-        with runs.timed(att.phases, "pull"):
+        with att.phase(runs.PULL):
             att.pull(client, registry_login)
-        with runs.timed(att.phases, "fetch"):
+        with att.phase(runs.FETCH):
             code = att.fetch()
-        with runs.timed(att.phases, "run"):
+        with att.phase(runs.RUN):
             status, exit_code, message = att.run(client, code)
-        with runs.timed(att.phases, "upload"):
+        with att.phase(runs.UPLOAD):
             att.upload()
     except Preempted as exc:
         if exc.preempted:

@@ -17,11 +17,7 @@ from collections.abc import Mapping
 from mlbatch.core import runs
 from mlbatch.core.errors import ExitCode
 
-# The runnable's exit code is what Cloud Batch's lifecycle policy acts on: the job body
-# (providers/batch.py) retries a task that exits with ExitCode.PREEMPTED (or that Batch ends
-# with its own preemption code) and fails any other non-zero code at once. So: 0 succeeded;
-# the job's own code when it failed; our reserved code for anything else.
-_STATUS_EXIT = {runs.SUCCEEDED: 0, **{s: int(c) for s, c in runs.STATUS_EXIT_CODES.items()}}
+MAX_PROCESS_EXIT_CODE = 255  # a process's exit status is one byte
 
 
 def on_batch(env: Mapping[str, str]) -> bool:
@@ -44,9 +40,13 @@ def batch_instance(env: Mapping[str, str] = os.environ) -> runs.InstanceSpec:
 def exit_code(status: str, job_exit_code: int) -> int:
     """The task's exit code for an attempt that ended with `status` (the job's own code when it failed).
 
+    The runnable's exit code is what Cloud Batch's lifecycle policy acts on: the job body
+    (providers/batch.py) retries a task that exits with ExitCode.PREEMPTED (or that Batch ends
+    with its own preemption code) and fails any other non-zero code at once. So: 0 succeeded;
+    the job's own code when it failed; our reserved code for anything else (runs.exit_code_of).
     A job's own code that is the preemption code would be retried as a preemption: it is
     reported as 1 (the attempt record keeps the job's real code)."""
     if status == runs.FAILED:
-        code = min(max(job_exit_code, 1), 255)
+        code = min(max(job_exit_code, 1), MAX_PROCESS_EXIT_CODE)
         return 1 if code == ExitCode.PREEMPTED else code
-    return _STATUS_EXIT.get(status, int(ExitCode.INFRA_FAILED))
+    return runs.exit_code_of(status, job_exit_code)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -65,6 +66,16 @@ def open_bucket(uri: str) -> Bucket:
     if uri.startswith("gs://"):
         return GcsBucket(uri)
     raise BadInput(f"invalid bucket {uri!r}: expected file:///path or gs://bucket[/prefix]")
+
+
+def write_immutable(bucket: Bucket, key: str, data: bytes, retain_until: dt.datetime | None = None) -> None:
+    """Write once ("only if absent"); with `retain_until`, also locked until then (gs:// only)."""
+    if retain_until is None:
+        bucket.write(key, data, immutable=True)
+    elif isinstance(bucket, GcsBucket):
+        bucket.write(key, data, immutable=True, retain_until=retain_until)
+    else:
+        raise BadInput(f"{bucket.uri}: object retention needs a gs:// bucket (set release_retention_days: 0)")
 
 
 def _check_key(key: str) -> str:
@@ -263,10 +274,16 @@ class GcsBucket:
             raise NotFound(f"{self.url(key)} does not exist")
         return int(blob.size)
 
-    def write(self, key: str, data: bytes, *, immutable: bool = False) -> None:
+    def write(self, key: str, data: bytes, *, immutable: bool = False, retain_until: dt.datetime | None = None) -> None:
+        """`retain_until`: the object gets a Locked object retention until then, set in the same
+        insert (https://cloud.google.com/storage/docs/object-lock): no one can replace or
+        delete it, or shorten the retention, before that time; the bucket must allow it."""
         from google.api_core import exceptions
 
         blob = self._blob(key)
+        if retain_until is not None:
+            blob.retention.mode = "Locked"
+            blob.retention.retain_until_time = retain_until
         try:
             blob.upload_from_string(data, if_generation_match=0 if immutable else None, retry=self._retry)
         except exceptions.PreconditionFailed:

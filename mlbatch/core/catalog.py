@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from mlbatch.core import machines
+from mlbatch.core.access import MAX_PREFIXES, PREFIX_FORM, GoogleAccess, prefix_problem
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME, MAX_JOB_NAME
 from mlbatch.core.schema import joined, problem, problems
@@ -95,6 +96,10 @@ class Job:
     # The job container's limits (mlbatch.core.machines.job_limits); 0: from the machine type.
     memory_mb: int = 0
     pids: int = 0
+    # The job container's network: none unless the job asks (true) or declares google_access.
+    network: bool = False
+    # Object prefixes the job's container may read and write with a downscoped token; none: no credentials.
+    google_access: GoogleAccess = GoogleAccess()
 
     def resolve_params(self, given: Mapping[str, str]) -> dict[str, Any]:
         """Validate `--param k=v` values against the catalog; return all params with defaults."""
@@ -172,6 +177,28 @@ class GpuSpec(BaseModel):
     count: StrictInt = Field(1, ge=1, le=16, description="an integer from 1 to 16")
 
 
+class GoogleAccessSpec(BaseModel):
+    """What a job's container may do in the run's bucket, with a token of the runner downscoped
+    to it (mlbatch.core.access): none declared, no credentials at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    read: list[StrictStr] = Field(
+        [], max_length=MAX_PREFIXES, description=f"object prefixes to read, at most {MAX_PREFIXES}: {PREFIX_FORM}"
+    )
+    write: list[StrictStr] = Field(
+        [], max_length=MAX_PREFIXES, description=f"object prefixes under runs/ to write, at most {MAX_PREFIXES}: {PREFIX_FORM}"
+    )
+
+    @field_validator("read", "write")
+    @classmethod
+    def _prefixes(cls, prefixes: list[str], info: ValidationInfo) -> list[str]:
+        for prefix in prefixes:
+            if form := prefix_problem(prefix, info.field_name == "write"):
+                raise problem(f"{form} (not {prefix!r})")
+        return prefixes
+
+
 _ParamName = Annotated[str, Field(pattern=_PARAM_NAME.pattern, description="a param name: [a-z][a-z0-9_]*, at most 40")]
 
 
@@ -225,6 +252,11 @@ class JobSpec(BaseModel):
             fits = f"{most} (what {machine_type} leaves for the job)" if most is not None else "the machine's memory"
             raise problem(f"an integer from {machines.MIN_MEMORY_MB} to {fits}, or null")
         return memory_mb
+
+    network: StrictBool = Field(False, description="true or false: the job container gets a network (metadata server blocked)")
+    google_access: GoogleAccessSpec | None = Field(
+        None, description="{read: [prefix/], write: [runs/.../]}: a token limited to these object prefixes (implies a network)"
+    )
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -287,6 +319,10 @@ def _job(name: str, spec: JobSpec) -> Job:
         max_log_mb=spec.max_log_mb,
         memory_mb=spec.memory_mb or 0,
         pids=spec.pids or 0,
+        network=spec.network,
+        google_access=GoogleAccess(tuple(spec.google_access.read), tuple(spec.google_access.write))
+        if spec.google_access
+        else GoogleAccess(),
     )
 
 
@@ -349,4 +385,5 @@ def job_from_dict(data: Mapping[str, Any]) -> Job:
     fields = dict(data)
     fields["command"] = tuple(fields["command"])
     fields["params"] = tuple(Param(**{**p, "choices": tuple(p.get("choices", ()))}) for p in fields.get("params", ()))
+    fields["google_access"] = GoogleAccess.from_dict(fields.get("google_access"))
     return Job(**fields)

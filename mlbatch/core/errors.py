@@ -62,7 +62,7 @@ class MlbatchError(Exception):
 
 # The errors that carry a reserved code, here and nowhere else, in the order of the README's
 # table; raised by core, release, providers, the controller and the agent alike. Not one
-# class per code: three kinds of failure share 110 (InfraError, BadRecord, Conflict), and the
+# class per code: four kinds of failure share 110 (InfraError, BadRecord, Conflict, NotStarted), and the
 # codes a run ends with rather than raises (105 preempted, 108 timeout, 109 cancelled, 112
 # tasks failed) come from its result record (runs.STATUS_EXIT_CODES), not from an exception.
 
@@ -109,6 +109,13 @@ class InfraError(MlbatchError):
 
 class BadRecord(MlbatchError):
     """A record in the bucket that exists but cannot be read (corrupt, incomplete, or from a newer mlbatch)."""
+
+    exit_code = ExitCode.INFRA_FAILED
+
+
+class NotStarted(MlbatchError):
+    """A keyed run's first instance could not be created for a reason that may pass: the run is
+    not recorded as ended, and its idempotency key's next trigger resumes it (mlbatch/run/claims.py)."""
 
     exit_code = ExitCode.INFRA_FAILED
 

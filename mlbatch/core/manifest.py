@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
-from mlbatch.core.bucket import Bucket
+from mlbatch.core.bucket import Bucket, write_immutable
 from mlbatch.core.catalog import Job, job_from_dict
 from mlbatch.core.errors import NotFound
 from mlbatch.core.versions import EXPECTED_FORM, is_version, parse_version, sort_key
@@ -84,9 +85,10 @@ def manifest_key(version: str) -> str:
     return f"releases/{version}/manifest.json"
 
 
-def publish(bucket: Bucket, manifest: Manifest) -> None:
-    """Write the manifest once; a second write of the same version raises AlreadyExists."""
-    bucket.write(manifest_key(manifest.version), manifest.to_json().encode(), immutable=True)
+def publish(bucket: Bucket, manifest: Manifest, retain_until: dt.datetime | None = None) -> None:
+    """Write the manifest once; a second write of the same version raises AlreadyExists.
+    `retain_until`: locked until then (Cloud Storage object retention; no token can undo it)."""
+    write_immutable(bucket, manifest_key(manifest.version), manifest.to_json().encode(), retain_until)
 
 
 def load(bucket: Bucket, version: str) -> Manifest:

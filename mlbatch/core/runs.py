@@ -2,10 +2,13 @@
 
 runs/<job>/<run_id>/spec.json              what to run; written before any instance exists
 runs/<job>/<run_id>/attempts/<n>/log        the attempt's log, flushed while it runs
+runs/<job>/<run_id>/attempts/<n>/progress.json  the phase the agent is in (the controller's deadlines)
 runs/<job>/<run_id>/attempts/<n>/attempt.json  how the attempt ended (agent)
-runs/<job>/<run_id>/results/...             what the job wrote to $MLBATCH_RESULTS_DIR
-runs/<job>/<run_id>/result.json             how the run ended; written last
+runs/<job>/<run_id>/attempts/<n>/results/...  what the attempt's job wrote to $MLBATCH_RESULTS_DIR
+runs/<job>/<run_id>/result.json             how the run ended, naming its results; written last
 idempotency/<job>/<sha256(key)[:32]>.json   the run a trigger's idempotency key started
+
+docs/architecture.md ("Records") says where each departs from the contract's layout.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ PERMISSION_DENIED = "permission_denied"
 NOT_FOUND = "not_found"
 SKIPPED = "skipped"  # concurrency: skip, while a run of the job was still going; nothing was started
 TASKS_FAILED = "tasks_failed"  # a sweep whose tasks did not all succeed
+NO_EXIT_CODE = -1  # a record's exit_code when the job did not exit by itself (never ran, stopped, lost)
 # The agent prints this at the start of a console line when it fails outside the job.
 AGENT_FAILED_MARKER = "MLBATCH-AGENT-FAILED"
 
@@ -55,6 +59,22 @@ STATUS_EXIT_CODES = {
     SKIPPED: ExitCode.SKIPPED_OVERLAP,
     TASKS_FAILED: ExitCode.TASKS_FAILED,
 }
+_EXIT_CODE_STATUSES: dict[int, str] = {int(code): status for status, code in STATUS_EXIT_CODES.items()}
+
+
+def exit_code_of(status: str, job_exit_code: int) -> int:
+    """The one mapping from how a run (or a task) ended to the exit code a scheduler sees:
+    0 when it succeeded, the job's own code when the job failed, a reserved code otherwise."""
+    if status == SUCCEEDED:
+        return int(ExitCode.OK)
+    if status == FAILED:
+        return job_exit_code
+    return int(STATUS_EXIT_CODES.get(status, ExitCode.INFRA_FAILED))
+
+
+def status_of_exit_code(code: int) -> str:
+    """The status that ends a run with this reserved exit code (the way back of exit_code_of)."""
+    return _EXIT_CODE_STATUSES.get(code, INFRA_FAILED)
 
 
 def now_iso() -> str:
@@ -142,6 +162,8 @@ class RunSpec(Record):
     vm_image: str
     idempotency_key: str = ""
     max_log_bytes: int = 0  # the job's max_log_mb; 0: no cap
+    network: bool = False  # the job container gets a network (the catalog's network, or google_access)
+    google_access: dict[str, Any] = dataclasses.field(default_factory=dict)  # core.access.GoogleAccess.to_dict()
     # The job container's limits (core.machines.job_limits of the job); 0: none (specs before them).
     memory_limit_mb: int = 0
     pids_limit: int = 0
@@ -174,12 +196,23 @@ class InstanceSpec(Record):
         return {**values, "spec": RunSpec.from_dict(values["spec"], "the instance's run spec"), "attempt": int(values["attempt"])}
 
 
+# The states of an idempotency key's claim (IdempotencyRecord.state; mlbatch/run/claims.py).
+KEY_STARTING = "starting"  # claimed; the run's first instance does not exist yet
+KEY_STARTED = "started"  # the run stands: its first instance exists, or its end was recorded before one did
+KEY_RELEASED = "released"  # not started, no end recorded: the key's next trigger resumes the run
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class IdempotencyRecord(Record):
-    """idempotency/<job>/<key hash>.json: the run a trigger's key started."""
+    """idempotency/<job>/<key hash>.json: the run a trigger's key started (mlbatch/run/claims.py).
+
+    Records written before the claim had states are runs that stand: KEY_STARTED."""
 
     run_id: str
     created: str
+    state: str = KEY_STARTED
+    lease_until: float = 0.0  # unix seconds: a claim still KEY_STARTING after this was abandoned
+    claimant: str = ""  # the trigger holding the claim (the run id it proposed): tells its own writes apart
     schema_version: int = SCHEMA_VERSION
 
 
@@ -265,11 +298,13 @@ class ResultRecord(Record):
     @property
     def run_exit_code(self) -> int:
         """The exit code run-batch returns for this run."""
-        if self.status == SUCCEEDED:
-            return 0
-        if self.status == FAILED:
-            return self.exit_code
-        return int(STATUS_EXIT_CODES.get(self.status, ExitCode.INFRA_FAILED))
+        return exit_code_of(self.status, self.exit_code)
+
+
+def results_of(bucket: Bucket, record: ResultRecord) -> str:
+    """The key prefix of the results a run's record names: the attempt that ended it (a run
+    recorded before attempts had their own: runs/<job>/<run_id>/results)."""
+    return record.results.removeprefix(bucket.uri + "/")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -296,6 +331,24 @@ class InstanceRecord(Record):
 
 
 INSTANCE_RECORD = "instance.json"
+PROGRESS_RECORD = "progress.json"
+
+# The agent's phases on the instance, in order (ProgressRecord.phase).
+PULL, FETCH, RUN, UPLOAD = "pull", "fetch", "run", "upload"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProgressRecord(Record):
+    """progress.json beside the attempt's log: the phase the agent has entered, and when.
+
+    The controller's deadline follows it (mlbatch/run/deadlines.py): a slow pull or a big
+    upload each has its own margin instead of sharing one with the job's timeout."""
+
+    run_id: str
+    attempt: int
+    phase: str  # PULL, FETCH, RUN or UPLOAD
+    since: str  # when the agent entered it (ISO, UTC)
+    schema_version: int = SCHEMA_VERSION
 
 
 def read_instance(bucket: Bucket, run_id: str, attempt: int) -> InstanceRecord | None:
@@ -304,8 +357,14 @@ def read_instance(bucket: Bucket, run_id: str, attempt: int) -> InstanceRecord |
 
 def attempt_numbers(bucket: Bucket, run_id: str) -> list[int]:
     """The attempts that have any record (an instance, a log or an end), in order."""
-    numbers = {int(k.split("/")[4]) for k in bucket.list(f"{run_prefix(run_id)}/attempts") if k.count("/") == 5}
+    numbers = {int(k.split("/")[4]) for k in bucket.list(f"{run_prefix(run_id)}/attempts") if _attempt_object(k)}
     return sorted(numbers)
+
+
+def _attempt_object(key: str) -> bool:
+    """runs/<job>/<run_id>/attempts/<n>/<name>: an attempt's own object, not one of its results."""
+    parts = key.split("/")
+    return len(parts) == 6 and parts[3] == "attempts" and parts[4].isdigit()
 
 
 def idempotency_record_key(job: str, idempotency_key: str) -> str:
@@ -332,8 +391,10 @@ def attempt_key(run_id: str, attempt: int, name: str) -> str:
     return f"{run_prefix(run_id)}/attempts/{attempt}/{name}"
 
 
-def results_prefix(run_id: str) -> str:
-    return f"{run_prefix(run_id)}/results"
+def results_prefix(run_id: str, attempt: int) -> str:
+    """Where attempt n's job results go: beside its log, so that a retry's files never mix
+    with those a preempted attempt uploaded in part."""
+    return attempt_key(run_id, attempt, "results")
 
 
 # A run's phases in the order they happen: the controller times create, boot and teardown,
@@ -409,9 +470,15 @@ def read_attempt(bucket: Bucket, run_id: str, attempt: int) -> AttemptRecord | N
     return read_record(bucket, attempt_key(run_id, attempt, ATTEMPT_RECORD), AttemptRecord)
 
 
+def read_progress(bucket: Bucket, key: str, attempt: int) -> ProgressRecord | None:
+    """The agent's progress at `key`, if it is this attempt's (a task's key is shared by its attempts)."""
+    record = read_record(bucket, key, ProgressRecord)
+    return record if record is not None and record.attempt == attempt else None
+
+
 def attempt_log_keys(bucket: Bucket, run_id: str) -> list[str]:
-    """The keys of a run's attempt logs, in attempt order."""
-    keys = (k for k in bucket.list(f"{run_prefix(run_id)}/attempts") if k.endswith("/" + ATTEMPT_LOG))
+    """The keys of a run's attempt logs, in attempt order (a results file named `log` is not one)."""
+    keys = (k for k in bucket.list(f"{run_prefix(run_id)}/attempts") if _attempt_object(k) and k.endswith("/" + ATTEMPT_LOG))
     return sorted(keys, key=lambda k: int(k.split("/")[-2]))
 
 

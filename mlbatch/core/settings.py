@@ -115,6 +115,9 @@ class Settings:
     trigger_service_account: str = ""  # the function's own identity; never the runner's
     trigger_invoker_service_account: str = ""  # the Eventarc trigger's identity: it may invoke the function only
     trigger_publishers: tuple[str, ...] = ()  # IAM principals given roles/pubsub.publisher on the topic
+    # gs:// only: each release's manifest and code bundle get a Locked object retention for this
+    # many days, which no token can undo (the bucket must allow object retention); 0: none.
+    release_retention_days: int = 0
 
     @property
     def is_local(self) -> bool:
@@ -216,6 +219,7 @@ class ProfileSettings(BaseModel):
     trigger_publishers: list[StrictStr] = Field(
         description="named principals, e.g. [serviceAccount:ci@my-ml-project.iam.gserviceaccount.com]"
     )
+    release_retention_days: StrictInt = Field(ge=0, le=36500, description="whole days from 0 (no lock) to 36500")
 
     @check("*", mode="before")
     @classmethod
@@ -379,6 +383,13 @@ class ProfileSettings(BaseModel):
                     "e.g. serviceAccount:ci@my-ml-project.iam.gserviceaccount.com, user:... or group:..."
                 )
         return members
+
+    @check("release_retention_days")
+    @classmethod
+    def _lockable(cls, days: int, info: ValidationInfo) -> int:
+        if days and not str(info.data.get("bucket", "")).startswith("gs://"):
+            raise problem("0 with a file:// bucket (object retention is Cloud Storage's)")
+        return days
 
 
 class MlbatchConfig(BaseModel):

@@ -1,9 +1,11 @@
 """Sweeps (docs/architecture.md, "Sweeps"): one run, N tasks, each with its own params set.
 
 runs/<job>/<run_id>/spec.json              the run's spec plus every task's params and argv
-runs/<job>/<run_id>/tasks/<i>/log          task i's log, flushed while it runs (a retry's: tasks/<i>/attempts/<n>/log)
-runs/<job>/<run_id>/tasks/<i>/attempt.json how task i's latest attempt ended (agent)
+runs/<job>/<run_id>/tasks/<i>/log          task i's log, flushed while it runs
+runs/<job>/<run_id>/tasks/<i>/progress.json  the phase its agent is in
 runs/<job>/<run_id>/tasks/<i>/results/...  what task i wrote to $MLBATCH_RESULTS_DIR
+runs/<job>/<run_id>/tasks/<i>/attempts/<n>/log | progress.json | results/...  the same of a retry (n > 1)
+runs/<job>/<run_id>/tasks/<i>/attempt.json how task i's latest attempt ended (agent)
 runs/<job>/<run_id>/sweep.json             params, status, exit code and metrics of every task
 runs/<job>/<run_id>/summary.csv            the same, one row per task, best first
 runs/<job>/<run_id>/result.json            how the sweep ended; written last
@@ -29,9 +31,14 @@ _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 @dataclasses.dataclass(frozen=True)
 class RecordKeys:
-    """Where one attempt's records go: a run's attempt, or a sweep's task."""
+    """Where one attempt's records go: a run's attempt, or a sweep's task.
+
+    What an attempt writes as it goes (its log, its progress, its results) sits beside its
+    log, apart from every other attempt's: a retry never appends to or mixes with what a
+    preempted attempt left."""
 
     log: str
+    progress: str  # progress.json: the phase the agent is in
     attempt: str  # attempt.json
     results: str  # prefix of what the job wrote
     result: str | None  # result.json, written only when the attempt ends a single run
@@ -39,19 +46,20 @@ class RecordKeys:
     @classmethod
     def for_run(cls, run_id: str, attempt: int) -> RecordKeys:
         return cls(
-            log=runs.attempt_key(run_id, attempt, "log"),
-            attempt=runs.attempt_key(run_id, attempt, "attempt.json"),
-            results=runs.results_prefix(run_id),
+            log=runs.attempt_key(run_id, attempt, runs.ATTEMPT_LOG),
+            progress=runs.attempt_key(run_id, attempt, runs.PROGRESS_RECORD),
+            attempt=runs.attempt_key(run_id, attempt, runs.ATTEMPT_RECORD),
+            results=runs.results_prefix(run_id, attempt),
             result=runs.result_key(run_id),
         )
 
     @classmethod
     def for_task(cls, run_id: str, task: int, attempt: int = 1) -> RecordKeys:
-        # The log is appended to, so each attempt has its own: a retry keeps the preempted attempt's.
         return cls(
-            log=task_key(run_id, task, "log" if attempt == 1 else f"attempts/{attempt}/log"),
-            attempt=task_key(run_id, task, "attempt.json"),
-            results=task_key(run_id, task, "results"),
+            log=task_attempt_key(run_id, task, attempt, runs.ATTEMPT_LOG),
+            progress=task_attempt_key(run_id, task, attempt, runs.PROGRESS_RECORD),
+            attempt=task_key(run_id, task, runs.ATTEMPT_RECORD),
+            results=task_attempt_key(run_id, task, attempt, "results"),
             result=None,
         )
 
@@ -121,16 +129,35 @@ def task_key(run_id: str, task: int, name: str) -> str:
     return f"{runs.run_prefix(run_id)}/tasks/{task}/{name}"
 
 
+def task_attempt_key(run_id: str, task: int, attempt: int, name: str) -> str:
+    """An object of one attempt of a task: the first's under tasks/<i>/, a retry's under tasks/<i>/attempts/<n>/."""
+    return task_key(run_id, task, name if attempt == 1 else f"attempts/{attempt}/{name}")
+
+
 def task_log_keys(bucket, run_id: str) -> list[str]:
     """The keys of a sweep's task logs, by task then attempt (none for a single run)."""
     prefix = f"{runs.run_prefix(run_id)}/tasks/"
-    keys = [k for k in bucket.list(prefix) if k.endswith("/" + runs.ATTEMPT_LOG)]
 
-    def order(key: str) -> tuple[int, int]:
-        parts = key.removeprefix(prefix).split("/")  # <i>/log or <i>/attempts/<n>/log
-        return int(parts[0]), int(parts[2]) if len(parts) == 4 else 1
+    def place(key: str) -> tuple[int, int] | None:
+        parts = key.removeprefix(prefix).split("/")  # <i>/log or <i>/attempts/<n>/log; not a results file
+        if parts[-1] != runs.ATTEMPT_LOG or not parts[0].isdigit():
+            return None
+        if len(parts) == 2:
+            return int(parts[0]), 1
+        if len(parts) == 4 and parts[1] == "attempts" and parts[2].isdigit():
+            return int(parts[0]), int(parts[2])
+        return None
 
-    return sorted(keys, key=order)
+    found = [(where, key) for key in bucket.list(prefix) if (where := place(key)) is not None]
+    return [key for _, key in sorted(found)]
+
+
+def read_plan(bucket, run_id: str) -> SweepPlan | None:
+    """The sweep's plan beside the RunSpec in spec.json; None for a single run (or no spec)."""
+    data = runs.read_json(bucket, runs.spec_key(run_id))
+    if not isinstance(data, dict) or "sweep" not in data:
+        return None
+    return SweepPlan.from_dict(data["sweep"], bucket.url(runs.spec_key(run_id)) + " (sweep)")
 
 
 def sweep_key(run_id: str) -> str:

@@ -54,6 +54,10 @@ class Provider(Protocol):
     def create(self, request: InstanceRequest, zone: str) -> None:
         """Create and start the instance in `zone`; CapacityError when the zone has none."""
 
+    def adopt(self, name: str, zone: str) -> None:
+        """An instance another process created in `zone` (its attempt's instance.json says
+        where): later calls on `name` go there, not to the first of `zones`."""
+
     def state(self, name: str) -> str:
         """RUNNING, STOPPED or GONE."""
 

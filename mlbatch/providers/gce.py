@@ -152,32 +152,33 @@ class GceProvider:
 
     # --- preflight ----------------------------------------------------------------------------
 
-    def preflight(self) -> None:
-        """Before anything is created: may the run's identity create instances, join the subnet (on
-        the project that owns it: a Shared VPC host) and act as the runner service account, and can
-        instances without an external IP reach Google APIs (Private Google Access on the subnet, or
-        Cloud NAT by configuration)? One message names everything missing."""
-        missing = self._missing_permissions()
+    def preflight(self, permissions: tuple[str, ...] = RUN_PERMISSIONS, role: str = "roles/compute.instanceAdmin.v1") -> None:
+        """Before anything is created: may the run's identity create instances (or what
+        `permissions` names, with the `role` that holds them: a sweep's Batch job), join the
+        subnet (on the project that owns it: a Shared VPC host) and act as the runner service
+        account, and can instances without an external IP reach Google APIs (Private Google
+        Access on the subnet, or Cloud NAT by configuration)? One message names everything missing."""
+        missing = self._missing_permissions(permissions)
         unreadable = any(m.startswith("compute.subnetworks.get") for m in missing)  # said in the message already
         network_problem = "" if self.settings.cloud_nat or unreadable else self._network_problem()
         if missing:
             raise PermissionDenied(
                 f"cannot run on project {self.project}: the caller lacks {', '.join(missing)} "
-                "(grant roles/compute.instanceAdmin.v1 on the project, roles/compute.networkUser on the project "
+                f"(grant {role} on the project, roles/compute.networkUser on the project "
                 f"that owns the subnet, and roles/iam.serviceAccountUser on {self.settings.service_account})"
                 + (f"; also: {network_problem}" if network_problem else "")
             )
         if network_problem:
             raise BadInput(f"cannot run on project {self.project}: {network_problem}")
 
-    def _missing_permissions(self) -> list[str]:
+    def _missing_permissions(self, permissions: tuple[str, ...]) -> list[str]:
         """testIamPermissions answers with the subset the caller holds (no permission needed to ask)."""
         # The test profile serves both testIamPermissions from the fake Compute API.
         session, resource_manager = self.clients.session(self.settings.compute_endpoint, RESOURCE_MANAGER)
         _, iam = self.clients.session(self.settings.compute_endpoint, IAM)
         account, host = self.settings.service_account, self.vpc.project
         checks = [
-            (f"{resource_manager}/v1/projects/{self.project}:testIamPermissions", RUN_PERMISSIONS, ""),
+            (f"{resource_manager}/v1/projects/{self.project}:testIamPermissions", permissions, ""),
             (f"{resource_manager}/v1/projects/{host}:testIamPermissions", NETWORK_PERMISSIONS, f" on project {host}"),
             (
                 f"{iam}/v1/projects/{self.project}/serviceAccounts/{account}:testIamPermissions",
@@ -186,19 +187,19 @@ class GceProvider:
             ),
         ]
         if host == self.project:  # no Shared VPC: one question to the project
-            checks[:2] = [(checks[0][0], RUN_PERMISSIONS + NETWORK_PERMISSIONS, "")]
+            checks[:2] = [(checks[0][0], permissions + NETWORK_PERMISSIONS, "")]
         missing = []
-        for url, permissions, where in checks:
+        for url, asked, where in checks:
 
-            def ask(url=url, permissions=permissions):
-                response = session.post(url, json={"permissions": list(permissions)}, timeout=60)
+            def ask(url=url, asked=asked):
+                response = session.post(url, json={"permissions": list(asked)}, timeout=60)
                 if response.status_code >= 400:
                     raise gexc.from_http_response(response)
                 return set(response.json().get("permissions", []))
 
             with errors.translated(f"checking permissions{where}", GRANT):
                 held = retry(self.api_deadline)(ask)()
-            missing += [f"{p}{where}" for p in permissions if p not in held]
+            missing += [f"{p}{where}" for p in asked if p not in held]
         return missing
 
     def _network_problem(self) -> str:
@@ -241,7 +242,12 @@ class GceProvider:
             self._zone_of.pop(request.name, None)
             raise
 
+    def adopt(self, name: str, zone: str) -> None:
+        self._zone_of[name] = zone
+
     def _zone(self, name: str) -> str:
+        """The zone this process created or was told (adopt) the instance is in; only an
+        instance nobody recorded falls back to the first zone."""
         return self._zone_of.get(name, self.zones[0])
 
     def state(self, name: str) -> str:

@@ -22,6 +22,13 @@ from mlbatch.local.infra import docker_client
 from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
 
 DOCKER_SOCKET = "/var/run/docker.sock"
+STAND_IN_ENDPOINTS = (
+    "STORAGE_EMULATOR_HOST",
+    "API_ENDPOINT_OVERRIDE",
+    "GCE_METADATA_HOST",
+    "GCE_METADATA_IP",
+    "MLBATCH_STS_ENDPOINT",
+)
 
 
 def _state(container) -> str:
@@ -75,8 +82,9 @@ class LocalProvider:
         if bucket_dir is not None:
             volumes[str(bucket_dir)] = {"bind": str(bucket_dir), "mode": "rw"}
         env = {"MLBATCH_INSTANCE_FILE": str(instance_file), labels.STATE_DIR_ENV: str(self.settings.state_dir)}
-        if os.environ.get("STORAGE_EMULATOR_HOST"):  # the local profile may use a GCS emulator
-            env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
+        # The local profile may stand in for Google's endpoints (a GCS emulator, and in tests a
+        # metadata server and STS): the instance's agent is pointed at the same ones.
+        env.update({name: os.environ[name] for name in STAND_IN_ENDPOINTS if os.environ.get(name)})
         run = {
             "image": request.spec.vm_image,
             "name": request.name,
@@ -100,6 +108,9 @@ class LocalProvider:
         workdir.mkdir(parents=True, exist_ok=True)
         Path(run["environment"]["MLBATCH_INSTANCE_FILE"]).write_text(instance.to_json())
         self.client.containers.run(run.pop("image"), **run)
+
+    def adopt(self, name: str, zone: str) -> None:
+        """One engine, one zone: a container is found by its name alone."""
 
     def state(self, name: str) -> str:
         container = self._get(name)

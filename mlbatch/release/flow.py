@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlbatch.core import bundle
 from mlbatch.core import manifest as manifests
-from mlbatch.core.bucket import Bucket, open_bucket
+from mlbatch.core.bucket import Bucket, open_bucket, write_immutable
 from mlbatch.core.catalog import checkout_catalog
 from mlbatch.core.errors import AlreadyExists, MlbatchError, PermissionDenied, StepFailed
 from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
@@ -58,13 +58,20 @@ def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, d
     return version, bucket, catalog
 
 
-def upload_code(bucket: Bucket, root: Path, version: str) -> tuple[CodeBundle, str]:
+def retain_until(settings: Settings, now: dt.datetime | None = None) -> dt.datetime | None:
+    """Until when a release's manifest and code bundle are locked (release_retention_days);
+    None: not locked, the bucket's IAM alone protects them (docs/architecture.md, "Identities and trust")."""
+    days = settings.release_retention_days
+    return (now or dt.datetime.now(dt.UTC)) + dt.timedelta(days=days) if days else None
+
+
+def upload_code(bucket: Bucket, root: Path, version: str, until: dt.datetime | None = None) -> tuple[CodeBundle, str]:
     made = bundle.build_bundle(root / "batch_code")
     data, digest = made.data, made.sha256
     key = f"batch_code/{version}/batch_code.tar.gz"
-    outcome = f"uploaded {len(data)} bytes"
+    outcome = f"uploaded {len(data)} bytes" + (f", locked until {until:%Y-%m-%d}" if until else "")
     try:
-        bucket.write(key, data, immutable=True)
+        write_immutable(bucket, key, data, until)
     except AlreadyExists:
         # Left by an earlier attempt at this release that failed later on: fine if identical.
         if bundle.sha256(bucket.read(key)) != digest:
@@ -122,7 +129,7 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
         outcome.append(f"pushed {', '.join(pinned)}" + ("" if base.pinned else f" (FROM the local {base.ref}, not pinned)"))
 
     with _step(steps, version, "code bundle") as outcome:
-        code_bundle, text = upload_code(bucket, root, version)
+        code_bundle, text = upload_code(bucket, root, version, retain_until(settings))
         outcome.append(f"{text}, sha256 {code_bundle.sha256[:12]}…")
 
     with _step(steps, version, "vm image") as outcome:
@@ -158,6 +165,7 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
             code=code_bundle,
             jobs=catalog,
         )
-        manifests.publish(bucket, manifest)
-        outcome.append(f"wrote {manifests.manifest_key(version)}")
+        until = retain_until(settings)
+        manifests.publish(bucket, manifest, until)
+        outcome.append(f"wrote {manifests.manifest_key(version)}" + (f", locked until {until:%Y-%m-%d}" if until else ""))
     return manifest

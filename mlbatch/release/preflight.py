@@ -27,7 +27,9 @@ SERVICES = {
     "batch.googleapis.com": "run the release's sweeps (one Cloud Batch job each)",
 }
 
-# permission -> the predefined role that grants it (the smallest one that does)
+# permission -> the predefined role that grants it (the smallest one that does). Storage is
+# not asked here: the release's bucket grant is conditioned on releases/ and batch_code/
+# (mlbatch.iam.plan), which a project-level testIamPermissions cannot see.
 PERMISSIONS = {
     "compute.images.create": "roles/compute.storageAdmin",
     "compute.images.get": "roles/compute.storageAdmin",
@@ -51,9 +53,6 @@ PERMISSIONS = {
     "compute.zoneOperations.get": "roles/compute.instanceAdmin.v1",
     "compute.globalOperations.get": "roles/compute.storageAdmin",
     "compute.subnetworks.use": "roles/compute.networkUser",
-    "storage.objects.create": "roles/storage.objectAdmin",
-    "storage.objects.get": "roles/storage.objectAdmin",
-    "storage.objects.list": "roles/storage.objectAdmin",
     "artifactregistry.repositories.uploadArtifacts": "roles/artifactregistry.writer",
     "artifactregistry.repositories.downloadArtifacts": "roles/artifactregistry.writer",
     "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",

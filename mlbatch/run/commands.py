@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.errors import BadInput
+from mlbatch.core.runs import ResultRecord
 from mlbatch.core.settings import Settings
 from mlbatch.run.controller import Controller, RunOutcome, RunRequest, summary_rows
 from mlbatch.ui import console, echo, emit, say, summary
@@ -123,6 +124,15 @@ def notify_end(settings: Settings, outcome: RunOutcome) -> None:
         from mlbatch.run.notify import notify
 
         notify(settings, open_bucket(settings.bucket), outcome, say)
+
+
+def cancel(settings: Settings, run_id: str) -> ResultRecord:
+    """`invoke runs.cancel`: a run's instances deleted, or a sweep's tasks stopped where its profile runs them."""
+    from mlbatch.run import detach
+    from mlbatch.run.sweep_runners import task_runner
+
+    run = controller(settings)
+    return detach.cancel(run, run_id, tasks=lambda: task_runner(settings, run.bucket, say)[0])
 
 
 def collect_garbage(settings: Settings, dry_run: bool) -> list[tuple[str, str]]:

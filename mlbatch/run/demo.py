@@ -10,7 +10,7 @@ from mlbatch.ui import console
 
 
 def show_metrics(bucket: Bucket, outcome: RunOutcome) -> dict | None:
-    prefix = runs.results_prefix(outcome.run_id)
+    prefix = runs.results_of(bucket, outcome.record)
     console.print(f"results: {bucket.url(prefix)}", markup=False)
     for key in bucket.list(prefix):
         console.print(f"  {bucket.url(key)}", markup=False)

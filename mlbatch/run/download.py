@@ -1,21 +1,18 @@
 """`invoke runs.download RUN [--to DIR]`: a run's results from the bucket into a folder.
 
 A run's results are where its result record says (the attempt that ended it); a sweep's are
-each task's, written to DIR/tasks/<i>/. Keys come from the bucket, so each destination is
+each task's last attempt's (sweep.json says which), written to DIR/tasks/<i>/. Keys come from the bucket, so each destination is
 checked to stay inside DIR before anything is written (a key with `..` is refused).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from mlbatch.core import runs
+from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.errors import BadInput, NotFound
 from mlbatch.ui import Say
-
-_TASK_RESULT = re.compile(r"^tasks/(?P<task>\d+)/(?:attempts/\d+/)?results/(?P<rest>.+)$")
 
 
 def _wanted(bucket: Bucket, run_id: str) -> list[tuple[str, str]]:
@@ -25,15 +22,16 @@ def _wanted(bucket: Bucket, run_id: str) -> list[tuple[str, str]]:
     result = runs.read_result(bucket, run_id)
     if result is None:
         raise BadInput(f"run {run_id} has not ended: its results are uploaded when it ends (`invoke logs {run_id} --follow`)")
-    prefix = runs.run_prefix(run_id)
     if result.sweep:
+        record = runs.read_record(bucket, sweeps.sweep_key(run_id), sweeps.SweepRecord)
         found = []
-        for key in bucket.list(f"{prefix}/tasks"):
-            match = _TASK_RESULT.match(key.removeprefix(prefix + "/"))
-            if match:
-                found.append((key, f"tasks/{match['task']}/{match['rest']}"))
+        for task in record.tasks if record else ():  # each task's last attempt: a retry's files never mix with a preempted one's
+            results = sweeps.task_attempt_key(run_id, task.index, max(task.attempts, 1), "results")
+            found += [(key, f"tasks/{task.index}/{key.removeprefix(results + '/')}") for key in bucket.list(results)]
         return found
-    results = result.results.removeprefix(bucket.uri + "/") if result.results else runs.results_prefix(run_id)
+    if not result.results:  # ended before any instance: no results
+        return []
+    results = runs.results_of(bucket, result)
     return [(key, key.removeprefix(results + "/")) for key in bucket.list(results)]
 
 

@@ -52,19 +52,16 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return options.since(text, "--since", now)
 
 
-def read_run_metrics(bucket: Bucket, run_id: str) -> dict[str, Any]:
-    return read_metrics(bucket, runs.results_prefix(run_id))
+def read_run_metrics(bucket: Bucket, result: runs.ResultRecord | None) -> dict[str, Any]:
+    """The metrics of the results the run's record names (the attempt that ended it)."""
+    if result is None or not result.results:
+        return {}
+    return read_metrics(bucket, runs.results_of(bucket, result))
 
 
 def read_sweep(bucket: Bucket, run_id: str) -> SweepRecord | None:
     """sweep.json of an ended sweep; None for a single run or a sweep still running."""
     return runs.read_record(bucket, sweeps.sweep_key(run_id), SweepRecord)
-
-
-def read_plan(bucket: Bucket, run_id: str) -> SweepPlan | None:
-    """The tasks spec.json plans for a sweep; None for a single run."""
-    data = runs.read_json(bucket, runs.spec_key(run_id)) or {}
-    return SweepPlan.from_dict(data["sweep"], bucket.url(runs.spec_key(run_id))) if "sweep" in data else None
 
 
 def metric_value(metrics: dict[str, Any], metric: str) -> float | None:
@@ -91,7 +88,7 @@ def _sweep_row(bucket: Bucket, run_id: str, result: runs.ResultRecord | None) ->
         return None  # an ended single run (a sweep's result names its sweep.json)
     record = read_sweep(bucket, run_id) if result is not None else None
     if record is None:
-        plan = read_plan(bucket, run_id)
+        plan = sweeps.read_plan(bucket, run_id)
         return {"tasks": len(plan.tasks), "succeeded": None, "best_task": None, "metric": ""} if plan else None
     best = best_task(record.tasks, record.ranking, record.metric)
     return {
@@ -119,7 +116,7 @@ def list_runs(
             continue
         result = runs.read_result(bucket, row.run_id) if row.status != RUNNING else None
         sweep = _sweep_row(bucket, row.run_id, result)
-        metrics = sweep.pop("best_metrics", {}) if sweep else read_run_metrics(bucket, row.run_id) if result else {}
+        metrics = sweep.pop("best_metrics", {}) if sweep else read_run_metrics(bucket, result)
         out.append(
             {
                 "run_id": row.run_id,
@@ -193,7 +190,7 @@ def _task(
         "message": task.message,
         "metrics": task.metrics,
         "metric": metric_value(task.metrics, metric),
-        "results": bucket.url(sweeps.task_key(run_id, task.index, "results")),
+        "results": bucket.url(sweeps.task_attempt_key(run_id, task.index, max(task.attempts, 1), "results")),
         "started": record.started if record else "",
         "finished": record.finished if record else "",
         "seconds": _seconds(record.started, record.finished) if record else None,
@@ -214,7 +211,7 @@ def _running_tasks(bucket: Bucket, run_id: str, plan: SweepPlan) -> list[TaskRec
         task = TaskRecord(index=i, params=planned.params, status=RUNNING)
         if (record := read_task_attempt(bucket, run_id, i)) is not None:
             task.ended(record.status, record.exit_code, record.attempt, record.message)
-            task.metrics = read_task_metrics(bucket, run_id, i)
+            task.metrics = read_task_metrics(bucket, run_id, i, record.attempt)
         tasks.append(task)
     return tasks
 
@@ -271,7 +268,7 @@ def show(bucket: Bucket, run_id: str, prices: PriceTable, region: str = "") -> d
     except MlbatchError:
         git_sha, containers, job, manifest_profile = "", {}, None, ""
     try:
-        plan = read_plan(bucket, run_id)
+        plan = sweeps.read_plan(bucket, run_id)
     except BadRecord:
         plan = None
     sweep = _sweep(bucket, spec, plan, job, manifest_profile, prices, region) if plan else None
@@ -314,8 +311,8 @@ def show(bucket: Bucket, run_id: str, prices: PriceTable, region: str = "") -> d
         },
         "attempts": attempts,
         "sweep": sweep,
-        "metrics": read_run_metrics(bucket, run_id),
-        "results": bucket.url(f"{runs.run_prefix(run_id)}/tasks" if sweep else runs.results_prefix(run_id)),
+        "metrics": read_run_metrics(bucket, result),
+        "results": bucket.url(f"{runs.run_prefix(run_id)}/tasks") if sweep else result.results if result else "",
         "cost": {
             "estimated_usd": estimated,
             "price_table": prices.origin,

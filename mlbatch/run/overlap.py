@@ -11,10 +11,15 @@ themselves by then), the trigger writes its own run id with the generation it re
 precondition. Of two triggers racing, exactly one write succeeds; the other reads the
 slot again and finds it taken. Listing runs is never part of the decision, and no one
 has to free the slot: the holder's result record does.
+
+A write whose answer was lost is retried by the storage client and meets 412: the slot
+read again names our own run, which then holds it (it does not skip itself). The
+holder's deadline is computed when the slot is written, not before a wait for it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -41,8 +46,9 @@ def _going(bucket: Bucket, holder: dict[str, Any] | None, now: float) -> bool:
     return not bucket.exists(runs.result_key(holder["run_id"]))
 
 
-def claim(bucket: Bucket, job: Job, run_id: str, deadline: float, say: Say, poll: float = WAIT_POLL) -> None:
-    """Take the job's slot for run_id (until it ends or `deadline`, unix seconds), or raise OverlapSkipped.
+def claim(bucket: Bucket, job: Job, run_id: str, hold_seconds: float, say: Say, poll: float = WAIT_POLL) -> None:
+    """Take the job's slot for run_id (until it ends, or for `hold_seconds` from when it takes
+    it), or raise OverlapSkipped.
 
     With `allow` this does nothing; with `wait` it returns once the slot is ours.
     """
@@ -52,6 +58,8 @@ def claim(bucket: Bucket, job: Job, run_id: str, deadline: float, say: Say, poll
     while True:
         data, generation = bucket.read_generation(slot_key(job.name))
         holder = json.loads(data) if data else None
+        if holder and holder.get("run_id") == run_id:
+            return  # ours: our own write, whose answer was lost
         if _going(bucket, holder, time.time()):
             assert holder is not None
             if job.concurrency == SKIP:
@@ -63,7 +71,9 @@ def claim(bucket: Bucket, job: Job, run_id: str, deadline: float, say: Say, poll
                 told = True
             time.sleep(poll)
             continue
-        record = {"run_id": run_id, "since": runs.now_iso(), "deadline": deadline}
+        now = time.time()
+        since = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds")
+        record = {"run_id": run_id, "since": since, "deadline": now + hold_seconds}
         try:
             bucket.write_if_generation(slot_key(job.name), json.dumps(record, sort_keys=True).encode(), generation)
             return

@@ -7,14 +7,14 @@ API: not even the preflight (`invoke doctor` checks permissions)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.names import new_run_id
 from mlbatch.core.settings import Settings
-from mlbatch.run.controller import RunRequest, instance_request, prepare, run_spec
-from mlbatch.run.sweep import SweepRequest, deadline_seconds, prepare_sweep, sweep_plan
+from mlbatch.run.deadlines import Margins
+from mlbatch.run.launch import RunRequest, instance_request, prepare, run_spec
+from mlbatch.run.sweep import SweepRequest, prepare_sweep, sweep_plan
 from mlbatch.ui import columns
 
 
@@ -28,7 +28,7 @@ def plan_run(settings: Settings, request: RunRequest | SweepRequest) -> dict[str
     prepared = prepare(bucket, request)
     spec = run_spec(bucket, prepared, run_id, request.idempotency_key)
     provider = get_provider(settings)
-    instance = instance_request(spec, prepared.job, 1)
+    instance = instance_request(spec, prepared.job, 1, Margins())
     return {
         "dry_run": True,
         "kind": "run",
@@ -71,19 +71,15 @@ def _plan_sweep(settings: Settings, bucket, request: SweepRequest, run_id: str) 
         from mlbatch.providers import get_provider
 
         provider = get_provider(settings)
-        first = instance_request(spec, job, 1)
+        first = instance_request(spec, job, 1, Margins())
         data["instance"] = {"provider": provider.name, "per_task": True, "body": provider.describe(first, provider.zones[0])}
     else:
         from google.cloud import batch_v1
 
         from mlbatch.providers.batch import BatchJobs, job_id
-        from mlbatch.run.controller import BOOT_MARGIN
-        from mlbatch.run.sweep_batch import QUEUE_MARGIN, job_labels
+        from mlbatch.run.sweep_batch import job_body
 
-        expires = int(time.time()) + deadline_seconds(sweep) + QUEUE_MARGIN
-        body = BatchJobs(settings).job_body(
-            spec, job, sweep.tasks, sweep.parallelism, job_labels(spec, expires), spec.timeout_seconds + BOOT_MARGIN
-        )
+        body = job_body(BatchJobs(settings), spec, sweep, Margins())
         data["batch_job"] = {"name": job_id(run_id), "body": batch_v1.Job.to_dict(body)}
     return data
 

@@ -4,25 +4,36 @@ create the job -> every 2 s read it (one jobs.get): task counts as progress, quo
 in its status events -> SUCCEEDED or FAILED: each task's outcome from its records in the
 bucket (and, for tasks that left none, from Batch's task list). Cancelled, stopped or
 gone wrong before the end: the job is deleted (Batch stops its VMs) and the sweep waits
-until it is gone, so nothing is left running.
+until it is gone, so nothing is left running. The job's labels and each task's maximum
+run duration come from the launch path a single run takes (mlbatch/run/launch.py,
+mlbatch/run/deadlines.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mlbatch.core import runs
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.names import check_labels, is_managed, managed_labels
+from mlbatch.core.cancel import Cancelled
+from mlbatch.core.names import is_managed
 from mlbatch.core.sweeps import TaskRecord
-from mlbatch.core.versions import parse_version
 from mlbatch.providers.batch import BATCH_EXIT_CODES, QUOTA_CODES, TERMINAL, BatchJobs, JobView, TaskView, job_id
-from mlbatch.run.controller import BOOT_MARGIN, SELF_DELETE_MARGIN
-from mlbatch.run.sweep import PreparedSweep, SweepStopped, deadline_seconds, read_task_attempt
+from mlbatch.run import launch as launching
+from mlbatch.run.deadlines import SELF_DELETE_SLACK, Margins
+from mlbatch.run.sweep import PreparedSweep, SweepStopped, read_task_attempt
 from mlbatch.ui import Say
 
-QUEUE_MARGIN = 1800  # seconds Batch may keep a job queued for capacity before the sweep gives up
+if TYPE_CHECKING:
+    from google.cloud import batch_v1
+
 DELETE_WAIT = 120.0  # seconds to wait for a deleted job to be gone
+# What the sweep's identity needs on the project (roles/batch.jobsEditor holds them): Batch's
+# service agent, not the caller, creates the VMs (https://cloud.google.com/iam/docs/roles-permissions/batch).
+BATCH_PERMISSIONS = ("batch.jobs.create", "batch.jobs.get", "batch.jobs.delete", "batch.tasks.list")
+BATCH_ROLE = "roles/batch.jobsEditor"
 
 
 def _progress(view: JobView) -> str:
@@ -31,34 +42,33 @@ def _progress(view: JobView) -> str:
     return f"Batch job {view.state.lower()}" + (f": tasks {counts}" if counts else "")
 
 
-def job_labels(spec: runs.RunSpec, expires_at: int) -> dict[str, str]:
-    """The Batch job's labels: ours, whose, and when `invoke gc` may delete it."""
-    return check_labels(
-        {
-            **managed_labels(),
-            "role": "sweep",
-            "job": spec.job,
-            "run-id": spec.run_id,
-            "version": parse_version(spec.version).slug,
-            "expiry": str(expires_at),
-        }
-    )
+def job_body(jobs: BatchJobs, spec: runs.RunSpec, sweep: PreparedSweep, margins: Margins) -> batch_v1.Job:
+    """The sweep's Batch job (run-batch --sweep, and its --dry-run): labelled by the launch path
+    (`role=sweep`, expiring after the sweep's span), each task an attempt's span at most."""
+    labels = launching.labels(spec, launching.ROLE_SWEEP, time.time() + sweep.seconds(margins) + SELF_DELETE_SLACK)
+    max_run = int(margins.attempt_seconds(spec.timeout_seconds))
+    return jobs.job_body(spec, sweep.prepared.job, sweep.tasks, sweep.parallelism, labels, max_run)
 
 
 class BatchTasks:
     name = "Cloud Batch"
     poll = 2.0  # seconds between jobs.get calls
+    margins = Margins()
 
-    def __init__(self, bucket: Bucket, jobs: BatchJobs, say: Say):
+    def __init__(self, bucket: Bucket, jobs: BatchJobs, say: Say, preflight: Callable[[], None]):
         self.bucket, self.jobs, self.say = bucket, jobs, say
+        self.preflight = preflight  # Batch's permissions, and the single run's network and runner account
 
-    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None:
-        job = sweep.prepared.job
+    def stop(self, run_id: str) -> None:
+        """Delete the sweep's Batch job (runs.cancel): Batch stops its VMs."""
+        self._delete(job_id(run_id))
+
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord], started: Callable[[], None]) -> None:
         name = job_id(spec.run_id)
-        wait = deadline_seconds(sweep) + QUEUE_MARGIN
-        labels = job_labels(spec, int(time.time()) + wait + SELF_DELETE_MARGIN)
-        body = self.jobs.job_body(spec, job, sweep.tasks, sweep.parallelism, labels, spec.timeout_seconds + BOOT_MARGIN)
+        wait = sweep.seconds(self.margins)
+        body = job_body(self.jobs, spec, sweep, self.margins)
         self.jobs.create(name, body)
+        started()
         self.say(f"Batch job {name} created: {len(sweep.tasks)} tasks, at most {sweep.parallelism} at once")
         deadline = time.monotonic() + wait
         ended, shown = False, ""
@@ -66,6 +76,8 @@ class BatchTasks:
         try:
             while True:
                 view = self.jobs.get(name)
+                if view is None and runs.read_result(self.bucket, spec.run_id) is not None:
+                    raise Cancelled("runs.cancel")  # it recorded the end, then deleted the job
                 if view is None:
                     default = (runs.INFRA_FAILED, "the Batch job was deleted before this task ended")
                     raise SweepStopped(f"Batch job {name} was deleted while the sweep ran", runs.INFRA_FAILED)
@@ -100,13 +112,13 @@ class BatchTasks:
                 # a preempted record is final once Batch gave up on the task
                 outcome.ended(record.status, record.exit_code, record.attempt, record.message)
             elif failed and view is not None:
-                exit_code = view.exit_code if view.exit_code is not None else -1
+                exit_code = view.exit_code if view.exit_code is not None else runs.NO_EXIT_CODE
                 message = view.message or "Batch failed the task before its agent recorded it"
                 if exit_code in BATCH_EXIT_CODES:
                     message = f"{message} ({BATCH_EXIT_CODES[exit_code]})"
                 outcome.ended(runs.INFRA_FAILED, exit_code, 1, message)
             else:
-                outcome.ended(default[0], -1, record.attempt if record else 0, default[1])
+                outcome.ended(default[0], runs.NO_EXIT_CODE, record.attempt if record else 0, default[1])
 
     def _delete(self, name: str) -> None:
         try:

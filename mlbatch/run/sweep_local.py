@@ -1,8 +1,10 @@
 """A sweep on the local provider: one instance per task attempt, at most P at once.
 
-Each instance is the same throw-away instance a single run uses, told its task index:
-its agent records under tasks/<i>/. A task whose instance was preempted (its agent
-recorded so, or it vanished without a record) runs again, up to the job's retries.
+Each instance is the same throw-away instance a single run uses (its spec and labels from
+mlbatch/run/launch.py), told its task index: its agent records under tasks/<i>/. A task
+whose instance was preempted (its agent recorded so, or it vanished without a record)
+runs again, up to the job's retries. An attempt's deadline follows its agent's phase, as a
+run's does. A result.json written by someone else (runs.cancel) stops the sweep.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from collections.abc import Callable
 
-from mlbatch.core import runs
+from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
-from mlbatch.core.names import check_gce_name, check_labels, managed_labels
+from mlbatch.core.cancel import Cancelled
+from mlbatch.core.names import check_gce_name
 from mlbatch.core.sweeps import TaskRecord
-from mlbatch.core.versions import parse_version
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
-from mlbatch.run.controller import BOOT_MARGIN, POLL, SELF_DELETE_MARGIN, STATE_CHECK_EVERY
+from mlbatch.run import launch as launching
+from mlbatch.run.controller import POLL, STATE_CHECK_EVERY
+from mlbatch.run.deadlines import Margins
 from mlbatch.run.sweep import PreparedSweep, read_task_attempt
 from mlbatch.ui import Say
 
@@ -31,18 +36,30 @@ class _Running:
     task: int
     attempt: int
     name: str
-    deadline: float
+    created_at: float  # unix seconds
+    deadline: float  # unix seconds, as of the agent's last known phase
+    awaited: str  # what the deadline waits for
 
 
 class LocalTasks:
     poll = POLL  # seconds between reads of the running tasks' records
     state_check_every = STATE_CHECK_EVERY  # seconds between asks to the provider
+    margins = Margins()
 
     def __init__(self, bucket: Bucket, provider: Provider, say: Say):
         self.bucket, self.provider, self.say = bucket, provider, say
         self.name = f"{provider.name} instances"
 
-    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord]) -> None:
+    def preflight(self) -> None:
+        self.provider.preflight()
+
+    def stop(self, run_id: str) -> None:
+        """Delete every instance of the sweep (runs.cancel; the sweep's own run-batch then stops too)."""
+        for info in self.provider.list_ours():
+            if info.labels.get("run-id") == run_id:
+                self._delete(info.name)
+
+    def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord], started: Callable[[], None]) -> None:
         job = sweep.prepared.job
         pending = collections.deque((i, 1) for i in range(len(sweep.tasks)))
         running: dict[int, _Running] = {}
@@ -53,10 +70,13 @@ class LocalTasks:
                     task, attempt = pending.popleft()
                     running[task] = self._start(spec, sweep, task, attempt)
                     outcomes[task].attempts = attempt
+                    started()
                 time.sleep(self.poll)
                 check_state = time.monotonic() >= next_state_check
                 if check_state:
                     next_state_check = time.monotonic() + self.state_check_every
+                    if runs.read_result(self.bucket, spec.run_id) is not None:  # before the states: cancel deletes after
+                        raise Cancelled("runs.cancel")
                 for task, r in list(running.items()):
                     ended = self._ended(spec, r, check_state)
                     if ended is None:
@@ -87,40 +107,35 @@ class LocalTasks:
             time.sleep(self.poll)  # the agent writes its record before it ends: read once more
             found = record()
             if found is None:
-                return runs.PREEMPTED, -1, "the instance ended without a record"
+                return runs.PREEMPTED, runs.NO_EXIT_CODE, "the instance ended without a record"
         if found is not None:
             return found.status, found.exit_code, found.message
-        if time.monotonic() > r.deadline:
-            return runs.TIMEOUT, -1, f"no record {spec.timeout_seconds + BOOT_MARGIN}s after the instance was created"
+        if check_state or time.time() > r.deadline:  # the phase the agent is in now sets the deadline
+            key = sweeps.RecordKeys.for_task(spec.run_id, r.task, r.attempt).progress
+            progress = runs.read_progress(self.bucket, key, r.attempt)
+            r.deadline, r.awaited = self.margins.deadline(r.created_at, spec.timeout_seconds, progress)
+            if time.time() > r.deadline:
+                return runs.TIMEOUT, runs.NO_EXIT_CODE, f"no record from instance {r.name}: timed out waiting for {r.awaited}"
         return None
 
     def _start(self, spec: runs.RunSpec, sweep: PreparedSweep, task: int, attempt: int) -> _Running:
-        job, params = sweep.prepared.job, sweep.tasks[task]
-        task_spec = dataclasses.replace(spec, params=params, argv=tuple(job.argv(params)))
+        job = sweep.prepared.job
         name = task_instance_name(spec.run_id, task, attempt)
-        max_run = spec.timeout_seconds + SELF_DELETE_MARGIN
-        labels = {
-            **managed_labels(),
-            "role": "instance",
-            "job": spec.job,
-            "run-id": spec.run_id,
-            "version": parse_version(spec.version).slug,
-            "attempt": str(attempt),
-            "task": str(task),
-            "expiry": str(int(time.time()) + max_run),
-        }
+        max_run = self.margins.instance_seconds(spec.timeout_seconds)
+        created_at = time.time()
         request = InstanceRequest(
             name=name,
-            spec=task_spec,
+            spec=launching.task_spec(spec, job, sweep.tasks[task]),
             job=job,
             attempt=attempt,
-            labels=check_labels(labels),
+            labels=launching.labels(spec, launching.ROLE_INSTANCE, created_at + max_run, attempt=attempt, task=task),
             max_run_seconds=max_run,
             spot=job.spot,
             task=task,
         )
         self.provider.create(request, self.provider.zones[0])
-        return _Running(task, attempt, name, time.monotonic() + spec.timeout_seconds + BOOT_MARGIN)
+        deadline, awaited = self.margins.deadline(created_at, spec.timeout_seconds, None)
+        return _Running(task, attempt, name, created_at, deadline, awaited)
 
     def _delete(self, name: str) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mlbatch.core.bucket import Bucket
@@ -19,7 +20,11 @@ def task_runner(settings: Settings, bucket: Bucket, say: Say) -> tuple[TaskRunne
         provider = get_provider(settings)
         return LocalTasks(bucket, provider, say), provider
     from mlbatch.providers.batch import BatchJobs
-    from mlbatch.run.sweep_batch import BatchTasks
+    from mlbatch.providers.gce import GceProvider
+    from mlbatch.run.sweep_batch import BATCH_PERMISSIONS, BATCH_ROLE, BatchTasks
 
     jobs = BatchJobs(settings)
-    return BatchTasks(bucket, jobs, say), jobs
+    # Batch VMs are a run's VMs in another wrapper: the same subnet and runner account (actAs);
+    # the caller needs Batch's permissions instead of Compute's.
+    preflight = functools.partial(GceProvider(settings).preflight, BATCH_PERMISSIONS, BATCH_ROLE)
+    return BatchTasks(bucket, jobs, say, preflight), jobs

@@ -100,7 +100,7 @@ def _guest(fake: FakeCompute, bucket: CountingBucket, seconds: int, log_bytes: c
             finished=runs.now_iso(),
             phases={},
             provenance=runs.Provenance.of(spec, agent="bench"),
-            results=bucket.url(runs.results_prefix(spec.run_id)),
+            results=bucket.url(runs.results_prefix(spec.run_id, attempt)),
         )
         runs.write_record(bucket, runs.attempt_key(spec.run_id, attempt, runs.ATTEMPT_RECORD), record)
         runs.write_record(bucket, runs.result_key(spec.run_id), runs.ResultRecord.of_attempt(record), immutable=True)

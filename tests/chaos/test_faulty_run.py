@@ -65,7 +65,7 @@ def test_a_run_through_a_failing_bucket_ends_right_and_loses_nothing(gcs_release
     complete = expected in log
     if not complete:
         tally["log_bytes_lost"] += max(len(expected) - len(log), 1)
-    results = sorted(key.rsplit("/", 1)[-1] for key in bucket.list(runs.results_prefix(outcome.run_id)))
+    results = sorted(key.rsplit("/", 1)[-1] for key in bucket.list(runs.results_of(bucket, outcome.record)))
     parts = [key for key in bucket.list(runs.run_prefix(outcome.run_id)) if PART_MARK in key]
     tally["files_leaked"] += len([r for r in results if r != "kept.txt"])
     assert outcome.exit_code == 0, outcome.result

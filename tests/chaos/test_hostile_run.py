@@ -49,7 +49,7 @@ def test_a_results_symlink_does_not_upload_what_it_points_to(env, tally):
     outcome, _, left = _run(settings, version, "mb=1", "link_to=/etc/mlbatch-release")
     tally["instances_left"] += len(left)
     bucket = open_bucket(settings.bucket)
-    uploaded = sorted(bucket.list(runs.results_prefix(outcome.run_id)))
+    uploaded = sorted(bucket.list(runs.results_of(bucket, outcome.record)))
     names = [key.rsplit("/", 1)[-1] for key in uploaded]
     leaked = [name for name in names if name in ("escape", "inside-link", "a-fifo")]
     tally["files_leaked"] += len(leaked)

@@ -134,7 +134,7 @@ def test_runs_download_and_runs_cost(released, tmp_path):
     run_id = run_ids(bucket, "sleep")[-1]
     got = invoke(bucket, "runs.download", run_id, "--to", str(tmp_path / "one"))
     assert got.returncode == 0, got.stderr
-    stored = open_bucket(bucket).read(f"{runs.results_prefix(run_id)}/metrics.json")
+    stored = open_bucket(bucket).read(f"{runs.results_prefix(run_id, 1)}/metrics.json")
     assert (tmp_path / "one" / "metrics.json").read_bytes() == stored
     sweep = invoke(bucket, "run-batch", "-j", "sleep", "-v", version, "--sweep", "seconds=1,2")
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr

@@ -67,6 +67,7 @@ def no_credentials(tmp_path_factory) -> dict[str, str]:
         ("gc", "--dry-run"),
         ("images",),
         ("images.prune", "--keep", "3"),
+        ("iam.check",),
     ],
     ids=lambda args: " ".join(args[:1] + tuple(a for a in args[1:] if a.startswith("--sweep"))),
 )

@@ -20,7 +20,8 @@ from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode, MlbatchError
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
 from mlbatch.providers.gce import GceProvider
-from mlbatch.run.controller import SELF_DELETE_MARGIN, Controller, RunRequest
+from mlbatch.run.controller import Controller, RunRequest
+from mlbatch.run.deadlines import Margins
 from mlbatch.run.records import collect_garbage, read_logs
 from tests.integration.helpers import release_for_test_profile, run_batch_on_test_profile, settings_for_test_profile, wait_for
 from tests.support.fake_compute import FakeCompute, Faults
@@ -73,7 +74,7 @@ def test_train_digits_end_to_end_through_the_cli(world, fake):
     assert fake.inserts_performed >= 1 and not fake.instances, "the VM deleted itself / was deleted"
     bucket = open_bucket(world[0].bucket)
     run_id = output.split("run ", 1)[1].split(":")[0]
-    metrics = json.loads(bucket.read(f"{runs.results_prefix(run_id)}/metrics.json"))
+    metrics = json.loads(bucket.read(f"{runs.results_of(bucket, runs.read_result(bucket, run_id))}/metrics.json"))
     assert metrics["n_estimators"] == 10
 
 
@@ -224,7 +225,7 @@ def _killed_controller_instance(world):
 
 def test_killed_controller_leaves_an_instance_that_deletes_itself(world, fake):
     instance = _killed_controller_instance(world)
-    fake.advance(600 + SELF_DELETE_MARGIN)
+    fake.advance(Margins().instance_seconds(600))
     # The termination action gives the guest its shutdown window (the agent records, then exits).
     wait_for(lambda: fake.find(instance.name) is None, timeout=120, what="max_run_duration to delete the instance")
 
@@ -243,7 +244,7 @@ def test_gc_removes_expired_leftovers_and_nothing_else(world, fake):
     provider.instances.insert(project=PROJECT, zone=settings.zones[0], instance_resource=body)
     wait_for(lambda: fake.find("someone-elses-vm"), what="someone else's VM in the same project and zone")
     assert collect_garbage(provider, dry_run=False) == [], "nothing has expired yet"
-    removed = collect_garbage(provider, dry_run=False, now=time.time() + 600 + SELF_DELETE_MARGIN + 60)
+    removed = collect_garbage(provider, dry_run=False, now=time.time() + Margins().instance_seconds(600) + 60)
     assert [name for name, _ in removed] == [leftover.name]
     assert fake.find(leftover.name) is None and fake.find("someone-elses-vm") is not None
     provider.delete("someone-elses-vm")
@@ -294,7 +295,7 @@ def test_a_shutdown_that_is_not_a_preemption_is_not_retried(world, fake):
     before = len(fake.insert_bodies())
     thread, outcome = _run_in_thread(world, params=("seconds=120",), timeout_seconds=120)
     instance = wait_for(lambda: next((i for i in fake.instances.values() if b" 1/120" in i.serial), None), what="the job")
-    fake.advance(120 + SELF_DELETE_MARGIN)
+    fake.advance(Margins().instance_seconds(120))
     thread.join(timeout=300)
     assert outcome, "the run ended"
     assert outcome[0].exit_code == ExitCode.INFRA_FAILED and outcome[0].result["attempt"] == 1

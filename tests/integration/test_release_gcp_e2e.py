@@ -143,7 +143,8 @@ def test_run_batch_boots_the_baked_image_and_runs_the_job_with_the_prepulled_con
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     run_id = result.stdout.split("run ", 1)[1].split(":")[0]
-    metrics = json.loads(open_bucket(bucket).read(f"{runs.results_prefix(run_id)}/metrics.json"))
+    store = open_bucket(bucket)
+    metrics = json.loads(store.read(f"{runs.results_of(store, runs.read_result(store, run_id))}/metrics.json"))
     assert metrics["n_estimators"] == 10 and metrics["accuracy"] > 0.8, metrics
     assert world.compute.instances == {}, "the VM deleted itself / was deleted"
 

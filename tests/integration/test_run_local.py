@@ -54,9 +54,10 @@ def test_train_digits_succeeds_and_leaves_results(env):
     result = json.loads(bucket.read(runs.result_key(outcome.run_id)))
     assert result["status"] == "succeeded"
     assert result["provenance"]["code_sha256"] and result["provenance"]["container"].count("@sha256:") == 1
-    metrics = json.loads(bucket.read(f"{runs.results_prefix(outcome.run_id)}/metrics.json"))
+    results = runs.results_of(bucket, outcome.record)
+    metrics = json.loads(bucket.read(f"{results}/metrics.json"))
     assert metrics["accuracy"] > 0.8 and metrics["n_estimators"] == 20
-    assert bucket.exists(f"{runs.results_prefix(outcome.run_id)}/model.joblib")
+    assert bucket.exists(f"{results}/model.joblib")
     assert any("metrics:" in line for line in lines), "the job's output reached the caller live"
     assert "metrics:" in read_logs(bucket, outcome.run_id), "the log outlives the instance"
     assert {"create", "boot", "pull", "fetch", "run", "upload", "teardown"} <= set(outcome.phases)

@@ -12,12 +12,14 @@ import pytest
 from mlbatch.core import manifest as manifests
 from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import open_bucket
-from mlbatch.core.errors import ExitCode
+from mlbatch.core.errors import ExitCode, PermissionDenied
 from mlbatch.providers.batch import BatchJobs, job_id
 from mlbatch.run.sweep import Sweep, SweepRequest
 from mlbatch.run.sweep_batch import BatchTasks, collect_batch_garbage
+from mlbatch.run.sweep_runners import task_runner
 from tests.integration.helpers import release_for_test_profile, run_batch_on_test_profile, settings_for_test_profile, wait_for
 from tests.support.fake_batch import FakeBatch, Faults
+from tests.support.fake_compute import FakeCompute
 from tests.support.fake_project_iam import ProjectIam
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
@@ -26,12 +28,17 @@ PROJECT = "mlbatch-test"
 
 @pytest.fixture(scope="module")
 def world(infra, gcs_emulator):
-    """A release as the gcp profile writes it (VM image by self link) in fake-gcs, and the fake Batch API."""
+    """A release as the gcp profile writes it (VM image by self link) in fake-gcs, the fake Batch
+    API, and the fake Compute API's preflight routes (permissions, the subnet, the runner account)."""
     fake = FakeBatch(PROJECT, storage_emulator=gcs_emulator).start()
+    compute = FakeCompute(PROJECT, boot_containers=False).start()
     bucket, version = release_for_test_profile("batch", fake)
-    settings = settings_for_test_profile(bucket, batch_endpoint=fake.endpoint)
+    settings = settings_for_test_profile(bucket, batch_endpoint=fake.endpoint, compute_endpoint=compute.endpoint)
+    compute.ready_for_runs(settings.region, settings.network, settings.service_account)
     fake.grant_runner(settings.service_account)  # README: the runner needs roles/batch.agentReporter
+    fake.compute = compute  # the preflight's side of the same project
     yield settings, version, fake
+    compute.stop()
     fake.stop()
     assert fake.running_containers() == []
 
@@ -51,7 +58,8 @@ def fake_is_idle(fake: FakeBatch) -> bool:
 def sweep(world, job="sleep", sweep_options=("seconds=1,2",), lines=None, **kwargs):
     settings, version, _ = world
     say = lines.append if lines is not None else lambda line: None
-    runner = BatchTasks(open_bucket(settings.bucket), BatchJobs(settings), say)
+    runner, _ = task_runner(settings, open_bucket(settings.bucket), say)
+    assert isinstance(runner, BatchTasks)
     runner.poll = 0.5
     request = SweepRequest(job, version, sweeps=tuple(sweep_options), **kwargs)
     return Sweep(open_bucket(settings.bucket), runner, say).run(request)
@@ -59,7 +67,8 @@ def sweep(world, job="sleep", sweep_options=("seconds=1,2",), lines=None, **kwar
 
 def cli(world, *args):
     settings, _, fake = world
-    return run_batch_on_test_profile({"bucket": settings.bucket, "batch_endpoint": fake.endpoint}, *args)
+    endpoints = {"batch_endpoint": fake.endpoint, "compute_endpoint": settings.compute_endpoint}
+    return run_batch_on_test_profile({"bucket": settings.bucket, **endpoints}, *args)
 
 
 def test_a_sweep_through_the_cli_is_one_batch_job(world, fake):
@@ -114,6 +123,19 @@ def test_a_task_failing_with_its_own_code_is_not_retried_while_the_others_go_on(
     assert [(t.status, t.exit_code, t.attempts) for t in tasks] == [("failed", 3, 1), ("succeeded", 0, 1)]
     failed = fake.find(job_id(outcome.run_id)).tasks[0]
     assert [e["taskExecution"]["exitCode"] for e in failed.events if "taskExecution" in e] == [3], "no retry"
+
+
+def test_a_sweep_the_caller_may_not_run_is_refused_before_anything_is_written(world, fake):
+    """Issue 17, bug 3: a sweep asks the preflight a run does (here Batch's permissions)."""
+    bucket = open_bucket(world[0].bucket)
+    fake.compute.denied_permissions.add("batch.jobs.create")
+    before = (fake.creates_performed, runs.list_run_ids(bucket, "sleep"))
+    try:
+        with pytest.raises(PermissionDenied, match="batch.jobs.create.*roles/batch.jobsEditor"):
+            sweep(world)
+    finally:
+        fake.compute.denied_permissions.clear()
+    assert (fake.creates_performed, runs.list_run_ids(bucket, "sleep")) == before, "no Batch job, no run records"
 
 
 def test_a_quota_error_at_job_creation_gives_its_code_and_leaves_nothing(world, fake):

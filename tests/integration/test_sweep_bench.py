@@ -9,10 +9,9 @@ import os
 import pytest
 
 from mlbatch.core.bucket import open_bucket
-from mlbatch.providers.batch import BatchJobs
 from mlbatch.providers.gce import GceProvider
-from mlbatch.run.sweep_batch import BatchTasks
 from mlbatch.run.sweep_bench import bench_sweep
+from mlbatch.run.sweep_runners import task_runner
 from tests.integration.helpers import release_for_test_profile, settings_for_test_profile
 from tests.support.fake_batch import FakeBatch
 from tests.support.fake_compute import FakeCompute
@@ -29,12 +28,11 @@ def test_a_sweep_makes_fewer_api_calls_than_separate_runs(infra, gcs_emulator, c
         settings = settings_for_test_profile(bucket, compute_endpoint=compute.endpoint, batch_endpoint=batch.endpoint)
         compute.ready_for_runs(settings.region, settings.network, settings.service_account)
         batch.grant_runner(settings.service_account)
-        jobs = BatchJobs(settings)
         tasks = int(os.environ.get("MLBATCH_BENCH_TASKS", "4"))
         lines: list[str] = []
+        runner, jobs = task_runner(settings, open_bucket(bucket), lines.append)
         rows = bench_sweep(
-            open_bucket(bucket), GceProvider(settings), BatchTasks(open_bucket(bucket), jobs, lines.append), jobs,
-            version, tasks, min(4, tasks), lines.append,
+            open_bucket(bucket), GceProvider(settings), runner, jobs, version, tasks, min(4, tasks), lines.append,
         )  # fmt: skip
     finally:
         compute.stop()

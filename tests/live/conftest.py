@@ -3,9 +3,10 @@
     invoke test.live                   # = MLBATCH_LIVE=1 pytest tests/live -m live
 
 It releases a pre-release `v0.0.0-live.<ms>` (containers, code, a real Packer bake of a GCE
-image, the image test on a VM, promotion), then runs `fail-on-purpose` and `sleep`, preempts a
-Spot run, sweeps 2 tasks on Cloud Batch and checks that no instance and no candidate image is
-left. It costs money (a few VM-minutes, an image, a bucket's objects) and takes 30-60 minutes.
+image, the image test on a VM, promotion), then runs `fail-on-purpose`, `sleep` and
+`probe-credentials-gcs` (a job's own token on a VM, the VM's out of its reach), preempts a Spot
+run, sweeps 2 tasks on Cloud Batch and checks that no instance and no candidate image is left.
+It costs money (a few VM-minutes, an image, a bucket's objects) and takes 30-60 minutes.
 
 Without MLBATCH_LIVE=1, the gcp profile's settings (invoke.yaml or INVOKE_MLBATCH_PROFILES_GCP_*)
 or Application Default Credentials, every test is skipped, saying which is missing. Not part of

@@ -1,7 +1,9 @@
 """One pass of a new user's first day on a real project, in order (see conftest.py for how to run it).
 
 What no fake can show: Google's own answers to our preflight, a Packer bake with HashiCorp's
-Packer and plugins, the image booting on Compute Engine with the agent, a real Spot preemption
+Packer and plugins, the image booting on Compute Engine with the agent, a job container kept off
+the VM's metadata server by the agent's DOCKER-USER rule and given a token downscoped by the real
+Security Token Service (tests here run jobs on the local profile only), a real Spot preemption
 (Compute Engine's simulated maintenance event, the documented way to preempt a Spot VM on
 purpose: https://cloud.google.com/compute/docs/instances/simulating-host-maintenance), a Cloud
 Batch job of the baked image, and that nothing billable is left behind.
@@ -21,7 +23,7 @@ from mlbatch.core.bucket import open_bucket
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from tests.live.conftest import cli
 
-RUN_ID = re.compile(r"\b((?:sleep|fail-on-purpose)-\d{8}-\d{6}-[a-z0-9]{4})\b")
+RUN_ID = re.compile(r"\b((?:sleep|fail-on-purpose|probe-credentials-gcs)-\d{8}-\d{6}-[a-z0-9]{4})\b")
 STARTED: list[str] = []  # run ids of this pass, for the cleanup check
 LEFTOVER_PREFIXES = ("mlb-imagetest-", "packer-")  # the image-test VM, Packer's build VM
 
@@ -73,6 +75,28 @@ def test_a_job_runs_and_its_output_comes_back(released):
     done = cli("run-batch", "--job", "sleep", "--version", released, "--param", "seconds=5")
     run_id_of(done.stdout)
     assert done.returncode == 0 and "tick 5/5" in done.stdout
+
+
+def test_a_job_with_google_access_gets_its_own_token_and_not_the_vms(live, released):
+    """On a VM a job with google_access runs on the jobs bridge behind the DOCKER-USER rule and
+    gets the agent's downscoped token (docs/architecture.md, "Jobs and the VM's credentials")."""
+    from mlbatch.core import manifest as manifests
+    from mlbatch.core.access import split_bucket
+
+    name, prefix = split_bucket(live.bucket)
+    manifest = prefix + manifests.manifest_key(released)
+    scratch = prefix + "runs/JOB/RUN/scratch/out.txt"
+    done = cli(
+        "run-batch", "--job", "probe-credentials-gcs", "--version", released,
+        "--param", "metadata=169.254.169.254", "--param", f"bucket={name}",
+        "--param", f"read={manifest}", "--param", f"write={scratch},{manifest}",
+    )  # fmt: skip
+    run_id = run_id_of(done.stdout)
+    assert done.returncode == 0
+    found = json.loads(open_bucket(live.bucket).read(f"{runs.results_prefix(run_id)}/probe.json"))
+    assert found["metadata"]["GCE_METADATA_HOST"] == "token", found  # the agent's server: the downscoped token
+    assert found["metadata"]["given"] != "token", found  # the VM's metadata server: rejected
+    assert found["read"] == {manifest: 403} and found["write"] == {scratch: 200, manifest: 403}, found
 
 
 def test_a_preempted_spot_run_is_retried(live, released):

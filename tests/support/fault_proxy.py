@@ -6,6 +6,9 @@ compose, download, metadata, list, delete), optionally only for object names con
 a string, answered with 503 or 429 (the JSON error body GCS sends), or with the
 connection dropped before the request reaches the emulator, or after it was processed
 (the write happened, its answer is lost: what preconditions on retries are for).
+
+With a `gate` (tests/support/gcs_iam.py, the model of the bucket's IAM), each request is
+first put to the gate, which may answer it itself (a refusal) instead of forwarding it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
+
+from tests.support.loopback import serving
 
 ACTIONS = ("503", "429", "drop-before", "drop-after")
 KINDS = ("upload", "compose", "download", "metadata", "list", "delete", "any")
@@ -62,8 +67,9 @@ def request_kind(method: str, path: str, body: bytes = b"", sessions: dict[str, 
 
 
 class FaultProxy:
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, gate=None):
         self.upstream = urllib.parse.urlsplit(upstream)
+        self.gate = gate
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.sessions: dict[str, str] = {}  # resumable upload id -> object name
@@ -114,9 +120,12 @@ class FaultProxy:
 
             def _error(self, code: int) -> None:
                 reason = "rateLimitExceeded" if code == 429 else "backendError"
-                body = json.dumps({"error": {"code": code, "message": f"injected {code}", "errors": [{"reason": reason}]}})
+                self._json(code, {"error": {"code": code, "message": f"injected {code}", "errors": [{"reason": reason}]}})
+
+            def _json(self, code: int, payload: dict) -> None:
+                body = json.dumps(payload)
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body.encode())
@@ -128,6 +137,9 @@ class FaultProxy:
 
             def _forward(self) -> None:
                 body = self._body()
+                if proxy.gate is not None and (answer := proxy.gate.before(self.command, self.path, self.headers, body)):
+                    self._json(*answer)
+                    return
                 kind, name = request_kind(self.command, self.path, body, proxy.sessions)
                 action = proxy._take(kind, name)
                 if action in ("503", "429"):
@@ -145,6 +157,8 @@ class FaultProxy:
                 response = conn.getresponse()
                 data = response.read()
                 conn.close()
+                if proxy.gate is not None:
+                    proxy.gate.after(self.command, self.path, body, response.status)
                 if action == "drop-after":  # the emulator did it; the client never hears so
                     self._drop()
                     return
@@ -170,11 +184,5 @@ class FaultProxy:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[FaultProxy]:
-        thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
-        thread.start()
-        try:
+        with serving(self._server, "fault-proxy"):
             yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()
-            thread.join(timeout=10)

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # (verb, path with query, headers, raw body) -> (status, JSON payload)
@@ -43,3 +44,28 @@ class JsonServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextlib.contextmanager
+def serving(server: http.server.HTTPServer, name: str) -> Iterator[None]:
+    """Serve on a thread of its own while the block runs; then stop and close the server."""
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def send_metadata(handler: http.server.BaseHTTPRequestHandler, status: int, text: str, content_type: str) -> None:
+    """A metadata server's answer: it always carries `Metadata-Flavor: Google` (the header
+    google-auth's ping looks for)."""
+    data = text.encode()
+    handler.send_response(status)
+    handler.send_header("Metadata-Flavor", "Google")
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -11,6 +11,7 @@ the container part (pull, run) is replaced by the scripted outcome.
     provider.script(preempt(), succeed("hello"))     # what attempt 1, 2, ... do
     provider.no_capacity_in.add("zone-a")            # creates there raise CapacityError
     provider.raise_from("state", Cancelled("SIGTERM"))  # the next state() raises it
+    provider.raise_from("create", QuotaError("..."), after=1)  # the second create raises it
     provider.script(succeed(metrics={"accuracy": 0.9}))  # the job wrote results/metrics.json
 """
 
@@ -40,20 +41,30 @@ class Behaviour:
     lines: tuple[str, ...] = ()
     end_state: str = STOPPED  # its state afterwards (RUNNING: it never ends)
     preempted: bool = False  # whether the provider says it took the instance away
-    metrics: dict[str, Any] | None = None  # what the job wrote to $MLBATCH_RESULTS_DIR/metrics.json
+    phase: str = ""  # the phase its agent reports having entered (progress.json) and stays in
+    results: tuple[tuple[str, bytes], ...] = ()  # files its job leaves in $MLBATCH_RESULTS_DIR, uploaded by the agent
 
 
-def succeed(*lines: str, metrics: dict[str, Any] | None = None) -> Behaviour:
-    return Behaviour(runs.SUCCEEDED, 0, lines, metrics=metrics)
+def _results(results: dict[str, bytes] | None, metrics: dict[str, Any] | None) -> tuple[tuple[str, bytes], ...]:
+    """The files a job leaves: `results`, and `metrics` as its metrics.json."""
+    files = dict(results or {})
+    if metrics is not None:
+        files["metrics.json"] = json.dumps(metrics).encode()
+    return tuple(files.items())
+
+
+def succeed(*lines: str, results: dict[str, bytes] | None = None, metrics: dict[str, Any] | None = None) -> Behaviour:
+    return Behaviour(runs.SUCCEEDED, 0, lines, results=_results(results, metrics))
 
 
 def fail(exit_code: int, *lines: str, metrics: dict[str, Any] | None = None) -> Behaviour:
-    return Behaviour(runs.FAILED, exit_code, lines, metrics=metrics)
+    return Behaviour(runs.FAILED, exit_code, lines, results=_results(None, metrics))
 
 
-def preempt(*lines: str) -> Behaviour:
-    """Spot preemption: the agent gets SIGTERM and records the attempt as preempted."""
-    return Behaviour(runs.PREEMPTED, -1, lines, preempted=True)
+def preempt(*lines: str, results: dict[str, bytes] | None = None) -> Behaviour:
+    """Spot preemption: the agent gets SIGTERM and records the attempt as preempted (after
+    uploading `results`, when given: what it managed to upload before the VM went)."""
+    return Behaviour(runs.PREEMPTED, -1, lines, preempted=True, results=tuple((results or {}).items()))
 
 
 def vanish(preempted: bool = True) -> Behaviour:
@@ -62,8 +73,13 @@ def vanish(preempted: bool = True) -> Behaviour:
 
 
 def hang(*lines: str) -> Behaviour:
-    """The instance runs and never records an end."""
-    return Behaviour(None, lines=lines, end_state=RUNNING)
+    """The instance runs its job and never records an end."""
+    return Behaviour(None, lines=lines, end_state=RUNNING, phase=runs.RUN)
+
+
+def stay_in(phase: str, *lines: str) -> Behaviour:
+    """The instance's agent enters `phase` (a slow pull, a big upload) and is still in it."""
+    return Behaviour(None, lines=lines, end_state=RUNNING, phase=phase)
 
 
 @dataclasses.dataclass
@@ -87,8 +103,9 @@ class MemoryProvider:
         self.instances: dict[str, MemoryInstance] = {}
         self.requests: list[tuple[InstanceRequest, str]] = []  # every create call that made an instance
         self.deleted: list[str] = []
+        self.adopted: dict[str, str] = {}  # instance -> the zone a controller was told it is in
         self._script: list[Behaviour] = []
-        self._raise: dict[str, BaseException] = {}
+        self._raise: dict[str, tuple[BaseException, int]] = {}  # method -> (what to raise, calls to let pass first)
         self._lock = threading.Lock()  # console() runs in the controller's streaming thread
 
     # --- what the test drives -----------------------------------------------------------
@@ -97,9 +114,10 @@ class MemoryProvider:
         """What the next instances do, one behaviour per create, in order."""
         self._script.extend(behaviours)
 
-    def raise_from(self, method: str, exc: BaseException) -> None:
-        """The next call of `method` ("create", "state", "delete", ...) raises `exc`."""
-        self._raise[method] = exc
+    def raise_from(self, method: str, exc: BaseException, after: int = 0) -> None:
+        """The next call of `method` ("create", "state", "delete", ...) raises `exc` (with
+        `after`, the call after that many more)."""
+        self._raise[method] = (exc, after)
 
     def add_foreign(self, name: str, labels: dict[str, str], state: str = RUNNING, zone: str = "") -> None:
         """An instance someone else made (gc must judge it by its labels)."""
@@ -109,14 +127,18 @@ class MemoryProvider:
         return [name for name, inst in self.instances.items() if inst.state != GONE]
 
     def _interrupt(self, method: str) -> None:
-        exc = self._raise.pop(method, None)
-        if exc is not None:
+        exc, after = self._raise.pop(method, (None, 0))
+        if exc is not None and after:
+            self._raise[method] = (exc, after - 1)
+        elif exc is not None:
             raise exc
 
     # --- the Provider protocol ----------------------------------------------------------
 
     def preflight(self) -> None:
-        """Nothing to check in memory (the gce provider's preflight is tested against the fake API)."""
+        """Nothing to check in memory (the gce provider's preflight is tested against the fake API),
+        unless the test makes it refuse (raise_from("preflight", PermissionDenied(...)))."""
+        self._interrupt("preflight")
 
     def describe(self, request: InstanceRequest, zone: str) -> dict:
         return {"zone": zone, "name": request.name, "spot": request.spot, "labels": request.labels}
@@ -138,7 +160,7 @@ class MemoryProvider:
         with self._lock:
             self.instances[request.name] = instance
             self.requests.append((request, zone))
-        if behaviour.status is not None:
+        if behaviour.status is not None or behaviour.phase:
             self._agent(request, behaviour)
         instance.state, instance.preempted = behaviour.end_state, behaviour.preempted
 
@@ -147,17 +169,30 @@ class MemoryProvider:
         keys = RecordKeys.for_task(request.spec.run_id, request.task, request.attempt) if request.task is not None else None
         attempt = Attempt(request.spec, request.attempt, request.name, self.workdir / request.name, keys)
         try:
+            if behaviour.phase:
+                with attempt.phase(behaviour.phase):
+                    pass
             for line in behaviour.lines:
                 attempt.log.write(line)
-            if behaviour.metrics is not None:  # the job's results, uploaded by the agent's own upload
-                results = attempt.workdir / "results"
-                results.mkdir(parents=True, exist_ok=True)
-                (results / "metrics.json").write_text(json.dumps(behaviour.metrics))
-                attempt.upload()
-            attempt.log.info(f"attempt {request.attempt} {behaviour.status}")
+            if behaviour.results:  # the job's results, uploaded by the agent's own upload
+                folder = attempt.workdir / "results"
+                for relative, data in behaviour.results:
+                    (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / relative).write_bytes(data)
+                with attempt.phase(runs.UPLOAD):
+                    attempt.upload()
+            if behaviour.status is not None:
+                attempt.log.info(f"attempt {request.attempt} {behaviour.status}")
         finally:
             attempt.log.close()
-        attempt.record(behaviour.status or "", behaviour.exit_code)
+        if behaviour.status is not None:
+            attempt.record(behaviour.status, behaviour.exit_code)
+
+    def adopt(self, name: str, zone: str) -> None:
+        instance = self.instances.get(name)
+        if instance is not None and instance.zone != zone:  # as a zonal API would answer 404
+            raise AssertionError(f"instance {name} is in {instance.zone}, not in {zone}")
+        self.adopted[name] = zone
 
     def state(self, name: str) -> str:
         self._interrupt("state")

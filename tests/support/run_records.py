@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlbatch.core.bucket import Bucket
 from mlbatch.run.controller import Controller, RunRequest
+from mlbatch.run.deadlines import Margins
 from mlbatch.run.sweep import Sweep, SweepRequest
 from mlbatch.run.sweep_local import LocalTasks
 from tests.support.memory_provider import MemoryProvider, fail, succeed
@@ -42,7 +43,7 @@ SWEEP_ACCURACY = {(10, "gini"): 0.81, (10, "entropy"): 0.84, (50, "gini"): 0.9, 
 class _Quick(Controller):
     poll = 0.001
     state_check_every = 0.0
-    boot_margin = 0
+    margins = Margins(start=0, run_grace=0, upload=0)
     attach_poll = 0.001
 
 

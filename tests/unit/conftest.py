@@ -7,6 +7,7 @@ import pytest
 
 from mlbatch.core.bucket import FileBucket
 from mlbatch.run.controller import Controller
+from mlbatch.run.deadlines import Margins
 from tests.support.memory_provider import MemoryProvider
 from tests.support.releases import publish_release
 
@@ -16,7 +17,7 @@ VERSION = "v1.0.0"
 class FastController(Controller):
     poll = 0.001
     state_check_every = 0.0
-    boot_margin = 0
+    margins = Margins(start=0, run_grace=0, upload=0)
     attach_poll = 0.001
 
 

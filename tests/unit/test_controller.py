@@ -15,6 +15,7 @@ from mlbatch.core import runs
 from mlbatch.core.catalog import MAX_TIMEOUT
 from mlbatch.core.errors import BadInput, BadRecord, ExitCode, NotFound
 from mlbatch.run.controller import Cancelled, RunRequest, summary_rows
+from mlbatch.run.deadlines import Margins
 from tests.support.memory_provider import fail, hang, preempt, succeed, vanish
 from tests.unit.conftest import VERSION, FastController
 
@@ -153,7 +154,7 @@ def test_a_duplicate_trigger_follows_a_running_run_to_its_end(controller, provid
     while not runs.list_run_ids(bucket, "sleep"):  # the first run's spec is written
         time.sleep(0.001)
     follower = FastController(bucket, provider, print, print)
-    follower.boot_margin = 10  # it must outwait the first run's own deadline (timeout + its margin 0)
+    follower.margins = Margins(start=10)  # it must outwait the first run's own deadline (timeout + its margins 0)
     second = follower.run(request)
     first.join(timeout=30)
     assert second.attached and second.run_id == outcomes["first"].run_id

@@ -61,7 +61,7 @@ def test_the_bucket_is_read_only_and_final_records_are_read_once(controller, pro
     html(pages, "index.html")
     spec = runs.spec_key(run_id)
     assert counting.reads.count(spec) == 1, "spec.json never changes: read once"
-    assert counting.reads.count(f"{runs.results_prefix(run_id)}/metrics.json") > 1, "what may change is read again"
+    assert counting.reads.count(f"{runs.results_prefix(run_id, 1)}/metrics.json") > 1, "what may change is read again"
 
 
 def test_what_a_job_wrote_is_escaped_on_every_page(controller, provider, bucket):

@@ -221,11 +221,6 @@ def test_a_redelivery_after_the_first_died_having_claimed_starts_no_second_run(d
     assert all(r.spec.run_id == claimed for r, _ in provider.requests), "no instance of another run"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="launch path (mlbatch/run, H4a): a key claimed by a delivery that died before its instance existed "
-    "is found by the redelivery, which starts nothing; the run then never runs and never ends",
-)
 @pytest.mark.parametrize("first_delivery", [died_after_writing_the_spec, died_after_claiming_the_key])
 def test_a_redelivery_launches_the_run_a_dead_delivery_claimed_exactly_once(deployment, bucket, provider, first_delivery):
     first_delivery(deployment, bucket, provider)

@@ -22,7 +22,9 @@ def test_show_has_spec_attempts_provenance_metrics_and_cost(controller, provider
     provider.no_capacity_in.add("europe-west4-a")
     provider.script(preempt("tick 1"), succeed("done"))
     outcome = controller.run(RunRequest("spot-then-on-demand", VERSION, idempotency_key="slot-1"))
-    bucket.write(f"{runs.results_prefix(outcome.run_id)}/metrics.json", json.dumps({"accuracy": 0.97, "curve": [1, 2]}).encode())
+    bucket.write(
+        f"{runs.results_of(bucket, outcome.record)}/metrics.json", json.dumps({"accuracy": 0.97, "curve": [1, 2]}).encode()
+    )
     view = inspect.show(bucket, outcome.run_id, load_prices())
     assert (view["status"], view["exit_code"], view["job"]) == ("succeeded", 0, "spot-then-on-demand")
     assert view["spec"]["version"] == VERSION and view["spec"]["idempotency_key"] == "slot-1"
@@ -58,7 +60,7 @@ def test_list_filters_by_job_status_and_time_and_carries_metrics(controller, pro
     ok = controller.run(RunRequest("sleep", VERSION)).run_id
     failed = controller.run(RunRequest("sleep", VERSION)).run_id
     other = controller.run(RunRequest("no-retries", VERSION)).run_id
-    bucket.write(f"{runs.results_prefix(ok)}/metrics.json", b'{"loss": 0.123456}')
+    bucket.write(f"{runs.results_prefix(ok, 1)}/metrics.json", b'{"loss": 0.123456}')
     rows = inspect.list_runs(bucket)
     assert {r["run_id"] for r in rows} == {ok, failed, other}
     assert [r["run_id"] for r in inspect.list_runs(bucket, job="sleep", status="failed")] == [failed]

@@ -8,7 +8,7 @@ from mlbatch.agent.runner import JOB_OOM_SCORE_ADJ, job_limits, killed_for_memor
 from mlbatch.core import machines
 from mlbatch.core.catalog import parse_catalog
 from mlbatch.core.errors import BadInput
-from mlbatch.run.controller import Prepared, run_spec
+from mlbatch.run.launch import Prepared, run_spec
 from mlbatch.run.prices import load_prices
 from tests.support.releases import publish_release
 

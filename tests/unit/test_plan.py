@@ -16,6 +16,7 @@ from mlbatch.core.bucket import FileBucket
 from mlbatch.core.errors import BadInput
 from mlbatch.core.settings import load_settings
 from mlbatch.run.commands import RunOptions
+from mlbatch.run.deadlines import Margins
 from mlbatch.run.plan import plan_run, render_plan
 from tests.conftest import ROOT, repo_config
 from tests.support.releases import publish_release
@@ -43,7 +44,7 @@ def test_a_run_plan_holds_the_instances_insert_body(settings):
     body = plan["instance"]["body"]["instances_insert"]
     assert plan["instance"]["body"]["zone"] == "europe-west4-a"
     assert body["name"] == f"mlb-{plan['run_id_example']}-1" and body["scheduling"]["provisioning_model"] == "SPOT"
-    assert body["scheduling"]["max_run_duration"]["seconds"] == str(120 + 900)
+    assert body["scheduling"]["max_run_duration"]["seconds"] == str(Margins().instance_seconds(120)), "as a real run's"
     spec = next(item["value"] for item in body["metadata"]["items"] if item["key"] == "mlbatch-run-spec")
     assert json.loads(spec)["argv"] == ["python", "sleep.py", "--seconds=5"]
     assert "DRY RUN" in render_plan(plan) and files(settings) == before

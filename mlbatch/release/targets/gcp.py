@@ -23,7 +23,7 @@ from mlbatch.local.infra import docker_client
 from mlbatch.release import containers, gce_image, vmtest
 from mlbatch.release.bake import BakeRequest, BakeSource
 from mlbatch.release.targets.base import BakedImage
-from mlbatch.ui import Say
+from mlbatch.ui import Say, say
 
 
 class GcpTarget:
@@ -38,9 +38,12 @@ class GcpTarget:
         return self.clients.credentials  # refreshed when the token expired (a bake may outlast it)
 
     def preflight(self) -> None:
+        from mlbatch.iam import policy
         from mlbatch.release import preflight
 
         preflight.check(self.settings, self.clients, gcp_base.principal(self.credentials))
+        # A manifest the runner could replace would choose the code and container of every later run.
+        policy.check_bucket(self.settings, self.credentials, say)
 
     def push_containers(self, root: Path, version: str, say: Say, base_image: str = "") -> dict[str, Container]:
         import docker

@@ -36,7 +36,8 @@ How the container stands in for a VM, and where it cannot:
   /etc/docker/daemon.json with `iptables: false` and no ip forwarding or masquerading - the
   fake's hardware, not the roles'. It must not say `bridge: none` either: dockerd then
   deletes the link named docker0, which in the host's network is the host engine's bridge.
-  Jobs run with the host network (the agent asks for it), never on a bridge.
+  Jobs run with no network (`network_mode: none`, what the agent gives a job that declares
+  none); one that declares a network would need a bridge, which this guest cannot have.
 - Disk: the guest's engine stores images with vfs (overlay on overlay does not work), in
   the container's own layer, so images pulled into it survive `docker commit` of the
   guest (a baked image). A directory of an image's layer cannot be renamed (overlayfs,

@@ -26,6 +26,8 @@ import threading
 import urllib.parse
 from typing import Any, Protocol
 
+from tests.support.loopback import send_metadata
+
 
 @dataclasses.dataclass
 class MetadataFaults:
@@ -94,13 +96,7 @@ def metadata_server(fake: Any, vm: MetadataVm) -> http.server.ThreadingHTTPServe
             return self._reply(404, "Not Found", "text/plain")
 
         def _reply(self, status, text, content_type):
-            data = text.encode()
-            self.send_response(status)
-            self.send_header("Metadata-Flavor", "Google")
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_metadata(self, status, text, content_type)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -106,7 +106,7 @@ SANDBOX = {
     "RestrictNamespaces": "yes",
     "OOMScoreAdjust": "-900",
     "StateDirectory": "mlbatch",
-    "CapabilityBoundingSet": "cap_dac_read_search cap_sys_boot",
+    "CapabilityBoundingSet": "cap_dac_read_search cap_net_admin cap_net_raw cap_sys_boot",
 }
 
 

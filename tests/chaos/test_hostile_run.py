@@ -87,7 +87,7 @@ def test_a_job_out_of_memory_is_killed_at_its_limit_and_recorded_as_such(env, ta
     assert outcome.result["message"].startswith("killed: out of memory at 128 MB limit"), outcome.result
     assert attempt.message == outcome.result["message"] and attempt.status == runs.FAILED
     # The agent survived the kill: it uploaded what the job wrote before and flushed the log after.
-    assert [k.rsplit("/", 1)[-1] for k in bucket.list(runs.results_prefix(outcome.run_id))] == ["before.txt"]
+    assert [k.rsplit("/", 1)[-1] for k in bucket.list(runs.results_prefix(outcome.run_id, 1))] == ["before.txt"]
     log = bucket.read(runs.attempt_key(outcome.run_id, 1, "log")).decode()
     assert "holding 8 MB" in log and "held 1024 MB" not in log
     assert "job killed: out of memory at 128 MB limit" in log

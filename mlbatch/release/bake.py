@@ -55,9 +55,10 @@ class BakeSource:
         return cls(image, hashlib.sha256(ca_bundle.read_bytes()).hexdigest() if ca_bundle else "")
 
 
-def input_hash(root: Path, source: BakeSource | None = None) -> str:
-    """sha256 over what goes into the image: BAKE_INPUTS of the checkout, and where the bake starts from."""
-    digest = hashlib.sha256()
+def input_hash(root: Path, source: BakeSource | None = None, gpu: bool = False) -> str:
+    """sha256 over what goes into the image: BAKE_INPUTS of the checkout, where the bake starts
+    from, and which image it is (the GPU image's differs: the same inputs, another image)."""
+    digest = hashlib.sha256(b"gpu\0" if gpu else b"")
     if source is not None:
         digest.update(f"source-image\0{source.image}\0ca-bundle\0{source.ca_bundle_sha256}\0".encode())
     for name in BAKE_INPUTS:
@@ -186,9 +187,11 @@ class BakeRequest:
     base_image: str
     ca_bundle: Path | None
     source: BakeSource | None = None  # in the input hash; None: the repository's inputs alone
+    gpu: bool = False  # the GPU image: Ansible's gpu role runs (the NVIDIA driver)
 
     def variables(self, wheel: Path, wheel_sha256: str, digest: str, manifest_path: Path) -> dict[str, str]:
         return {
+            "gpu": str(self.gpu).lower(),
             "version": self.version,
             "git_sha": self.git_sha,
             "image_name": self.image_name,
@@ -257,7 +260,7 @@ def run_packer(
 ) -> Baked:
     """Run `packer build -only=<source>` (extra_vars: the source's own variables; extra_env: secrets as
     PKR_VAR_*, never on the command line)."""
-    digest = input_hash(root, request.source)
+    digest = input_hash(root, request.source, request.gpu)
     with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         wheel_sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()

@@ -25,10 +25,13 @@ from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
 from mlbatch.local import base_images, infra
+from mlbatch.local.base_images import BuildBase
 from mlbatch.local.infra import docker_client
 from mlbatch.release import bake
 from mlbatch.release.targets import ReleaseTarget, get_target
 from mlbatch.ui import Steps, say, spinner
+
+GPU_FAMILY_SUFFIX = "-gpu"  # the GPU image's family: <image_family>-gpu
 
 
 def git_sha(root: Path) -> str:
@@ -105,6 +108,44 @@ def _discard(target: ReleaseTarget, image: VmImage) -> None:
         say(f"could not discard the candidate {image.ref} ({exc}); `invoke images.prune` will retire it")
 
 
+def _image(
+    steps: Steps,
+    version: str,
+    target: ReleaseTarget,
+    root: Path,
+    request: bake.BakeRequest,
+    pinned: dict,
+    names: tuple[str, str],
+    base: BuildBase,
+) -> VmImage:
+    """An image's two steps: reused by input hash or baked as a candidate; then tested, and
+    promoted (a failed candidate discarded). `names`: the two steps' names; `base`: what the
+    containers were built FROM (the local bake's base; the gcp bake starts from its source image)."""
+    with _step(steps, version, names[0]) as outcome:
+        request = dataclasses.replace(request, base_image=base.ref, source=target.bake_source(base))
+        image = target.find_image(bake.input_hash(root, request.source, request.gpu))
+        reused = image is not None
+        if image is None:
+            with spinner(f"baking the {'GPU ' if request.gpu else ''}VM image with Packer + Ansible"):
+                image = target.bake_image(root, request, pinned, say)
+        image = dataclasses.replace(image, gpu=request.gpu)
+        outcome.append(f"{'reused' if reused else 'baked'} {image.ref}")
+
+    with _step(steps, version, names[1]) as outcome:
+        try:
+            with spinner("testing the image with testinfra"):
+                # A reused image holds the containers of the release that baked it, not necessarily ours.
+                target.test_image(root, image, {} if reused else pinned, say)
+        except BaseException:
+            if not reused:  # a reused image is already served by earlier releases: never discard it
+                _discard(target, image)
+            raise
+        if not reused:
+            image = dataclasses.replace(target.promote(image, say), gpu=request.gpu)
+        outcome.append(f"passed; serving {image.ref}")
+    return image
+
+
 def release(settings: Settings, version_text: str, steps: Steps, target: ReleaseTarget | None = None) -> Manifest:
     version, bucket, catalog = check_release(settings, version_text)
     target = target or get_target(settings)
@@ -132,27 +173,15 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
         code_bundle, text = upload_code(bucket, root, version, retain_until(settings))
         outcome.append(f"{text}, sha256 {code_bundle.sha256[:12]}…")
 
-    with _step(steps, version, "vm image") as outcome:
-        request = dataclasses.replace(request, base_image=base.ref, source=target.bake_source(base))
-        image = target.find_image(bake.input_hash(root, request.source))
-        reused = image is not None
-        if image is None:
-            with spinner("baking the VM image with Packer + Ansible"):
-                image = target.bake_image(root, request, pinned, say)
-        outcome.append(f"{'reused' if reused else 'baked'} {image.ref}")
-
-    with _step(steps, version, "image tests") as outcome:
-        try:
-            with spinner("testing the image with testinfra"):
-                # A reused image holds the containers of the release that baked it, not necessarily ours.
-                target.test_image(root, image, {} if reused else pinned, say)
-        except BaseException:
-            if not reused:  # a reused image is already served by earlier releases: never discard it
-                _discard(target, image)
-            raise
-        if not reused:
-            image = target.promote(image, say)
-        outcome.append(f"passed; serving {image.ref}")
+    image = _image(steps, version, target, root, request, pinned, ("vm image", "image tests"), base)
+    gpu_image = None
+    if any(job.gpu_count for job in catalog.values()):  # the GPU image, only for a catalog that needs it
+        family = settings.image_family + GPU_FAMILY_SUFFIX
+        gpu_request = dataclasses.replace(
+            request, image_name=image_name(parse_version(version).slug, family=family), image_family=family, gpu=True
+        )
+        gpu_target = get_target(dataclasses.replace(settings, image_family=family))
+        gpu_image = _image(steps, version, gpu_target, root, gpu_request, pinned, ("gpu image", "gpu image tests"), base)
 
     with _step(steps, version, "manifest") as outcome:
         manifest = Manifest(
@@ -164,6 +193,7 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
             containers=pinned,
             code=code_bundle,
             jobs=catalog,
+            gpu_image=gpu_image,
         )
         until = retain_until(settings)
         manifests.publish(bucket, manifest, until)

@@ -35,10 +35,16 @@ def failed_checks(output: str) -> list[str]:
 
 
 def test_local_image(
-    client, root: Path, image_ref: str, version: str, container_labels: dict[str, str], agent_wheel_sha256: str = ""
+    client,
+    root: Path,
+    image_ref: str,
+    version: str,
+    container_labels: dict[str, str],
+    agent_wheel_sha256: str = "",
+    gpu: bool = False,
 ) -> None:
-    """Start the image with a no-op entry point and run testinfra over docker://; `agent_wheel_sha256`:
-    the wheel the manifest will name, which the image must have installed."""
+    """Start the image with a no-op entry point and run testinfra over docker:// (the GPU image's checks
+    with `gpu`); `agent_wheel_sha256`: the wheel the manifest will name, which the image must have installed."""
     container = client.containers.run(
         image_ref,
         entrypoint=["/bin/sleep", "infinity"],
@@ -48,6 +54,7 @@ def test_local_image(
     )
     try:
         args = [f"--mlbatch-version={version}", "-m", "not vm", *wheel_option(agent_wheel_sha256)]
+        args += ["--mlbatch-gpu-image"] if gpu else []
         result = run_suite(root, f"docker://{container.id}", args)
     finally:
         container.remove(force=True)

@@ -61,9 +61,12 @@ def run_vm_suite(
     port: int = 22,
     user: str = SSH_USER,
     agent_wheel_sha256: str = "",
+    gpu: bool = False,
 ) -> list[str]:
-    """The whole suite, `vm` checks included, over ssh://; returns the failed checks ([] if all passed)."""
+    """The whole suite, `vm` checks included (the GPU image's with `gpu`), over ssh://; returns the
+    failed checks ([] if all passed)."""
     args = [f"--ssh-config={ssh_config(directory, key)}", f"--mlbatch-version={version}", *wheel_option(agent_wheel_sha256)]
+    args += ["--mlbatch-gpu-image"] if gpu else []
     args += [f"--mlbatch-prepulled={ref}" for ref in prepulled]
     result = run_suite(root, f"ssh://{user}@{address}:{port}", args, timeout=SUITE_TIMEOUT)
     if result.returncode == 0:
@@ -117,6 +120,7 @@ def test_image_on_vm(settings: Settings, root: Path, image: VmImage, say: Say, p
                     prepulled,
                     user=user,
                     agent_wheel_sha256=image.agent_wheel_sha256,
+                    gpu=image.gpu,
                 )
             finally:
                 say(f"image test: deleting VM {name}")

@@ -57,6 +57,7 @@ class LocalTarget:
             image.baked_by_version,
             image_labels.checkout_labels(self.settings.state_dir),
             image.agent_wheel_sha256,
+            gpu=image.gpu,
         )
 
     def promote(self, image: VmImage, say: Say) -> VmImage:

@@ -67,6 +67,11 @@ class Provider(Protocol):
     def console(self, name: str, stop) -> Iterator[str]:
         """The instance's console lines as they come, until `stop` is set or it ends."""
 
+    def ends(self, run_id: str, stop) -> Iterator[str]:
+        """The names of the run's instances as they end, told by the platform as it happens (an
+        engine's events), until `stop` is set; nothing where the platform has no such events
+        (the caller's polls find every end anyway: this only makes it sooner)."""
+
     def delete(self, name: str) -> None:
         """Delete the instance and anything it started; idempotent."""
 

@@ -305,6 +305,11 @@ class GceProvider:
         if partial:
             yield partial
 
+    def ends(self, run_id: str, stop: threading.Event) -> Iterator[str]:
+        """Compute Engine has no call that blocks until an instance ends (`zoneOperations.wait` waits on
+        a known operation; an agent's own delete is not one): the controller's polls find every end."""
+        yield from ()
+
     def delete(self, name: str) -> None:
         """Delete and wait until it is gone. Another delete may be under way (the agent's own,
         the termination action): the API then answers 400 resourceNotReady (retried until the

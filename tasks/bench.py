@@ -55,6 +55,19 @@ def control_plane(c, minutes: float = 10.0, runs: Positive = 20):
 
 
 @task(
+    name="launch-gcp",
+    help={
+        "rounds": "runs measured one after another (default 3; each waits out the cloud's ~45 s)",
+        "scale": "multiply the cloud's figures (default 1: as users report them; 0.1 for a quick look)",
+    },
+)
+def launch_gcp(c, rounds: Positive = 3, scale: float = 1.0):
+    """A run on the gcp code path against the fake Compute API as slow as the real one: the controller apart from the cloud."""
+    argv = [sys.executable, "-m", "tests.bench.launch_gcp", "--rounds", str(rounds), "--scale", str(scale)]
+    exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)  # test support: not part of the package
+
+
+@task(
     name="logs",
     help={
         "mb": "MB of awkward output (\\r bars, 1 MB lines, non-UTF-8) to push through (default 200)",
@@ -172,4 +185,4 @@ def launch(
     console.print(summary("where one run's time goes (median)", breakdown_lines(breakdowns)))
 
 
-ns = Collection("bench", run, control_plane, logs, sweep, launch)
+ns = Collection("bench", run, control_plane, launch_gcp, logs, sweep, launch)

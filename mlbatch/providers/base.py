@@ -44,6 +44,9 @@ class InstanceInfo:
 class Provider(Protocol):
     name: str
     zones: tuple[str, ...]  # tried in order when a zone has no capacity
+    # How many creates a sweep may have under way at once: each waits on an engine or an API
+    # (a container's start, an insert's operation), which works on several side by side.
+    creates_at_once: int
 
     def preflight(self) -> None:
         """Refuse a run this provider cannot do (permissions, network), before anything is created."""

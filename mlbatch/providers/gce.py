@@ -58,6 +58,7 @@ _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING
 
 class GceProvider:
     name = "gce"
+    creates_at_once = 8
     api_deadline = 120.0  # seconds a call may spend on transient-error retries
     operation_timeout = 600.0
     serial_poll = 1.0

@@ -58,6 +58,7 @@ def _closed_on(stream, stop: threading.Event):
 class LocalProvider:
     name = "local"
     zones: tuple[str, ...] = ("local",)
+    creates_at_once = 8
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -29,8 +29,6 @@ from mlbatch.run.deadlines import Margins
 from mlbatch.run.sweep import PreparedSweep, read_task_attempt
 from mlbatch.ui import Say
 
-CREATE_THREADS = 8  # instances created at once when a sweep starts (or several tasks end together)
-
 
 def task_instance_name(run_id: str, task: int, attempt: int) -> str:
     return check_gce_name(f"mlb-{run_id}-t{task}-{attempt}", "instance name")
@@ -120,7 +118,7 @@ class LocalTasks:
         or the API, not on this machine's CPU alone). Every create is over before this returns, a
         failed or cancelled one included, and each instance made is in `running`, so the sweep's
         teardown finds it; `started` once one exists; then the first failure is raised."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(starts), CREATE_THREADS))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(starts), self.provider.creates_at_once)))
         futures = [(pool.submit(self._start, spec, sweep, task, attempt), task, attempt) for task, attempt in starts]
         try:
             concurrent.futures.wait([f for f, _, _ in futures])

@@ -94,6 +94,7 @@ class MemoryInstance:
 
 class MemoryProvider:
     name = "memory"
+    creates_at_once = 1  # scripted behaviours go to instances in the order they are created
 
     def __init__(self, workdir: Path, zones: tuple[str, ...] = ("zone-a",)):
         self.workdir = workdir

@@ -189,9 +189,9 @@ def setup(
 Measure = Callable[[], tuple[float, int]]  # wall seconds, largest peak RSS (KiB)
 
 
-def alternated(name: str, rounds: int, measures: dict[str, Measure], say: Say) -> Row:
+def alternated(name: str, rounds: int, measures: dict[str, Measure], say: Say, warm_up: bool = True) -> Row:
     """Each side once as a warm-up (not counted), then `rounds` rounds of every side in turn."""
-    for measure in measures.values():
+    for measure in measures.values() if warm_up else ():
         measure()
     walls: dict[str, list[float]] = {label: [] for label in measures}
     peaks: dict[str, list[int]] = {label: [] for label in measures}
@@ -239,8 +239,8 @@ def bench_launch(setups: list[Setup], sizes: Sizes, say: Say) -> tuple[list[Row]
 
         return measure
 
-    def row(name: str, rounds: int, each: Callable[[Setup], Measure], baseline: Measure) -> Row:
-        return alternated(name, rounds, {**{s.label: each(s) for s in setups}, BARE: baseline}, say)
+    def row(name: str, rounds: int, each: Callable[[Setup], Measure], baseline: Measure, warm_up: bool = True) -> Row:
+        return alternated(name, rounds, {**{s.label: each(s) for s in setups}, BARE: baseline}, say, warm_up)
 
     n, big, p = sizes.at_once, sizes.big_tasks, sizes.big_parallelism
     rows = [
@@ -257,6 +257,7 @@ def bench_launch(setups: list[Setup], sizes: Sizes, say: Say) -> tuple[list[Row]
             sizes.big_rounds,
             lambda s: lambda: group(s, [s.sweep_argv(big, p)], 1, "sweep"),
             bare(big, p),
+            warm_up=False,  # minutes each; the rows before warmed the engine and the page cache
         ),
     ]
     for s in setups:

@@ -170,12 +170,12 @@ class _Google:
 
         missing = self._ask("asking Resource Manager", preflight.missing_permissions)
         if missing:
-            grants = sorted({f"{role} on project {project}" for _, role, project in missing})
+            grants = sorted({f"{role} on {where}" for _, role, where in missing})
             raise MlbatchError(
                 f"{gcp_base.principal(self.credentials)} lacks {', '.join(p for p, _, _ in missing)}: grant {', '.join(grants)}",
                 ExitCode.PERMISSION_DENIED,
             )
-        return f"all {len(preflight.PERMISSIONS)} held"
+        return f"all {len(preflight.ASKED)} held"
 
     def run_preflight(self) -> str:
         from mlbatch.providers import get_provider

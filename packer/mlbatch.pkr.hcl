@@ -57,6 +57,12 @@ variable "ca_bundle" {
   default     = ""
 }
 
+variable "gpu" {
+  type        = bool
+  description = "Bake the GPU image: Ansible's gpu role adds the NVIDIA driver (and the container toolkit where a repository carries it)."
+  default     = false
+}
+
 variable "manifest_path" {
   type        = string
   description = "Where the manifest post-processor writes the artifact for the next step."
@@ -227,6 +233,7 @@ build {
       "--extra-vars", "agent_wheel=${var.agent_wheel} base_ca_bundle=${var.ca_bundle}",
       # The target kind the roles branch on (ansible/group_vars/all.yml): a VM or a container.
       "--extra-vars", "mlbatch_target=${source.type == "docker" ? "container" : "vm"}",
+      "--extra-vars", "mlbatch_gpu=${var.gpu}",
       "--extra-vars", jsonencode({ prepull_images = var.prepull_images, prepull_registry_token = var.prepull_registry_token }),
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../ansible/ansible.cfg"]

@@ -28,6 +28,7 @@ def _format(fmt: str, json: bool) -> str:
         "parallelism": "sweeps: at most this many tasks at once, a whole number (default 4)",
         "dry_run": "print the plan (release, params, argv, the instance or Batch job body) and start nothing",
         "format": "with --dry-run: " + FORMAT_HELP,
+        "allow_cpu": "a GPU job on an engine without GPUs (local profile) runs on the CPU instead of being refused",
     },
 )
 def run_batch(
@@ -44,14 +45,16 @@ def run_batch(
     parallelism: int | None = None,
     dry_run=False,
     format: Format = "table",
+    allow_cpu=False,
 ):
     """Run JOB of release VERSION (or latest) on a throw-away instance (or a sweep of it); exit with the job's exit code."""
     from mlbatch.run import commands
 
     with errors():
         options = commands.RunOptions(
-            job, version, tuple(param or ()), timeout, idempotency_key, detach, tuple(sweep or ()), sweep_file, parallelism
-        )
+            job, version, tuple(param or ()), timeout, idempotency_key, detach, tuple(sweep or ()), sweep_file, parallelism,
+            allow_cpu,
+        )  # fmt: skip
         if dry_run:
             commands.dry_run(settings(c, profile), options, format)
             return

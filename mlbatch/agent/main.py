@@ -167,7 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         spec, attempt, name, task = instance.spec, instance.attempt, instance.instance, instance.task
         keys = RecordKeys.for_task(spec.run_id, task, attempt) if task is not None else None
         record = run_attempt(
-            spec, attempt=attempt, instance=name, workdir=Path(instance.workdir), registry_login=on_gce, keys=keys
+            spec,
+            attempt=attempt,
+            instance=name,
+            workdir=Path(instance.workdir),
+            registry_login=on_gce,
+            keys=keys,
+            on_vm=on_gce,
         )
         status = record.status
     except Preempted as exc:  # before the attempt began (or after it ended): nothing of the job to save

@@ -16,13 +16,13 @@ from typing import Any
 import requests
 
 from mlbatch import __version__
-from mlbatch.agent import jobnet
+from mlbatch.agent import gpu, jobnet
 from mlbatch.agent.logsink import LogSink
 from mlbatch.core import labels, runs
 from mlbatch.core.access import GoogleAccess, access_boundary
 from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.bundle import extract_bundle
-from mlbatch.core.errors import AlreadyExists, FetchFailed
+from mlbatch.core.errors import AlreadyExists, FetchFailed, GpuUnavailable
 from mlbatch.core.names import managed_labels
 from mlbatch.core.sweeps import RecordKeys
 
@@ -125,6 +125,8 @@ class Attempt:
         self.bucket = open_bucket(spec.bucket)
         self.phases: dict[str, float] = {}
         self.container: Any = None
+        self.gpu_view: dict[str, Any] = {}  # nvidia-smi's view of a GPU job's GPUs
+        self.device_requests: list[Any] = []  # the job container's GPUs (docker run --gpus N)
         self.started = runs.now_iso()
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = LogSink(
@@ -147,6 +149,25 @@ class Attempt:
             self.log.info(f"could not record the {name} phase: {type(exc).__name__}: {exc}")
         with runs.timed(self.phases, name):
             yield
+
+    def find_gpus(self, client, on_vm: bool) -> None:
+        """A GPU job's GPUs (mlbatch/agent/gpu.py), after the pull: the driver on a VM, then the
+        job's image with its device request. Without them the attempt fails (104), or with
+        --allow-cpu the job runs on the CPU and its log says so."""
+        if not self.spec.gpu_count:
+            return
+        try:
+            if on_vm:
+                self.gpu_view = gpu.host_view()
+            self.gpu_view = gpu.container_view(client, self.spec.container, self.spec.gpu_count, _job_labels(self.instance))
+        except GpuUnavailable as exc:
+            if not self.spec.allow_cpu:
+                raise
+            self.log.info(f"no GPU for the job ({exc}); it runs on the CPU, as --allow-cpu asked")
+            return
+        self.device_requests = gpu.device_requests(self.spec.gpu_count)
+        names = ", ".join(g["name"] for g in self.gpu_view["gpus"])
+        self.log.info(f"GPUs: {names} (driver {self.gpu_view['driver']})")
 
     def pull(self, client, registry_login: bool) -> None:
         if "@sha256:" in self.spec.container and _present(client, self.spec.container):
@@ -246,6 +267,7 @@ class Attempt:
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
             labels=_job_labels(self.instance),
+            device_requests=self.device_requests or None,
             **network.arguments,
         )
         output = self.container.attach(stdout=True, stderr=True, stream=True, logs=False)
@@ -316,6 +338,7 @@ class Attempt:
             phases=self.phases,
             provenance=runs.Provenance.of(self.spec, agent=__version__),
             results=self.bucket.url(self.keys.results),
+            gpu=self.gpu_view,
         )
         runs.write_record(self.bucket, self.keys.attempt, record)
         # A preempted attempt is retried; anything else ends the run (a sweep's task ends only itself).
@@ -343,8 +366,10 @@ def run_attempt(
     workdir: Path,
     registry_login: bool = False,
     keys: RecordKeys | None = None,
+    on_vm: bool = False,
 ) -> runs.AttemptRecord:
-    """One attempt, start to record; the attempt's record."""
+    """One attempt, start to record; the attempt's record. `on_vm`: the agent runs on the VM itself
+    (GCE, Batch), whose GPU driver it checks; a local instance's GPUs are the engine's."""
     import docker
 
     att = Attempt(spec, attempt, instance, workdir, keys, on_vm=registry_login)
@@ -354,6 +379,7 @@ def run_attempt(
         client = docker.from_env(timeout=300)
         with att.phase(runs.PULL):
             att.pull(client, registry_login)
+        att.find_gpus(client, on_vm)
         with att.phase(runs.FETCH):
             code = att.fetch()
         with att.phase(runs.RUN):

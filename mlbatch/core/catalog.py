@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from mlbatch.core import gpus
 from mlbatch.core.access import MAX_PREFIXES, PREFIX_FORM, GoogleAccess, prefix_problem
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME, MAX_JOB_NAME
@@ -168,9 +169,12 @@ class ParamSpec(BaseModel):
 
 
 class GpuSpec(BaseModel):
+    """The GPUs a job's VM has and its container gets (mlbatch.core.gpus: which types, on which
+    machine types, how many)."""
+
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    type: StrictStr = Field(description="a GPU type, e.g. nvidia-tesla-t4")
+    type: StrictStr = Field(description=f"a GPU type: one of {', '.join(gpus.TYPES)}")
     count: StrictInt = Field(1, ge=1, le=16, description="an integer from 1 to 16")
 
 
@@ -309,6 +313,17 @@ def _default_problems(jobs: dict[str, Job]) -> list[str]:
     return lines
 
 
+def _gpu_problems(jobs: dict[str, Job]) -> list[str]:
+    """A GPU type Compute offers, on a machine type that takes it, in a count that machine type
+    allows; a machine type that comes with GPUs says so in `gpu` (mlbatch.core.gpus)."""
+    lines = []
+    for job in jobs.values():
+        found = gpus.check(job.machine_type, job.gpu_type, job.gpu_count)
+        if found is not None:
+            lines.append(f"jobs.{job.name}.gpu: invalid {found.value} of job {job.name}: expected {found.expected}")
+    return lines
+
+
 def parse_catalog(text: str, containers: set[str] | None = None) -> dict[str, Job]:
     """Parse and validate jobs.yaml; `containers` (when known) are the names jobs may use.
     Every problem is reported at once (BadInput, exit 100), each with its path."""
@@ -330,7 +345,7 @@ def parse_catalog(text: str, containers: set[str] | None = None) -> dict[str, Jo
             )
         ) from None
     jobs = {name: _job(name, spec) for name, spec in catalog.jobs.items()}
-    if lines := _default_problems(jobs):
+    if lines := _default_problems(jobs) + _gpu_problems(jobs):
         raise BadInput(joined("jobs.yaml: ", lines))
     return jobs
 

@@ -91,6 +91,11 @@ class FetchFailed(MlbatchError):
     exit_code = ExitCode.FETCH_FAILED
 
 
+class GpuUnavailable(FetchFailed):
+    """A GPU job's instance cannot give its container the GPUs (no driver, a driver that did not
+    load, an engine without NVIDIA's toolkit): like a container that cannot be pulled, 104."""
+
+
 class CapacityError(MlbatchError):
     """No capacity in this zone: the controller tries the next one."""
 

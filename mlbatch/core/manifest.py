@@ -11,7 +11,7 @@ from typing import Any
 
 from mlbatch.core.bucket import Bucket, write_immutable
 from mlbatch.core.catalog import Job, job_from_dict
-from mlbatch.core.errors import NotFound
+from mlbatch.core.errors import BadInput, NotFound
 from mlbatch.core.versions import EXPECTED_FORM, is_version, parse_version, sort_key
 
 _log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class VmImage:
     ref: str  # local profile: docker image tag; gcp: the image's self link
     input_hash: str
     baked_by_version: str  # the release that baked it (an identical bake may be reused)
+    gpu: bool = False  # the GPU image (the NVIDIA driver; Secure Boot off for its VMs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,18 @@ class Manifest:
     code: CodeBundle
     jobs: dict[str, Job]
     schema: int = SCHEMA
+    # The GPU image (its own family, <image_family>-gpu: the NVIDIA driver, Secure Boot off), baked
+    # only when the catalog has a GPU job; None otherwise and in releases made before GPU jobs.
+    gpu_image: VmImage | None = None
+
+    def image_for(self, job: Job) -> VmImage:
+        """The image a job's instances boot: the GPU image for a GPU job."""
+        if job.gpu_count and self.gpu_image is None:
+            raise BadInput(
+                f"job {job.name} asks for GPUs and release {self.version} has no GPU image "
+                "(it was released before GPU jobs): release a new version"
+            )
+        return self.gpu_image if job.gpu_count and self.gpu_image else self.vm_image
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"  # strict JSON
@@ -75,6 +88,7 @@ class Manifest:
             code=CodeBundle(**data["code"]),
             jobs={k: job_from_dict(v) for k, v in data["jobs"].items()},
             schema=data.get("schema", SCHEMA),
+            gpu_image=VmImage(**data["gpu_image"]) if data.get("gpu_image") else None,
         )
 
 

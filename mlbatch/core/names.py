@@ -19,6 +19,11 @@ MANAGED_LABEL_KEY = "managed-by"
 MANAGED_LABEL_VALUE = "mlbatch"
 MANAGED_LABEL = f"{MANAGED_LABEL_KEY}={MANAGED_LABEL_VALUE}"  # Docker's label filter form
 
+# An Artifact Registry repository as a registry path (REGION-docker.pkg.dev/PROJECT/REPOSITORY).
+_ARTIFACT_REGISTRY = re.compile(
+    r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[a-z0-9-]+)/(?P<repository>[a-z0-9._-]+)$"
+)
+
 # A job name must leave room for "mlb-", the run id suffix and the attempt in 63 chars.
 MAX_JOB_NAME = 30
 _RUN_ID = re.compile(r"^(?P<job>[a-z]([-a-z0-9]*[a-z0-9])?)-(?P<ts>\d{8}-\d{6})-(?P<rand>[a-z0-9]{4})$", re.ASCII)
@@ -78,3 +83,10 @@ def job_of_run_id(run_id: str) -> str:
 
 def instance_name(run_id: str, attempt: int) -> str:
     return check_gce_name(f"mlb-{run_id}-{attempt}", "instance name")
+
+
+def artifact_repository(registry: str) -> tuple[str, str, str] | None:
+    """(location, project, repository) of an Artifact Registry registry path; None for any
+    other registry (gcr.io, a local one)."""
+    match = _ARTIFACT_REGISTRY.fullmatch(registry)
+    return (match["location"], match["project"], match["repository"]) if match else None

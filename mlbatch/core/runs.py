@@ -168,6 +168,8 @@ class RunSpec(Record):
     max_log_bytes: int = 0  # the job's max_log_mb; 0: no cap
     network: bool = False  # the job container gets a network (the catalog's network, or google_access)
     google_access: dict[str, Any] = dataclasses.field(default_factory=dict)  # core.access.GoogleAccess.to_dict()
+    gpu_count: int = 0  # GPUs the job's container is given (the catalog's gpu.count)
+    allow_cpu: bool = False  # run-batch --allow-cpu: without GPUs the job runs on the CPU instead of failing (104)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -251,6 +253,9 @@ class AttemptRecord(Record):
     phases: dict[str, float]
     provenance: Provenance
     results: str  # URL of the run's results prefix
+    # A GPU job's GPUs as nvidia-smi saw them: {"driver": "535.309.01", "gpus": [{"name", "memory_mib"}]};
+    # {} for a job without GPUs (and in records written before GPU jobs).
+    gpu: dict[str, Any] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -284,6 +289,7 @@ class ResultRecord(Record):
     tasks: int = 0
     succeeded: int = 0
     sweep: str = ""
+    gpu: dict[str, Any] = dataclasses.field(default_factory=dict)  # the ending attempt's GPUs (AttemptRecord.gpu)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

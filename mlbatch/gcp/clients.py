@@ -16,6 +16,7 @@ from mlbatch.core.settings import Settings
 
 RESOURCE_MANAGER = "https://cloudresourcemanager.googleapis.com"
 IAM = "https://iam.googleapis.com"
+ARTIFACT_REGISTRY = "https://artifactregistry.googleapis.com"
 OSLOGIN = "https://oslogin.googleapis.com"
 
 
@@ -81,3 +82,25 @@ class Clients:
         if fake_endpoint:
             return AuthorizedSession(AnonymousCredentials()), fake_endpoint
         return AuthorizedSession(self.credentials), google_endpoint
+
+    def authorized_session(self, fake_endpoint: str, google_endpoint: str) -> tuple[Any, str]:
+        """An HTTP session with the credentials, at the test profile's fake if there is one (a
+        fake that checks the token, as the release preflight's do), else at Google's endpoint."""
+        from google.auth.transport.requests import AuthorizedSession
+
+        return AuthorizedSession(self.credentials), fake_endpoint or google_endpoint
+
+
+def held_permissions(session: Any, url: str, permissions: tuple[str, ...], deadline: float) -> set[str]:
+    """The subset of `permissions` the caller holds on the resource of `url` (a REST
+    `...:testIamPermissions`, which needs no permission to ask), with retries of transient
+    errors; other errors are raised as google-api-core's (the caller translates them)."""
+    from google.api_core import exceptions as gexc
+
+    def ask() -> set[str]:
+        response = session.post(url, json={"permissions": list(permissions)}, timeout=60)
+        if response.status_code >= 400:
+            raise gexc.from_http_response(response)
+        return set(response.json().get("permissions", []))
+
+    return gcp_base.retry(deadline)(ask)()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
 from mlbatch.core.catalog import Job
 from mlbatch.core.errors import BadInput
+from mlbatch.core.names import artifact_repository
 from mlbatch.core.settings import Settings
 from mlbatch.iam.plan import (
     BUCKET,
@@ -29,10 +29,6 @@ from mlbatch.iam.plan import (
     Grant,
     Identity,
     identities,
-)
-
-_ARTIFACT_REGISTRY = re.compile(
-    r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[a-z0-9-]+)/(?P<repository>[a-z0-9._-]+)$"
 )
 
 
@@ -60,13 +56,14 @@ class SetupPlan:
 
 
 def _repository(settings: Settings) -> tuple[str, str]:
-    match = _ARTIFACT_REGISTRY.fullmatch(settings.registry)
-    if not match:
+    found = artifact_repository(settings.registry)
+    if found is None:
         raise BadInput(
             f"registry {settings.registry!r} is not an Artifact Registry repository: "
             "expected REGION-docker.pkg.dev/PROJECT/REPOSITORY"
         )
-    return match["repository"], match["location"]
+    location, _, repository = found
+    return repository, location
 
 
 def _grant_command(settings: Settings, identity: Identity, grant: Grant, condition_file: Path | None) -> Command:

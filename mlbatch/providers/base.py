@@ -51,6 +51,10 @@ class Provider(Protocol):
     def preflight(self) -> None:
         """Refuse a run this provider cannot do (permissions, network), before anything is created."""
 
+    def check_job(self, job: Job, allow_cpu: bool = False) -> None:
+        """Refuse (100) a job this provider cannot give what it asks for (GPUs), before anything is created;
+        `allow_cpu`: a GPU job may run on the CPU where there are none."""
+
     def describe(self, request: InstanceRequest, zone: str) -> dict[str, Any]:
         """What `create` would send (a docker run, an instances.insert body), without sending it."""
 

@@ -138,6 +138,10 @@ class BatchJobs:
         )
         if job.gpu_count:
             policy.accelerators = [batch_v1.AllocationPolicy.Accelerator(type_=job.gpu_type, count=job.gpu_count)]
+        # installGpuDrivers stays false: the boot image of a GPU job is the release's GPU image, whose
+        # driver was baked once and checked by the image tests, rather than a driver Batch downloads
+        # from NVIDIA on every VM at boot (minutes each, egress to the internet, and a driver the
+        # image tests never saw); the agent checks it on the VM before the job runs (agent/gpu.py).
         network = batch_v1.AllocationPolicy.NetworkInterface(
             network=vpc(s).network, subnetwork=vpc(s).subnetwork, no_external_ip_address=True
         )
@@ -145,7 +149,7 @@ class BatchJobs:
             location=batch_v1.AllocationPolicy.LocationPolicy(allowed_locations=[f"zones/{z}" for z in s.zones]),
             instances=[
                 batch_v1.AllocationPolicy.InstancePolicyOrTemplate(
-                    policy=policy, install_gpu_drivers=bool(job.gpu_count), block_project_ssh_keys=True
+                    policy=policy, install_gpu_drivers=False, block_project_ssh_keys=True
                 )
             ],
             service_account=batch_v1.ServiceAccount(email=s.service_account, scopes=[SCOPE]),

@@ -21,12 +21,13 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
+from mlbatch.core.catalog import Job
 from mlbatch.core.errors import BadInput, CapacityError, MlbatchError, NotFound, PermissionDenied
 from mlbatch.core.gcp_base import SCOPE, retry
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
 from mlbatch.gcp import errors
-from mlbatch.gcp.clients import IAM, RESOURCE_MANAGER, Clients
+from mlbatch.gcp.clients import IAM, RESOURCE_MANAGER, Clients, held_permissions
 from mlbatch.gcp.network import vpc
 from mlbatch.gcp.operations import Waiter
 from mlbatch.providers.base import CONSOLE_LINE_LIMIT, GONE, RUNNING, STOPPED, InstanceInfo, InstanceRequest
@@ -73,6 +74,7 @@ class GceProvider:
         self.instances = self.clients.compute("InstancesClient")
         self.operations = self.clients.compute("ZoneOperationsClient")
         self.subnetworks = self.clients.compute("SubnetworksClient")
+        self.accelerator_types = self.clients.compute("AcceleratorTypesClient")
         self.waiter = Waiter(self.clients, self.project)
         self._zone_of: dict[str, str] = {}
 
@@ -122,7 +124,12 @@ class GceProvider:
             network_interfaces=[self._network_interface()],  # no access config: no external IP
             service_accounts=[compute_v1.ServiceAccount(email=self.settings.service_account, scopes=[SCOPE])],
             shielded_instance_config=compute_v1.ShieldedInstanceConfig(
-                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+                # The GPU image's driver is Debian's, built by DKMS on the image and signed by no key the
+                # firmware trusts: with Secure Boot the kernel would refuse it and the job find no GPU.
+                # Secure Boot stays on for every other VM; vTPM and integrity monitoring for all.
+                enable_secure_boot=not job.gpu_count,
+                enable_vtpm=True,
+                enable_integrity_monitoring=True,
             ),
             metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]),
             scheduling=scheduling,
@@ -173,6 +180,30 @@ class GceProvider:
         if network_problem:
             raise BadInput(f"cannot run on project {self.project}: {network_problem}")
 
+    def check_job(self, job: Job, allow_cpu: bool = False) -> None:
+        """A GPU job: its accelerator type must exist in a configured zone (acceleratorTypes.get in
+        each); the run then tries only the zones that offer it. --allow-cpu is for the local profile:
+        a VM whose GPUs do not work must not bill them while the job runs on its CPU."""
+        if allow_cpu:
+            raise BadInput("--allow-cpu applies to the local profile: on Compute Engine a GPU job gets its GPUs or fails (104)")
+        if not job.gpu_count:
+            return
+        offered = []
+        for zone in self.zones:
+            what = f"looking up accelerator type {job.gpu_type} in {zone}"
+            try:
+                self._call(what, self.accelerator_types.get, project=self.project, zone=zone, accelerator_type=job.gpu_type)
+            except NotFound:
+                continue
+            offered.append(zone)
+        if not offered:
+            raise BadInput(
+                f"job {job.name} asks for {job.gpu_type} and none of the configured zones ({', '.join(self.zones)}) "
+                f"offers it: expected zones of {self.settings.region} that do "
+                f"(gcloud compute accelerator-types list --filter=name={job.gpu_type}), or another region"
+            )
+        self.zones = tuple(offered)
+
     def _missing_permissions(self, permissions: tuple[str, ...]) -> list[str]:
         """testIamPermissions answers with the subset the caller holds (no permission needed to ask)."""
         # The test profile serves both testIamPermissions from the fake Compute API.
@@ -192,15 +223,8 @@ class GceProvider:
             checks[:2] = [(checks[0][0], permissions + NETWORK_PERMISSIONS, "")]
         missing = []
         for url, asked, where in checks:
-
-            def ask(url=url, asked=asked):
-                response = session.post(url, json={"permissions": list(asked)}, timeout=60)
-                if response.status_code >= 400:
-                    raise gexc.from_http_response(response)
-                return set(response.json().get("permissions", []))
-
             with errors.translated(f"checking permissions{where}", GRANT):
-                held = retry(self.api_deadline)(ask)()
+                held = held_permissions(session, url, asked, self.api_deadline)
             missing += [f"{p}{where}" for p in asked if p not in held]
         return missing
 
@@ -344,7 +368,7 @@ class GceProvider:
 
     def list_ours(self) -> list[InstanceInfo]:
         out = []
-        for zone in self.zones:
+        for zone in self.settings.zones:  # every configured zone, whatever a GPU job narrowed self.zones to
             request = compute_v1.ListInstancesRequest(
                 project=self.project, zone=zone, filter=f'labels.{MANAGED_LABEL_KEY}="{MANAGED_LABEL_VALUE}"'
             )

@@ -17,6 +17,8 @@ from typing import Any
 
 from mlbatch.core import labels
 from mlbatch.core.bucket import file_bucket_dir
+from mlbatch.core.catalog import Job
+from mlbatch.core.errors import BadInput
 from mlbatch.core.runs import InstanceSpec
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
@@ -77,6 +79,22 @@ class LocalProvider:
 
     def preflight(self) -> None:
         """Nothing to check: the engine and registry are this machine's (local.up starts them)."""
+
+    def engine_has_gpus(self) -> bool:
+        """Whether the engine can give containers NVIDIA GPUs: `docker info` lists the nvidia runtime,
+        which NVIDIA's container toolkit registers (`nvidia-ctk runtime configure --runtime=docker`)."""
+        return "nvidia" in (self.client.info().get("Runtimes") or {})
+
+    def check_job(self, job: Job, allow_cpu: bool = False) -> None:
+        """A GPU job runs on the engine's GPUs (its agent asks for them through the engine); an engine
+        without them refuses it before anything starts, unless --allow-cpu lets it run on the CPU."""
+        if not job.gpu_count or allow_cpu or self.engine_has_gpus():
+            return
+        raise BadInput(
+            f"job {job.name} asks for {job.gpu_count} {job.gpu_type} GPU(s) and this machine's Docker engine has "
+            "no NVIDIA runtime (`docker info`: Runtimes has no nvidia; it needs NVIDIA's driver and container "
+            "toolkit): run it on the gcp profile, or add --allow-cpu to run it on the CPU here"
+        )
 
     def _instance(self, request: InstanceRequest) -> tuple[Path, InstanceSpec, dict[str, Any]]:
         """The instance's work dir, its instance file's contents, and what `containers.run` gets."""

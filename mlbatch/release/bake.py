@@ -40,8 +40,9 @@ _PROGRESS = re.compile(
 )
 
 
-def input_hash(root: Path) -> str:
-    digest = hashlib.sha256()
+def input_hash(root: Path, gpu: bool = False) -> str:
+    """sha256 of BAKE_INPUTS; the GPU image's differs (the same inputs, another image)."""
+    digest = hashlib.sha256(b"gpu\0" if gpu else b"")
     for name in BAKE_INPUTS:
         base = root / name
         paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
@@ -167,9 +168,11 @@ class BakeRequest:
     image_family: str
     base_image: str
     ca_bundle: Path | None
+    gpu: bool = False  # the GPU image: Ansible's gpu role runs (the NVIDIA driver)
 
     def variables(self, wheel: Path, digest: str, manifest_path: Path) -> dict[str, str]:
         return {
+            "gpu": str(self.gpu).lower(),
             "version": self.version,
             "git_sha": self.git_sha,
             "image_name": self.image_name,
@@ -202,7 +205,7 @@ def run_packer(
 ) -> tuple[dict, str]:
     """Run `packer build -only=<source>` (extra_vars: the source's own variables; extra_env: secrets as
     PKR_VAR_*, never on the command line); return the manifest post-processor's last build and the input hash."""
-    digest = input_hash(root)
+    digest = input_hash(root, request.gpu)
     with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         manifest_path = Path(tmp, "packer-manifest.json")

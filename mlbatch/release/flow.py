@@ -9,6 +9,7 @@ does. An image is served only after its tests pass; a candidate that fails is di
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import subprocess
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from mlbatch.core.versions import parse_version
 from mlbatch.release import bake
 from mlbatch.release.targets import ReleaseTarget, get_target
 from mlbatch.ui import Steps, say, spinner
+
+GPU_FAMILY_SUFFIX = "-gpu"  # the GPU image's family: <image_family>-gpu
 
 
 def git_sha(root: Path) -> str:
@@ -101,6 +104,41 @@ def _discard(target: ReleaseTarget, image: VmImage) -> None:
         say(f"could not discard the candidate {image.ref} ({exc}); `invoke images.prune` will retire it")
 
 
+def _image(
+    steps: Steps,
+    version: str,
+    target: ReleaseTarget,
+    root: Path,
+    request: bake.BakeRequest,
+    pinned: dict,
+    names: tuple[str, str],
+) -> VmImage:
+    """An image's two steps: reused by input hash or baked as a candidate; then tested, and
+    promoted (a failed candidate discarded). `names`: the two steps' names."""
+    with _step(steps, version, names[0]) as outcome:
+        image = target.find_image(bake.input_hash(root, request.gpu))
+        reused = image is not None
+        if image is None:
+            with spinner(f"baking the {'GPU ' if request.gpu else ''}VM image with Packer + Ansible"):
+                image = target.bake_image(root, request, pinned, say)
+        image = dataclasses.replace(image, gpu=request.gpu)
+        outcome.append(f"{'reused' if reused else 'baked'} {image.ref}")
+
+    with _step(steps, version, names[1]) as outcome:
+        try:
+            with spinner("testing the image with testinfra"):
+                # A reused image holds the containers of the release that baked it, not necessarily ours.
+                target.test_image(root, image, {} if reused else pinned, say)
+        except BaseException:
+            if not reused:  # a reused image is already served by earlier releases: never discard it
+                _discard(target, image)
+            raise
+        if not reused:
+            image = dataclasses.replace(target.promote(image, say), gpu=request.gpu)
+        outcome.append(f"passed; serving {image.ref}")
+    return image
+
+
 def release(settings: Settings, version_text: str, steps: Steps, target: ReleaseTarget | None = None) -> Manifest:
     version, bucket, catalog = check_release(settings, version_text)
     target = target or get_target(settings)
@@ -127,26 +165,15 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
         code_bundle, text = upload_code(bucket, root, version, retain_until(settings))
         outcome.append(f"{text}, sha256 {code_bundle.sha256[:12]}…")
 
-    with _step(steps, version, "vm image") as outcome:
-        image = target.find_image(bake.input_hash(root))
-        reused = image is not None
-        if image is None:
-            with spinner("baking the VM image with Packer + Ansible"):
-                image = target.bake_image(root, request, pinned, say)
-        outcome.append(f"{'reused' if reused else 'baked'} {image.ref}")
-
-    with _step(steps, version, "image tests") as outcome:
-        try:
-            with spinner("testing the image with testinfra"):
-                # A reused image holds the containers of the release that baked it, not necessarily ours.
-                target.test_image(root, image, {} if reused else pinned, say)
-        except BaseException:
-            if not reused:  # a reused image is already served by earlier releases: never discard it
-                _discard(target, image)
-            raise
-        if not reused:
-            image = target.promote(image, say)
-        outcome.append(f"passed; serving {image.ref}")
+    image = _image(steps, version, target, root, request, pinned, ("vm image", "image tests"))
+    gpu_image = None
+    if any(job.gpu_count for job in catalog.values()):  # the GPU image, only for a catalog that needs it
+        family = settings.image_family + GPU_FAMILY_SUFFIX
+        gpu_request = dataclasses.replace(
+            request, image_name=image_name(parse_version(version).slug, family=family), image_family=family, gpu=True
+        )
+        gpu_target = get_target(dataclasses.replace(settings, image_family=family))
+        gpu_image = _image(steps, version, gpu_target, root, gpu_request, pinned, ("gpu image", "gpu image tests"))
 
     with _step(steps, version, "manifest") as outcome:
         manifest = Manifest(
@@ -158,6 +185,7 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
             containers=pinned,
             code=code_bundle,
             jobs=catalog,
+            gpu_image=gpu_image,
         )
         until = retain_until(settings)
         manifests.publish(bucket, manifest, until)

@@ -29,8 +29,10 @@ def failed_checks(output: str) -> list[str]:
     return re.findall(r"^(?:FAILED|ERROR) \S+::(\S+)", output, flags=re.MULTILINE)
 
 
-def test_local_image(client, root: Path, image_ref: str, version: str, container_labels: dict[str, str]) -> None:
-    """Start the image with a no-op entry point and run testinfra over docker://."""
+def test_local_image(
+    client, root: Path, image_ref: str, version: str, container_labels: dict[str, str], gpu: bool = False
+) -> None:
+    """Start the image with a no-op entry point and run testinfra over docker:// (the GPU image's checks with `gpu`)."""
     container = client.containers.run(
         image_ref,
         entrypoint=["/bin/sleep", "infinity"],
@@ -39,7 +41,8 @@ def test_local_image(client, root: Path, image_ref: str, version: str, container
         labels=container_labels | {labels.ROLE: "image-test"},
     )
     try:
-        result = run_suite(root, f"docker://{container.id}", [f"--mlbatch-version={version}", "-m", "not vm"])
+        args = [f"--mlbatch-version={version}", "-m", "not vm", *(["--mlbatch-gpu-image"] if gpu else [])]
+        result = run_suite(root, f"docker://{container.id}", args)
     finally:
         container.remove(force=True)
     if result.returncode != 0:

@@ -2,21 +2,28 @@
 identity holds every permission it uses. One message lists all that is missing, with the
 role that grants each, so a new project is fixed in one round, not one failure at a time.
 
-Service Usage `services.batchGet` tells which APIs are on; Cloud Resource Manager
-`projects.testIamPermissions` tells which permissions the caller holds on the project
-(the API answers with the subset granted; it never fails for a missing one), and on the
-Shared VPC host project for the subnet. Clients and errors are mlbatch.gcp's.
+Service Usage `services.batchGet` tells which APIs are on; `testIamPermissions` tells which
+permissions the caller holds (the API answers with the subset granted; it never fails for a
+missing one), asked of the resource each grant is on (mlbatch.iam.plan): Cloud Resource
+Manager for the project and, for the subnet, the Shared VPC host project; Artifact Registry
+for the repository (roles/artifactregistry.writer is granted there, which a project-level
+question does not see); IAM for the runner service account (roles/iam.serviceAccountUser on
+it). A registry that is not an Artifact Registry repository (the tests' local one) is not
+asked. Clients and errors are mlbatch.gcp's.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from google.api_core import exceptions as gexc
 
 from mlbatch.core.errors import PermissionDenied
 from mlbatch.core.gcp_base import retry
+from mlbatch.core.names import artifact_repository
 from mlbatch.core.settings import Settings
 from mlbatch.gcp import errors
-from mlbatch.gcp.clients import Clients
+from mlbatch.gcp.clients import ARTIFACT_REGISTRY, IAM, Clients, held_permissions
 from mlbatch.gcp.network import vpc
 
 SERVICES = {
@@ -53,10 +60,14 @@ PERMISSIONS = {
     "compute.zoneOperations.get": "roles/compute.instanceAdmin.v1",
     "compute.globalOperations.get": "roles/compute.storageAdmin",
     "compute.subnetworks.use": "roles/compute.networkUser",
+}
+# Asked of the repository and of the runner service account, where mlbatch.iam.plan grants them.
+REPOSITORY_PERMISSIONS = {
     "artifactregistry.repositories.uploadArtifacts": "roles/artifactregistry.writer",
     "artifactregistry.repositories.downloadArtifacts": "roles/artifactregistry.writer",
-    "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",
 }
+RUNNER_ACCOUNT_PERMISSIONS = {"iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser"}
+ASKED = {**PERMISSIONS, **REPOSITORY_PERMISSIONS, **RUNNER_ACCOUNT_PERMISSIONS}  # every permission the preflight asks
 # Those asked on the project that owns the network: the Shared VPC host, or the project itself.
 NETWORK_PERMISSIONS = ("compute.subnetworks.use",)
 API_DEADLINE = 120.0  # seconds a call may spend on transient-error retries
@@ -77,8 +88,8 @@ def missing_services(settings: Settings, clients: Clients) -> list[str]:
 
 
 def missing_permissions(settings: Settings, clients: Clients) -> list[tuple[str, str, str]]:
-    """(permission, role, project) of each permission the caller lacks, on the project and, for the
-    subnet, on the project that owns the network."""
+    """(permission, role, where: "project P", "repository R", "service account E") of each
+    permission the caller lacks, asked of the resource its grant is on."""
     host = vpc(settings).project
     asks = {settings.project: [p for p in PERMISSIONS if host == settings.project or p not in NETWORK_PERMISSIONS]}
     if host != settings.project:
@@ -91,8 +102,30 @@ def missing_permissions(settings: Settings, clients: Clients) -> list[tuple[str,
             timeout=60,
         )
         granted = set(response.permissions)
-        missing += [(p, PERMISSIONS[p], project) for p in wanted if p not in granted]
+        missing += [(p, PERMISSIONS[p], f"project {project}") for p in wanted if p not in granted]
+    for where, url, wanted_roles in _resource_asks(settings, clients):
+        session, base = url
+        held = held_permissions(session, base, tuple(wanted_roles), API_DEADLINE)
+        missing += [(p, role, where) for p, role in wanted_roles.items() if p not in held]
     return missing
+
+
+def _resource_asks(settings: Settings, clients: Clients) -> list[tuple[str, tuple[Any, str], dict[str, str]]]:
+    """(where, (session, testIamPermissions URL), {permission: role}) of the repository and the
+    runner account. The test profile's fake of these answers at resource_manager_endpoint."""
+    fake = settings.resource_manager_endpoint
+    asks = []
+    repository = artifact_repository(settings.registry)
+    if repository is not None:
+        location, project, name = repository
+        session, base = clients.authorized_session(fake, ARTIFACT_REGISTRY)
+        url = f"{base}/v1/projects/{project}/locations/{location}/repositories/{name}:testIamPermissions"
+        asks.append((f"repository {settings.registry}", (session, url), REPOSITORY_PERMISSIONS))
+    session, base = clients.authorized_session(fake, IAM)
+    account = settings.service_account
+    url = f"{base}/v1/projects/{settings.project}/serviceAccounts/{account}:testIamPermissions"
+    asks.append((f"service account {account}", (session, url), RUNNER_ACCOUNT_PERMISSIONS))
+    return asks
 
 
 def check(settings: Settings, clients: Clients, principal: str) -> None:
@@ -120,10 +153,10 @@ def check(settings: Settings, clients: Clients, principal: str) -> None:
     except gexc.GoogleAPIError as exc:
         raise errors.translate(exc, "preflight: asking Resource Manager which permissions are held") from exc
     by_role: dict[tuple[str, str], list[str]] = {}
-    for permission, role, project in permissions:
-        by_role.setdefault((role, project), []).append(permission)
-    for (role, project), names in sorted(by_role.items()):
-        problems.append(f"missing {', '.join(names)}: grant {role} on project {project} to {principal}")
+    for permission, role, where in permissions:
+        by_role.setdefault((role, where), []).append(permission)
+    for (role, where), names in sorted(by_role.items()):
+        problems.append(f"missing {', '.join(names)}: grant {role} on {where} to {principal}")
     if problems:
         raise PermissionDenied(
             f"the release cannot start in project {settings.project} (nothing was written):\n  - "

@@ -66,6 +66,7 @@ class RunOptions:
     sweeps: tuple[str, ...] = ()
     sweep_file: str = ""
     parallelism: int | None = None
+    allow_cpu: bool = False
 
     def request(self) -> RunRequest | SweepRequest:
         """A run's request, or a sweep's; options that do not go together are refused (100)."""
@@ -74,13 +75,15 @@ class RunOptions:
         if is_sweep(self.sweeps, self.sweep_file):
             if self.detach:
                 raise BadInput("--detach does not apply to sweeps yet: a sweep is followed to its end")
+            if self.allow_cpu:
+                raise BadInput("--allow-cpu applies to single runs, not to sweeps yet")
             return SweepRequest(
                 self.job, self.version, self.sweeps, self.sweep_file, self.params, self.parallelism,
                 self.timeout_seconds, self.idempotency_key,
             )  # fmt: skip
         if self.parallelism is not None:
             raise BadInput("--parallelism applies to sweeps: add --sweep name=a,b or --sweep-file FILE")
-        return RunRequest(self.job, self.version, self.params, self.timeout_seconds, self.idempotency_key)
+        return RunRequest(self.job, self.version, self.params, self.timeout_seconds, self.idempotency_key, self.allow_cpu)
 
 
 def run_batch(settings: Settings, options: RunOptions) -> int:

@@ -91,13 +91,18 @@ class Controller:
             self.bucket,
             request,
             prepared,
-            preflight=self.provider.preflight,
+            preflight=lambda: self._preflight(prepared),
             hold_seconds=self.margins.run_seconds(prepared.timeout_seconds, attempts),
             say=self.say,
         )
         if isinstance(begun, Begun):
             self.say(f"run {begun.spec.run_id}: job {request.job} of release {begun.spec.version} on {self.provider.name}")
         return begun
+
+    def _preflight(self, prepared: launching.Prepared) -> None:
+        """The provider's permissions and network, then whether it can give the job what it asks (GPUs)."""
+        self.provider.preflight()
+        self.provider.check_job(prepared.job, prepared.allow_cpu)
 
     def attach(self, run_id: str) -> RunOutcome:
         """Follow a run started elsewhere through its bucket records until it ends."""

@@ -55,6 +55,7 @@ class RunRequest:
     params: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     idempotency_key: str = ""
+    allow_cpu: bool = False  # a GPU job without GPUs runs on the CPU instead of being refused
 
 
 @dataclasses.dataclass
@@ -63,6 +64,7 @@ class Prepared:
     job: Job
     params: dict[str, Any]
     timeout_seconds: int
+    allow_cpu: bool = False
 
 
 @dataclasses.dataclass
@@ -106,7 +108,10 @@ def prepare(bucket: Bucket, request: RunRequest) -> Prepared:
     if job is None:
         raise BadInput(f"unknown job {request.job!r} in release {version}: expected one of {', '.join(manifest.jobs)}")
     params = job.resolve_params(raw_params)
-    return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds)
+    manifest.image_for(job)  # a GPU job of a release without a GPU image: refused here
+    if request.allow_cpu and not job.gpu_count:
+        raise BadInput(f"--allow-cpu applies to GPU jobs; job {job.name} asks for no GPU")
+    return Prepared(manifest, job, params, request.timeout_seconds or job.timeout_seconds, request.allow_cpu)
 
 
 def ends_the_run(exc: MlbatchError) -> bool:
@@ -157,11 +162,13 @@ def run_spec(bucket: Bucket, prepared: Prepared, run_id: str, idempotency_key: s
         params={} if sweep else prepared.params,
         timeout_seconds=prepared.timeout_seconds,
         created=runs.now_iso(),
-        vm_image=manifest.vm_image.ref,
+        vm_image=manifest.image_for(job).ref,
         idempotency_key=idempotency_key,
         max_log_bytes=job.max_log_mb * 1024 * 1024,
         network=job.network or bool(job.google_access),
         google_access=job.google_access.to_dict(),
+        gpu_count=job.gpu_count,
+        allow_cpu=prepared.allow_cpu,
     )
 
 

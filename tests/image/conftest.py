@@ -17,6 +17,7 @@ def pytest_addoption(parser):
         default=[],
         help="REPOSITORY@sha256:DIGEST that the image's engine must hold (repeat the option per image)",
     )
+    parser.addoption("--mlbatch-gpu-image", action="store_true", default=False, help="the GPU image: check its NVIDIA driver too")
 
 
 @pytest.fixture
@@ -27,3 +28,19 @@ def expected_version(request):
 @pytest.fixture
 def prepulled(request):
     return request.config.getoption("--mlbatch-prepulled")
+
+
+@pytest.fixture
+def gpu_image(request):
+    """The GPU image's checks run only on it (test_gpu_image.py); the plain image has no driver."""
+    if not request.config.getoption("--mlbatch-gpu-image"):
+        pytest.skip("not the GPU image (--mlbatch-gpu-image)")
+
+
+@pytest.fixture
+def working_gpu(host, gpu_image):
+    """Checks marked `gpu` need a GPU the driver drives: they run only where nvidia-smi works."""
+    result = host.run("nvidia-smi -L")
+    if result.rc != 0:
+        pytest.skip(f"no working GPU here (nvidia-smi exit {result.rc}: {(result.stdout + result.stderr).strip()[:200]})")
+    return result.stdout

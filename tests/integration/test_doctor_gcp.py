@@ -44,7 +44,7 @@ def test_each_gap_is_named_and_the_worst_gives_the_exit_code(world, gcs_bucket):
     try:
         code, rows = doctor(world, gcs_bucket)
     finally:
-        world.iam.granted, world.iam.enabled = set(preflight.PERMISSIONS), set(preflight.SERVICES)
+        world.iam.granted, world.iam.enabled = set(preflight.ASKED), set(preflight.SERVICES)
         world.compute.denied_permissions.discard("compute.instances.create")
     assert code == 111
     assert "not enabled: artifactregistry.googleapis.com" in rows["APIs"]["detail"]

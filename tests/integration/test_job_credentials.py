@@ -49,8 +49,9 @@ def _run(settings, job, version, *params):
     return outcome
 
 
-def _probe(bucket, run_id) -> dict:
-    return json.loads(bucket.read(f"{runs.results_prefix(run_id)}/probe.json"))
+def _probe(bucket, outcome) -> dict:
+    """What the probe job wrote to its results, where the run's record says they are."""
+    return json.loads(bucket.read(f"{runs.results_of(bucket, outcome.record)}/probe.json"))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_a_job_without_declared_access_gets_no_token(local_release, monkeypatch)
     metadata = FakeMetadata(RUNNER, PROJECT)  # on the host's loopback: a job on the host's network reaches it
     with metadata.running():
         outcome = _run(settings, "probe-credentials", version, f"metadata={metadata.host}")
-    found = _probe(open_bucket(settings.bucket), outcome.run_id)
+    found = _probe(open_bucket(settings.bucket), outcome)
     assert outcome.exit_code == 0, outcome.result
     assert list(found["metadata"]) == ["given"], found  # nothing points it at a metadata server
     assert found["metadata"]["given"].startswith("URLError"), found  # no network: nothing answers, no token
@@ -113,7 +114,7 @@ def test_a_job_with_declared_access_reads_its_data_and_cannot_touch_a_release(wo
         for variable in ("GCE_METADATA_HOST", "GCE_METADATA_IP", "MLBATCH_STS_ENDPOINT"):
             os.environ.pop(variable, None)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
-    found = _probe(raw, outcome.run_id)
+    found = _probe(raw, outcome)
     assert outcome.exit_code == 0, outcome.result
     assert found["metadata"] == {"GCE_METADATA_HOST": "token"}, found  # the agent's server: its downscoped token
     assert found["read"] == {"datasets/probe/data.txt": 200, key: 403}, found  # the runner may read releases; the job may not

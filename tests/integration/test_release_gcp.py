@@ -58,7 +58,7 @@ def test_preflight_lists_everything_missing_in_one_message_before_any_side_effec
     try:
         result = world.cli(bucket, "release", "--version", version)
     finally:
-        world.iam.granted, world.iam.enabled = set(preflight.PERMISSIONS), set(preflight.SERVICES)
+        world.iam.granted, world.iam.enabled = set(preflight.ASKED), set(preflight.SERVICES)
     assert result.returncode == ExitCode.PERMISSION_DENIED, result.stdout + result.stderr
     message = result.stderr
     assert "failed at step 'preflight'" in message

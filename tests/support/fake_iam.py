@@ -1,5 +1,10 @@
-"""Fakes of the two APIs the release preflight asks: Cloud Resource Manager v3
-`projects.testIamPermissions` and Service Usage v1 `services.batchGet`, on one loopback port.
+"""Fakes of what the release preflight asks, on one loopback port: Cloud Resource Manager v3
+`projects.testIamPermissions`, Service Usage v1 `services.batchGet`, and the testIamPermissions
+of the two resources below the project the release identity is granted on (mlbatch.iam.plan):
+Artifact Registry v1 `projects.locations.repositories.testIamPermissions` and IAM v1
+`projects.serviceAccounts.testIamPermissions`
+(https://cloud.google.com/artifact-registry/docs/reference/rest/v1/projects.locations.repositories/testIamPermissions,
+https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/testIamPermissions).
 
 Strict like the real ones: a request must carry credentials the fake token endpoint vouches
 for (an access token it issued, or the service account's self-signed JWT; else 401
@@ -35,7 +40,11 @@ class ApiError(Exception):
 
 
 def _check_request(doc: str, resource: str, method: str, query: dict[str, list[str]], body: Any) -> None:
-    spec = discovery.document(doc)["resources"][resource]["methods"][method]
+    """`resource` is the discovery document's resource path, dotted for nested ones (projects.serviceAccounts)."""
+    node: Any = discovery.document(doc)
+    for part in resource.split("."):
+        node = node["resources"][part]
+    spec = node["methods"][method]
     for key in query:
         if key in SYSTEM_PARAMS:
             continue
@@ -58,7 +67,10 @@ def _check_request(doc: str, resource: str, method: str, query: dict[str, list[s
 
 class FakeIam:
     """`granted`: permissions the caller holds on `project`; `enabled`: services on in it;
-    `granted_on`: what it holds on other projects it may see (a Shared VPC host project)."""
+    `granted_on`: what it holds on other projects it may see (a Shared VPC host project, keyed
+    by project id) and on resources below a project (keyed by resource name, e.g.
+    `projects/P/locations/L/repositories/R`, `projects/P/serviceAccounts/EMAIL`). A resource
+    not named there holds what `granted` says."""
 
     def __init__(
         self,
@@ -97,6 +109,13 @@ class FakeIam:
             return self._held(body.get("permissions", []), self.granted_on[other])
         self._project_of(resource)
         return self._held(body.get("permissions", []), self.granted)
+
+    def _below_project(self, resource: str, body: Any) -> dict[str, Any]:
+        """A repository's or a service account's testIamPermissions: what is granted on it."""
+        project = resource.split("/")[1]
+        if project not in (self.project, self.project_number, "-"):
+            raise ApiError(403, f"The caller does not have permission on resource {resource}")
+        return self._held(body.get("permissions", []), self.granted_on.get(resource, self.granted))
 
     def _held(self, asked: list[str], granted: set[str]) -> dict[str, Any]:
         for permission in asked:
@@ -146,6 +165,14 @@ class FakeIam:
             raise ApiError(400, "Invalid JSON payload received.") from None
         if verb == "POST" and (m := re.fullmatch(r"/v3/(projects/[^/:]+):testIamPermissions", path)):
             return self.test_iam_permissions(m[1], query, body or {})
+        if verb == "POST" and (
+            m := re.fullmatch(r"/v1/(projects/[^/]+/locations/[^/]+/repositories/[^/:]+):testIamPermissions", path)
+        ):
+            _check_request("artifactregistry.v1", "projects.locations.repositories", "testIamPermissions", query, body or {})
+            return self._below_project(m[1], body or {})
+        if verb == "POST" and (m := re.fullmatch(r"/v1/(projects/[^/]+/serviceAccounts/[^/:]+):testIamPermissions", path)):
+            _check_request("iam.v1", "projects.serviceAccounts", "testIamPermissions", query, body or {})
+            return self._below_project(m[1], body or {})
         if verb == "GET" and (m := re.fullmatch(r"/v1/([^/]+/[^/]+)/services:batchGet", path)):
             return self.batch_get(m[1], query)
         raise ApiError(404, f"fake iam: no method for {verb} {path}")

@@ -66,7 +66,7 @@ def gcp_world(gcs_emulator: str, directory: Path) -> Iterator[World]:
     """The world, with GOOGLE_APPLICATION_CREDENTIALS naming its key while it runs."""
     oauth = FakeOAuth(TOKEN).start()
     key_file = oauth.write_key(directory / "release-key.json")
-    iam = FakeIam(PROJECT, oauth.authorizes, granted=set(preflight.PERMISSIONS), enabled=set(preflight.SERVICES)).start()
+    iam = FakeIam(PROJECT, oauth.authorizes, granted=set(preflight.ASKED), enabled=set(preflight.SERVICES)).start()
     compute = FakeCompute(PROJECT, storage_emulator=gcs_emulator, latencies=Latencies.quick()).start()
     test_profile = repo_config()["profiles"]["test"]
     compute.ready_for_runs(test_profile["region"], test_profile["network"], test_profile["service_account"])

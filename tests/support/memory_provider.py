@@ -141,6 +141,9 @@ class MemoryProvider:
         unless the test makes it refuse (raise_from("preflight", PermissionDenied(...)))."""
         self._interrupt("preflight")
 
+    def check_job(self, job, allow_cpu: bool = False) -> None:
+        """Instances in memory have whatever GPUs they are asked for."""
+
     def describe(self, request: InstanceRequest, zone: str) -> dict:
         return {"zone": zone, "name": request.name, "spot": request.spot, "labels": request.labels}
 

@@ -76,7 +76,8 @@ def test_the_body_policy():
     (iface,) = b["networkInterfaces"]
     assert not iface.get("accessConfigs") and iface["network"] == "projects/mlbatch-test/global/networks/default"
     assert not iface.get("subnetwork")
-    assert b["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
+    # A GPU job: its image's driver is unsigned (Debian's DKMS module), so Secure Boot is off for it alone.
+    assert b["shieldedInstanceConfig"] == {"enableSecureBoot": False, "enableVtpm": True, "enableIntegrityMonitoring": True}
     assert b["serviceAccounts"] == [
         {"email": p.settings.service_account, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
     ]
@@ -97,6 +98,7 @@ def test_on_demand_and_no_gpu():
     b = body(provider(), request(job="cpu", spot=False))
     assert b["scheduling"]["provisioningModel"] == "STANDARD"
     assert not b.get("guestAccelerators")
+    assert b["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
 
 
 def test_a_subnetwork_and_an_image_self_link():

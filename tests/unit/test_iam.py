@@ -235,11 +235,6 @@ def test_a_job_access_becomes_its_token_boundary():
     assert access.access_boundary(BUCKET, access.GoogleAccess()) == {"accessBoundary": {"accessBoundaryRules": []}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the release preflight asks projects.testIamPermissions for permissions the plan grants on the "
-    "repository and on the runner account; it should ask those resources (issue 16, preflight)",
-)
 def test_the_release_preflight_asks_the_project_only_for_what_the_plan_grants_there(settings):
     from mlbatch.release import preflight
 

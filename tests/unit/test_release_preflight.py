@@ -30,7 +30,7 @@ def oauth(tmp_path_factory):
 def iam(oauth, monkeypatch):
     server, key = oauth
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
-    fake = FakeIam(PROJECT, server.authorizes, granted=set(preflight.PERMISSIONS), enabled=set(preflight.SERVICES)).start()
+    fake = FakeIam(PROJECT, server.authorizes, granted=set(preflight.ASKED), enabled=set(preflight.SERVICES)).start()
     yield fake
     fake.stop()
 
@@ -69,3 +69,26 @@ def test_everything_missing_is_named_in_one_message(iam):
     assert "API compute.googleapis.com is not enabled" in message
     assert f"compute.images.create: grant roles/compute.storageAdmin on project {PROJECT}" in message
     assert f"compute.subnetworks.use: grant roles/compute.networkUser on project {PROJECT}" in message
+
+
+REPOSITORY = "europe-west4-docker.pkg.dev/mlbatch-test/mlbatch"
+RUNNER = "projects/mlbatch-test/serviceAccounts/mlbatch-runner@mlbatch-test.iam.gserviceaccount.com"
+
+
+def test_the_repository_and_the_runner_account_are_asked_where_their_grants_are(iam):
+    """roles/artifactregistry.writer on the repository and roles/iam.serviceAccountUser on the
+    runner account (mlbatch.iam.plan) pass, though the project holds neither; without them,
+    the message names the resource to grant them on."""
+    iam.granted -= set(preflight.REPOSITORY_PERMISSIONS) | set(preflight.RUNNER_ACCOUNT_PERMISSIONS)
+    repository = "projects/mlbatch-test/locations/europe-west4/repositories/mlbatch"
+    iam.granted_on[repository] = set(preflight.REPOSITORY_PERMISSIONS)
+    iam.granted_on[RUNNER] = set(preflight.RUNNER_ACCOUNT_PERMISSIONS)
+    settings = {"registry": REPOSITORY, "service_account": RUNNER.rsplit("/", 1)[1]}
+    check(iam, **settings)
+    iam.granted_on[repository], iam.granted_on[RUNNER] = set(), set()
+    with pytest.raises(MlbatchError) as info:
+        check(iam, **settings)
+    message = str(info.value)
+    assert f"grant roles/artifactregistry.writer on repository {REPOSITORY}" in message
+    assert "grant roles/iam.serviceAccountUser on service account mlbatch-runner@mlbatch-test.iam" in message
+    assert "on project" not in message

@@ -41,7 +41,12 @@ class LocalTarget:
     def test_image(self, root: Path, image: VmImage, prepulled: dict[str, Container], say: Say) -> None:
         # The local instance runs containers through the host's engine: nothing is pre-pulled into it.
         imagetest.test_local_image(
-            self.client, root, image.ref, image.baked_by_version, image_labels.checkout_labels(self.settings.state_dir)
+            self.client,
+            root,
+            image.ref,
+            image.baked_by_version,
+            image_labels.checkout_labels(self.settings.state_dir),
+            gpu=image.gpu,
         )
 
     def promote(self, image: VmImage, say: Say) -> VmImage:

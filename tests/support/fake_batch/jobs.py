@@ -9,6 +9,7 @@ from typing import Any
 
 from mlbatch.core.names import LABEL_KEY, LABEL_VALUE
 from tests.support.fake_batch.state import FakeJob, FakeTask
+from tests.support.fake_compute.accelerators import ZONE_ACCELERATORS, shape_takes
 from tests.support.fake_http import ApiError, not_found
 
 _LOC = r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)"
@@ -84,6 +85,21 @@ class JobsMixin:
         image = self._boot_image(body)
         if image not in self.images:
             raise ApiError(400, f"boot disk image {image!r} not found in project {self.project}")
+        self._check_accelerators(body.get("allocationPolicy", {}))
+
+    def _check_accelerators(self, allocation: dict[str, Any]) -> None:
+        """A job's GPUs (AllocationPolicy.InstancePolicy.accelerators, batch.v1): as Compute takes
+        them on its VMs (tests/support/fake_compute/accelerators.py, from Google's GPU pages): a
+        type offered in one of the allowed zones, on a machine type that takes it in that count."""
+        policy = (allocation.get("instances") or [{}])[0].get("policy", {})
+        machine = policy.get("machineType", "")
+        zones = [z.removeprefix("zones/") for z in allocation.get("location", {}).get("allowedLocations", [])]
+        for accelerator in policy.get("accelerators") or []:
+            kind, count = accelerator.get("type", ""), int(accelerator.get("count", 0))
+            if not any(kind in ZONE_ACCELERATORS.get(zone, set()) for zone in zones):
+                raise ApiError(400, f"accelerator type {kind!r} is not offered in any of the allowed locations {zones}")
+            if not shape_takes(machine, kind, count):
+                raise ApiError(400, f"machine type {machine!r} cannot have {count} {kind} attached")
 
     def _boot_image(self, body: dict[str, Any]) -> str:
         policy = (body.get("allocationPolicy", {}).get("instances") or [{}])[0].get("policy", {})

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from mlbatch.core import labels
+from tests.support.fake_compute.accelerators import nvidia_smi_stand_in
 from tests.support.fake_compute.state import CONTAINER_LABEL, FakeInstance
 from tests.support.fake_vm import guest
 from tests.support.fake_vm.metadata import metadata_server
@@ -63,6 +64,8 @@ class BackingMixin:
         ]
         if self.storage_emulator:
             argv += ["-e", f"STORAGE_EMULATOR_HOST={self.storage_emulator}"]
+        if smi := nvidia_smi_stand_in(instance):  # a GPU VM's driver (accelerators.py)
+            argv += ["-v", f"{smi}:/usr/local/bin/nvidia-smi:ro"]
         result = subprocess.run([*argv, docker_ref], capture_output=True, text=True)
         with self._lock:
             if result.returncode != 0:
@@ -90,6 +93,7 @@ class BackingMixin:
                 metadata_host=md_host,
                 ssh_address=address,
                 storage_emulator=self.storage_emulator,
+                mounts=[f"{smi}:/usr/local/bin/nvidia-smi:ro"] if (smi := nvidia_smi_stand_in(instance)) else [],
             )
         except (RuntimeError, TimeoutError) as exc:
             self._finish(op, ("RESOURCE_OPERATION_RATE_EXCEEDED", str(exc)[-500:]))

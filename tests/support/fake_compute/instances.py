@@ -51,6 +51,7 @@ class InstancesMixin:
         source = body.get("disks", [{}])[0].get("initializeParams", {}).get("sourceImage", "")
         image = self._source_image(source)  # 404 for an image (or family) that does not exist
         check_instance_rules(body, image)
+        self.check_accelerators(zone, body)
         self.check_interfaces(body)
         op = self._new_operation(zone, "insert", name, request_id)
         if zone in self.faults.stockout_zones:
@@ -72,6 +73,9 @@ class InstancesMixin:
             return op
         if self.faults.quota_exceeded:
             self._finish(op, ("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded. Limit: 8.0 in region europe-west4."))
+            return op
+        if gpu_quota := self.gpu_quota_problem(zone, body):
+            self._finish(op, ("QUOTA_EXCEEDED", gpu_quota))
             return op
         instance = FakeInstance(
             zone=zone,

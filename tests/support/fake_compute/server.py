@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import discovery
+from tests.support.fake_compute.accelerators import AcceleratorsMixin
 from tests.support.fake_compute.backing import BackingMixin
 from tests.support.fake_compute.disks import DisksMixin
 from tests.support.fake_compute.errors import by_reason, error_body, not_found
@@ -45,12 +46,13 @@ class FakeCompute(
     GlobalOperationsMixin,
     DisksMixin,
     ZonesMixin,
+    AcceleratorsMixin,
     RoutedApi,
 ):
     API, NAME = discovery.COMPUTE, "compute"
     _ROUTES = (
         InstancesMixin.ROUTES + OperationsMixin.ROUTES + ImagesMixin.ROUTES + GlobalOperationsMixin.ROUTES + DisksMixin.ROUTES
-    ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES + SubnetworksMixin.ROUTES)
+    ) + (ZonesMixin.ROUTES + ImageAdminMixin.ROUTES + SubnetworksMixin.ROUTES + AcceleratorsMixin.ROUTES)
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class FakeCompute(
         # The org policy compute.requireOsLogin: a tests.support.fake_oslogin.FakeOsLogin whose
         # profiles' keys are the only ones guests accept (ssh-keys metadata ignored); None: not enforced.
         self.os_login: Any = None
+        self.gpu_quota: dict[str, float] = {}  # quota metric (NVIDIA_L4_GPUS, GPUS_ALL_REGIONS...) -> limit; absent: no limit
         self.denied_permissions: set[str] = set()  # what the caller lacks (project and service accounts alike)
         self.denied_on: dict[str, set[str]] = {}  # what the caller lacks on one project only (a Shared VPC host)
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body) as received

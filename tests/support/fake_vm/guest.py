@@ -218,6 +218,7 @@ def start_guest(
     ssh_address: str = "127.0.0.1",
     storage_emulator: str = "",
     hostname: str = "",
+    mounts: list[str] | tuple[str, ...] = (),
 ) -> str:
     """Boot `image` as instance `instance_name`; return its container id once sshd answers.
 
@@ -227,6 +228,7 @@ def start_guest(
     ssh_address: the loopback address sshd listens on; loopback_address() gives each
     instance one of its own, so that it can listen on port 22 like a VM on its own IP.
     hostname: the VM's hostname (GCE names it after the instance); empty: the container id.
+    mounts: extra `-v` bindings (SOURCE:TARGET[:ro]), e.g. the fake GPU driver's nvidia-smi.
     """
     if not ipaddress.ip_address(ssh_address).is_loopback:
         raise ValueError(f"ssh_address {ssh_address!r}: a guest listens on a loopback address (127.0.0.0/8) only")
@@ -271,6 +273,8 @@ def start_guest(
     ]
     if hostname:
         argv += ["--hostname", hostname]
+    for mount in mounts:
+        argv += ["-v", mount]
     for key, value in (labels or {}).items():
         argv += ["--label", f"{key}={value}"]
     container = _docker(*argv, image).stdout.strip()

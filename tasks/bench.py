@@ -50,8 +50,13 @@ def run(c, version=None, job="sleep", param=None, repeat: Positive = 5, profile=
 )
 def control_plane(c, minutes: float = 10.0, runs: Positive = 20):
     """Compute API calls per run-minute and bucket bytes per log byte, against the fake Compute API."""
-    argv = [sys.executable, "-m", "tests.bench.control_plane", "--minutes", str(minutes), "--runs", str(runs)]
-    exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)  # test support: not part of the package
+    _test_bench("control_plane", minutes=minutes, runs=runs)
+
+
+def _test_bench(module: str, **options) -> None:
+    """A benchmark of tests/bench (it drives the fakes: test support, not part of the package)."""
+    argv = [sys.executable, "-m", f"tests.bench.{module}", *(a for k, v in options.items() for a in (f"--{k}", str(v)))]
+    exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)
 
 
 @task(
@@ -63,8 +68,7 @@ def control_plane(c, minutes: float = 10.0, runs: Positive = 20):
 )
 def launch_gcp(c, rounds: Positive = 3, scale: float = 1.0):
     """A run on the gcp code path against the fake Compute API as slow as the real one: the controller apart from the cloud."""
-    argv = [sys.executable, "-m", "tests.bench.launch_gcp", "--rounds", str(rounds), "--scale", str(scale)]
-    exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)  # test support: not part of the package
+    _test_bench("launch_gcp", rounds=rounds, scale=scale)
 
 
 @task(

@@ -21,17 +21,33 @@ Every refusal is a BadInput (100): the handler acknowledges it and logs the reas
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mlbatch.core.errors import BadInput
 from mlbatch.core.manifest import LATEST
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
 
-if TYPE_CHECKING:
-    from mlbatch.triggers.pubsub import Trigger
+# A message's run is claimed under its message id (mlbatch.run.claims): a redelivery finds it.
+KEY_PREFIX = "pubsub-"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """A decoded Pub/Sub message (mlbatch.triggers.pubsub.decode): what the policy below judges."""
+
+    message_id: str
+    job: str
+    version: str  # as the message gives it: "" when it names none
+    params: tuple[str, ...]
+    published: dt.datetime  # the message's publishTime, stamped by Pub/Sub
+
+    @property
+    def idempotency_key(self) -> str:
+        return KEY_PREFIX + self.message_id
+
 
 # How far a publishTime may lie ahead of this clock (skew between Pub/Sub's and ours) before
 # the message is refused as one whose age cannot be trusted.

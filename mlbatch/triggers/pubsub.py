@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping
@@ -26,29 +25,16 @@ from mlbatch.core import runs
 from mlbatch.core.errors import BadInput, ExitCode, MlbatchError
 from mlbatch.core.settings import Settings
 from mlbatch.triggers import policy
+from mlbatch.triggers.policy import Trigger
 from mlbatch.ui import Say
 
 if TYPE_CHECKING:
     from mlbatch.core.bucket import Bucket
     from mlbatch.run.controller import Controller
 
-KEY_PREFIX = "pubsub-"
 # Refusals a redelivery would meet again: acknowledge them, say why. A refused permission
 # (111) needs a person to grant a role; retrying it only fills the log.
 FINAL = (ExitCode.BAD_INPUT, ExitCode.NOT_FOUND, ExitCode.SKIPPED_OVERLAP, ExitCode.PERMISSION_DENIED)
-
-
-@dataclasses.dataclass(frozen=True)
-class Trigger:
-    message_id: str
-    job: str
-    version: str  # as the message gives it: "" when it names none
-    params: tuple[str, ...]
-    published: dt.datetime  # the message's publishTime, stamped by Pub/Sub
-
-    @property
-    def idempotency_key(self) -> str:
-        return KEY_PREFIX + self.message_id
 
 
 def _publish_time(message: Mapping[str, Any], message_id: str) -> dt.datetime:

@@ -159,7 +159,11 @@ class ParamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 
     type: Literal["int", "float", "str", "bool"] = Field("str", description=f"one of {_TYPES}")
-    default: Any = Field(None, description="the value when --param does not give one; of the param's type; without one, every run must give --param NAME=VALUE")
+    default: Any = Field(
+        None,
+        description="the value when --param does not give one, of the param's type; "
+        "without one, every run must give --param NAME=VALUE",
+    )
     help: str = Field("", description="what the param does, for people and exports")
     pattern: str = Field(DEFAULT_STR_PATTERN, description="a regular expression a str value must match in full")
     choices: list[Any] = Field([], description="the only values allowed, of the param's type")

@@ -106,6 +106,7 @@ def vm(monkeypatch, request):
     instance.metadata_server = fake_metadata.metadata_server(fake, instance)
     monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{instance.metadata_server.server_port}")
     monkeypatch.delenv("MLBATCH_INSTANCE_FILE", raising=False)
+    monkeypatch.setattr(gce, "BACKOFF_FIRST", 0.01)  # the agent's waits between tries, shortened (its decisions are the same)
     yield fake, instance
     fake.stop()
 

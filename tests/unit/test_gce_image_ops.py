@@ -131,9 +131,9 @@ def test_a_wait_is_bounded(fake, clients):
 
 def test_a_long_wait_says_so(fake, clients):
     class Talkative(Waiter):
-        progress_every = 0.2
+        progress_every = 0.1
 
-    fake.latencies.image_insert = 1.0
+    fake.latencies.image_insert = 0.5
     lines: list[str] = []
     Talkative(clients, PROJECT).wait(insert_image(clients, "talkative"), "copying", bound=60, say=lines.append)
     assert lines and all(line.startswith("copying: waiting for operation operation-") for line in lines)

@@ -1,6 +1,7 @@
 """The googlecompute bake's Packer variables: every one the code passes is declared, typed
 and accepted by `packer validate` (a typo would otherwise surface only in a real bake)."""
 
+import functools
 import os
 import re
 import subprocess
@@ -59,9 +60,14 @@ def test_a_shared_vpc_bake_vm_joins_the_host_projects_subnet():
 
 
 def validate(values: dict[str, str]) -> subprocess.CompletedProcess:
+    return _validate(tuple(values.items()))
+
+
+@functools.cache  # the same values validate alike: each set is run once (a run costs ~1 s of CPU: two ansible-playbook --version)
+def _validate(values: tuple[tuple[str, str], ...]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     argv = ["packer", "validate"]
-    for key, value in values.items():
+    for key, value in values:
         argv += ["-var", f"{key}={value}"]
     return subprocess.run([*argv, str(ROOT / "packer" / "mlbatch.pkr.hcl")], capture_output=True, text=True, env=env)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from google.api_core.retry import exponential_sleep_generator
 
-from mlbatch.core.errors import MlbatchError
 from mlbatch.core import gcp_base
+from mlbatch.core.errors import MlbatchError
 from mlbatch.core.gcp_base import transient
 from mlbatch.gcp import errors
 from mlbatch.gcp.clients import Clients

@@ -107,7 +107,7 @@ def test_a_big_upload_past_the_jobs_timeout_is_waited_for(bucket, provider):
     while not provider.requests:
         time.sleep(0.005)
     (request, _), created = provider.requests[0], time.time()
-    watched_past(provider, created + request.spec.timeout_seconds, run)  # past timeout + the margins (0) a shared deadline allowed
+    watched_past(provider, created + request.spec.timeout_seconds, run)  # past timeout + margins (0): a shared deadline
     assert run.is_alive() and runs.read_result(bucket, request.spec.run_id) is None, "still uploading: not a timeout"
     agent = Attempt(request.spec, 1, request.name, provider.workdir / "late-upload")  # the upload ends; the agent records
     agent.log.close()

@@ -36,8 +36,14 @@ GOOGLE_API_DOMAIN = ".googleapis.com"
 _URL = re.compile(r"(?P<scheme>[a-z]+)://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[^\s\\]*)?")
 
 
+# Seconds of the first wait between tries and of the longest (it doubles, with jitter); read at
+# each call, so the unit tests shorten them as they do the controller's waits.
+BACKOFF_FIRST = 0.5
+BACKOFF_LONGEST = 8.0
+
+
 def _backoff(timeout: float):
-    return retry(timeout, initial=0.5, maximum=8.0)
+    return retry(timeout, initial=BACKOFF_FIRST, maximum=BACKOFF_LONGEST)
 
 
 # At boot the metadata server (and the network) may take a while: wait up to 3 minutes.

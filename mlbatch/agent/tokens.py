@@ -31,6 +31,7 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 REFRESH_BEFORE = 300  # seconds of a token's life left when it is traded again
 PEER_WAIT = 60  # seconds a request waits for the agent to learn the job container's address
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+STOP_POLL = 0.05  # seconds between the server's looks for a stop (socketserver's poll_interval)
 
 
 class JobToken:
@@ -134,7 +135,9 @@ class TokenServer:
         request.wfile.write(body)
 
     def __enter__(self) -> TokenServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="job-token", daemon=True)
+        # Its stop is the job's end: shutdown() is answered within STOP_POLL, not socketserver's 0.5 s.
+        serve = {"poll_interval": STOP_POLL}
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs=serve, name="job-token", daemon=True)
         self._thread.start()
         return self
 

@@ -117,8 +117,14 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, requests.ConnectionError | requests.Timeout | urllib.error.URLError | ConnectionError | TimeoutError)
 
 
-def retry(deadline: float, initial: float = 0.2, maximum: float = 5.0) -> Any:
-    """Bounded retries with exponential backoff, of transient errors only."""
+# Seconds of the first wait between tries of a Google API call (it doubles, with jitter, up to the
+# longest); read at each call, so the unit tests shorten it as they do the controller's waits.
+BACKOFF_FIRST = 0.2
+
+
+def retry(deadline: float, initial: float | None = None, maximum: float = 5.0) -> Any:
+    """Bounded retries with exponential backoff (from BACKOFF_FIRST unless `initial`), of transient errors only."""
     from google.api_core import retry as gretry
 
-    return gretry.Retry(predicate=transient, initial=initial, maximum=maximum, multiplier=2.0, timeout=deadline)
+    first = BACKOFF_FIRST if initial is None else initial
+    return gretry.Retry(predicate=transient, initial=first, maximum=maximum, multiplier=2.0, timeout=deadline)

@@ -24,6 +24,7 @@ from typing import Any
 
 from google.api_core.retry import exponential_sleep_generator
 
+from mlbatch.core import gcp_base
 from mlbatch.core.errors import MlbatchError
 from mlbatch.core.gcp_base import transient
 from mlbatch.gcp import errors
@@ -41,6 +42,7 @@ class Waiter:
     call_timeout = SERVER_HOLD + 30.0  # the client waits longer than the server holds a wait
     progress_every = 30.0  # seconds between "still waiting" lines on a long wait
     pause = 0.5  # before asking again after a wait answered early
+    shortest_call = 1.0  # a call's client timeout when little of the bound is left
 
     def __init__(self, clients: Clients, project: str):
         self.clients, self.project = clients, project
@@ -52,14 +54,14 @@ class Waiter:
 
         done = compute_v1.Operation.Status.DONE
         started = time.monotonic()
-        backoff = exponential_sleep_generator(0.2, 5.0, 2.0)
+        backoff = exponential_sleep_generator(gcp_base.BACKOFF_FIRST, 5.0, 2.0)  # as every retried call's
         with self._progress(say, f"{what}: waiting for operation {op.name}", started):
             while op.status != done:
                 now = time.monotonic()
                 if now - started > bound:
-                    raise MlbatchError(f"{what}: operation {op.name} not done after {bound:.0f}s")
+                    raise MlbatchError(f"{what}: operation {op.name} not done after {bound:g}s")
                 try:
-                    op = self._wait_once(op, timeout=max(1.0, min(self.call_timeout, started + bound - now)))
+                    op = self._wait_once(op, timeout=max(self.shortest_call, min(self.call_timeout, started + bound - now)))
                 except Exception as exc:  # noqa: BLE001 - transient ones are retried, the rest translated
                     if not transient(exc):
                         raise errors.translate(exc, what) from exc

@@ -6,12 +6,25 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 # (verb, path with query, headers, raw body) -> (status, JSON payload)
 Respond = Callable[[str, str, Any, bytes], tuple[int, dict[str, Any]]]
+
+
+# How often a serving loop looks for shutdown(): socketserver's default of 0.5 s makes every
+# stop of a test's server wait up to half a second (most of the unit suite's teardown time).
+SHUTDOWN_POLL = 0.01
+
+
+def start_serving(server: socketserver.BaseServer, name: str) -> threading.Thread:
+    """Serve `server` on a daemon thread of its own, answering shutdown() within SHUTDOWN_POLL."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL}, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 class JsonServer:
@@ -36,10 +49,9 @@ class JsonServer:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        start_serving(self._server, "json-server")
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -49,8 +61,7 @@ class JsonServer:
 @contextlib.contextmanager
 def serving(server: http.server.HTTPServer, name: str) -> Iterator[None]:
     """Serve on a thread of its own while the block runs; then stop and close the server."""
-    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
-    thread.start()
+    thread = start_serving(server, name)
     try:
         yield
     finally:

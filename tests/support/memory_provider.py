@@ -105,6 +105,7 @@ class MemoryProvider:
         self.requests: list[tuple[InstanceRequest, str]] = []  # every create call that made an instance
         self.deleted: list[str] = []
         self.adopted: dict[str, str] = {}  # instance -> the zone a controller was told it is in
+        self.state_checks = 0  # state() calls: how a test knows a watcher has looked again
         self._script: list[Behaviour] = []
         self._raise: dict[str, tuple[BaseException, int]] = {}  # method -> (what to raise, calls to let pass first)
         self._lock = threading.Lock()  # console() runs in the controller's streaming thread
@@ -199,6 +200,7 @@ class MemoryProvider:
         self.adopted[name] = zone
 
     def state(self, name: str) -> str:
+        self.state_checks += 1
         self._interrupt("state")
         instance = self.instances.get(name)
         return GONE if instance is None else instance.state

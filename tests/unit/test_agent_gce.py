@@ -1,7 +1,6 @@
 import http.server
 import json
 import os
-import threading
 import urllib.error
 
 import pytest
@@ -12,7 +11,7 @@ from mlbatch.core.errors import BadInput
 from mlbatch.core.runs import InstanceSpec
 from tests.support.fake_compute import FakeCompute, FakeInstance
 from tests.support.fake_vm import metadata as fake_metadata
-from tests.support.loopback import JsonServer
+from tests.support.loopback import JsonServer, start_serving
 from tests.unit.test_records import SPEC
 
 
@@ -56,7 +55,7 @@ class _Metadata(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def metadata_server(monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    start_serving(server, "metadata")
     monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{server.server_port}")
     yield _Metadata.values
     server.shutdown()
@@ -107,6 +106,7 @@ def vm(monkeypatch, request):
     instance.metadata_server = fake_metadata.metadata_server(fake, instance)
     monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{instance.metadata_server.server_port}")
     monkeypatch.delenv("MLBATCH_INSTANCE_FILE", raising=False)
+    monkeypatch.setattr(gce, "BACKOFF_FIRST", 0.01)  # the agent's waits between tries, shortened (its decisions are the same)
     yield fake, instance
     fake.stop()
 
@@ -293,7 +293,7 @@ def test_the_unit_condition_fails_the_unit_when_the_metadata_server_refuses(monk
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    start_serving(server, "refusing-metadata")
     monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{server.server_port}")
     try:
         assert main.main(["--check-run-spec"]) == main.CANNOT_TELL

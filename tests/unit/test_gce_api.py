@@ -135,7 +135,7 @@ def _delete_elsewhere(fake, name: str) -> None:
 @pytest.mark.parametrize("in_operation", [False, True], ids=["resourceNotReady", "operation-404"])
 def test_a_delete_that_meets_another_delete_means_gone(fake, provider, in_operation):
     provider.create(request("mlb-race-1"), ZONE_A)
-    fake.faults.operation_seconds = 2
+    fake.faults.operation_seconds = 0.5  # the other delete is under way when ours comes (milliseconds later)
     fake.faults.delete_race_in_operation = in_operation
     # The other delete cannot be seen (its list refused): ours meets it, as when it starts after the look.
     fake.faults.reply_errors = {"zoneOperations.list": ["forbidden"]}
@@ -303,7 +303,7 @@ def test_operation_lists_honour_filters(fake, provider):
 
 
 def test_instances_go_provisioning_staging_running(fake, provider):
-    fake.faults.operation_seconds = 1
+    fake.faults.operation_seconds = 0.5  # each state shows for half a second; it is looked at every 20 ms
     seen = []
     thread = threading.Thread(target=provider.create, args=(request("mlb-states-1"),), kwargs={"zone": ZONE_A})
     thread.start()

@@ -1,13 +1,9 @@
-"""The googlecompute bake's Packer variables: every one the code passes is declared, typed
-and accepted by `packer validate` (a typo would otherwise surface only in a real bake)."""
+"""The googlecompute bake's Packer variables: every one the code passes is declared and they
+carry the settings (`packer validate` accepting them, a subprocess with Ansible's start-up each
+time: tests/integration/test_packer_validate.py)."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from mlbatch.core.manifest import Container
 from mlbatch.core.settings import load_settings
@@ -74,35 +70,3 @@ def test_a_shared_vpc_bake_vm_joins_the_host_projects_subnet():
     values = variables(network_project="mlbatch-host-net", network="shared-net", subnetwork="shared-subnet")
     assert values["network"] == "projects/mlbatch-host-net/global/networks/shared-net"
     assert values["subnetwork"] == "projects/mlbatch-host-net/regions/europe-west4/subnetworks/shared-subnet"
-
-
-def validate(values: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    argv = ["packer", "validate"]
-    for key, value in values.items():
-        argv += ["-var", f"{key}={value}"]
-    return subprocess.run([*argv, str(ROOT / "packer" / "mlbatch.pkr.hcl")], capture_output=True, text=True, env=env)
-
-
-# Every combination the settings accept (internal_ip and use_iap both false is refused before Packer).
-ALLOWED = [
-    {"internal_ip": internal_ip, "use_iap": use_iap, "os_login": os_login}
-    for internal_ip, use_iap in ((True, False), (False, True), (True, True))
-    for os_login in (False, True)
-]
-
-
-@pytest.mark.parametrize("combination", ALLOWED, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_packer_validate_accepts_every_combination_the_settings_allow(combination):
-    """The build VM never has an external IP (omit_external_ip), and googlecompute then
-    requires use_internal_ip: use_iap with internal_ip false made the template invalid."""
-    result = validate(variables(**combination))
-    assert result.returncode == 0, (combination, result.stdout + result.stderr)
-    assert variables(**combination)["use_os_login"] == str(combination["os_login"]).lower()
-
-
-def test_packer_validate_accepts_the_values_and_refuses_an_unpinned_container():
-    ok = validate(variables())
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    refused = validate({**variables(), "prepull_images": '["127.0.0.1:5000/trainer:latest"]'})
-    assert refused.returncode != 0 and "pinned by digest" in refused.stdout + refused.stderr

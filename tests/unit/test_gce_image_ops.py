@@ -72,7 +72,7 @@ def test_promotion_waits_out_a_transient_error_of_the_wait(fake):
 
 def test_promotion_repeats_a_wait_that_answers_before_done(fake):
     """The wait "might return after zero seconds"; the insert is still RUNNING then."""
-    fake.latencies.image_insert = 2.0
+    fake.latencies.image_insert = 0.5  # three early answers and their pauses (quick_retries) come well before
     fake.faults.early_waits = 3
     lines: list[str] = []
     served = gce_image.promote(settings_for(fake), add_candidate(fake), lines.append)
@@ -115,25 +115,28 @@ def test_a_wait_the_client_cuts_off_is_asked_again(fake, clients):
     ends in a client-side ReadTimeout: transient, so asked again until DONE."""
 
     class Impatient(Waiter):
-        call_timeout = 0.5
+        call_timeout = shortest_call = 0.25
 
-    fake.faults.wait_hold, fake.latencies.image_insert = 3.0, 2.0
+    fake.faults.wait_hold, fake.latencies.image_insert = 3.0, 1.0
     op = Impatient(clients, PROJECT).wait(insert_image(clients, "cut-off"), "copying", bound=60)
     assert op.status == compute_v1.Operation.Status.DONE and fake.images["cut-off"]["status"] == "READY"
     assert fake.calls["globalOperations.wait"] >= 2
 
 
 def test_a_wait_is_bounded(fake, clients):
+    class Impatient(Waiter):
+        shortest_call = 0.1  # the last call's timeout when the bound is nearly out
+
     fake.latencies.image_insert = 600.0
-    with pytest.raises(MlbatchError, match=r"copying: operation operation-\d+ not done after 1s"):
-        Waiter(clients, PROJECT).wait(insert_image(clients, "never-done"), "copying", bound=1)
+    with pytest.raises(MlbatchError, match=r"copying: operation operation-\d+ not done after 0.3s"):
+        Impatient(clients, PROJECT).wait(insert_image(clients, "never-done"), "copying", bound=0.3)
 
 
 def test_a_long_wait_says_so(fake, clients):
     class Talkative(Waiter):
-        progress_every = 0.2
+        progress_every = 0.1
 
-    fake.latencies.image_insert = 1.0
+    fake.latencies.image_insert = 0.5
     lines: list[str] = []
     Talkative(clients, PROJECT).wait(insert_image(clients, "talkative"), "copying", bound=60, say=lines.append)
     assert lines and all(line.startswith("copying: waiting for operation operation-") for line in lines)

@@ -6,6 +6,7 @@ import importlib.util
 import io
 import os
 import random
+import threading
 
 from mlbatch.agent.logsink import LogSink
 from mlbatch.agent.runner import upload_results
@@ -56,17 +57,26 @@ def test_flushes_append_and_never_rewrite(tmp_path):
 
 def test_a_slow_console_skips_and_says_how_much_but_the_log_keeps_all(tmp_path):
     class Stuck(io.BytesIO):
-        def write(self, data):
-            import time
+        """A terminal nobody reads: each write hangs until the test lets it go."""
 
-            time.sleep(0.01)
+        def __init__(self):
+            super().__init__()
+            self.read_again = threading.Event()
+
+        def write(self, data):
+            self.read_again.wait()
             return super().write(data)
 
     console = Stuck()
     bucket = FileBucket(tmp_path / "bucket")
     sink = LogSink(bucket, "k/log", tmp_path / "local.log", interval=3600, console=console)
-    for i in range(3000):
-        sink.write_bytes(b"line %d\n" % i)
+    writer = threading.Thread(target=lambda: [sink.write_bytes(b"line %d\n" % i) for i in range(3000)])
+    writer.start()
+    # The job's output goes on while the console hangs. A sink that made it wait for the console
+    # would hold the writer here: let the console go then, and the assertions below fail, not hang.
+    writer.join(timeout=60)
+    console.read_again.set()
+    writer.join()
     sink.close()
     assert bucket.read("k/log") == b"".join(b"line %d\n" % i for i in range(3000))
     assert b"bytes not shown here; the bucket log has them" in console.getvalue()

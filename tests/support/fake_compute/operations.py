@@ -73,6 +73,7 @@ class OperationsMixin:
                 time.sleep(0.05)
             finally:
                 self._lock.acquire()
+            self._finish_due()  # an image operation due by now answers now, not at the reaper's next look
         return op
 
     def _zoneOperations_list(self, project, zone, params, body):

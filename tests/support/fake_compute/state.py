@@ -54,8 +54,9 @@ class Latencies:
 
     @classmethod
     def quick(cls) -> Latencies:
-        """For tests that are not about the wait: still operations that are RUNNING for a while."""
-        return cls(image_insert=1.0, image_deprecate=0.5, image_delete=0.2)
+        """For tests that are not about how long the wait is: operations still RUNNING when the
+        insert, deprecate or delete returns (so the caller waits), DONE within a fraction of a second."""
+        return cls(image_insert=0.2, image_deprecate=0.1, image_delete=0.05)
 
 
 @dataclasses.dataclass

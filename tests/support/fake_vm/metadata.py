@@ -22,11 +22,10 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
-import threading
 import urllib.parse
 from typing import Any, Protocol
 
-from tests.support.loopback import send_metadata
+from tests.support.loopback import send_metadata, start_serving
 
 
 @dataclasses.dataclass
@@ -99,5 +98,5 @@ def metadata_server(fake: Any, vm: MetadataVm) -> http.server.ThreadingHTTPServe
             send_metadata(self, status, text, content_type)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    start_serving(server, f"metadata-{vm.name}")
     return server

@@ -13,7 +13,8 @@ from mlbatch.agent.gpu import parse_view
 from tests.support.fake_compute.accelerators import DRIVER_NOT_LOADED, nvidia_smi_stand_in
 from tests.support.fake_compute.state import FakeInstance
 
-pytestmark = pytest.mark.docker
+# One xdist worker runs them all (`-n 2 --dist loadgroup`): one `infra` (local_infra.up) at a time.
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("local-engine")]
 L4 = [{"acceleratorType": "zones/europe-west4-a/acceleratorTypes/nvidia-l4", "acceleratorCount": 1}]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from mlbatch.core import labels
 from mlbatch.core.errors import BadInput, MlbatchError
 from mlbatch.core.manifest import VmImage
+from mlbatch.core.scrub import scrub
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
@@ -234,9 +235,9 @@ def _stream(argv: list[str], env: dict[str, str], say: Say) -> None:
     for line in proc.stdout:
         tail.append(line.rstrip())
         if progress := _PROGRESS.search(line):
-            say(progress.group(0))
+            say(scrub(progress.group(0)))
     if proc.wait() != 0:
-        raise MlbatchError("packer build failed; its last lines:\n" + "\n".join(tail))
+        raise MlbatchError("packer build failed; its last lines:\n" + scrub("\n".join(tail)))
 
 
 def bake_local(client, root: Path, request: BakeRequest, say: Say) -> VmImage:

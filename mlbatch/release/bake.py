@@ -202,10 +202,10 @@ def run_packer(
     source: str,
     say: Say,
     extra_vars: dict[str, str] | None = None,
-    extra_env: dict[str, str] | None = None,
 ) -> tuple[dict, str]:
-    """Run `packer build -only=<source>` (extra_vars: the source's own variables; extra_env: secrets as
-    PKR_VAR_*, never on the command line); return the manifest post-processor's last build and the input hash."""
+    """Run `packer build -only=<source>` (extra_vars: the source's own variables); return the manifest
+    post-processor's last build and the input hash. No secret goes to Packer, by argument or environment:
+    the bake VM's pre-pull logs in with the VM's own token (ansible/roles/prepull)."""
     digest = input_hash(root, request.gpu)
     with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
         wheel = build_wheel(root, Path(tmp))
@@ -219,7 +219,6 @@ def run_packer(
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "ANSIBLE_NOCOLOR": "1",
             "PACKER_NO_COLOR": "1",
-            **(extra_env or {}),
         }
         if template[0].endswith("packer"):
             subprocess.run(["packer", "init", *template], check=True, env=env)

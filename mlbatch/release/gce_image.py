@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mlbatch.core import gcp_base
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME, is_managed
@@ -136,13 +135,6 @@ def baked_images(settings: Settings, filter_: str) -> list[BakedImage]:
     return sorted(found, key=lambda i: (i.created, i.name))
 
 
-def registry_token() -> str:
-    """An access token of the Application Default Credentials: the pre-pull's registry login
-    (Artifact Registry takes it as user oauth2accesstoken)."""
-    credentials, _ = gcp_base.default_credentials()
-    return credentials.token
-
-
 def packer_variables(settings: Settings, request: BakeRequest, containers: dict[str, Container]) -> dict[str, str]:
     """What the googlecompute source needs beyond the variables both sources share."""
     return {
@@ -182,7 +174,6 @@ def bake(settings: Settings, root: Path, request: BakeRequest, containers: dict[
         "googlecompute.vm",
         say,
         extra_vars=packer_variables(settings, request, containers),
-        extra_env={"PKR_VAR_prepull_registry_token": registry_token()},
     )
     image = Images(settings).get(build["artifact_id"], f"reading the baked image {build['artifact_id']}")
     return _vm_image(image, digest)

@@ -88,3 +88,14 @@ def test_packer_validate_accepts_the_values_and_refuses_an_unpinned_container():
     assert ok.returncode == 0, ok.stdout + ok.stderr
     refused = validate({**variables(), "prepull_images": '["127.0.0.1:5000/trainer:latest"]'})
     assert refused.returncode != 0 and "pinned by digest" in refused.stdout + refused.stderr
+
+
+def test_the_template_takes_no_secret():
+    """Whatever the template passes Ansible lands on its command line, which every user of the machine
+    reads in `ps` and Packer's plugin prints unmasked (hashicorp/packer#11078): the pre-pull logs in
+    with the bake VM's own token instead (ansible/roles/prepull), so no variable holds a secret."""
+    template = (ROOT / "packer" / "mlbatch.pkr.hcl").read_text()
+    declared = re.findall(r'^variable "([a-z_]+)"', template, re.M)
+    assert [name for name in declared if re.search("token|password|secret|credential", name)] == []
+    assert not re.search(r"^\s*sensitive\s*=", template, re.M)
+    assert not [name for name in variables() if re.search("token|password|secret", name)]

@@ -51,6 +51,16 @@ variable "agent_wheel" {
   default     = "dist/mlbatch.whl"
 }
 
+variable "agent_wheel_sha256" {
+  type        = string
+  description = "sha256 of agent_wheel: pip installs it only with this hash; the image records it for the release's manifest."
+  default     = "0000000000000000000000000000000000000000000000000000000000000000"
+  validation {
+    condition     = length(var.agent_wheel_sha256) == 64
+    error_message = "The agent_wheel_sha256 must be 64 hex digits."
+  }
+}
+
 variable "ca_bundle" {
   type        = string
   description = "Extra CA bundle to trust inside the image (TLS proxies); empty for none."
@@ -105,8 +115,20 @@ variable "zone" {
 
 variable "source_image_family" {
   type        = string
-  description = "Public image family the GCE bake starts from."
+  description = "Public image family the GCE bake starts from, when source_image is empty."
   default     = "debian-12"
+}
+
+variable "source_image" {
+  type        = string
+  description = "The image of source_image_family the release resolved (and hashed): the bake starts from exactly it. Empty: the family's newest."
+  default     = ""
+}
+
+variable "shielded_vm" {
+  type        = bool
+  description = "Boot the build VM as a Shielded VM (Secure Boot, vTPM, integrity monitoring): the source image must be UEFI-compatible (debian-12 is)."
+  default     = true
 }
 
 variable "source_image_project" {
@@ -174,17 +196,29 @@ locals {
 source "googlecompute" "vm" {
   project_id              = var.project_id
   zone                    = var.zone
+  source_image            = var.source_image # takes precedence over the family when set
   source_image_family     = var.source_image_family
   source_image_project_id = [var.source_image_project]
   image_name              = var.image_name
   image_family            = var.image_family
   image_labels            = local.labels
-  image_description       = "mlbatch ${var.version} ${var.git_sha}"
-  machine_type            = var.machine_type
-  network                 = var.network
-  subnetwork              = var.subnetwork
-  service_account_email   = var.service_account_email
-  disk_size               = 20
+  # The wheel's sha256 is 64 digits, one more than a label value holds: it rides in the description.
+  image_description     = "mlbatch ${var.version} ${var.git_sha} agent-wheel-sha256:${var.agent_wheel_sha256}"
+  machine_type          = var.machine_type
+  network               = var.network
+  subnetwork            = var.subnetwork
+  service_account_email = var.service_account_email
+  # The build VM's token needs no API but an Artifact Registry pull (read-only storage scope);
+  # not the default scopes, which add full Compute and Storage control.
+  scopes = ["https://www.googleapis.com/auth/devstorage.read_only"]
+  # Only Packer's own throw-away key logs in: no project-wide key reaches the build VM.
+  metadata = {
+    block-project-ssh-keys = "true"
+  }
+  enable_secure_boot          = var.shielded_vm
+  enable_vtpm                 = var.shielded_vm
+  enable_integrity_monitoring = var.shielded_vm
+  disk_size                   = 20
   # No external IP: Packer reaches the VM by its internal address, or through IAP. The
   # googlecompute builder requires use_internal_ip with omit_external_ip, whatever the
   # path; with use_iap the tunnel's local end replaces the address anyway.
@@ -211,6 +245,7 @@ source "docker" "local" {
     "LABEL org.mlbatch.version=${var.version}",
     "LABEL org.mlbatch.git-sha=${var.git_sha}",
     "LABEL org.mlbatch.input-hash=${var.input_hash}",
+    "LABEL org.mlbatch.agent-wheel-sha256=${var.agent_wheel_sha256}",
   ]
 }
 
@@ -223,7 +258,7 @@ build {
     extra_arguments = [
       "--ssh-extra-args", "-o HostKeyAlgorithms=+ssh-rsa -o PubkeyAcceptedKeyTypes=+ssh-rsa",
       "--extra-vars", "mlbatch_version=${var.version} mlbatch_git_sha=${var.git_sha} mlbatch_image_name=${var.image_name}",
-      "--extra-vars", "agent_wheel=${var.agent_wheel} base_ca_bundle=${var.ca_bundle}",
+      "--extra-vars", "agent_wheel=${var.agent_wheel} agent_wheel_sha256=${var.agent_wheel_sha256} base_ca_bundle=${var.ca_bundle}",
       # The target kind the roles branch on (ansible/group_vars/all.yml): a VM or a container.
       "--extra-vars", "mlbatch_target=${source.type == "docker" ? "container" : "vm"}",
       "--extra-vars", "mlbatch_gpu=${var.gpu}",

@@ -7,7 +7,7 @@ invoke --list            all tasks;  invoke --help TASK  its options
 
 from invoke import Collection
 
-from tasks import bench, dashboard, dev, doctor, iam, images, jobs, local, releases, rundeck, runs, schedule
+from tasks import bench, dashboard, deps, dev, doctor, iam, images, jobs, local, releases, rundeck, runs, schedule
 
 ns = Collection(
     releases.release,
@@ -25,6 +25,7 @@ ns = Collection(
     releases.ns,
     images.ns,
     jobs.ns,
+    deps.ns,
     bench.ns,
     rundeck.ns,
     schedule.ns,

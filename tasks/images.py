@@ -3,7 +3,7 @@
 from invoke import Collection
 
 from mlbatch.core.options import Format
-from tasks.common import FORMAT_HELP, PROFILE_HELP, errors, settings, task
+from tasks.common import FORMAT_HELP, PROFILE_HELP, ROOT, errors, settings, task
 
 
 @task(name="list", default=True, help={"format": FORMAT_HELP, "profile": PROFILE_HELP})
@@ -42,4 +42,19 @@ def prune(c, keep: int = 3, apply=False, min_age_hours: float = 24, profile=None
         do_prune(get_target(s), open_bucket(s.bucket), keep, min_age_hours, apply, say)
 
 
-ns = Collection("images", list_images, prune)
+@task(name="refresh-bases", help={"lock": "the lock file to refresh (default containers/base-images.yaml)"})
+def refresh_bases(c, lock=None):
+    """Resolve each base image's tag to the digest it names today (the registry API) and rewrite the lock."""
+    from pathlib import Path
+
+    from mlbatch.local import base_images
+    from mlbatch.local.infra import docker_client
+    from mlbatch.ui import say
+
+    with errors():
+        path = Path(lock) if lock else ROOT / base_images.LOCK
+        changed = base_images.refresh(path, docker_client(), say)
+    say(f"{len(changed)} digest(s) changed in {path}" + ("; commit it: the next release bakes anew" if changed else ""))
+
+
+ns = Collection("images", list_images, prune, refresh_bases)

@@ -31,6 +31,10 @@ OUTPUT_DRAIN_LIMIT = 1800  # seconds the agent waits for the output of a job tha
 DRAIN_REPORT_EVERY = 30
 CONTAINER_CODE_DIR = "/code"
 CONTAINER_RESULTS_DIR = "/results"
+# Under memory pressure of the whole VM the kernel kills the job before the engine (-500) and
+# the agent (its unit's OOMScoreAdjust=-900): the agent lives to record why the job ended.
+JOB_OOM_SCORE_ADJ = 500
+KILLED = 128 + 9  # a process ended by SIGKILL, as the engine reports its exit code
 
 
 class Preempted(BaseException):
@@ -60,6 +64,34 @@ def _job_env(spec: runs.RunSpec, attempt: int) -> dict[str, str]:
     }
     env.update({f"MLBATCH_PARAM_{k.upper()}": str(v) for k, v in spec.params.items()})
     return env
+
+
+def job_limits(spec: runs.RunSpec) -> dict[str, Any]:
+    """The engine's arguments for the job container's limits (the run spec's, from its machine type)."""
+    limits: dict[str, Any] = {"oom_score_adj": JOB_OOM_SCORE_ADJ}
+    if spec.memory_limit_mb:  # no swap beyond it: the limit is the job's memory
+        limits.update(mem_limit=f"{spec.memory_limit_mb}m", memswap_limit=f"{spec.memory_limit_mb}m")
+    if spec.pids_limit:
+        limits["pids_limit"] = spec.pids_limit
+    return limits
+
+
+def killed_for_memory(state: dict[str, Any], memory_limit_mb: int) -> str:
+    """Why a job that failed ended, when memory ended it ("" otherwise), from the engine's container state.
+
+    The engine sets `OOMKilled` when the kernel's OOM killer ended a process of the container
+    (cgroup v2: memory.events, as on Debian 12 VMs). Docker on cgroup v1 with a recent kernel may
+    never learn of it; there a job under a memory limit ended by SIGKILL that the agent did not
+    send (a timeout or a shutdown are recorded otherwise) is taken for one, and the message says so."""
+    at = f" at {memory_limit_mb} MB limit" if memory_limit_mb else " (the VM's: no limit was set)"
+    if state.get("OOMKilled"):
+        return f"killed: out of memory{at}"
+    if memory_limit_mb and state.get("ExitCode") == KILLED:
+        return (
+            f"killed: out of memory{at} (SIGKILL under the limit; this engine did not report an OOM kill, "
+            "as Docker on cgroup v1 may not)"
+        )
+    return ""
 
 
 def upload_results(bucket: Bucket, results: Path, prefix: str, say: Callable[[str], None]) -> int:
@@ -244,11 +276,12 @@ class Attempt:
         project = gce.metadata("project/project-id", retry_for=30.0)
         return tokens.TokenServer(token, host, email, project)
 
-    def run(self, client, code: Path) -> tuple[str, int]:
+    def run(self, client, code: Path) -> tuple[str, int, str]:
+        """Run the job to its end: (status, exit code, message: why it was killed, or "")."""
         with self.job_network(client) as network:
             return self._run(client, code, network)
 
-    def _run(self, client, code: Path, network: jobnet.JobNetwork) -> tuple[str, int]:
+    def _run(self, client, code: Path, network: jobnet.JobNetwork) -> tuple[str, int, str]:
         results = self.workdir / "results"
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
@@ -267,6 +300,7 @@ class Attempt:
                 str(results): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
             },
             labels=_job_labels(self.instance),
+            **job_limits(self.spec),
             device_requests=self.device_requests or None,
             **network.arguments,
         )
@@ -282,7 +316,7 @@ class Attempt:
                 self.log.info(f"timeout: the job ran longer than {self.spec.timeout_seconds}s; stopping it")
                 self.container.stop(timeout=JOB_STOP_GRACE)
                 self._drain(pump)
-                return runs.TIMEOUT, -1
+                return runs.TIMEOUT, -1, ""
             try:  # block on the engine rather than poll; short slices keep the deadline exact
                 code_ = int(self.container.wait(timeout=min(remaining, 10))["StatusCode"])
                 break
@@ -290,7 +324,14 @@ class Attempt:
                 continue
         self._drain(pump)
         self.log.info(f"job exited with code {code_}")
-        return (runs.SUCCEEDED if code_ == 0 else runs.FAILED), code_
+        self.container.reload()
+        killed = killed_for_memory(self.container.attrs.get("State", {}), self.spec.memory_limit_mb)
+        if killed and code_ == 0:  # a process of the job was killed, the job itself carried on
+            self.log.info(f"a process of the job was {killed}")
+            killed = ""
+        elif killed:
+            self.log.info(f"job {killed}")
+        return (runs.SUCCEEDED if code_ == 0 else runs.FAILED), code_, killed
 
     def _drain(self, pump: threading.Thread) -> None:
         """Wait until the engine has handed over the job's last byte: the tail is what a user reads first."""
@@ -382,7 +423,7 @@ def run_attempt(
         with att.phase(runs.FETCH):
             code = att.fetch()
         with att.phase(runs.RUN):
-            status, exit_code = att.run(client, code)
+            status, exit_code, message = att.run(client, code)
         with att.phase(runs.UPLOAD):
             att.upload()
     except Preempted as exc:

@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from mlbatch.core import gpus
+from mlbatch.core import gpus, machines
 from mlbatch.core.access import MAX_PREFIXES, PREFIX_FORM, GoogleAccess, prefix_problem
 from mlbatch.core.errors import BadInput
 from mlbatch.core.names import GCE_NAME, MAX_JOB_NAME
@@ -93,6 +93,9 @@ class Job:
     metric: str = ""
     metric_goal: str = "max"  # max | min
     max_log_mb: int = 0  # 0: the whole log is kept; N: the first N MB, and the log's last line says what was cut
+    # The job container's limits (mlbatch.core.machines.job_limits); 0: from the machine type.
+    memory_mb: int = 0
+    pids: int = 0
     # The job container's network: none unless the job asks (true) or declares google_access.
     network: bool = False
     # Object prefixes the job's container may read and write with a downscoped token; none: no credentials.
@@ -227,6 +230,32 @@ class JobSpec(BaseModel):
     )
     metric_goal: Literal["max", "min"] = Field("max", description="max or min")
     max_log_mb: _LogMegabytes = 0
+    memory_mb: StrictInt | None = Field(
+        None,
+        description=f"an integer from {machines.MIN_MEMORY_MB} to what the machine type leaves for the agent and the "
+        "engine (the job container's memory limit in MB), or null: that much",
+    )
+    pids: StrictInt | None = Field(
+        None,
+        ge=16,
+        le=machines.MAX_PIDS,
+        description=f"an integer from 16 to {machines.MAX_PIDS} (the job container's processes and threads), "
+        "or null: 1024 per vCPU",
+    )
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _fits_the_machine(cls, memory_mb: int | None, info: ValidationInfo) -> int | None:
+        """No more than the machine type has once the agent and the engine have their headroom."""
+        if memory_mb is None:
+            return None
+        machine_type = info.data.get("machine_type", "")
+        most = machines.max_job_memory_mb(machine_type) if machine_type else None
+        if memory_mb < machines.MIN_MEMORY_MB or (most is not None and memory_mb > most):
+            fits = f"{most} (what {machine_type} leaves for the job)" if most is not None else "the machine's memory"
+            raise problem(f"an integer from {machines.MIN_MEMORY_MB} to {fits}, or null")
+        return memory_mb
+
     network: StrictBool = Field(False, description="true or false: the job container gets a network (metadata server blocked)")
     google_access: GoogleAccessSpec | None = Field(
         None, description="{read: [prefix/], write: [runs/.../]}: a token limited to these object prefixes (implies a network)"
@@ -291,6 +320,8 @@ def _job(name: str, spec: JobSpec) -> Job:
         metric=spec.metric,
         metric_goal=spec.metric_goal,
         max_log_mb=spec.max_log_mb,
+        memory_mb=spec.memory_mb or 0,
+        pids=spec.pids or 0,
         network=spec.network,
         google_access=GoogleAccess(tuple(spec.google_access.read), tuple(spec.google_access.write))
         if spec.google_access

@@ -11,7 +11,8 @@ most vCPUs and memory the VM may have (N1 shared-core types take none).
 from __future__ import annotations
 
 import dataclasses
-import re
+
+from mlbatch.core import machines
 
 # The accelerator-optimized machine types and the GPUs each comes with.
 FIXED: dict[str, tuple[str, int]] = {
@@ -28,11 +29,6 @@ ATTACHED: dict[str, dict[int, tuple[int, float]]] = {
     "nvidia-tesla-p100": {1: (16, 104), 2: (32, 208), 4: (64, 208)},
     "nvidia-tesla-p4": {1: (24, 156), 2: (48, 312), 4: (96, 624)},
 }
-# Predefined N1 shapes: GB of memory per vCPU (n1-standard-8: 8 vCPUs, 30 GB).
-N1_MEMORY_PER_CPU = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}
-_N1 = re.compile(r"^n1-(standard|highmem|highcpu)-(\d+)$")
-_N1_CUSTOM = re.compile(r"^n1-custom-(\d+)-(\d+)$")  # vCPUs, memory in MB
-
 TYPES = tuple(sorted({t for t, _ in FIXED.values()} | set(ATTACHED)))
 
 
@@ -46,13 +42,10 @@ def fixed_gpus(machine_type: str) -> tuple[str, int] | None:
 
 
 def _n1_shape(machine_type: str) -> tuple[int, float] | None:
-    """(vCPUs, memory GB) of a predefined or custom N1 type, or None."""
-    if match := _N1.fullmatch(machine_type):
-        cpus = int(match[2])
-        return cpus, cpus * N1_MEMORY_PER_CPU[match[1]]
-    if match := _N1_CUSTOM.fullmatch(machine_type):
-        return int(match[1]), int(match[2]) / 1024
-    return None
+    """(vCPUs, memory GB) of a predefined or custom N1 type (the one table of shapes,
+    mlbatch.core.machines: n1-standard-8 is 8 vCPUs, 30 GB), or None."""
+    found = machines.shape(machine_type) if machine_family(machine_type) == "n1" else None
+    return (int(found.vcpus), found.memory_gb) if found else None
 
 
 @dataclasses.dataclass(frozen=True)

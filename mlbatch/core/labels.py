@@ -16,7 +16,8 @@ IMAGE_NAME = "org.mlbatch.image-name"
 VERSION = "org.mlbatch.version"  # also on the release's containers
 GIT_SHA = "org.mlbatch.git-sha"
 INPUT_HASH = "org.mlbatch.input-hash"
-IMAGE_LABELS = (IMAGE_NAME, VERSION, GIT_SHA, INPUT_HASH)
+AGENT_WHEEL_SHA256 = "org.mlbatch.agent-wheel-sha256"  # the wheel pip installed, by its hash
+IMAGE_LABELS = (IMAGE_NAME, VERSION, GIT_SHA, INPUT_HASH, AGENT_WHEEL_SHA256)
 # The base image with the extra CA bundle layered on: rebuilt when the bundle changes.
 CA_BUNDLE_SHA256 = "org.mlbatch.ca-bundle-sha256"
 # A job container: the instance whose agent started it (deleted with it), and what it is for.

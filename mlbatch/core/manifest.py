@@ -37,6 +37,9 @@ class VmImage:
     input_hash: str
     baked_by_version: str  # the release that baked it (an identical bake may be reused)
     gpu: bool = False  # the GPU image (the NVIDIA driver; Secure Boot off for its VMs)
+    # sha256 of the agent wheel installed in it (pip checked it; tests/image compares it with the
+    # image's own record); "" in releases made before it was recorded.
+    agent_wheel_sha256: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -166,6 +166,9 @@ class RunSpec(Record):
     google_access: dict[str, Any] = dataclasses.field(default_factory=dict)  # core.access.GoogleAccess.to_dict()
     gpu_count: int = 0  # GPUs the job's container is given (the catalog's gpu.count)
     allow_cpu: bool = False  # run-batch --allow-cpu: without GPUs the job runs on the CPU instead of failing (104)
+    # The job container's limits (core.machines.job_limits of the job); 0: none (specs before them).
+    memory_limit_mb: int = 0
+    pids_limit: int = 0
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

@@ -69,6 +69,9 @@ class Settings:
     base_image: str = "debian:bookworm-slim"  # FROM of the VM image bake and of our containers
     image_family: str = "mlbatch"
     ca_bundle: Path | None = None  # extra CA bundle for images that fetch over TLS
+    # An image with the same inputs is reused only while younger than this: a release then bakes
+    # afresh and takes the OS's fixes of the day (docs/architecture.md, "Updates"). 0: always bake.
+    max_image_age_days: int = 30
     # gcp only
     project: str = ""
     region: str = ""
@@ -177,6 +180,7 @@ class ProfileSettings(BaseModel):
     base_image: str = Field(description="an image reference, e.g. debian:bookworm-slim")
     image_family: str = Field(description="a GCE name, e.g. mlbatch")
     ca_bundle: str = Field(description="a PEM bundle file, or null")
+    max_image_age_days: StrictInt = Field(ge=0, le=3650, description="days from 0 (always bake) to 3650, e.g. 30")
     project: str = Field(description="a GCP project id, e.g. my-ml-project")
     region: str = Field(description="a region, e.g. europe-west4")
     zones: list[StrictStr] = Field(description="a list of zones of the region, e.g. [europe-west4-a]")

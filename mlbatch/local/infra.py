@@ -25,8 +25,9 @@ from pathlib import Path
 
 from mlbatch.core import image_paths, labels
 from mlbatch.core.bucket import file_bucket_dir
-from mlbatch.core.errors import InfraError
+from mlbatch.core.errors import BadInput, InfraError, MlbatchError
 from mlbatch.core.settings import Settings
+from mlbatch.local import base_images
 from mlbatch.ui import Say
 
 CA_LABEL = labels.CA_BUNDLE_SHA256
@@ -164,7 +165,7 @@ def ensure_registry(settings: Settings, say: Say) -> None:
 # --- Base image ----------------------------------------------------------------------
 
 
-def _image_exists(client, ref: str) -> bool:
+def image_exists(client, ref: str) -> bool:
     import docker.errors
 
     try:
@@ -203,7 +204,7 @@ def _debootstrap_image(base: str, settings: Settings, say: Say) -> None:
             raise InfraError("tar of the debootstrap root failed")
 
 
-def _layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, say: Say) -> None:
+def layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, say: Say) -> None:
     say(f"adding the CA bundle {ca_bundle} to {base}")
     dockerfile = (
         f"FROM {pristine}\n"
@@ -222,23 +223,33 @@ def _layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, sa
     client.images.build(fileobj=context, custom_context=True, tag=base, rm=True)
 
 
+def _pull_source(settings: Settings) -> str:
+    """The pinned digest of the base (containers/base-images.yaml) when it has one, else its tag."""
+    try:
+        pin = base_images.load(settings.project_root / base_images.LOCK).get(settings.base_image)
+    except BadInput:  # no lock in this folder: pull the tag
+        pin = None
+    return pin.ref if pin is not None else settings.base_image
+
+
 def ensure_base_image(settings: Settings, say: Say) -> None:
     """Make `settings.base_image` usable by ordinary Dockerfiles, CA bundle included."""
     import docker.errors
 
     client = docker_client()
     base, pristine = settings.base_image, _pristine_ref(settings.base_image)
-    if not _image_exists(client, pristine):
-        if _image_exists(client, base) and CA_LABEL not in (client.images.get(base).labels or {}):
+    if not image_exists(client, pristine):
+        if image_exists(client, base) and CA_LABEL not in (client.images.get(base).labels or {}):
             client.images.get(base).tag(pristine)
         else:
+            source = _pull_source(settings)
             try:
-                say(f"pulling {base}")
-                client.images.pull(base).tag(pristine)
+                say(f"pulling {source}")
+                client.images.pull(source).tag(pristine)
             except docker.errors.APIError:
-                say(f"cannot pull {base}")
+                say(f"cannot pull {source}")
                 _debootstrap_image(pristine, settings, say)
-    current = (client.images.get(base).labels or {}).get(CA_LABEL, "") if _image_exists(client, base) else None
+    current = (client.images.get(base).labels or {}).get(CA_LABEL, "") if image_exists(client, base) else None
     if settings.ca_bundle is None:
         if current != "":  # missing, or carrying a CA layer no longer configured
             client.images.get(pristine).tag(base)
@@ -246,8 +257,66 @@ def ensure_base_image(settings: Settings, say: Say) -> None:
         return
     digest = hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest()
     if current != digest:
-        _layer_ca(client, base, pristine, settings.ca_bundle, digest, say)
+        layer_ca(client, base, pristine, settings.ca_bundle, digest, say)
     say(f"base image {base}: ready (with CA bundle {settings.ca_bundle})")
+
+
+# --- The base a release builds FROM (containers/base-images.yaml) --------------------------------
+
+
+def build_base(settings: Settings, client, say: Say) -> base_images.BuildBase:
+    """The base the release builds FROM (containers, the local bake), CA bundle layered on."""
+    import docker.errors
+
+    pin = base_images.load(settings.project_root / base_images.LOCK).get(settings.base_image)
+    reason = f"{base_images.LOCK} has no entry for it"
+    if pin is not None:
+        try:
+            if not image_exists(client, pin.ref):
+                say(f"pulling the pinned base {pin.ref}")
+                client.images.pull(pin.ref)
+            return _with_ca(settings, client, pin, say)
+        except docker.errors.APIError as exc:
+            reason = f"the pinned {pin.ref} cannot be pulled: {exc.explanation or exc}"
+    if settings.profile not in base_images.FALLBACK_PROFILES:
+        raise MlbatchError(
+            f"base image {settings.base_image}: {reason}; the {settings.profile} profile builds only from a pinned base"
+        )
+    say(
+        f"base image {settings.base_image}: {reason}. Building FROM the local {settings.base_image} instead "
+        f"(`invoke local.up`: pulled by tag, or built offline with debootstrap), which is NOT the pinned digest "
+        f"({settings.profile} profile only)"
+    )
+    ensure_base_image(settings, say)
+    return base_images.BuildBase(settings.base_image, pinned=False, image_id=client.images.get(settings.base_image).id)
+
+
+def current_base(settings: Settings, client) -> base_images.BuildBase | None:
+    """What `build_base` would give, from what the engine holds now, pulling and building nothing
+    (`release --dry-run`); None when neither the pinned base nor the local one is there."""
+    pin = base_images.load(settings.project_root / base_images.LOCK).get(settings.base_image)
+    if pin is not None:
+        ref = (
+            base_images.layered_tag(pin, hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest())
+            if settings.ca_bundle
+            else pin.ref
+        )
+        if image_exists(client, ref):
+            return base_images.BuildBase(ref, pinned=True, image_id=client.images.get(ref).id)
+    if settings.profile in base_images.FALLBACK_PROFILES and image_exists(client, settings.base_image):
+        return base_images.BuildBase(settings.base_image, pinned=False, image_id=client.images.get(settings.base_image).id)
+    return None
+
+
+def _with_ca(settings: Settings, client, pin: base_images.PinnedBase, say: Say) -> base_images.BuildBase:
+    if settings.ca_bundle is None:
+        return base_images.BuildBase(pin.ref, pinned=True, image_id=client.images.get(pin.ref).id)
+    ca = hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest()
+    layered = base_images.layered_tag(pin, ca)
+    if not image_exists(client, layered):
+        layer_ca(client, layered, pin.ref, settings.ca_bundle, ca, say)
+    say(f"base image {settings.base_image}: the pinned {pin.ref}, with the CA bundle {settings.ca_bundle}")
+    return base_images.BuildBase(layered, pinned=True, image_id=client.images.get(layered).id)
 
 
 # --- The commands --------------------------------------------------------------------
@@ -274,7 +343,7 @@ def status(settings: Settings) -> dict[str, str]:
     }
     if engine:
         client = docker_client()
-        out[f"base image {settings.base_image}"] = "present" if _image_exists(client, settings.base_image) else "missing"
+        out[f"base image {settings.base_image}"] = "present" if image_exists(client, settings.base_image) else "missing"
         instances = client.containers.list(all=True, filters={"label": labels.checkout_filter(settings.state_dir)})
         out["mlbatch containers of this checkout"] = str(len(instances))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
@@ -41,9 +42,26 @@ _PROGRESS = re.compile(
 )
 
 
-def input_hash(root: Path, gpu: bool = False) -> str:
-    """sha256 of BAKE_INPUTS; the GPU image's differs (the same inputs, another image)."""
+@dataclasses.dataclass(frozen=True)
+class BakeSource:
+    """What a bake starts from beyond the repository. In the input hash: a new base image (its
+    digest), source image (a new debian-12 build) or CA bundle bakes anew rather than reusing
+    an image made from the old one."""
+
+    image: str  # the local bake's base image id (sha256:...), or the gcp bake's source image self link
+    ca_bundle_sha256: str = ""  # "" when no extra CA bundle goes in
+
+    @classmethod
+    def of(cls, image: str, ca_bundle: Path | None) -> BakeSource:
+        return cls(image, hashlib.sha256(ca_bundle.read_bytes()).hexdigest() if ca_bundle else "")
+
+
+def input_hash(root: Path, source: BakeSource | None = None, gpu: bool = False) -> str:
+    """sha256 over what goes into the image: BAKE_INPUTS of the checkout, where the bake starts
+    from, and which image it is (the GPU image's differs: the same inputs, another image)."""
     digest = hashlib.sha256(b"gpu\0" if gpu else b"")
+    if source is not None:
+        digest.update(f"source-image\0{source.image}\0ca-bundle\0{source.ca_bundle_sha256}\0".encode())
     for name in BAKE_INPUTS:
         base = root / name
         paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
@@ -169,9 +187,10 @@ class BakeRequest:
     image_family: str
     base_image: str
     ca_bundle: Path | None
+    source: BakeSource | None = None  # in the input hash; None: the repository's inputs alone
     gpu: bool = False  # the GPU image: Ansible's gpu role runs (the NVIDIA driver)
 
-    def variables(self, wheel: Path, digest: str, manifest_path: Path) -> dict[str, str]:
+    def variables(self, wheel: Path, wheel_sha256: str, digest: str, manifest_path: Path) -> dict[str, str]:
         return {
             "gpu": str(self.gpu).lower(),
             "version": self.version,
@@ -180,20 +199,56 @@ class BakeRequest:
             "image_family": self.image_family,
             "input_hash": digest,
             "agent_wheel": str(wheel),
+            "agent_wheel_sha256": wheel_sha256,
             "ca_bundle": str(self.ca_bundle or ""),
             "manifest_path": str(manifest_path),
             "base_image": self.base_image,
         }
 
 
-def find_local_image(client, digest: str) -> VmImage | None:
+def created_at(timestamp: str) -> dt.datetime:
+    """An image's creation time as Docker (`2026-11-30T12:33:12.123456789Z`) or Compute Engine
+    (`2026-11-30T04:33:12.123-08:00`) write it."""
+    return dt.datetime.fromisoformat(re.sub(r"\.\d+", "", timestamp).replace("Z", "+00:00"))
+
+
+def too_old(created: str, max_age_days: int, name: str, say: Say) -> bool:
+    """Whether an image with the same inputs is past max_image_age_days: then a release bakes
+    afresh, and the image gets Debian's fixes of the day (docs/architecture.md, "Updates")."""
+    age = dt.datetime.now(dt.UTC) - created_at(created)
+    if age <= dt.timedelta(days=max_age_days):
+        return False
+    say(f"image {name} has the same inputs but was baked {age.days} days ago (max_image_age_days {max_age_days}): baking afresh")
+    return True
+
+
+def find_local_image(client, digest: str, max_age_days: int, say: Say) -> VmImage | None:
+    """The newest image baked from the same inputs, unless it is past max_age_days."""
+    found = []
     for image in client.images.list(filters={"label": f"{INPUT_HASH_LABEL}={digest}"}):
-        found = image.labels or {}
-        name = found.get(labels.IMAGE_NAME, "")
-        ref = f"{LOCAL_IMAGE_REPOSITORY}:{name}"
-        if name and ref in image.tags:
-            return VmImage(name=name, ref=ref, input_hash=digest, baked_by_version=found.get(labels.VERSION, ""))
-    return None
+        found_labels = image.labels or {}
+        name = found_labels.get(labels.IMAGE_NAME, "")
+        if name and f"{LOCAL_IMAGE_REPOSITORY}:{name}" in image.tags:
+            found.append((created_at(image.attrs["Created"]), image.attrs["Created"], name, found_labels))
+    if not found:
+        return None
+    _, created, name, found_labels = max(found)
+    if too_old(created, max_age_days, name, say):
+        return None
+    return VmImage(
+        name=name,
+        ref=f"{LOCAL_IMAGE_REPOSITORY}:{name}",
+        input_hash=digest,
+        baked_by_version=found_labels.get(labels.VERSION, ""),
+        agent_wheel_sha256=found_labels.get(labels.AGENT_WHEEL_SHA256, ""),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Baked:
+    build: dict  # the manifest post-processor's last build
+    input_hash: str
+    agent_wheel_sha256: str
 
 
 def run_packer(
@@ -202,16 +257,17 @@ def run_packer(
     source: str,
     say: Say,
     extra_vars: dict[str, str] | None = None,
-) -> tuple[dict, str]:
-    """Run `packer build -only=<source>` (extra_vars: the source's own variables); return the manifest
-    post-processor's last build and the input hash. No secret goes to Packer, by argument or environment:
-    the bake VM's pre-pull logs in with the VM's own token (ansible/roles/prepull)."""
-    digest = input_hash(root, request.gpu)
+) -> Baked:
+    """Run `packer build -only=<source>` (extra_vars: the source's own variables). No secret goes to Packer,
+    by argument or environment: the bake VM's pre-pull logs in with the VM's own token (ansible/roles/prepull)."""
+    digest = input_hash(root, request.source, request.gpu)
     with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
         wheel = build_wheel(root, Path(tmp))
+        wheel_sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        say(f"agent wheel {wheel.name}: sha256 {wheel_sha256}")
         manifest_path = Path(tmp, "packer-manifest.json")
         argv = ["packer", "build", "-color=false", f"-only={source}"]
-        for key, value in {**request.variables(wheel, digest, manifest_path), **(extra_vars or {})}.items():
+        for key, value in {**request.variables(wheel, wheel_sha256, digest, manifest_path), **(extra_vars or {})}.items():
             argv += ["-var", f"{key}={value}"]
         template = packer_template(root)
         env = {
@@ -224,7 +280,7 @@ def run_packer(
             subprocess.run(["packer", "init", *template], check=True, env=env)
         _stream(argv + template, env, say)
         data = json.loads(manifest_path.read_text())
-    return data["builds"][-1], digest
+    return Baked(data["builds"][-1], digest, wheel_sha256)
 
 
 def _stream(argv: list[str], env: dict[str, str], say: Say) -> None:
@@ -241,7 +297,13 @@ def _stream(argv: list[str], env: dict[str, str], say: Say) -> None:
 
 def bake_local(client, root: Path, request: BakeRequest, say: Say) -> VmImage:
     """Bake with the docker source; the image is tagged by its name in LOCAL_IMAGE_REPOSITORY."""
-    build, digest = run_packer(root, request, "docker.local", say)
+    baked = run_packer(root, request, "docker.local", say)
     ref = f"{LOCAL_IMAGE_REPOSITORY}:{request.image_name}"
-    client.images.get(build["artifact_id"]).tag(LOCAL_IMAGE_REPOSITORY, tag=request.image_name)
-    return VmImage(name=request.image_name, ref=ref, input_hash=digest, baked_by_version=request.version)
+    client.images.get(baked.build["artifact_id"]).tag(LOCAL_IMAGE_REPOSITORY, tag=request.image_name)
+    return VmImage(
+        name=request.image_name,
+        ref=ref,
+        input_hash=baked.input_hash,
+        baked_by_version=request.version,
+        agent_wheel_sha256=baked.agent_wheel_sha256,
+    )

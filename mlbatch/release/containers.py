@@ -17,14 +17,22 @@ REFUSED = ("unauthorized", "denied", "authentication required", "no basic auth c
 
 
 def build_and_push(
-    client, containers_dir: Path, registry: str, version: str, say: Say, auth_config: dict[str, str] | None = None
+    client,
+    containers_dir: Path,
+    registry: str,
+    version: str,
+    say: Say,
+    auth_config: dict[str, str] | None = None,
+    base_image: str = "",
 ) -> dict[str, Container]:
-    """`auth_config` (username, password) is the registry login, or None for a registry without one."""
+    """`auth_config` (username, password) is the registry login, or None for a registry without one;
+    `base_image` the Dockerfiles' BASE_IMAGE (the pinned base, mlbatch.local.base_images), or "" for their default."""
     pinned = {}
+    build_args = {"BASE_IMAGE": base_image} if base_image else {}
     for name in container_names(containers_dir):
         repository = f"{registry}/{name}"
-        say(f"building {repository}:{version}")
-        _build(client, containers_dir / name, f"{repository}:{version}", version, say)
+        say(f"building {repository}:{version}" + (f" FROM {base_image}" if base_image else ""))
+        _build(client, containers_dir / name, f"{repository}:{version}", version, say, build_args)
         say(f"pushing {repository}:{version}")
         digest = _push(client, repository, version, auth_config)
         say(f"{name}: {repository}@{digest}")
@@ -32,10 +40,10 @@ def build_and_push(
     return pinned
 
 
-def _build(client, context: Path, tag: str, version: str, say: Say) -> None:
+def _build(client, context: Path, tag: str, version: str, say: Say, build_args: dict[str, str]) -> None:
     tail: deque[str] = deque(maxlen=25)  # kept for the error message
     for chunk in client.api.build(
-        path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={labels.VERSION: version}
+        path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={labels.VERSION: version}, buildargs=build_args
     ):
         if "error" in chunk:
             raise MlbatchError(f"docker build of {tag} failed: " + scrub(f"{chunk['error'].strip()}\n" + "".join(tail)))

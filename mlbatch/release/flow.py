@@ -24,6 +24,9 @@ from mlbatch.core.manifest import CodeBundle, Manifest, VmImage
 from mlbatch.core.names import image_name
 from mlbatch.core.settings import Settings
 from mlbatch.core.versions import parse_version
+from mlbatch.local import base_images, infra
+from mlbatch.local.base_images import BuildBase
+from mlbatch.local.infra import docker_client
 from mlbatch.release import bake
 from mlbatch.release.targets import ReleaseTarget, get_target
 from mlbatch.ui import Steps, say, spinner
@@ -45,6 +48,7 @@ def check_release(settings: Settings, version_text: str) -> tuple[str, Bucket, d
     """Everything that can be refused before a side effect: version, Packer, catalog, not yet released."""
     version = parse_version(version_text).tag
     bake.check_packer(settings, say)
+    base_images.check(settings)  # the gcp profile builds only from a base pinned by digest
     root = settings.project_root
     catalog = checkout_catalog(root)
     bundle.collect(root / "batch_code")  # a link leaving batch_code/ refuses the release here, before any side effect
@@ -112,11 +116,14 @@ def _image(
     request: bake.BakeRequest,
     pinned: dict,
     names: tuple[str, str],
+    base: BuildBase,
 ) -> VmImage:
     """An image's two steps: reused by input hash or baked as a candidate; then tested, and
-    promoted (a failed candidate discarded). `names`: the two steps' names."""
+    promoted (a failed candidate discarded). `names`: the two steps' names; `base`: what the
+    containers were built FROM (the local bake's base; the gcp bake starts from its source image)."""
     with _step(steps, version, names[0]) as outcome:
-        image = target.find_image(bake.input_hash(root, request.gpu))
+        request = dataclasses.replace(request, base_image=base.ref, source=target.bake_source(base))
+        image = target.find_image(bake.input_hash(root, request.source, request.gpu))
         reused = image is not None
         if image is None:
             with spinner(f"baking the {'GPU ' if request.gpu else ''}VM image with Packer + Ansible"):
@@ -158,14 +165,15 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
         outcome.append(f"{target.name}: ready")
 
     with _step(steps, version, "containers") as outcome:
-        pinned = target.push_containers(root, version, say)
-        outcome.append(f"pushed {', '.join(pinned)}")
+        base = infra.build_base(settings, docker_client(), say)
+        pinned = target.push_containers(root, version, say, base.ref)
+        outcome.append(f"pushed {', '.join(pinned)}" + ("" if base.pinned else f" (FROM the local {base.ref}, not pinned)"))
 
     with _step(steps, version, "code bundle") as outcome:
         code_bundle, text = upload_code(bucket, root, version, retain_until(settings))
         outcome.append(f"{text}, sha256 {code_bundle.sha256[:12]}…")
 
-    image = _image(steps, version, target, root, request, pinned, ("vm image", "image tests"))
+    image = _image(steps, version, target, root, request, pinned, ("vm image", "image tests"), base)
     gpu_image = None
     if any(job.gpu_count for job in catalog.values()):  # the GPU image, only for a catalog that needs it
         family = settings.image_family + GPU_FAMILY_SUFFIX
@@ -173,7 +181,7 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
             request, image_name=image_name(parse_version(version).slug, family=family), image_family=family, gpu=True
         )
         gpu_target = get_target(dataclasses.replace(settings, image_family=family))
-        gpu_image = _image(steps, version, gpu_target, root, gpu_request, pinned, ("gpu image", "gpu image tests"))
+        gpu_image = _image(steps, version, gpu_target, root, gpu_request, pinned, ("gpu image", "gpu image tests"), base)
 
     with _step(steps, version, "manifest") as outcome:
         manifest = Manifest(

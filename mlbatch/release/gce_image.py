@@ -9,11 +9,14 @@ the same input hash (packer/, ansible/, the agent) is reused instead of baking a
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+from mlbatch import ui
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME, is_managed
@@ -22,7 +25,7 @@ from mlbatch.gcp import errors
 from mlbatch.gcp.clients import Clients
 from mlbatch.gcp.network import vpc
 from mlbatch.gcp.operations import Waiter
-from mlbatch.release.bake import BakeRequest, run_packer
+from mlbatch.release.bake import BakeRequest, BakeSource, run_packer, too_old
 from mlbatch.release.targets.base import BakedImage
 from mlbatch.ui import Say
 
@@ -56,6 +59,10 @@ class Images:
 
     def get(self, name: str, what: str) -> Any:
         return self._call(what, self.client.get, project=self.project, image=name)
+
+    def from_family(self, project: str, family: str, what: str) -> Any:
+        """The newest image of a family, of any project (a public one: debian-cloud)."""
+        return self._call(what, self.client.get_from_family, project=project, family=family)
 
     def list(self, filter_: str, what: str) -> list[Any]:
         from google.cloud import compute_v1
@@ -99,12 +106,45 @@ def _version_of(description: str) -> str:
     return words[1] if len(words) >= 2 and words[0] == "mlbatch" else ""
 
 
+_WHEEL = re.compile(r"\bagent-wheel-sha256:([0-9a-f]{64})\b")
+
+
 def _vm_image(image, input_hash: str) -> VmImage:
-    return VmImage(name=image.name, ref=image.self_link, input_hash=input_hash, baked_by_version=_version_of(image.description))
+    wheel = _WHEEL.search(image.description or "")  # the template writes it there: a label holds 63 characters
+    return VmImage(
+        name=image.name,
+        ref=image.self_link,
+        input_hash=input_hash,
+        baked_by_version=_version_of(image.description),
+        agent_wheel_sha256=wheel[1] if wheel else "",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    """The image the bake starts from: the family's newest, resolved once so that the bake uses
+    exactly the image the input hash names."""
+
+    name: str
+    self_link: str
+    uefi: bool  # UEFI_COMPATIBLE: the build VM may boot as a Shielded VM (Secure Boot needs it)
+
+
+def source_image(settings: Settings) -> SourceImage:
+    """images.getFromFamily of the profile's source family (debian-cloud/debian-12)."""
+    project, family = settings.source_image_project, settings.source_image_family
+    found = Images(settings).from_family(project, family, f"resolving the source image {project}/{family}")
+    uefi = any(feature.type_ == "UEFI_COMPATIBLE" for feature in found.guest_os_features)
+    return SourceImage(found.name, found.self_link, uefi)
+
+
+def bake_source(settings: Settings) -> BakeSource:
+    return BakeSource.of(source_image(settings).self_link, settings.ca_bundle)
 
 
 def find_image(settings: Settings, input_hash: str) -> VmImage | None:
-    """A served image (family image_family) baked from the same inputs: READY, not deprecated, ours."""
+    """A served image (family image_family) baked from the same inputs: READY, not deprecated, ours,
+    and younger than max_image_age_days."""
     label = input_hash[:LABEL_VALUE_MAX]
     found = Images(settings).list(f'labels.input-hash = "{label}"', "looking for an image with the same inputs")
     usable = [
@@ -118,7 +158,10 @@ def find_image(settings: Settings, input_hash: str) -> VmImage | None:
     ]
     if not usable:
         return None
-    return _vm_image(max(usable, key=lambda i: i.creation_timestamp), input_hash)
+    newest = max(usable, key=lambda i: i.creation_timestamp)
+    if too_old(newest.creation_timestamp, settings.max_image_age_days, newest.name, ui.say):
+        return None
+    return _vm_image(newest, input_hash)
 
 
 def baked_images(settings: Settings, filter_: str) -> list[BakedImage]:
@@ -135,12 +178,17 @@ def baked_images(settings: Settings, filter_: str) -> list[BakedImage]:
     return sorted(found, key=lambda i: (i.created, i.name))
 
 
-def packer_variables(settings: Settings, request: BakeRequest, containers: dict[str, Container]) -> dict[str, str]:
-    """What the googlecompute source needs beyond the variables both sources share."""
+def packer_variables(
+    settings: Settings, request: BakeRequest, containers: dict[str, Container], source: SourceImage | None = None
+) -> dict[str, str]:
+    """What the googlecompute source needs beyond the variables both sources share; `source`: the
+    resolved source image (the bake starts from exactly it, as a Shielded VM when it is UEFI-compatible)."""
     return {
         "project_id": settings.project,
         "zone": bake_zone(settings),
         "source_image_family": settings.source_image_family,
+        "source_image": source.name if source else "",
+        "shielded_vm": json.dumps(source.uefi if source else True),
         "source_image_project": settings.source_image_project,
         "machine_type": settings.bake_machine_type,
         # Paths in the project that owns them (a Shared VPC host): Packer takes a value with a "/" as is.
@@ -159,24 +207,25 @@ def bake(settings: Settings, root: Path, request: BakeRequest, containers: dict[
     name = request.image_name + CANDIDATE_SUFFIX
     if not GCE_NAME.match(name):
         raise BadInput(f"image name {request.image_name!r} is too long for its candidate {name!r}: at most 63 characters")
-    candidate = BakeRequest(
-        version=request.version,
-        git_sha=request.git_sha,
-        image_name=name,
-        image_family=candidate_family(settings),
-        base_image=request.base_image,
-        ca_bundle=request.ca_bundle,
-    )
-    say(f"baking {name} in {bake_zone(settings)} from {settings.source_image_project}/{settings.source_image_family}")
-    build, digest = run_packer(
+    source = source_image(settings)
+    if request.source is not None and request.source.image != source.self_link:
+        raise MlbatchError(
+            f"the source image of {settings.source_image_project}/{settings.source_image_family} changed during the release "
+            f"({request.source.image} -> {source.self_link}): release again"
+        )
+    candidate = dataclasses.replace(request, image_name=name, image_family=candidate_family(settings))
+    shielded = "as a Shielded VM" if source.uefi else "NOT as a Shielded VM (the source image is not UEFI-compatible)"
+    say(f"baking {name} in {bake_zone(settings)} from {source.self_link}, {shielded}")
+    baked = run_packer(
         root,
         candidate,
         "googlecompute.vm",
         say,
-        extra_vars=packer_variables(settings, request, containers),
+        extra_vars=packer_variables(settings, request, containers, source),
     )
-    image = Images(settings).get(build["artifact_id"], f"reading the baked image {build['artifact_id']}")
-    return _vm_image(image, digest)
+    artifact = baked.build["artifact_id"]
+    image = Images(settings).get(artifact, f"reading the baked image {artifact}")
+    return _vm_image(image, baked.input_hash)
 
 
 def _candidate(settings: Settings, images: Images, image: VmImage) -> Any:
@@ -213,7 +262,7 @@ def promote(settings: Settings, image: VmImage, say: Say) -> VmImage:
     if result.family != settings.image_family or result.labels.get("input-hash") != found.labels.get("input-hash"):
         raise MlbatchError(f"image {name} exists but is not the promoted {image.name}: refusing to serve it")
     images.delete(image.name)
-    return VmImage(name=name, ref=result.self_link, input_hash=image.input_hash, baked_by_version=image.baked_by_version)
+    return dataclasses.replace(image, name=name, ref=result.self_link)
 
 
 def discard(settings: Settings, image: VmImage, say: Say) -> None:

@@ -25,15 +25,27 @@ def run_suite(root: Path, hosts: str, args: Sequence[str], timeout: float | None
     )
 
 
+def wheel_option(agent_wheel_sha256: str) -> list[str]:
+    """The suite's option naming the manifest's agent wheel, when the image records one."""
+    return [f"--mlbatch-agent-wheel-sha256={agent_wheel_sha256}"] if agent_wheel_sha256 else []
+
+
 def failed_checks(output: str) -> list[str]:
     """The test ids pytest's short summary names as FAILED or ERROR."""
     return re.findall(r"^(?:FAILED|ERROR) \S+::(\S+)", output, flags=re.MULTILINE)
 
 
 def test_local_image(
-    client, root: Path, image_ref: str, version: str, container_labels: dict[str, str], gpu: bool = False
+    client,
+    root: Path,
+    image_ref: str,
+    version: str,
+    container_labels: dict[str, str],
+    agent_wheel_sha256: str = "",
+    gpu: bool = False,
 ) -> None:
-    """Start the image with a no-op entry point and run testinfra over docker:// (the GPU image's checks with `gpu`)."""
+    """Start the image with a no-op entry point and run testinfra over docker:// (the GPU image's checks
+    with `gpu`); `agent_wheel_sha256`: the wheel the manifest will name, which the image must have installed."""
     container = client.containers.run(
         image_ref,
         entrypoint=["/bin/sleep", "infinity"],
@@ -42,7 +54,8 @@ def test_local_image(
         labels=container_labels | {labels.ROLE: "image-test"},
     )
     try:
-        args = [f"--mlbatch-version={version}", "-m", "not vm", *(["--mlbatch-gpu-image"] if gpu else [])]
+        args = [f"--mlbatch-version={version}", "-m", "not vm", *wheel_option(agent_wheel_sha256)]
+        args += ["--mlbatch-gpu-image"] if gpu else []
         result = run_suite(root, f"docker://{container.id}", args)
     finally:
         container.remove(force=True)

@@ -20,7 +20,7 @@ from mlbatch.core.errors import ExitCode, MlbatchError
 from mlbatch.core.manifest import VmImage
 from mlbatch.core.scrub import scrub
 from mlbatch.core.settings import Settings
-from mlbatch.release.imagetest import failed_checks, run_suite
+from mlbatch.release.imagetest import failed_checks, run_suite, wheel_option
 from mlbatch.ui import Say
 
 SSH_USER = "mlbatch-test"
@@ -61,11 +61,12 @@ def run_vm_suite(
     prepulled: Sequence[str],
     port: int = 22,
     user: str = SSH_USER,
+    agent_wheel_sha256: str = "",
     gpu: bool = False,
 ) -> list[str]:
     """The whole suite, `vm` checks included (the GPU image's with `gpu`), over ssh://; returns the
     failed checks ([] if all passed)."""
-    args = [f"--ssh-config={ssh_config(directory, key)}", f"--mlbatch-version={version}"]
+    args = [f"--ssh-config={ssh_config(directory, key)}", f"--mlbatch-version={version}", *wheel_option(agent_wheel_sha256)]
     args += ["--mlbatch-gpu-image"] if gpu else []
     args += [f"--mlbatch-prepulled={ref}" for ref in prepulled]
     result = run_suite(root, f"ssh://{user}@{address}:{port}", args, timeout=SUITE_TIMEOUT)
@@ -111,7 +112,17 @@ def test_image_on_vm(settings: Settings, root: Path, image: VmImage, say: Say, p
                 say(f"image test: creating VM {name} from {image.name}")
                 address = provider.create_test_vm(name, image.ref, user, public_key)
                 say(f"image test: running tests/image on {name} ({address}) over ssh as {user}")
-                failed = run_vm_suite(root, address, key, directory, image.baked_by_version, prepulled, user=user, gpu=image.gpu)
+                failed = run_vm_suite(
+                    root,
+                    address,
+                    key,
+                    directory,
+                    image.baked_by_version,
+                    prepulled,
+                    user=user,
+                    agent_wheel_sha256=image.agent_wheel_sha256,
+                    gpu=image.gpu,
+                )
             finally:
                 say(f"image test: deleting VM {name}")
                 provider.delete(name)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mlbatch.core import machines, runs, sweeps
 from mlbatch.core import manifest as manifests
-from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled, cancel_on_signals
 from mlbatch.core.catalog import MAX_TIMEOUT, Job, parse_params
@@ -150,6 +150,7 @@ def run_spec(bucket: Bucket, prepared: Prepared, run_id: str, idempotency_key: s
     """spec.json: what every instance of the run is told. A sweep's spec carries the job's
     command alone; each task adds its params (`task_spec`)."""
     manifest, job = prepared.manifest, prepared.job
+    limits = machines.job_limits(job.machine_type, job.memory_mb, job.pids)
     return runs.RunSpec(
         run_id=run_id,
         job=job.name,
@@ -169,6 +170,8 @@ def run_spec(bucket: Bucket, prepared: Prepared, run_id: str, idempotency_key: s
         google_access=job.google_access.to_dict(),
         gpu_count=job.gpu_count,
         allow_cpu=prepared.allow_cpu,
+        memory_limit_mb=limits.memory_mb,
+        pids_limit=limits.pids,
     )
 
 

@@ -4,16 +4,14 @@ profile's `price_table`): machine type, Spot or on-demand, region, GPUs and seco
 from __future__ import annotations
 
 import dataclasses
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mlbatch.core import machines
 from mlbatch.core.errors import BadInput
-
-_MACHINE = re.compile(r"^(?P<family>[a-z][a-z0-9]*)-(?P<kind>[a-z]+)-(?P<vcpus>\d+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,25 +23,14 @@ class PriceTable:
     def source(self) -> str:
         return f"{self.data.get('source', '?')} as of {self.data.get('date', '?')} ({self.data.get('currency', 'USD')})"
 
-    def shape(self, machine_type: str) -> tuple[float, float] | None:
-        if machine_type in self.data.get("shapes", {}):
-            s = self.data["shapes"][machine_type]
-            return float(s["vcpu"]), float(s["gb"])
-        m = _MACHINE.match(machine_type)
-        if not m:
-            return None
-        per_vcpu = self.data.get("memory_per_vcpu", {})
-        gb = per_vcpu.get(f"{m['family']}-{m['kind']}", per_vcpu.get(m["kind"]))
-        return (float(m["vcpus"]), float(m["vcpus"]) * float(gb)) if gb is not None else None
-
     def hourly(self, machine_type: str, spot: bool, region: str, gpu_type: str = "", gpu_count: int = 0) -> float | None:
         """USD per hour, or None when the table does not know the region, family or GPU."""
-        shape = self.shape(machine_type)
+        shape = machines.shape(machine_type)  # the one table of shapes, shared with the job's limits
         rates = self.data.get("regions", {}).get(region, {}).get(machine_type.split("-")[0])
         if shape is None or rates is None:
             return None
         rate = rates["spot" if spot else "on_demand"]
-        price = shape[0] * float(rate["vcpu"]) + shape[1] * float(rate["gb"])
+        price = shape.vcpus * float(rate["vcpu"]) + shape.memory_gb * float(rate["gb"])
         if gpu_count:
             gpu = self.data.get("gpus", {}).get(gpu_type)
             if gpu is None:

@@ -38,10 +38,14 @@ def _columns(outcomes: list[TaskRecord]) -> tuple[list[str], list[str]]:
 
 
 def summary_csv(ranked: list[TaskRecord]) -> str:
+    """One row per task, best first. Params and metrics are named `param.NAME` and
+    `metric.NAME`: a job may write a metric named like a param (n_estimators) or like a fixed
+    column (status), and a header naming two columns alike cannot be read back."""
     params, metrics = _columns(ranked)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", "task", *params, "status", "exit_code", "attempts", *metrics])
+    header = ["rank", "task", *(f"param.{p}" for p in params), "status", "exit_code", "attempts"]
+    writer.writerow(header + [f"metric.{m}" for m in metrics])
     for rank_, o in enumerate(ranked, 1):
         row = [rank_, o.index, *(o.params[p] for p in params), o.status, o.exit_code, o.attempts]
         writer.writerow(row + [o.metrics.get(m, "") for m in metrics])

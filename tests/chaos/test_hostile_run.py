@@ -1,6 +1,7 @@
 """The two defects of issue 9, end to end on the local profile: a results symlink must not
 carry the instance's files into the bucket, and every byte of a big, awkward job output
-must reach the bucket log, tail included."""
+must reach the bucket log, tail included. And issue 16's memory limit: a job that takes more
+than its container may is killed, and the agent lives to record why."""
 
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ def env(infra, tmp_path_factory):
     return settings, manifest.version
 
 
-def _run(settings, version, *params):
+def _run(settings, version, *params, job="stress-output"):
     lines: list[str] = []
     outcome = Controller(open_bucket(settings.bucket), LocalProvider(settings), lines.append, lines.append).run(
-        RunRequest("stress-output", version, params=params)
+        RunRequest(job, version, params=params)
     )
     left = docker_client().containers.list(all=True, filters={"label": f"run-id={outcome.run_id}"})
     return outcome, lines, left
@@ -72,4 +73,22 @@ def test_every_byte_of_a_big_awkward_output_reaches_the_bucket_log(env, tally):
     complete = expected in log  # not asserted directly: pytest would print 50 MB
     assert complete, f"the log holds {len(log)} bytes, the job wrote {len(expected)}; tail {log[-200:]!r}"
     assert sum(len(line) for line in lines) < 64 * 1024 * 1024
+    assert not left
+
+
+def test_a_job_out_of_memory_is_killed_at_its_limit_and_recorded_as_such(env, tally):
+    settings, version = env
+    outcome, lines, left = _run(settings, version, "mb=1024", job="eat-memory")  # its catalog limit: 128 MB
+    tally["instances_left"] += len(left)
+    bucket = open_bucket(settings.bucket)
+    attempt = runs.read_attempt(bucket, outcome.run_id, 1)
+    assert outcome.exit_code == 137, outcome.result  # SIGKILL, the job's failure (not a reserved code)
+    assert outcome.result["status"] == runs.FAILED
+    assert outcome.result["message"].startswith("killed: out of memory at 128 MB limit"), outcome.result
+    assert attempt.message == outcome.result["message"] and attempt.status == runs.FAILED
+    # The agent survived the kill: it uploaded what the job wrote before and flushed the log after.
+    assert [k.rsplit("/", 1)[-1] for k in bucket.list(runs.results_prefix(outcome.run_id, 1))] == ["before.txt"]
+    log = bucket.read(runs.attempt_key(outcome.run_id, 1, "log")).decode()
+    assert "holding 8 MB" in log and "held 1024 MB" not in log
+    assert "job killed: out of memory at 128 MB limit" in log
     assert not left

@@ -12,6 +12,11 @@ import pytest
 def pytest_addoption(parser):
     parser.addoption("--mlbatch-version", default=None, help="release version the image must carry")
     parser.addoption(
+        "--mlbatch-agent-wheel-sha256",
+        default=None,
+        help="sha256 of the agent wheel the release's manifest names (the image must have installed exactly it)",
+    )
+    parser.addoption(
         "--mlbatch-prepulled",
         action="append",
         default=[],
@@ -28,6 +33,11 @@ def expected_version(request):
 @pytest.fixture
 def prepulled(request):
     return request.config.getoption("--mlbatch-prepulled")
+
+
+@pytest.fixture
+def agent_wheel_sha256(request):
+    return request.config.getoption("--mlbatch-agent-wheel-sha256")
 
 
 @pytest.fixture

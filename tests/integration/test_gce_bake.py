@@ -28,6 +28,7 @@ import pytest
 
 from mlbatch.core.errors import ExitCode, StepFailed
 from mlbatch.core.manifest import Container
+from mlbatch.local.base_images import BuildBase
 from mlbatch.release import flow, gce_image
 from mlbatch.release.bake import BakeRequest, input_hash
 from mlbatch.release.targets.gcp import GcpTarget
@@ -89,7 +90,9 @@ def test_packer_bakes_a_candidate_that_is_promoted_and_then_reused(cloud):
         image_family="mlbatch",
         base_image="debian:bookworm-slim",
         ca_bundle=settings.ca_bundle,
+        source=gce_image.bake_source(settings),  # what the release hashes: the family's newest image
     )
+    assert request.source.image.endswith("/projects/debian-cloud/global/images/debian-12-bookworm-v20261101")
     lines: list[str] = []
     started = time.monotonic()
     candidate = gce_image.bake(settings, ROOT, request, {"probe": probe}, lines.append)
@@ -106,9 +109,16 @@ def test_packer_bakes_a_candidate_that_is_promoted_and_then_reused(cloud):
     assert ssh_keys.startswith("packer:ssh-ed25519 ")
     assert not insert["networkInterfaces"][0].get("accessConfigs")  # no external IP (Packer sends [null])
     assert insert["serviceAccounts"][0]["email"] == settings.service_account
+    # Hardened (issue 16, item 7): Shielded (the fake refuses Secure Boot on an image that is not
+    # UEFI-compatible), no project-wide ssh key, and one read-only scope instead of the defaults.
+    assert insert["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
+    metadata = {i["key"]: i["value"] for i in insert["metadata"]["items"]}
+    assert metadata["block-project-ssh-keys"] == "true"
+    assert insert["serviceAccounts"][0]["scopes"] == ["https://www.googleapis.com/auth/devstorage.read_only"]
+    assert insert["disks"][0]["initializeParams"]["sourceImage"].endswith("/debian-12-bookworm-v20261101")
     # Packer's calls went through the proxy with the token it got from the token endpoint.
     calls = [e["request"] for e in proxy.exchanges()]
-    assert any("/projects/debian-cloud/global/images/family/debian-12" in c for c in calls)
+    assert any("/projects/debian-cloud/global/images/debian-12-bookworm-v20261101" in c for c in calls)  # exactly it
     assert all(e["status"] < 500 for e in proxy.exchanges()), proxy.exchanges()
     repaired = [e["repaired"] for e in proxy.exchanges() if "repaired" in e]
     print("REPLACED: the proxy repaired Packer's sourceDisk URL (Debian's Packer 1.6.6 build):", repaired)
@@ -123,8 +133,9 @@ def test_packer_bakes_a_candidate_that_is_promoted_and_then_reused(cloud):
         "managed-by": "mlbatch",
         "version": "v0-9-0-bake-1",
         "git-sha": "0123abcd",
-        "input-hash": input_hash(ROOT)[:63],
+        "input-hash": input_hash(ROOT, request.source)[:63],
     }
+    assert record["description"] == f"mlbatch {VERSION} 0123abcd agent-wheel-sha256:{candidate.agent_wheel_sha256}"
     assert candidate.baked_by_version == VERSION
     assert fake.instances == {} and fake.disks == {}
 
@@ -147,7 +158,8 @@ def test_packer_bakes_a_candidate_that_is_promoted_and_then_reused(cloud):
     assert fake.images[name]["family"] == "mlbatch"
     assert [n for n, i in fake.images.items() if i["family"] == "mlbatch-candidate"] == []
     # A second release with the same inputs finds it and skips the bake.
-    assert gce_image.find_image(settings, input_hash(ROOT)) == served
+    assert gce_image.find_image(settings, input_hash(ROOT, request.source)) == served
+    assert len(served.agent_wheel_sha256) == 64  # read back from the description
 
     # A candidate whose tests failed is discarded: nothing in either family but the served image.
     failed = fake.add_image(name + "-x-candidate", docker_ref, family="mlbatch-candidate", labels=record["labels"])
@@ -176,8 +188,9 @@ def failing_bake(
     )
     capfd.readouterr()
     before = {b["name"] for m, p, b in fake.requests if m == "POST" and p.endswith("/instances")}
+    base = BuildBase(request.base_image, pinned=False, image_id="")  # unused: the gcp bake starts from its source image
     with ProcessWatch(exempt=[proxy.pid]) as watch, pytest.raises(StepFailed) as failure:
-        flow._image(Steps(), VERSION, GcpTarget(settings), ROOT, request, containers, ("vm image", "image tests"))
+        flow._image(Steps(), VERSION, GcpTarget(settings), ROOT, request, containers, ("vm image", "image tests"), base)
     out, err = capfd.readouterr()
     built = [b["name"] for m, p, b in fake.requests if m == "POST" and p.endswith("/instances") and b["name"] not in before]
     assert len(built) == 1, built

@@ -13,6 +13,7 @@ the gce provider.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -41,6 +42,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("inf
 VERSION = "v0.0.1-guest.1"
 VM_CHECKS = [
     "test_agent_unit_enabled_on_vm",
+    "test_agent_unit_is_sandboxed_and_outlives_a_job_out_of_memory",
+    "test_the_sandbox_lets_the_agent_drive_the_engine_and_write_only_its_work_directory",
+    "test_the_agent_wheel_is_the_one_the_manifest_names",
+    "test_apt_does_not_change_a_running_vm",
     "test_docker_engine_on_vm",
     "test_ca_bundle_on_vm",
     "test_prepulled_containers_on_vm",
@@ -59,6 +64,7 @@ class Guest:
     key: Path
     directory: Path
     tokens: list[str]  # the tokens the guest's metadata server gave out (the pre-pull's login)
+    wheel_sha256: str  # the agent wheel's, as the bake computes it
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +124,14 @@ def guest(infra, vms, prepull_ref, tmp_path_factory):
     )
     try:
         wheel = build_wheel(ROOT, directory)
+        wheel_sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
         extra = {
             "mlbatch_target": "vm",
             "mlbatch_version": VERSION,
             "mlbatch_git_sha": "0" * 40,
             "mlbatch_image_name": "mlbatch-v0-0-1-guest-1",
             "agent_wheel": str(wheel),
+            "agent_wheel_sha256": wheel_sha256,
             "base_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
             "prepull_images": [prepull_ref],
         }
@@ -137,7 +145,7 @@ def guest(infra, vms, prepull_ref, tmp_path_factory):
             timeout=1200,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        yield Guest(container, port, key, directory, vms.vm_tokens.of(name))
+        yield Guest(container, port, key, directory, vms.vm_tokens.of(name), wheel_sha256)
     finally:
         stop_guest(container)
         metadata.shutdown()
@@ -148,7 +156,13 @@ def test_vm_checks_pass_on_the_provisioned_guest_over_ssh(guest, prepull_ref):
     result = run_suite(
         ROOT,
         f"ssh://{vmtest.SSH_USER}@127.0.0.1:{guest.port}",
-        [f"--ssh-config={ssh_config}", f"--mlbatch-version={VERSION}", f"--mlbatch-prepulled={prepull_ref}", "-rA"],
+        [
+            f"--ssh-config={ssh_config}",
+            f"--mlbatch-version={VERSION}",
+            f"--mlbatch-prepulled={prepull_ref}",
+            f"--mlbatch-agent-wheel-sha256={guest.wheel_sha256}",
+            "-rA",
+        ],
     )
     assert result.returncode == 0, result.stdout[-4000:]
     passed = set(re.findall(r"^PASSED \S+::(test_\w+)", result.stdout, flags=re.MULTILINE))
@@ -191,7 +205,8 @@ def fake_with_guest_image(guest):
     config["profile"] = "test"
     config["profiles"]["test"].update(bucket="gs://mlbatch-vmtest-unused", compute_endpoint=fake.endpoint)
     settings = load_settings(config, ROOT)
-    yield settings, fake, VmImage(name=name, ref=link, input_hash="none", baked_by_version=VERSION)
+    image = VmImage(name=name, ref=link, input_hash="none", baked_by_version=VERSION, agent_wheel_sha256=guest.wheel_sha256)
+    yield settings, fake, image
     fake.stop()
     subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 
@@ -13,9 +14,11 @@ from mlbatch.core import labels
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import AlreadyExists, BadInput, ExitCode
+from mlbatch.local import infra as local_infra
 from mlbatch.local.infra import docker_client
 from mlbatch.release import bake
 from mlbatch.release.flow import StepFailed, release
+from mlbatch.release.targets.local import LocalTarget
 from mlbatch.ui import Steps
 from tests.conftest import ROOT, make_settings, unique_version
 from tests.integration.helpers import invoke, snapshot
@@ -41,8 +44,20 @@ def test_release_pins_everything(released):
     registry_data = docker_client().images.get_registry_data(f"{trainer.repository}:{manifest.version}")
     assert registry_data.id == trainer.digest
     assert len(manifest.code.sha256) == 64
-    assert docker_client().images.get(manifest.vm_image.ref).labels[labels.INPUT_HASH] == manifest.vm_image.input_hash
+    image_labels = docker_client().images.get(manifest.vm_image.ref).labels
+    assert image_labels[labels.INPUT_HASH] == manifest.vm_image.input_hash
+    # The agent wheel the image installed, by its sha256 (the image test compared it with the image's own record).
+    assert re.fullmatch(r"[0-9a-f]{64}", manifest.vm_image.agent_wheel_sha256)
+    assert image_labels[labels.AGENT_WHEEL_SHA256] == manifest.vm_image.agent_wheel_sha256
     assert "train-digits" in manifest.jobs
+
+
+def test_an_image_older_than_max_image_age_days_is_not_reused(released):
+    _, manifest = released
+    digest, lines = manifest.vm_image.input_hash, []
+    assert bake.find_local_image(docker_client(), digest, 30, lines.append) == manifest.vm_image
+    assert bake.find_local_image(docker_client(), digest, 0, lines.append) is None
+    assert any("baking afresh" in line and "max_image_age_days 0" in line for line in lines), lines
 
 
 def test_released_image_carries_provenance(released):
@@ -93,7 +108,7 @@ def test_release_to_gcs(infra, gcs_bucket, released):
 def _project_copy(tmp_path):
     """A copy of the project to break on purpose; same inputs, so the bake is reused."""
     root = tmp_path / "project"
-    ignore = shutil.ignore_patterns(".venv", ".mlbatch", ".git", "__pycache__", "*.egg-info")
+    ignore = shutil.ignore_patterns(".venv", ".venv-mitmproxy", ".mlbatch", ".git", "__pycache__", "*.egg-info")
     shutil.copytree(ROOT, root, ignore=ignore)
     return root
 
@@ -137,6 +152,7 @@ def test_a_fresh_image_that_fails_its_tests_is_discarded(tmp_path, infra, releas
     (root / "tests" / "image" / "test_broken.py").write_text("def test_image_is_broken(host):\n    assert False\n")
     settings = dataclasses.replace(make_settings(f"file://{tmp_path / 'bucket'}"), project_root=root)
     _assert_failed_at(settings, "image tests", "test_image_is_broken")
-    digest = bake.input_hash(root)
-    assert bake.find_local_image(docker_client(), digest) is None
+    base = local_infra.current_base(settings, docker_client())
+    digest = bake.input_hash(root, LocalTarget(settings).bake_source(base))
+    assert bake.find_local_image(docker_client(), digest, 30, lambda line: None) is None
     assert not docker_client().images.list(filters={"label": f"{bake.INPUT_HASH_LABEL}={digest}"})

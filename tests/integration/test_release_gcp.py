@@ -136,10 +136,12 @@ def test_a_reused_image_failing_its_tests_on_a_vm_stops_the_release_and_stays_se
     Compute API. The image is a bare guest (not provisioned), so the `vm` checks fail: the release
     stops at 'image tests' (103) without manifest, the test VM is gone, and the reused image, served
     by earlier releases, is not discarded."""
-    from mlbatch.release import bake
+    from mlbatch.release import bake, gce_image
     from tests.support.fake_vm.guest import build_guest_image
+    from tests.support.packer_edges import add_debian_cloud
 
-    digest = bake.input_hash(ROOT)
+    add_debian_cloud(world.compute)  # the release hashes the source image it would bake from
+    digest = bake.input_hash(ROOT, gce_image.bake_source(world.settings(bucket)))
     name = f"mlbatch-earlier-{secrets.token_hex(3)}"
     world.compute.add_image(name, build_guest_image(), labels={"managed-by": "mlbatch", "input-hash": digest[:63]})
     world.compute.images[name]["description"] = "mlbatch v0.0.1-earlier 0000000"

@@ -27,7 +27,7 @@ from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
 from mlbatch.providers.batch import job_id
-from mlbatch.release import bake
+from mlbatch.release import bake, gce_image
 from tests.conftest import ROOT, repo_config, unique_version
 from tests.support.fake_batch import FakeBatch
 from tests.support.gcp_world import PROJECT, gcp_world
@@ -87,11 +87,15 @@ def test_release_bakes_tests_promotes_and_the_next_release_reuses_the_image(clou
     image = manifest.vm_image
     assert image.ref.startswith(SERVED) and image.ref == fake.images[image.name]["selfLink"]
     assert fake.images[image.name]["family"] == "mlbatch" and fake.images[image.name]["status"] == "READY"
-    assert image.input_hash == bake.input_hash(ROOT) and image.baked_by_version == first
+    source = gce_image.bake_source(world.settings(bucket))  # the release hashed the source image it baked from
+    assert image.input_hash == bake.input_hash(ROOT, source) and image.baked_by_version == first
+    assert len(image.agent_wheel_sha256) == 64  # the manifest names the wheel the image test found installed
     assert [n for n, i in fake.images.items() if i.get("family") == "mlbatch-candidate"] == []
     assert fake.instances == {} and fake.disks == {}, "the build VM, the test VM and their disks are gone"
     # Packer's calls went through the proxy with the token google-auth got from the token endpoint.
-    assert any("/projects/debian-cloud/global/images/family/debian-12" in e["request"] for e in proxy.exchanges())
+    # Packer starts from exactly the image the input hash names (images.get by name, not the family).
+    exact = f"/projects/debian-cloud/global/images/{source.image.rsplit('/', 1)[-1]}"
+    assert any(exact in e["request"] for e in proxy.exchanges())
     assert world.oauth.grants
     repaired = [e["repaired"] for e in proxy.exchanges() if "repaired" in e]
     print("REPLACED: the proxy repaired Packer's sourceDisk URL (Debian's Packer 1.6.6 build, see intercept.py):", repaired)

@@ -25,7 +25,10 @@ INVOKE = str(Path(sys.executable).parent / "invoke")
 # Valid values for arguments given in place (positional), so that the mistake under test is the only one.
 VALID = {"job": "sleep", "version": "v1.0.0", "run_id": "sleep-20260101-000000-abcd", "name": "new-job", "cron": "0 3 * * *"}
 # Values of the wrong form for options that are plain text to the parser (typed options get "x!").
-BAD = {"profile": "nope", "version": "1.0", "run_id": "Not_A_Run", "job": "Not_A_Job", "name": "Not_A_Job", "cron": "daily"}
+BAD = {
+    "profile": "nope", "version": "1.0", "run_id": "Not_A_Run", "job": "Not_A_Job", "name": "Not_A_Job", "cron": "daily",
+    "index_url": "ftp://mirror", "lock": "/no/such/base-images.yaml",
+}  # fmt: skip
 CONTEXTS = {ctx.name: ctx for ctx in ns.to_contexts()}
 
 

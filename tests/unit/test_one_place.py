@@ -18,7 +18,7 @@ def role_defaults(role: str) -> dict:
 
 
 def test_the_local_images_labels_are_the_ones_the_release_reads():
-    written = re.findall(r'"LABEL (org\.mlbatch\.[a-z-]+)=', HCL)
+    written = re.findall(r'"LABEL (org\.mlbatch\.[a-z0-9-]+)=', HCL)
     assert sorted(written) == sorted(labels.IMAGE_LABELS)
 
 

@@ -79,8 +79,22 @@ def test_ranking_puts_the_best_metric_first_and_failures_last():
     ranked = rank(outcomes, job)
     assert [o.index for o in ranked] == [2, 0, 1]
     lines = summary_csv(ranked).splitlines()
-    assert lines[0] == "rank,task,n_estimators,status,exit_code,attempts,accuracy"
+    assert lines[0] == "rank,task,param.n_estimators,status,exit_code,attempts,metric.accuracy"
     assert lines[1] == "1,2,30,succeeded,0,1,0.95" and lines[3] == "3,1,20,failed,3,1,"
+
+
+def test_summary_csv_names_every_column_once_when_a_metric_shares_a_params_name():
+    """train-digits writes n_estimators to metrics.json too: the header had it twice."""
+    import csv
+    import io
+
+    outcome = TaskRecord(
+        index=0, params={"n_estimators": 10}, status="succeeded", exit_code=0, attempts=1,
+        metrics={"n_estimators": 10, "status": "ok", "accuracy": 0.9},
+    )  # fmt: skip
+    header = next(csv.reader(io.StringIO(summary_csv([outcome]))))
+    assert len(header) == len(set(header)), header
+    assert {"param.n_estimators", "metric.n_estimators", "status", "metric.status"} <= set(header)
 
 
 def test_catalog_metric_is_checked():

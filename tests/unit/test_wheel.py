@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import zipfile
 from pathlib import Path
 
-from mlbatch.release.bake import BAKE_INPUTS, WHEEL_SOURCES, build_wheel, input_hash
+from mlbatch.release.bake import BAKE_INPUTS, WHEEL_SOURCES, BakeSource, build_wheel, input_hash, too_old
 from tests.conftest import ROOT
 
 NOT_PRODUCT = re.compile(r"(^|/)(tests?|testing|support)(/|$)|fake|memory_provider|conftest")
@@ -71,3 +72,35 @@ def test_the_bake_input_hash_covers_what_goes_into_the_image_and_nothing_else(tm
         digest = edited(tree, inside)
         assert digest not in seen, f"{inside} goes into the image: a change must bake anew"
         seen.add(digest)
+
+
+def test_the_bake_input_hash_covers_where_the_bake_starts_and_the_ca_bundle(tmp_path):
+    """Issue 16, item 8: a new source image (gcp), base image digest (local) or CA bundle bakes anew,
+    and the agent's lock is in the hash (under ansible/)."""
+    tree = copy_tree(("packer", "ansible", "mlbatch", "pyproject.toml", "README.md"), tmp_path)
+    link = "https://www.googleapis.com/compute/v1/projects/debian-cloud/global/images/debian-12-bookworm-v2026"
+    hashes = {
+        input_hash(tree),
+        input_hash(tree, BakeSource(f"{link}1111")),
+        input_hash(tree, BakeSource(f"{link}1212")),
+        input_hash(tree, BakeSource(f"{link}1212", "a" * 64)),
+        input_hash(tree, BakeSource("sha256:" + "b" * 64)),
+    }
+    assert len(hashes) == 5
+    assert input_hash(tree, BakeSource(f"{link}1111")) == input_hash(tree, BakeSource(f"{link}1111"))
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("one")
+    first = BakeSource.of("x", bundle)
+    bundle.write_text("two")
+    assert BakeSource.of("x", bundle) != first and BakeSource.of("x", None).ca_bundle_sha256 == ""
+    assert edited(tree, "ansible/roles/agent/files/requirements.txt") not in hashes
+
+
+def test_image_ages_as_docker_and_compute_engine_write_them():
+    now = dt.datetime.now(dt.UTC)
+    docker = (now - dt.timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%S.123456789Z")
+    compute = (now - dt.timedelta(days=2)).astimezone(dt.timezone(dt.timedelta(hours=-8))).isoformat(timespec="milliseconds")
+    lines: list[str] = []
+    assert too_old(docker, 30, "old", lines.append) and "baked 31 days ago (max_image_age_days 30)" in lines[0]
+    assert not too_old(compute, 30, "young", lines.append) and len(lines) == 1
+    assert too_old(compute, 0, "young", lines.append)

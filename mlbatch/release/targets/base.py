@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 from mlbatch.core.manifest import Container, VmImage
-from mlbatch.release.bake import BakeRequest
+from mlbatch.local.base_images import BuildBase
+from mlbatch.release.bake import BakeRequest, BakeSource
 from mlbatch.ui import Say
 
 
@@ -34,11 +35,14 @@ class ReleaseTarget(Protocol):
     def preflight(self) -> None:
         """Refuse (PermissionDenied) before any side effect when an API, a permission or a service is missing."""
 
-    def push_containers(self, root: Path, version: str, say: Say) -> dict[str, Container]:
-        """Build containers/*/Dockerfile, push each, return them pinned by digest."""
+    def push_containers(self, root: Path, version: str, say: Say, base_image: str = "") -> dict[str, Container]:
+        """Build containers/*/Dockerfile FROM `base_image` (their BASE_IMAGE), push each, return them pinned by digest."""
+
+    def bake_source(self, base: BuildBase | None) -> BakeSource:
+        """Where a bake starts from beyond the repository (the base image, or the GCE source image), for the input hash."""
 
     def find_image(self, input_hash: str) -> VmImage | None:
-        """A served image baked from identical inputs, if any (reused instead of a new bake)."""
+        """A served image baked from identical inputs, younger than max_image_age_days, if any (reused, not baked)."""
 
     def bake_image(self, root: Path, request: BakeRequest, containers: dict[str, Container], say: Say) -> VmImage:
         """Bake a candidate image: not served until `promote`."""

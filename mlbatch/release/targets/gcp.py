@@ -18,9 +18,10 @@ from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import MANAGED_LABEL_KEY, MANAGED_LABEL_VALUE
 from mlbatch.core.settings import Settings
 from mlbatch.gcp.clients import Clients
+from mlbatch.local.base_images import BuildBase
 from mlbatch.local.infra import docker_client
 from mlbatch.release import containers, gce_image, vmtest
-from mlbatch.release.bake import BakeRequest
+from mlbatch.release.bake import BakeRequest, BakeSource
 from mlbatch.release.targets.base import BakedImage
 from mlbatch.ui import Say, say
 
@@ -44,7 +45,7 @@ class GcpTarget:
         # A manifest the runner could replace would choose the code and container of every later run.
         policy.check_bucket(self.settings, self.credentials, say)
 
-    def push_containers(self, root: Path, version: str, say: Say) -> dict[str, Container]:
+    def push_containers(self, root: Path, version: str, say: Say, base_image: str = "") -> dict[str, Container]:
         import docker
 
         host = self.settings.registry.split("/")[0]
@@ -58,7 +59,11 @@ class GcpTarget:
                 f"the registry {host} refused the token of {gcp_base.principal(self.credentials)}: {exc.explanation} "
                 "(grant roles/artifactregistry.writer on the repository, and enable artifactregistry.googleapis.com)"
             ) from None
-        return containers.build_and_push(client, root / "containers", self.settings.registry, version, say, login)
+        return containers.build_and_push(client, root / "containers", self.settings.registry, version, say, login, base_image)
+
+    def bake_source(self, base: BuildBase | None) -> BakeSource:
+        # The GCE bake starts from the source family's newest image, not from the containers' base.
+        return gce_image.bake_source(self.settings)
 
     def find_image(self, input_hash: str) -> VmImage | None:
         return gce_image.find_image(self.settings, input_hash)

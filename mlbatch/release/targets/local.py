@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from mlbatch import ui
 from mlbatch.core import labels as image_labels
 from mlbatch.core.errors import MlbatchError
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.settings import Settings
 from mlbatch.local import infra
+from mlbatch.local.base_images import BuildBase
 from mlbatch.release import bake, containers, imagetest
-from mlbatch.release.bake import BakeRequest
+from mlbatch.release.bake import BakeRequest, BakeSource
 from mlbatch.release.targets.base import BakedImage
 from mlbatch.ui import Say
 
@@ -29,11 +31,19 @@ class LocalTarget:
         if not infra.registry_running(self.settings.registry):
             raise MlbatchError(f"the registry {self.settings.registry} is not reachable: run `invoke local.up`")
 
-    def push_containers(self, root: Path, version: str, say: Say) -> dict[str, Container]:
-        return containers.build_and_push(self.client, root / "containers", self.settings.registry, version, say)
+    def push_containers(self, root: Path, version: str, say: Say, base_image: str = "") -> dict[str, Container]:
+        return containers.build_and_push(
+            self.client, root / "containers", self.settings.registry, version, say, base_image=base_image
+        )
+
+    def bake_source(self, base: BuildBase | None) -> BakeSource:
+        # The base's image id: the pinned digest (with the CA layer), or the local fallback's bytes.
+        if base is None:
+            raise MlbatchError(f"the base image {self.settings.base_image} is not on this engine: run `invoke local.up`")
+        return BakeSource.of(base.image_id, self.settings.ca_bundle)
 
     def find_image(self, input_hash: str) -> VmImage | None:
-        return bake.find_local_image(self.client, input_hash)
+        return bake.find_local_image(self.client, input_hash, self.settings.max_image_age_days, ui.say)
 
     def bake_image(self, root: Path, request: BakeRequest, containers: dict[str, Container], say: Say) -> VmImage:
         return bake.bake_local(self.client, root, request, say)
@@ -46,6 +56,7 @@ class LocalTarget:
             image.ref,
             image.baked_by_version,
             image_labels.checkout_labels(self.settings.state_dir),
+            image.agent_wheel_sha256,
             gpu=image.gpu,
         )
 

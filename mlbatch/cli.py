@@ -26,6 +26,7 @@ from invoke.parser import ParserContext
 
 from mlbatch import __version__
 from mlbatch.core.errors import ExitCode
+from mlbatch.core.process import exiting
 
 _UNKNOWN = re.compile(r"^No idea what '(?P<token>.*)' is!$", re.S)
 _NEEDS_VALUE = re.compile(r"^Flag <Argument: (?P<name>[^ >]+).*needed value and was not given one!$", re.S)
@@ -155,3 +156,5 @@ def main() -> None:
         program.run(sys.argv)
     except BrokenPipeError:  # `mlbatch runs | head` read enough: no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        exiting()  # the process ends here

@@ -50,8 +50,25 @@ def run(c, version=None, job="sleep", param=None, repeat: Positive = 5, profile=
 )
 def control_plane(c, minutes: float = 10.0, runs: Positive = 20):
     """Compute API calls per run-minute and bucket bytes per log byte, against the fake Compute API."""
-    argv = [sys.executable, "-m", "tests.bench.control_plane", "--minutes", str(minutes), "--runs", str(runs)]
-    exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)  # test support: not part of the package
+    _test_bench("control_plane", minutes=minutes, runs=runs)
+
+
+def _test_bench(module: str, **options) -> None:
+    """A benchmark of tests/bench (it drives the fakes: test support, not part of the package)."""
+    argv = [sys.executable, "-m", f"tests.bench.{module}", *(a for k, v in options.items() for a in (f"--{k}", str(v)))]
+    exit_with(subprocess.run(argv, cwd=ROOT, check=False).returncode)
+
+
+@task(
+    name="launch-gcp",
+    help={
+        "rounds": "runs measured one after another (default 3; each waits out the cloud's ~45 s)",
+        "scale": "multiply the cloud's figures (default 1: as users report them; 0.1 for a quick look)",
+    },
+)
+def launch_gcp(c, rounds: Positive = 3, scale: float = 1.0):
+    """A run on the gcp code path against the fake Compute API as slow as the real one: the controller apart from the cloud."""
+    _test_bench("launch_gcp", rounds=rounds, scale=scale)
 
 
 @task(
@@ -101,4 +118,75 @@ def sweep(c, version=None, tasks: Positive = 16, parallelism: Positive = 4, prof
     console.print(summary("bench.sweep: one sweep against separate run-batch calls", rows))
 
 
-ns = Collection("bench", run, control_plane, logs, sweep)
+def _settings_of(root, profile):
+    """The settings of another checkout (its invoke.yaml), for bench.launch --against."""
+    from invoke import Config
+
+    from mlbatch.core.settings import load_settings
+
+    config = Config(project_location=str(root))
+    config.load_project()
+    section = dict(config.get("mlbatch", {}))
+    if profile:
+        section["profile"] = profile
+    return load_settings(section, root)
+
+
+@task(
+    name="launch",
+    help={
+        "version": "release to measure; default: the newest release in the bucket",
+        "rounds": "rounds of each row, every side in turn, after a warm-up round (default 5)",
+        "at_once": "runs started at once, and tasks of the sweep at that parallelism (default 16)",
+        "big_tasks": "tasks of the large sweep (default 200)",
+        "big_parallelism": "the large sweep's parallelism (default 4)",
+        "big_rounds": "rounds of the large sweep and its bare runs (default 1: minutes each)",
+        "against": "another checkout (its .venv and newest release) measured in the same rounds, e.g. main's",
+        "profile": PROFILE_HELP,
+    },
+)
+def launch(
+    c,
+    version=None,
+    rounds: Positive = 5,
+    at_once: Positive = 16,
+    big_tasks: Positive = 200,
+    big_parallelism: Positive = 4,
+    big_rounds: Positive = 1,
+    against=None,
+    profile=None,
+):
+    """Launch overhead: a run, N runs at once and two sweeps of a no-op job against bare `docker run`s, with a breakdown."""
+    import contextlib
+    from pathlib import Path
+
+    from mlbatch.bench_launch import Sizes, bench_launch, breakdown_lines, row_lines, setup
+    from mlbatch.core.bucket import open_bucket
+    from mlbatch.core.errors import BadInput
+    from mlbatch.core.manifest import newest_version
+    from mlbatch.core.versions import parse_version
+    from mlbatch.ui import console, say, summary
+
+    with errors(), contextlib.ExitStack() as stack:
+        checkouts = [(ROOT, settings(c, profile), version, sys.executable, "mlbatch")]
+        if against:
+            other = Path(against).resolve()
+            if not (other / ".venv" / "bin" / "python").exists():
+                raise BadInput(f"--against {against!r}: expected a checkout with its own .venv (python -m venv .venv)")
+            checkouts.append((other, _settings_of(other, profile), None, str(other / ".venv" / "bin" / "python"), other.name))
+        setups = []
+        for root, s, wanted, python, label in checkouts:
+            if not s.is_local:
+                raise BadInput(f"bench.launch measures against the local engine: --profile {s.profile} is not local")
+            bucket = open_bucket(s.bucket)
+            tag = parse_version(wanted).tag if wanted else newest_version(bucket)
+            setups.append(stack.enter_context(setup(bucket, tag, s.state_dir, s.profile, root, python, label)))
+        sizes = Sizes(rounds, at_once, big_tasks, big_parallelism, big_rounds)
+        rows, breakdowns = bench_launch(setups, sizes, say)
+    title = ", ".join(f"{s.label} {s.version}" for s in setups)
+    heading = f"bench.launch: {title}; job {setups[0].job.name} exit_code=0 against bare docker run"
+    console.print(summary(heading, row_lines(rows)))
+    console.print(summary("where one run's time goes (median)", breakdown_lines(breakdowns)))
+
+
+ns = Collection("bench", run, control_plane, launch_gcp, logs, sweep, launch)

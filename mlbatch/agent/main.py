@@ -29,6 +29,7 @@ from mlbatch.agent.runner import Preempted, run_attempt
 from mlbatch.core import runs
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import AlreadyExists
+from mlbatch.core.process import exiting
 from mlbatch.core.runs import PREEMPTED, SUCCEEDED, InstanceSpec, RunSpec
 from mlbatch.core.sweeps import RecordKeys
 
@@ -195,5 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if status == SUCCEEDED else 1
 
 
+def command() -> int:
+    """The mlbatch-agent command: `main`, then the process ends at once (a local sweep's next task
+    starts when this instance has ended)."""
+    code = main()
+    exiting()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -386,6 +386,7 @@ class Attempt:
         if self.keys.result and status != runs.PREEMPTED:
             with contextlib.suppress(AlreadyExists):  # the controller recorded the end first (cancel)
                 runs.write_record(self.bucket, self.keys.result, runs.ResultRecord.of_attempt(record), immutable=True)
+        print(f"{runs.AGENT_RECORDED_MARKER}: attempt {self.attempt} {status}", flush=True)  # the controller reads them now
         return record
 
 

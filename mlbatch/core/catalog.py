@@ -9,7 +9,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -149,10 +148,12 @@ _Timeout = Annotated[StrictInt, Field(ge=10, le=MAX_TIMEOUT, description=f"an in
 _LogMegabytes = Annotated[StrictInt, Field(ge=0, le=1_000_000, description="an integer from 0 (no cap) to 1000000")]
 
 
+# defer_build on every model below: built at their first validation (a release, the jobs commands),
+# not at import; a run takes its jobs from the manifest (job_from_dict) and never validates a catalog.
 class ParamSpec(BaseModel):
     """A job's param: `--param name=value` is parsed as its type and checked against its form."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 
     type: Literal["int", "float", "str", "bool"] = Field("str", description=f"one of {_TYPES}")
     default: Any = Field(None, description="the value when --param does not give one; of the param's type")
@@ -174,7 +175,7 @@ class GpuSpec(BaseModel):
     """The GPUs a job's VM has and its container gets (mlbatch.core.gpus: which types, on which
     machine types, how many)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: StrictStr = Field(description=f"a GPU type: one of {', '.join(gpus.TYPES)}")
     count: StrictInt = Field(1, ge=1, le=16, description="an integer from 1 to 16")
@@ -184,7 +185,7 @@ class GoogleAccessSpec(BaseModel):
     """What a job's container may do in the run's bucket, with a token of the runner downscoped
     to it (mlbatch.core.access): none declared, no credentials at all."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     read: list[StrictStr] = Field(
         [], max_length=MAX_PREFIXES, description=f"object prefixes to read, at most {MAX_PREFIXES}: {PREFIX_FORM}"
@@ -208,7 +209,7 @@ _ParamName = Annotated[str, Field(pattern=_PARAM_NAME.pattern, description="a pa
 class JobSpec(BaseModel):
     """A job of the catalog: what runs (a container and an argv), where and for how long."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 
     container: StrictStr = Field(pattern=GCE_NAME.pattern, description="a folder of containers/ with a Dockerfile, e.g. trainer")
     command: list[Annotated[StrictStr, Field(min_length=1)]] = Field(
@@ -294,7 +295,7 @@ _JobName = Annotated[
 class CatalogFile(BaseModel):
     """batch_code/jobs.yaml (`batch_code/jobs.schema.json` is this model's JSON Schema)."""
 
-    model_config = ConfigDict(extra="forbid", title="mlbatch job catalog (batch_code/jobs.yaml)")
+    model_config = ConfigDict(extra="forbid", defer_build=True, title="mlbatch job catalog (batch_code/jobs.yaml)")
 
     jobs: dict[_JobName, JobSpec] = Field(min_length=1, description="a mapping of job name -> job, with at least one job")
 
@@ -357,6 +358,8 @@ def _gpu_problems(jobs: dict[str, Job]) -> list[str]:
 def parse_catalog(text: str, containers: set[str] | None = None) -> dict[str, Job]:
     """Parse and validate jobs.yaml; `containers` (when known) are the names jobs may use.
     Every problem is reported at once (BadInput, exit 100), each with its path."""
+    import yaml  # only a release and the catalog's own commands parse jobs.yaml: a run reads the manifest
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -45,6 +45,10 @@ TASKS_FAILED = "tasks_failed"  # a sweep whose tasks did not all succeed
 NO_EXIT_CODE = -1  # a record's exit_code when the job did not exit by itself (never ran, stopped, lost)
 # The agent prints this at the start of a console line when it fails outside the job.
 AGENT_FAILED_MARKER = "MLBATCH-AGENT-FAILED"
+# The agent's console line once its attempt's records are written: a controller reading the
+# console reads the records at once rather than at its next poll (a job printing it too only
+# causes an early read).
+AGENT_RECORDED_MARKER = "MLBATCH-AGENT-RECORDED"
 
 STATUS_EXIT_CODES = {
     TIMEOUT: ExitCode.TIMEOUT,

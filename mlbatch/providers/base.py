@@ -44,6 +44,9 @@ class InstanceInfo:
 class Provider(Protocol):
     name: str
     zones: tuple[str, ...]  # tried in order when a zone has no capacity
+    # How many creates a sweep may have under way at once: each waits on an engine or an API
+    # (a container's start, an insert's operation), which works on several side by side.
+    creates_at_once: int
 
     def preflight(self) -> None:
         """Refuse a run this provider cannot do (permissions, network), before anything is created."""
@@ -70,6 +73,11 @@ class Provider(Protocol):
 
     def console(self, name: str, stop) -> Iterator[str]:
         """The instance's console lines as they come, until `stop` is set or it ends."""
+
+    def ends(self, run_id: str, stop) -> Iterator[str]:
+        """The names of the run's instances as they end, told by the platform as it happens (an
+        engine's events), until `stop` is set; nothing where the platform has no such events
+        (the caller's polls find every end anyway: this only makes it sooner)."""
 
     def delete(self, name: str) -> None:
         """Delete the instance and anything it started; idempotent."""

@@ -11,6 +11,7 @@ termination action) ends as "gone".
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -58,6 +59,7 @@ _RUNNING_STATES = {"PROVISIONING", "STAGING", "RUNNING", "STOPPING", "SUSPENDING
 
 class GceProvider:
     name = "gce"
+    creates_at_once = 8
     api_deadline = 120.0  # seconds a call may spend on transient-error retries
     operation_timeout = 600.0
     serial_poll = 1.0
@@ -285,17 +287,18 @@ class GceProvider:
     def was_preempted(self, name: str) -> bool:
         """Whether Compute preempted this instance: its zone's operations of that one type on that one
         target, filtered by the server (a zone's operation list is long, and paged)."""
-        zone = self._zone(name)
+        return bool(self._operations_of(name, self._zone(name), '(operationType = "compute.instances.preempted")'))
+
+    def _operations_of(self, name: str, zone: str, terms: str) -> list[Any]:
+        """The zone's operations on this one instance that match `terms` too (a Compute list filter)."""
         target = f"https://www.googleapis.com/compute/v1/projects/{self.project}/zones/{zone}/instances/{name}"
         request = compute_v1.ListZoneOperationsRequest(
-            project=self.project,
-            zone=zone,
-            filter=f'(operationType = "compute.instances.preempted") (targetLink = "{target}")',
+            project=self.project, zone=zone, filter=f'{terms} (targetLink = "{target}")'
         )
         what = f"reading the operations of {name}"
         ops = self._call(what, self.operations.list, request=request)
         with errors.translated(what, GRANT):  # a later page may fail too
-            return any(op.target_link.endswith(f"/instances/{name}") for op in ops)
+            return [op for op in ops if op.target_link.endswith(f"/instances/{name}")]
 
     def console(self, name: str, stop: threading.Event) -> Iterator[str]:
         """Serial port 1, polled with start/next; a jump in `start` means the buffer rolled over."""
@@ -329,18 +332,39 @@ class GceProvider:
         if partial:
             yield partial
 
+    def ends(self, run_id: str, stop: threading.Event) -> Iterator[str]:
+        """Compute Engine has no call that blocks until an instance ends (`zoneOperations.wait` waits on
+        a known operation; an agent's own delete is not one): the controller's polls find every end."""
+        yield from ()
+
     def delete(self, name: str) -> None:
         """Delete and wait until it is gone. Another delete may be under way (the agent's own,
         the termination action): the API then answers 400 resourceNotReady (retried until the
-        instance is gone: 404) or accepts ours and ends its operation in 404. Both mean gone."""
+        instance is gone: 404) or accepts ours and ends its operation in 404. Both mean gone.
+        The agent deletes its VM once its records are written, so when the controller comes to
+        delete, that delete is usually under way: it is waited on (zoneOperations.wait answers as
+        it ends) rather than found over by retried deletes, whose backoff (up to 5 s apart) came
+        after the instance was gone."""
         zone = self._zone(name)
         what = f"deleting {name}"
+        under_way = self._delete_under_way(name, zone)
+        if under_way is not None:
+            with contextlib.suppress(MlbatchError):  # it failed, or was not a delete after all: ours below says
+                self.waiter.wait(under_way, what, bound=self.operation_timeout, where=zone)
         request = compute_v1.DeleteInstanceRequest(project=self.project, zone=zone, instance=name, request_id=str(uuid.uuid4()))
         try:
             op = self._call(what, self.instances.delete_unary, request=request)
             self.waiter.wait(op, what, bound=self.operation_timeout, where=zone)
         except NotFound:
             return
+
+    def _delete_under_way(self, name: str, zone: str) -> Any:
+        """The delete operation of this instance that is not DONE yet, or None."""
+        try:
+            ops = self._operations_of(name, zone, '(operationType = "delete") (status != "DONE")')
+        except MlbatchError:  # only a shortcut: our own delete works without it
+            return None
+        return ops[0] if ops else None
 
     def list_ours(self) -> list[InstanceInfo]:
         out = []

@@ -7,6 +7,7 @@ directory and a file:// bucket are mounted at their own paths.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -50,9 +51,16 @@ def _remove(container) -> None:
             raise
 
 
+def _closed_on(stream, stop: threading.Event):
+    """An engine stream (logs, events) that `stop` closes: a read blocked on a quiet stream ends then."""
+    threading.Thread(target=lambda: (stop.wait(), stream.close()), name="close-on-stop", daemon=True).start()
+    return stream
+
+
 class LocalProvider:
     name = "local"
     zones: tuple[str, ...] = ("local",)
+    creates_at_once = 8
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -141,21 +149,33 @@ class LocalProvider:
         return False
 
     def console(self, name: str, stop: threading.Event) -> Iterator[str]:
+        """The container's output as it comes, until it ends or `stop` is set (then at once: the
+        stream is closed under a quiet job's read; the bucket log has whatever was not shown)."""
         container = self._get(name)
         if container is None:
             return
         buffer = ""
-        for chunk in container.logs(stream=True, follow=True):
-            buffer += chunk.decode(errors="replace")
-            *lines, buffer = buffer.split("\n")
-            yield from lines
-            if len(buffer) > CONSOLE_LINE_LIMIT:  # a line with no end (a \r progress bar): memory stays bounded
-                yield buffer
-                buffer = ""
-            if stop.is_set():
-                return
+        with contextlib.suppress(Exception):  # closed under us by `stop`
+            for chunk in _closed_on(container.logs(stream=True, follow=True), stop):
+                buffer += chunk.decode(errors="replace")
+                *lines, buffer = buffer.split("\n")
+                yield from lines
+                if len(buffer) > CONSOLE_LINE_LIMIT:  # a line with no end (a \r progress bar): memory stays bounded
+                    yield buffer
+                    buffer = ""
+                if stop.is_set():
+                    return
         if buffer:
             yield buffer
+
+    def ends(self, run_id: str, stop: threading.Event) -> Iterator[str]:
+        """The engine's `die` events of the run's instance containers (its agent has exited,
+        its records written), as they come, until `stop` is set."""
+        scope = [*labels.checkout_filter(self.settings.state_dir), f"run-id={run_id}", "role=instance"]
+        events = self.client.events(decode=True, filters={"type": "container", "event": "die", "label": scope})
+        with contextlib.suppress(Exception):  # closed under us by `stop`, or the engine went away
+            for event in _closed_on(events, stop):
+                yield event.get("Actor", {}).get("Attributes", {}).get("name", "")
 
     def delete(self, name: str) -> None:
         for container in self.client.containers.list(all=True, filters={"label": f"{labels.INSTANCE}={name}"}):

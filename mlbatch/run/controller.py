@@ -260,14 +260,14 @@ class Controller:
         else:
             with runs.timed(phases, "create"):
                 created_at = self.launch(spec, job, attempt, claim=claim)
-        stop = threading.Event()
+        stop, wake = threading.Event(), threading.Event()
         console = BoundedEcho(self.echo)
         markers: list[str] = []  # the agent's fail-safe lines seen on the console
-        streamer = threading.Thread(target=self._stream, args=(name, stop, console, markers), daemon=True)
+        streamer = threading.Thread(target=self._stream, args=(name, stop, console, markers, wake), daemon=True)
         streamer.start()
         result = None
         try:
-            result = self._watch(spec, attempt, name, created_at, markers)
+            result = self._watch(spec, attempt, name, created_at, markers, wake)
         finally:
             stop.set()
             streamer.join(timeout=5)
@@ -279,12 +279,13 @@ class Controller:
         return result
 
     def _watch(
-        self, spec: runs.RunSpec, attempt: int, name: str, created_at: float, markers: list[str]
+        self, spec: runs.RunSpec, attempt: int, name: str, created_at: float, markers: list[str], wake: threading.Event
     ) -> runs.ResultRecord | None:
         """Wait for the attempt's end: its result, a preemption (None), the instance's end without
         a record, or the deadline of the phase its agent is in, read with the instance's state
         (a run taken over by runs.wait has used part of its time already: the deadline counts
-        from the instance's creation and the phase's start)."""
+        from the instance's creation and the phase's start). Reads come at each poll, and at
+        once when `wake` is set (the console's end, the agent's recorded marker)."""
         started = time.monotonic()
         progress_key = runs.attempt_key(spec.run_id, attempt, runs.PROGRESS_RECORD)
         deadline, awaited = self.margins.deadline(created_at, spec.timeout_seconds, None)
@@ -324,14 +325,21 @@ class Controller:
                     return self.record_end(
                         spec, runs.TIMEOUT, attempt, f"no result from instance {name}: timed out waiting for {awaited}"
                     )
-            time.sleep(backed_off(self.poll, time.monotonic() - started, POLL_MAX))
+            if wake.wait(backed_off(self.poll, time.monotonic() - started, POLL_MAX)):
+                wake.clear()
 
-    def _stream(self, name: str, stop: threading.Event, console: BoundedEcho, markers: list[str]) -> None:
+    def _stream(self, name: str, stop: threading.Event, console: BoundedEcho, markers: list[str], wake: threading.Event) -> None:
+        """Echo the instance's console; wake the watch when the agent says its records are written,
+        and when the console ends (the instance did), rather than at the next poll."""
         with contextlib.suppress(Exception):  # the console is a convenience; the bucket log is the record
             for line in self.provider.console(name, stop):
+                if runs.AGENT_RECORDED_MARKER in line:  # not the job's output: not in the bucket log, not shown
+                    wake.set()
+                    continue
                 console.line(line)
                 if runs.AGENT_FAILED_MARKER in line:  # a job can print one too: kept as it is shown
                     markers.append(visible(line))
+        wake.set()
 
 
 def summary_rows(outcome: RunOutcome) -> list[tuple[str, str]]:

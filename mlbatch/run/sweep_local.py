@@ -10,7 +10,10 @@ run's does. A result.json written by someone else (runs.cancel) stops the sweep.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 
@@ -64,14 +67,15 @@ class LocalTasks:
         pending = collections.deque((i, 1) for i in range(len(sweep.tasks)))
         running: dict[int, _Running] = {}
         next_state_check = time.monotonic() + self.state_check_every
+        stop, wake = threading.Event(), threading.Event()
+        threading.Thread(target=self._wake_on_ends, args=(spec.run_id, stop, wake), daemon=True).start()
         try:
             while pending or running:
-                while pending and len(running) < sweep.parallelism:
-                    task, attempt = pending.popleft()
-                    running[task] = self._start(spec, sweep, task, attempt)
-                    outcomes[task].attempts = attempt
-                    started()
-                time.sleep(self.poll)
+                starts = [pending.popleft() for _ in range(min(len(pending), sweep.parallelism - len(running)))]
+                if starts:
+                    self._start_all(spec, sweep, starts, running, outcomes, started)
+                if wake.wait(self.poll):  # an instance ended: read its record now rather than at the next poll
+                    wake.clear()
                 check_state = time.monotonic() >= next_state_check
                 if check_state:
                     next_state_check = time.monotonic() + self.state_check_every
@@ -92,8 +96,45 @@ class LocalTasks:
                     done = sum(1 for o in outcomes if o.attempts and o.status != runs.CANCELLED)
                     self.say(f"task {task} {status} ({done}/{len(outcomes)} done)")
         finally:
+            stop.set()
             for r in running.values():  # cancelled or failed: nothing is left running
                 self._delete(r.name)
+
+    def _wake_on_ends(self, run_id: str, stop: threading.Event, wake: threading.Event) -> None:
+        with contextlib.suppress(Exception):  # events only make the sweep sooner: its polls find every end
+            for _ in self.provider.ends(run_id, stop):
+                wake.set()
+
+    def _start_all(
+        self,
+        spec: runs.RunSpec,
+        sweep: PreparedSweep,
+        starts: list[tuple[int, int]],
+        running: dict[int, _Running],
+        outcomes: list[TaskRecord],
+        started: Callable[[], None],
+    ) -> None:
+        """Create the instances of these (task, attempt)s at once (each create waits on the engine
+        or the API, not on this machine's CPU alone). Every create is over before this returns, a
+        failed or cancelled one included, and each instance made is in `running`, so the sweep's
+        teardown finds it; `started` once one exists; then the first failure is raised."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(starts), self.provider.creates_at_once)))
+        futures = [(pool.submit(self._start, spec, sweep, task, attempt), task, attempt) for task, attempt in starts]
+        try:
+            concurrent.futures.wait([f for f, _, _ in futures])
+        finally:
+            pool.shutdown(wait=True)  # a signal's Cancelled may come while waiting: the creates end first
+            failure = None
+            for future, task, attempt in futures:
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                    continue
+                running[task] = future.result()
+                outcomes[task].attempts = attempt
+            if any(future.exception() is None for future, _, _ in futures):
+                started()
+        if failure is not None:
+            raise failure
 
     def _ended(self, spec: runs.RunSpec, r: _Running, check_state: bool) -> tuple[str, int, str] | None:
         """(status, exit code, message) once the task's attempt has ended, else None."""

@@ -29,7 +29,7 @@ from mlbatch.core import manifest as manifests
 from mlbatch.core import runs
 from mlbatch.core.bucket import FileBucket
 from mlbatch.core.catalog import Job, Param
-from mlbatch.core.settings import load_settings
+from mlbatch.core.settings import Settings, load_settings
 from mlbatch.providers.gce import GceProvider
 from mlbatch.run.controller import Controller, RunRequest
 from tests.conftest import ROOT, repo_config
@@ -111,31 +111,38 @@ def _guest(fake: FakeCompute, bucket: CountingBucket, seconds: int, log_bytes: c
     return play
 
 
+def bench_release(fake: FakeCompute, bucket: FileBucket) -> Settings:
+    """The test profile's settings against the fake, and a release of the sleep job published in
+    `bucket` (its image the fake's, nothing built): what a benchmark's controller needs."""
+    fake.add_image("mlbatch-bench", "unused:latest")
+    config = repo_config()
+    config["profile"] = "test"
+    config["profiles"]["test"].update(bucket="gs://mlbatch-bench", compute_endpoint=fake.endpoint)
+    settings = load_settings(config, ROOT)
+    fake.ready_for_runs(settings.region, settings.network, settings.service_account)
+    job = Job(name="sleep", container="trainer", command=("sleep",), params=(Param("seconds", "int", 1),))
+    manifests.publish(
+        bucket,
+        manifests.Manifest(
+            version=VERSION,
+            git_sha="0" * 40,
+            created=runs.now_iso(),
+            profile="test",
+            vm_image=manifests.VmImage("mlbatch-bench", fake.images["mlbatch-bench"]["selfLink"], "", VERSION),
+            containers={"trainer": manifests.Container("trainer", "127.0.0.1:5000/trainer", "sha256:" + "0" * 64)},
+            code=manifests.CodeBundle(f"{bucket.uri}/batch_code/{VERSION}/batch_code.tar.gz", "0" * 64, 1),
+            jobs={"sleep": job},
+        ),
+    )
+    return settings
+
+
 def measure(runs_at_once: int, seconds: int) -> dict[str, float]:
     fake = FakeCompute(PROJECT, boot_containers=False).start()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-bucket-") as root:
             bucket = CountingBucket(Path(root))
-            fake.add_image("mlbatch-bench", "unused:latest")
-            config = repo_config()
-            config["profile"] = "test"
-            config["profiles"]["test"].update(bucket="gs://mlbatch-bench", compute_endpoint=fake.endpoint)
-            settings = load_settings(config, ROOT)
-            fake.ready_for_runs(settings.region, settings.network, settings.service_account)
-            job = Job(name="sleep", container="trainer", command=("sleep",), params=(Param("seconds", "int", 1),))
-            manifests.publish(
-                bucket,
-                manifests.Manifest(
-                    version=VERSION,
-                    git_sha="0" * 40,
-                    created=runs.now_iso(),
-                    profile="test",
-                    vm_image=manifests.VmImage("mlbatch-bench", fake.images["mlbatch-bench"]["selfLink"], "", VERSION),
-                    containers={"trainer": manifests.Container("trainer", "127.0.0.1:5000/trainer", "sha256:" + "0" * 64)},
-                    code=manifests.CodeBundle(f"{bucket.uri}/batch_code/{VERSION}/batch_code.tar.gz", "0" * 64, 1),
-                    jobs={"sleep": job},
-                ),
-            )
+            settings = bench_release(fake, bucket)
             log_bytes: collections.Counter[str] = collections.Counter()
             fake.on_running = _guest(fake, bucket, seconds, log_bytes)
             before = dict(bucket.calls), bucket.bytes_up

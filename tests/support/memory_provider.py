@@ -94,6 +94,7 @@ class MemoryInstance:
 
 class MemoryProvider:
     name = "memory"
+    creates_at_once = 1  # scripted behaviours go to instances in the order they are created
 
     def __init__(self, workdir: Path, zones: tuple[str, ...] = ("zone-a",)):
         self.workdir = workdir
@@ -215,6 +216,10 @@ class MemoryProvider:
         yield from instance.lines
         if instance.state == RUNNING:
             stop.wait()
+
+    def ends(self, run_id: str, stop: threading.Event) -> Iterator[str]:
+        """No events in memory: the controllers' polls find every end (as on GCE)."""
+        yield from ()
 
     def delete(self, name: str) -> None:
         self._interrupt("delete")

@@ -137,9 +137,25 @@ def test_a_delete_that_meets_another_delete_means_gone(fake, provider, in_operat
     provider.create(request("mlb-race-1"), ZONE_A)
     fake.faults.operation_seconds = 2
     fake.faults.delete_race_in_operation = in_operation
+    # The other delete cannot be seen (its list refused): ours meets it, as when it starts after the look.
+    fake.faults.reply_errors = {"zoneOperations.list": ["forbidden"]}
     _delete_elsewhere(fake, "mlb-race-1")
     provider.delete("mlb-race-1")
     assert fake.find("mlb-race-1") is None and provider.state("mlb-race-1") == GONE
+
+
+def test_a_delete_under_way_is_waited_on_not_retried(fake, provider):
+    """The agent deletes its VM once its records are written, so the controller's delete usually
+    meets that one: it waits on its operation (zoneOperations.wait ends as it does), where deletes
+    retried on resourceNotReady found the instance gone only at their next backoff."""
+    provider.create(request("mlb-wait-1"), ZONE_A)
+    fake.faults.operation_seconds = 2
+    _delete_elsewhere(fake, "mlb-wait-1")
+    deletes, waits = fake.calls["instances.delete"], fake.calls["zoneOperations.wait"]
+    provider.delete("mlb-wait-1")
+    assert fake.find("mlb-wait-1") is None and provider.state("mlb-wait-1") == GONE
+    assert fake.calls["instances.delete"] - deletes == 1  # ours, once the other is done: 404, gone
+    assert fake.calls["zoneOperations.wait"] - waits >= 1
 
 
 # --- 4. preemption told from other stops ------------------------------------------------------
@@ -153,8 +169,9 @@ def test_preemption_is_asked_for_with_a_server_side_filter(fake, provider):
     wait = threading.Event()
     while fake.find("mlb-spot-2") is not None:
         wait.wait(0.1)
+    asked = len(fake.queries)  # the fake is shared: earlier tests' deletes listed operations too
     assert provider.was_preempted("mlb-spot-2") and not provider.was_preempted("mlb-other-1")
-    filters = [q.get("filter", "") for m, q in fake.queries if m == "zoneOperations.list"]
+    filters = [q.get("filter", "") for m, q in fake.queries[asked:] if m == "zoneOperations.list"]
     assert filters and all('operationType = "compute.instances.preempted"' in f and "/instances/" in f for f in filters)
 
 

@@ -26,6 +26,7 @@ ALLOWED = {
     "triggers": {"core", "providers", "run", "ui"},
     "bench": {"core", "local", "providers", "run", "ui"},
     "bench_logs": {"agent", "core"},
+    "bench_launch": {"core", "local", "ui"},
     "dashboard": {"core", "run", "ui"},
     "cli": {"core"},
     "doctor": {"core", "gcp", "local", "providers", "release", "ui"},

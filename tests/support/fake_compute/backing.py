@@ -25,7 +25,7 @@ DELETE_GRACE = 30
 class BackingMixin:
     def _boot(self, instance: FakeInstance, docker_ref: str, op: dict[str, Any]) -> None:
         """PROVISIONING (resources allocated) -> STAGING (booting) -> RUNNING, as the real API reports it."""
-        time.sleep(self.faults.operation_seconds)
+        time.sleep(self.faults.operation_seconds + self.latencies.instance_insert)
         with self._lock:
             instance.status = "STAGING"
         if not self.boot_containers:  # API-only tests: nothing runs on the instance
@@ -124,6 +124,7 @@ class BackingMixin:
         # Like GCE: the guest gets a shutdown signal and up to ~90 s; the agent needs much less.
         time.sleep(self.faults.operation_seconds)
         self._stop_container(instance, grace=DELETE_GRACE)
+        time.sleep(self.latencies.instance_delete)
         self._save_disks(instance)  # a disk without autoDelete keeps what the instance wrote
         with self._lock:
             self._remove(instance)

@@ -17,6 +17,10 @@ programs print. It replaces, with `***`:
   `access_token=` (and Docker's `"auth": "..."`), whether written `k=v`, `k: v` or as JSON;
 - a PEM private key (a service account key file's `private_key`), whole.
 
+and, first, every secret this process was given (`remember`: the access token of the
+Application Default Credentials, registered where core.gcp_base obtains or refreshes it), whatever
+its shape: a token the patterns would miss still goes.
+
 It errs towards hiding: a value that merely looks like a token goes too. What a person needs
 to act on a failure (which step, which file, which image digest, what the tool said) stays.
 """
@@ -24,9 +28,14 @@ to act on a failure (which step, which file, which image digest, what the tool s
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 
 MASK = "***"
+MIN_KNOWN = 8  # shorter values are masked by shape only: replacing them everywhere would mangle text
+
+_known: set[str] = set()
+_known_lock = threading.Lock()
 
 # (pattern, replacement), applied in order: whole credentials first, then named values.
 _RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
@@ -63,8 +72,19 @@ def _masked(value: str) -> str:
     return f"{quote}{MASK}{quote}"
 
 
+def remember(secret: str | None) -> None:
+    """`secret` (a credential this process holds) is masked by `scrub` from now on, whatever its shape."""
+    if secret and len(secret) >= MIN_KNOWN:
+        with _known_lock:
+            _known.add(secret)
+
+
 def scrub(text: str) -> str:
-    """`text` with every token-shaped thing in it replaced by ***."""
+    """`text` with every remembered secret and every token-shaped thing in it replaced by ***."""
+    with _known_lock:
+        known = sorted(_known, key=len, reverse=True)  # the longest first: one may contain another
+    for secret in known:
+        text = text.replace(secret, MASK)
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return text

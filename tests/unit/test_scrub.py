@@ -6,13 +6,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import sys
 
 import pytest
 
+from mlbatch.core import gcp_base
 from mlbatch.core.errors import MlbatchError
-from mlbatch.core.scrub import MASK, scrub
+from mlbatch.core.scrub import MASK, remember, scrub
 from mlbatch.release import bake
+from tests.support.fake_oauth import FakeOAuth
 
 ACCESS = "ya29.a0AfB_byC" + "x" * 150  # the shape of a Google OAuth 2.0 access token
 REFRESH = "1//0gLq3cN" + "y" * 90
@@ -96,3 +99,26 @@ def test_packers_output_loses_its_tokens_in_progress_and_in_the_error():
     assert ACCESS not in str(failure.value) and not [line for line in said if ACCESS in line]
     assert "Executing Ansible: ansible-playbook" in str(failure.value) and "exit status 2" in str(failure.value)
     assert said == ["Provisioning with Ansible", "TASK [prepull : Log in with ya29.***]"]
+
+
+def test_a_remembered_secret_goes_whatever_its_shape():
+    opaque = "opaque-" + secrets.token_hex(12)  # no pattern knows this shape
+    assert scrub(f"login with {opaque} failed") == f"login with {opaque} failed"
+    remember(opaque)
+    remember("short")  # too short to replace everywhere: left to the patterns
+    assert scrub(f"login with {opaque} failed; {opaque}") == f"login with {MASK} failed; {MASK}"
+    assert scrub("a short note") == "a short note"
+
+
+def test_the_application_default_credentials_token_is_remembered(tmp_path, monkeypatch):
+    """core.gcp_base registers the token it gets, so a tool that prints it (a registry echoing its
+    login, git naming a remote) is scrubbed even when the token has no known shape."""
+    opaque = "adc-" + secrets.token_hex(16)
+    oauth = FakeOAuth(opaque).start()
+    try:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(oauth.write_key(tmp_path / "key.json")))
+        credentials, _ = gcp_base.default_credentials()
+    finally:
+        oauth.stop()
+    assert credentials.token == opaque
+    assert opaque not in scrub(f"docker login -p {opaque} said: denied for {opaque}")

@@ -29,7 +29,6 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
-import http.server
 import json
 import secrets
 import shutil
@@ -43,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from tests.support.gcs import _free_port
-from tests.support.loopback import serving
+from tests.support.loopback import JsonServer
 
 READER = "roles/artifactregistry.reader"
 WRITER = "roles/artifactregistry.writer"
@@ -121,14 +120,16 @@ class TokenServer:
             .sign(self._key, hashes.SHA256())
         )
         self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.realm = f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        self._server = JsonServer(self._respond)
+        self.realm = f"{self._server.url}/token"
 
     @contextlib.contextmanager
     def running(self) -> Iterator[TokenServer]:
-        with serving(self._server, "fake-registry-auth"):
+        self._server.start()
+        try:
             yield self
+        finally:
+            self._server.stop()
 
     def allowed(self, caller: Caller) -> set[str]:
         by_role = ROLE_ACTIONS.get(self.roles.get(caller.account, ""), set())
@@ -176,41 +177,22 @@ class TokenServer:
         issued = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return 200, {"token": token, "access_token": token, "expires_in": 300, "issued_at": issued}
 
-    def _handler(self):
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
-                pass
-
-            def _basic(self) -> tuple[str | None, str | None]:
-                header = self.headers.get("Authorization", "")
-                if not header.lower().startswith("basic "):
-                    return None, None
-                user, _, password = base64.b64decode(header[6:]).decode(errors="replace").partition(":")
-                return user, password
-
-            def do_GET(self):  # noqa: N802 - the stdlib's name
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                self._reply(*server.grant(*self._basic(), query.get("scope", [])))
-
-            def do_POST(self):  # noqa: N802 - the OAuth2 form: grant_type=password
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                form = urllib.parse.parse_qs(raw)
-                if form.get("grant_type") != ["password"]:
-                    return self._reply(400, {"error": "unsupported_grant_type"})
-                user, password = form.get("username", [""])[0], form.get("password", [""])[0]
-                self._reply(*server.grant(user, password, " ".join(form.get("scope", [])).split()))
-
-            def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+    def _respond(self, verb: str, path: str, headers, raw: bytes) -> tuple[int, dict]:
+        """The realm's answer: a GET with HTTP Basic credentials (or none), or the OAuth2 password grant as a POST."""
+        if verb == "GET":
+            authorization = headers.get("Authorization", "")
+            user = password = None
+            if authorization.lower().startswith("basic "):
+                user, _, password = base64.b64decode(authorization[6:]).decode(errors="replace").partition(":")
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+            return self.grant(user, password, query.get("scope", []))
+        if verb == "POST":
+            form = urllib.parse.parse_qs(raw.decode())
+            if form.get("grant_type") != ["password"]:
+                return 400, {"error": "unsupported_grant_type"}
+            user, password = form.get("username", [""])[0], form.get("password", [""])[0]
+            return self.grant(user, password, " ".join(form.get("scope", [])).split())
+        return 405, {"error": "method_not_allowed"}
 
     def bearer(self, token: str, scope: str) -> str:
         """A registry token for `scope`, asked with the access token `token` (a test reading the registry)."""

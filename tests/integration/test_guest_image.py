@@ -70,7 +70,7 @@ class Guest:
 @pytest.fixture(scope="module")
 def vms(infra):
     """The fake that answers for the guest: its metadata server and the tokens it gives out."""
-    fake = FakeCompute("mlbatch-test", boot_containers=False)
+    fake = FakeCompute("mlbatch-test", boot_containers=False).start()  # stop() waits for a started server
     yield fake
     fake.stop()
 

@@ -40,9 +40,12 @@ from typing import Any
 
 from mlbatch.core import labels, runs
 from mlbatch.core import manifest as manifests
-from mlbatch.core.bucket import Bucket
+from mlbatch.core.bucket import Bucket, open_bucket
 from mlbatch.core.bundle import extract_bundle
 from mlbatch.core.catalog import Job
+from mlbatch.core.errors import BadInput
+from mlbatch.core.settings import Settings
+from mlbatch.core.versions import parse_version
 from mlbatch.local.infra import docker_client
 from mlbatch.ui import Say
 
@@ -263,6 +266,34 @@ def bench_launch(setups: list[Setup], sizes: Sizes, say: Say) -> tuple[list[Row]
     for s in setups:
         breakdowns[s.label].add_imports(s, log)
     return rows, breakdowns
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkout:
+    """A checkout whose `mlbatch` is measured: its settings, the release to run, its interpreter."""
+
+    root: Path
+    settings: Settings
+    version: str | None  # None: the newest release in its bucket
+    python: str
+    label: str
+
+
+def measure(checkouts: list[Checkout], sizes: Sizes, say: Say) -> tuple[str, list[Row], dict[str, Breakdown]]:
+    """`invoke bench.launch`: the heading, the rows and the breakdowns of every checkout."""
+    with contextlib.ExitStack() as stack:
+        setups = []
+        for c in checkouts:
+            if not c.settings.is_local:
+                raise BadInput(f"bench.launch measures against the local engine: --profile {c.settings.profile} is not local")
+            bucket = open_bucket(c.settings.bucket)
+            tag = parse_version(c.version).tag if c.version else manifests.newest_version(bucket)
+            setups.append(
+                stack.enter_context(setup(bucket, tag, c.settings.state_dir, c.settings.profile, c.root, c.python, c.label))
+            )
+        rows, breakdowns = bench_launch(setups, sizes, say)
+    title = ", ".join(f"{s.label} {s.version}" for s in setups)
+    return f"bench.launch: {title}; job {setups[0].job.name} exit_code=0 against bare docker run", rows, breakdowns
 
 
 def row_lines(rows: list[Row]) -> list[tuple[str, str]]:

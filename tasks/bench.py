@@ -157,34 +157,23 @@ def launch(
     profile=None,
 ):
     """Launch overhead: a run, N runs at once and two sweeps of a no-op job against bare `docker run`s, with a breakdown."""
-    import contextlib
     from pathlib import Path
 
-    from mlbatch.bench_launch import Sizes, bench_launch, breakdown_lines, row_lines, setup
-    from mlbatch.core.bucket import open_bucket
+    from mlbatch.bench_launch import Checkout, Sizes, breakdown_lines, measure, row_lines
     from mlbatch.core.errors import BadInput
-    from mlbatch.core.manifest import newest_version
-    from mlbatch.core.versions import parse_version
     from mlbatch.ui import console, say, summary
 
-    with errors(), contextlib.ExitStack() as stack:
-        checkouts = [(ROOT, settings(c, profile), version, sys.executable, "mlbatch")]
+    with errors():
+        checkouts = [Checkout(ROOT, settings(c, profile), version, sys.executable, "mlbatch")]
         if against:
             other = Path(against).resolve()
             if not (other / ".venv" / "bin" / "python").exists():
                 raise BadInput(f"--against {against!r}: expected a checkout with its own .venv (python -m venv .venv)")
-            checkouts.append((other, _settings_of(other, profile), None, str(other / ".venv" / "bin" / "python"), other.name))
-        setups = []
-        for root, s, wanted, python, label in checkouts:
-            if not s.is_local:
-                raise BadInput(f"bench.launch measures against the local engine: --profile {s.profile} is not local")
-            bucket = open_bucket(s.bucket)
-            tag = parse_version(wanted).tag if wanted else newest_version(bucket)
-            setups.append(stack.enter_context(setup(bucket, tag, s.state_dir, s.profile, root, python, label)))
+            checkouts.append(
+                Checkout(other, _settings_of(other, profile), None, str(other / ".venv" / "bin" / "python"), other.name)
+            )
         sizes = Sizes(rounds, at_once, big_tasks, big_parallelism, big_rounds)
-        rows, breakdowns = bench_launch(setups, sizes, say)
-    title = ", ".join(f"{s.label} {s.version}" for s in setups)
-    heading = f"bench.launch: {title}; job {setups[0].job.name} exit_code=0 against bare docker run"
+        heading, rows, breakdowns = measure(checkouts, sizes, say)
     console.print(summary(heading, row_lines(rows)))
     console.print(summary("where one run's time goes (median)", breakdown_lines(breakdowns)))
 

@@ -107,6 +107,9 @@ class Job:
         if unknown:
             expected = ", ".join(known) or "none"
             raise BadInput(f"unknown param {unknown[0]!r} for job {self.name}: expected one of: {expected}")
+        missing = [name for name, p in known.items() if name not in given and p.default is None]
+        if missing:
+            raise BadInput(f"param {missing[0]} of job {self.name} has no default: expected --param {missing[0]}=VALUE")
         for name, p in known.items():  # a release made before floats had to be finite may carry one
             if name not in given and isinstance(p.default, float) and not math.isfinite(p.default):
                 raise BadInput(
@@ -156,7 +159,7 @@ class ParamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 
     type: Literal["int", "float", "str", "bool"] = Field("str", description=f"one of {_TYPES}")
-    default: Any = Field(None, description="the value when --param does not give one; of the param's type")
+    default: Any = Field(None, description="the value when --param does not give one; of the param's type; without one, every run must give --param NAME=VALUE")
     help: str = Field("", description="what the param does, for people and exports")
     pattern: str = Field(DEFAULT_STR_PATTERN, description="a regular expression a str value must match in full")
     choices: list[Any] = Field([], description="the only values allowed, of the param's type")

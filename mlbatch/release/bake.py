@@ -159,17 +159,22 @@ def packer_template(root: Path) -> list[str]:
     return [str(packer_dir / "mlbatch.pkr.hcl")] if packer_version() < PLUGINS_FROM else [str(packer_dir)]
 
 
+def copy_sources(root: Path, names: tuple[str, ...], to: Path) -> Path:
+    """`names` (files and folders of `root`) copied under `to`, without Python's caches."""
+    for name in names:
+        (to / name).parent.mkdir(parents=True, exist_ok=True)
+        if (root / name).is_dir():
+            shutil.copytree(root / name, to / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(root / name, to / name)
+    return to
+
+
 def build_wheel(root: Path, out_dir: Path) -> Path:
     """The agent wheel, built from a clean copy of its sources: setuptools packs whatever a
     checkout's build/lib holds, so a module since moved or removed (fakes) would ship."""
     with tempfile.TemporaryDirectory(prefix="mlbatch-wheel-") as tmp:
-        source = Path(tmp)
-        for name in WHEEL_SOURCES:
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            if (root / name).is_dir():
-                shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copy2(root / name, source / name)
+        source = copy_sources(root, WHEEL_SOURCES, Path(tmp))
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir), str(source)],
             check=True,

@@ -161,5 +161,5 @@ def check(settings: Settings, clients: Clients, principal: str) -> None:
         raise PermissionDenied(
             f"the release cannot start in project {settings.project} (nothing was written):\n  - "
             + "\n  - ".join(problems)
-            + "\n(see README, 'Releasing into Google Cloud')"
+            + "\n(see README, 'Releasing to Google Cloud')"
         )

@@ -57,7 +57,7 @@ def test_a_grid_sweep_runs_every_task_and_ranks_them(env):
         assert f"{record['tasks'][i]['params']['message']} 1/" in log, "each task ran with its own params"
         assert runs.read_json(bucket, sweeps.task_key(run_id, i, "attempt.json"))["status"] == "succeeded"
     rows = list(csv.DictReader(io.StringIO(bucket.read(sweeps.summary_key(run_id)).decode())))
-    assert [r["seconds"] for r in rows] == ["3", "3", "1", "1"], "best first by the catalog's metric (ticks, max)"
+    assert [r["param.seconds"] for r in rows] == ["3", "3", "1", "1"], "best first by the catalog's metric (metric.ticks, max)"
     assert runs.read_json(bucket, runs.result_key(run_id))["status"] == "succeeded"
     assert "best first by ticks" in result.stdout and "4 of 4 succeeded" in result.stdout
     assert instances(run_id) == []

@@ -180,3 +180,11 @@ def test_editors_checking_with_the_json_schema_agree_with_the_catalog():
             jsonschema.validate(bad, schema)
         with pytest.raises(BadInput):
             parse_catalog(yaml.safe_dump(bad), {"trainer"})
+
+
+def test_a_param_without_a_default_must_be_given_by_every_run():
+    job = parse_catalog(one_job_catalog({"lr": {"type": "float"}, "seed": {"type": "int", "default": 0}}), {"trainer"})["train"]
+    with pytest.raises(BadInput, match=r"param lr of job train has no default: expected --param lr=VALUE") as refused:
+        job.resolve_params({})
+    assert refused.value.exit_code == ExitCode.BAD_INPUT
+    assert job.argv(job.resolve_params({"lr": "0.5"}))[-2:] == ["--lr=0.5", "--seed=0"]

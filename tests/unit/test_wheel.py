@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
-from mlbatch.release.bake import BAKE_INPUTS, WHEEL_SOURCES, BakeSource, build_wheel, input_hash, too_old
+from mlbatch.release.bake import BAKE_INPUTS, WHEEL_SOURCES, BakeSource, build_wheel, copy_sources, input_hash, too_old
 from tests.conftest import ROOT
 
 NOT_PRODUCT = re.compile(r"(^|/)(tests?|testing|support)(/|$)|fake|memory_provider|conftest")
 
 
 def copy_tree(names: tuple[str, ...], to: Path) -> Path:
-    for name in names:
-        (to / name).parent.mkdir(parents=True, exist_ok=True)
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, to / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(ROOT / name, to / name)
-    return to
+    return copy_sources(ROOT, names, to)
 
 
 def wheel_names(root: Path, out: Path) -> list[str]:

@@ -96,13 +96,6 @@ variable "prepull_images" {
   }
 }
 
-variable "prepull_registry_token" {
-  type        = string
-  description = "Access token for the registry login of the pre-pull (oauth2accesstoken); empty: pull anonymously. Pass it as PKR_VAR_prepull_registry_token."
-  default     = ""
-  sensitive   = true
-}
-
 # --- googlecompute (gcp and test profiles; mlbatch.release.gce_image passes them all) ---
 variable "project_id" {
   type        = string
@@ -269,7 +262,11 @@ build {
       # The target kind the roles branch on (ansible/group_vars/all.yml): a VM or a container.
       "--extra-vars", "mlbatch_target=${source.type == "docker" ? "container" : "vm"}",
       "--extra-vars", "mlbatch_gpu=${var.gpu}",
-      "--extra-vars", jsonencode({ prepull_images = var.prepull_images, prepull_registry_token = var.prepull_registry_token }),
+      # No secret, ever, in these arguments: any user of the machine reads them in `ps`, and
+      # Packer prints them (the plugin's "Executing Ansible" line, where sensitive variables are
+      # not masked: hashicorp/packer#11078). The pre-pull logs in with the build VM's own
+      # token, from its metadata server (ansible/roles/prepull).
+      "--extra-vars", jsonencode({ prepull_images = var.prepull_images }),
     ]
     ansible_env_vars = ["ANSIBLE_CONFIG=${path.root}/../ansible/ansible.cfg"]
     # Ansible's user defaults to the local one (root): on the VM it would then skip

@@ -21,6 +21,7 @@ import subprocess
 from typing import Any
 
 from mlbatch.core.errors import GpuUnavailable
+from mlbatch.core.scrub import scrub
 
 QUERY = ("--query-gpu=driver_version,name,memory.total", "--format=csv,noheader,nounits")
 SMI_TIMEOUT = 120  # seconds: the first nvidia-smi after boot initialises every GPU
@@ -65,7 +66,7 @@ def host_view() -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         raise GpuUnavailable(f"nvidia-smi on this VM did not answer within {SMI_TIMEOUT}s") from None
     if done.returncode != 0:
-        said = " ".join((done.stdout + done.stderr).split())[:400]
+        said = scrub(" ".join((done.stdout + done.stderr).split())[:400])
         raise GpuUnavailable(
             f"the NVIDIA driver is not working on this VM (nvidia-smi exited {done.returncode}: {said}); {SECURE_BOOT_HINT}"
         )
@@ -89,7 +90,7 @@ def container_view(client, image: str, count: int, labels: dict[str, str]) -> di
             stderr=True,
         )
     except docker.errors.ContainerError as exc:
-        said = " ".join((exc.stderr or b"").decode(errors="replace").split())[:400]
+        said = scrub(" ".join((exc.stderr or b"").decode(errors="replace").split())[:400])
         raise GpuUnavailable(f"nvidia-smi failed in the job's container (exit {exc.exit_status}: {said})") from None
     except docker.errors.APIError as exc:
         raise GpuUnavailable(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlbatch.core.errors import MlbatchError
 from mlbatch.core.names import managed_labels
+from mlbatch.core.scrub import scrub
 
 if TYPE_CHECKING:
     from mlbatch.agent.tokens import TokenServer
@@ -100,7 +101,7 @@ def block_metadata_server() -> None:
     inserted = subprocess.run([iptables, "-I", *_RULE], capture_output=True, text=True)
     if inserted.returncode != 0:
         raise MlbatchError(
-            f"cannot keep the job off the metadata server: iptables -I {' '.join(_RULE)}: {inserted.stderr.strip()}"
+            f"cannot keep the job off the metadata server: iptables -I {' '.join(_RULE)}: {scrub(inserted.stderr.strip())}"
         )
 
 

@@ -25,6 +25,7 @@ import tarfile
 from pathlib import Path
 
 from mlbatch.core.errors import BadInput
+from mlbatch.core.scrub import scrub
 
 _SKIP_DIRS = {"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
@@ -58,7 +59,8 @@ def _in_git_checkout(root: Path) -> bool:
 def _git_files(root: Path) -> tuple[list[str], bool, str]:
     listed = _git(root, "ls-files", "-z", "--cached", "--", ".")
     if listed.returncode != 0:
-        raise BadInput(f"cannot list the files git tracks in {root}: {listed.stderr.decode(errors='replace').strip()}")
+        said = scrub(listed.stderr.decode(errors="replace").strip())  # git names remotes, credentials and all
+        raise BadInput(f"cannot list the files git tracks in {root}: {said}")
     names = [n for n in listed.stdout.decode().split("\0") if n]
     status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".").stdout.decode().split("\0")
     untracked = [entry[3:] for entry in status if entry.startswith("??")]

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlbatch.core.errors import MlbatchError, PermissionDenied
+from mlbatch.core.scrub import remember, scrub
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 REGISTRY_USER = "oauth2accesstoken"  # Artifact Registry's user name for an OAuth access token
@@ -60,11 +61,13 @@ def credentials_required() -> Iterator[None]:
         raise PermissionDenied(f"no Application Default Credentials ({found}). To provide them: {WAYS} (see {DOCS})") from None
     except auth_errors.RefreshError as exc:
         raise PermissionDenied(
-            f"the token endpoint refused the Application Default Credentials: {exc} "
+            f"the token endpoint refused the Application Default Credentials: {scrub(str(exc))} "
             "(an expired or revoked login: run `gcloud auth application-default login` again, or check the key)"
         ) from None
     except auth_errors.TransportError as exc:
-        raise MlbatchError(f"cannot reach the token endpoint for the Application Default Credentials: {exc}") from None
+        raise MlbatchError(
+            f"cannot reach the token endpoint for the Application Default Credentials: {scrub(str(exc))}"
+        ) from None
 
 
 def default_credentials(scopes: tuple[str, ...] = (SCOPE,)) -> tuple[Any, str | None]:
@@ -76,6 +79,7 @@ def default_credentials(scopes: tuple[str, ...] = (SCOPE,)) -> tuple[Any, str | 
     with credentials_required():
         found, project = google.auth.default(scopes=list(scopes))
         found.refresh(google.auth.transport.requests.Request())
+    remember(found.token)  # masked in every message quoting another program (core.scrub)
     return found, project
 
 
@@ -86,6 +90,7 @@ def refreshed(current: Any) -> Any:
 
         with credentials_required():
             current.refresh(google.auth.transport.requests.Request())
+        remember(current.token)  # masked in every message quoting another program (core.scrub)
     return current
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from mlbatch.core import labels
 from mlbatch.core.errors import BadInput, MlbatchError
 from mlbatch.core.manifest import VmImage
+from mlbatch.core.scrub import scrub
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
 
@@ -261,10 +262,9 @@ def run_packer(
     source: str,
     say: Say,
     extra_vars: dict[str, str] | None = None,
-    extra_env: dict[str, str] | None = None,
 ) -> Baked:
-    """Run `packer build -only=<source>` (extra_vars: the source's own variables; extra_env: secrets as
-    PKR_VAR_*, never on the command line)."""
+    """Run `packer build -only=<source>` (extra_vars: the source's own variables). No secret goes to Packer,
+    by argument or environment: the bake VM's pre-pull logs in with the VM's own token (ansible/roles/prepull)."""
     digest = input_hash(root, request.source, request.gpu)
     with tempfile.TemporaryDirectory(prefix="mlbatch-bake-") as tmp:
         wheel = build_wheel(root, Path(tmp))
@@ -280,7 +280,6 @@ def run_packer(
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "ANSIBLE_NOCOLOR": "1",
             "PACKER_NO_COLOR": "1",
-            **(extra_env or {}),
         }
         if template[0].endswith("packer"):
             subprocess.run(["packer", "init", *template], check=True, env=env)
@@ -296,9 +295,9 @@ def _stream(argv: list[str], env: dict[str, str], say: Say) -> None:
     for line in proc.stdout:
         tail.append(line.rstrip())
         if progress := _PROGRESS.search(line):
-            say(progress.group(0))
+            say(scrub(progress.group(0)))
     if proc.wait() != 0:
-        raise MlbatchError("packer build failed; its last lines:\n" + "\n".join(tail))
+        raise MlbatchError("packer build failed; its last lines:\n" + scrub("\n".join(tail)))
 
 
 def bake_local(client, root: Path, request: BakeRequest, say: Say) -> VmImage:

@@ -9,6 +9,7 @@ from mlbatch.core import labels
 from mlbatch.core.catalog import container_names
 from mlbatch.core.errors import MlbatchError, PermissionDenied
 from mlbatch.core.manifest import Container
+from mlbatch.core.scrub import scrub
 from mlbatch.ui import Say
 
 # How a registry's refusal of the credentials reads in the engine's push errors.
@@ -45,7 +46,7 @@ def _build(client, context: Path, tag: str, version: str, say: Say, build_args: 
         path=str(context), tag=tag, rm=True, forcerm=True, decode=True, labels={labels.VERSION: version}, buildargs=build_args
     ):
         if "error" in chunk:
-            raise MlbatchError(f"docker build of {tag} failed: {chunk['error'].strip()}\n" + "".join(tail))
+            raise MlbatchError(f"docker build of {tag} failed: " + scrub(f"{chunk['error'].strip()}\n" + "".join(tail)))
         line = chunk.get("stream", "")
         tail.append(line)
         if line.startswith("Step "):
@@ -58,10 +59,10 @@ def _push(client, repository: str, tag: str, auth_config: dict[str, str] | None)
         if "error" in chunk:
             if any(word in chunk["error"] for word in REFUSED):
                 raise PermissionDenied(
-                    f"the registry refused the push of {repository}:{tag}: {chunk['error']} "
+                    f"the registry refused the push of {repository}:{tag}: {scrub(chunk['error'])} "
                     "(the release identity needs roles/artifactregistry.writer on the repository)"
                 )
-            raise MlbatchError(f"docker push of {repository}:{tag} failed: {chunk['error']}")
+            raise MlbatchError(f"docker push of {repository}:{tag} failed: {scrub(chunk['error'])}")
         digest = chunk.get("aux", {}).get("Digest", digest)
     if not digest.startswith("sha256:"):
         raise MlbatchError(f"docker push of {repository}:{tag} reported no digest")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from mlbatch import ui
-from mlbatch.core import gcp_base
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
 from mlbatch.core.manifest import Container, VmImage
 from mlbatch.core.names import GCE_NAME, is_managed
@@ -179,13 +178,6 @@ def baked_images(settings: Settings, filter_: str) -> list[BakedImage]:
     return sorted(found, key=lambda i: (i.created, i.name))
 
 
-def registry_token() -> str:
-    """An access token of the Application Default Credentials: the pre-pull's registry login
-    (Artifact Registry takes it as user oauth2accesstoken)."""
-    credentials, _ = gcp_base.default_credentials()
-    return credentials.token
-
-
 def packer_variables(
     settings: Settings, request: BakeRequest, containers: dict[str, Container], source: SourceImage | None = None
 ) -> dict[str, str]:
@@ -230,7 +222,6 @@ def bake(settings: Settings, root: Path, request: BakeRequest, containers: dict[
         "googlecompute.vm",
         say,
         extra_vars=packer_variables(settings, request, containers, source),
-        extra_env={"PKR_VAR_prepull_registry_token": registry_token()},
     )
     artifact = baked.build["artifact_id"]
     image = Images(settings).get(artifact, f"reading the baked image {artifact}")

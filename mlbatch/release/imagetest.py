@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlbatch.core import labels
 from mlbatch.core.errors import MlbatchError
+from mlbatch.core.scrub import scrub
 
 
 def run_suite(root: Path, hosts: str, args: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -59,4 +60,4 @@ def test_local_image(
     finally:
         container.remove(force=True)
     if result.returncode != 0:
-        raise MlbatchError(f"image tests failed for {image_ref}:\n{result.stdout[-3000:]}{result.stderr[-1000:]}")
+        raise MlbatchError(f"image tests failed for {image_ref}:\n" + scrub(result.stdout[-3000:] + result.stderr[-1000:]))

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlbatch.core.errors import BadInput, MlbatchError
+from mlbatch.core.scrub import scrub
 from mlbatch.ui import Say
 
 PYPI = "https://pypi.org/simple"
@@ -95,6 +96,8 @@ def regenerate(root: Path, say: Say, index_url: str = PYPI, upgrade: bool = Fals
         say(f"locking {lock.what}: {lock.source} -> {lock.output}")
         result = subprocess.run(compile_argv(lock, index_url, upgrade), cwd=root, env=env, capture_output=True, text=True)
         if result.returncode != 0:
-            raise MlbatchError(f"pip-compile of {lock.source} failed:\n{result.stderr[-3000:]}")
+            raise MlbatchError(
+                f"pip-compile of {lock.source} failed:\n" + scrub(result.stderr[-3000:])
+            )  # an index URL's password
         done.append(lock)
     return done

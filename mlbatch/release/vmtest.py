@@ -18,6 +18,7 @@ from pathlib import Path
 from mlbatch.core.cancel import cancel_on_signals
 from mlbatch.core.errors import ExitCode, MlbatchError
 from mlbatch.core.manifest import VmImage
+from mlbatch.core.scrub import scrub
 from mlbatch.core.settings import Settings
 from mlbatch.release.imagetest import failed_checks, run_suite, wheel_option
 from mlbatch.ui import Say
@@ -71,7 +72,7 @@ def run_vm_suite(
     result = run_suite(root, f"ssh://{user}@{address}:{port}", args, timeout=SUITE_TIMEOUT)
     if result.returncode == 0:
         return []
-    return failed_checks(result.stdout) or [f"the test run itself (exit {result.returncode}): {result.stdout[-1500:]}"]
+    return failed_checks(result.stdout) or [f"the test run itself (exit {result.returncode}): {scrub(result.stdout[-1500:])}"]
 
 
 @contextlib.contextmanager

@@ -8,6 +8,13 @@ metadata server (Packer asks it for its identity) so nothing probes 169.254.169.
 fake boots debian-cloud/debian-12 as a guest container with sshd on a loopback port, Packer
 runs the Ansible roles over ssh, and images.insert from the kept disk commits that guest
 into the Docker image behind the new GCE image.
+
+A bake that fails holds no token anywhere a person or a neighbour could read it: not in what
+mlbatch prints, not in the release's error message, not in any process's command line or
+environment (tests/support/process_watch.py samples them every 50 ms through the bake). The
+tokens looked for are the release identity's (the Application Default Credentials' access
+token, which mlbatch holds) and the bake VM's own (its metadata server's, which the pre-pull
+logs in with).
 """
 
 from __future__ import annotations
@@ -19,14 +26,19 @@ import time
 
 import pytest
 
+from mlbatch.core.errors import ExitCode, StepFailed
 from mlbatch.core.manifest import Container
-from mlbatch.release import gce_image
+from mlbatch.local.base_images import BuildBase
+from mlbatch.release import flow, gce_image
 from mlbatch.release.bake import BakeRequest, input_hash
+from mlbatch.release.targets.gcp import GcpTarget
+from mlbatch.ui import Steps
 from tests.conftest import ROOT
 from tests.integration.helpers import fake_compute_settings
 from tests.support.fake_compute import FakeCompute, Latencies
 from tests.support.fake_oauth import FakeOAuth
 from tests.support.packer_edges import add_debian_cloud, packer_edges
+from tests.support.process_watch import ProcessWatch
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
 PROJECT = "mlbatch-test"
@@ -153,3 +165,73 @@ def test_packer_bakes_a_candidate_that_is_promoted_and_then_reused(cloud):
     failed = fake.add_image(name + "-x-candidate", docker_ref, family="mlbatch-candidate", labels=record["labels"])
     gce_image.discard(settings, candidate.__class__(name + "-x-candidate", failed, candidate.input_hash, VERSION), lines.append)
     assert sorted(fake.images) == [name]
+
+
+# --- a failing bake leaks no token ----------------------------------------------------------
+
+
+def failing_bake(
+    cloud, capfd, family: str, containers: dict[str, Container], ca_bundle
+) -> tuple[StepFailed, str, ProcessWatch, str]:
+    """The release's vm-image step (flow._image through the gcp target) into a family of its own,
+    so that no image of the tests above is reused; it must fail. Returns the error, everything
+    mlbatch printed meanwhile, the process watch and the build VM's name."""
+    fake, _, proxy = cloud
+    settings = fake_compute_settings(fake.endpoint, image_family=family)
+    request = BakeRequest(
+        version=VERSION,
+        git_sha="0123abcd",
+        image_name=f"{family}-v0-9-0-bake-1-{time.strftime('%Y%m%d%H%M%S')}",
+        image_family=family,
+        base_image="debian:bookworm-slim",
+        ca_bundle=ca_bundle,
+    )
+    capfd.readouterr()
+    before = {b["name"] for m, p, b in fake.requests if m == "POST" and p.endswith("/instances")}
+    base = BuildBase(request.base_image, pinned=False, image_id="")  # unused: the gcp bake starts from its source image
+    with ProcessWatch(exempt=[proxy.pid]) as watch, pytest.raises(StepFailed) as failure:
+        flow._image(Steps(), VERSION, GcpTarget(settings), ROOT, request, containers, ("vm image", "image tests"), base)
+    out, err = capfd.readouterr()
+    built = [b["name"] for m, p, b in fake.requests if m == "POST" and p.endswith("/instances") and b["name"] not in before]
+    assert len(built) == 1, built
+    print(f"\nsampled every process {watch.samples} times; {len(watch.cmdlines)} distinct command lines\n{failure.value}")
+    return failure.value, out + err, watch, built[0]
+
+
+def assert_no_token(tokens: list[str], printed: str, error: StepFailed, watch: ProcessWatch) -> None:
+    assert all(tokens), tokens
+    for token in tokens:
+        assert token not in printed, f"printed: ...{printed[max(0, printed.find(token) - 300) :][:400]}..."
+        assert token not in str(error), f"in the error message: {error}"
+    assert watch.showing(tokens) == []
+
+
+def test_a_bake_whose_ansible_fails_early_shows_no_token(cloud, capfd, tmp_path):
+    """Ansible fails in its first role (the extra CA bundle it is given does not exist), while the
+    Executing-Ansible line is still among the last lines the error message quotes."""
+    fake, oauth, _ = cloud
+    missing = tmp_path / "deleted-ca-bundle.pem"
+    error, printed, watch, vm = failing_bake(cloud, capfd, "mlbatch-early", {"probe": pushed_probe()}, missing)
+
+    assert error.exit_code == ExitCode.STEP_FAILED
+    assert "release v0.9.0-bake.1 failed at step 'vm image'" in str(error)
+    assert "packer build failed" in str(error) and str(missing) in str(error)  # what failed is still said
+    assert_no_token([oauth.token, *fake.vm_tokens.of(vm)], printed, error, watch)
+    assert fake.instances == {} and fake.disks == {}
+
+
+def test_a_bake_whose_prepull_fails_after_the_registry_login_shows_no_token(cloud, capfd):
+    """The pre-pull logs in with the bake VM's own token, then its pull of a digest the registry does
+    not have fails: the token was in play, and is still nowhere."""
+    fake, oauth, _ = cloud
+    absent = Container(name="probe", repository=PROBE, digest="sha256:" + secrets.token_hex(32))
+    ca_bundle = settings_for(fake).ca_bundle  # this machine's TLS proxy: the agent's install goes through it
+    error, printed, watch, vm = failing_bake(cloud, capfd, "mlbatch-prepull", {"probe": absent}, ca_bundle)
+
+    assert error.exit_code == ExitCode.STEP_FAILED
+    assert "failed at step 'vm image'" in str(error) and absent.ref in str(error)
+    assert "TASK [prepull : Log in to each registry" in printed
+    vm_tokens = fake.vm_tokens.of(vm)
+    assert_no_token([oauth.token, *vm_tokens], printed, error, watch)
+    assert vm_tokens, "the pre-pull did not ask the bake VM's metadata server for its token"
+    assert fake.instances == {} and fake.disks == {}

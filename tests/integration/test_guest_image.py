@@ -1,9 +1,13 @@
 """The VM branch of the Ansible roles, proven on a fake GCE guest (systemd, sshd, sudo).
 
 A guest (tests/support/fake_vm/guest.py) is provisioned over ssh by the playbook with
-mlbatch_target=vm (what Packer passes for its googlecompute source), then the whole image suite, `vm` checks included, runs
-against it over ssh://. The provisioned guest is then committed as an image of the fake
-Compute API and mlbatch.release.vmtest tests it on a temporary VM through the gce provider.
+mlbatch_target=vm (what Packer passes for its googlecompute source), then the whole image
+suite, `vm` checks included, runs against it over ssh://. The guest runs as the runner
+account, with a metadata server of its own (tests/support/fake_vm/metadata.py), and its
+pre-pull pulls from a registry that only the release identity may push to and only that VM's
+token may pull from (tests/support/registry.py). The provisioned guest is then committed as an
+image of the fake Compute API and mlbatch.release.vmtest tests it on a temporary VM through
+the gce provider.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from mlbatch.release.bake import build_wheel
 from mlbatch.release.imagetest import run_suite
 from tests.conftest import ROOT, repo_config
 from tests.support.fake_compute import CONTAINER_LABEL, FakeCompute
+from tests.support.fake_compute.state import FakeInstance
 from tests.support.fake_vm.guest import build_guest_image, commit_guest, free_port, start_guest, stop_guest
+from tests.support.fake_vm.metadata import metadata_server
+from tests.support.registry import READER, WRITER, Caller, authenticating_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]
 VERSION = "v0.0.1-guest.1"
@@ -44,6 +51,10 @@ VM_CHECKS = [
     "test_prepulled_containers_on_vm",
 ]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+RELEASE = "mlbatch-release@mlbatch-test.iam.gserviceaccount.com"
+RUNNER = "mlbatch-runner@mlbatch-test.iam.gserviceaccount.com"
+PUSHER = "ya29.release-" + secrets.token_hex(8)  # the release identity's token, which pushes
+READ_ONLY = "https://www.googleapis.com/auth/devstorage.read_only"
 
 
 @dataclasses.dataclass
@@ -52,43 +63,68 @@ class Guest:
     port: int
     key: Path
     directory: Path
-    token: str  # the registry token the playbook logged in with
+    tokens: list[str]  # the tokens the guest's metadata server gave out (the pre-pull's login)
     wheel_sha256: str  # the agent wheel's, as the bake computes it
 
 
 @pytest.fixture(scope="module")
-def prepull_ref(infra) -> str:
-    """A small image in the local registry, named by digest as a release's manifest does."""
+def vms(infra):
+    """The fake that answers for the guest: its metadata server and the tokens it gives out."""
+    fake = FakeCompute("mlbatch-test", boot_containers=False).start()  # stop() waits for a started server
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(infra, vms):
+    def who(token: str) -> Caller | None:
+        if token == PUSHER:
+            return Caller(RELEASE, ("https://www.googleapis.com/auth/cloud-platform",))
+        issued = vms.vm_tokens.issued.get(token)
+        return Caller(issued.account, issued.scopes) if issued else None
+
+    with authenticating_registry(who, {RELEASE: WRITER, RUNNER: READER}) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def prepull_ref(registry) -> str:
+    """A small image pushed by the release identity, named by digest as a release's manifest does."""
     from mlbatch.local.infra import docker_client
 
     client = docker_client()
-    repository = "127.0.0.1:5000/mlbatch-guest-prepull"
+    repository = f"{registry.address}/mlbatch/guest-prepull"
     tag = secrets.token_hex(4)
+    login = {"username": "oauth2accesstoken", "password": PUSHER}
     client.images.get("debian:bookworm-slim").tag(repository, tag)
-    client.images.push(repository, tag)
-    digest = client.images.get_registry_data(f"{repository}:{tag}").id
+    client.images.push(repository, tag, auth_config=login)
+    digest = client.images.get_registry_data(f"{repository}:{tag}", auth_config=login).id
     client.images.remove(f"{repository}:{tag}")
     return f"{repository}@{digest}"
 
 
 @pytest.fixture(scope="module")
-def guest(infra, prepull_ref, tmp_path_factory):
-    """A guest provisioned by the playbook's googlecompute branch, as Packer's ansible provisioner does."""
+def guest(infra, vms, prepull_ref, tmp_path_factory):
+    """A guest provisioned by the playbook's googlecompute branch, as Packer's ansible provisioner does:
+    a VM running as the runner (read-only storage scope), with its metadata server."""
     directory = tmp_path_factory.mktemp("guest")
     key = vmtest.new_key(directory)
     public = key.with_suffix(".pub").read_text().strip()
     port = free_port()
+    name = f"guest-{secrets.token_hex(3)}"
+    body = {"name": name, "id": "4242", "serviceAccounts": [{"email": RUNNER, "scopes": [READ_ONLY]}]}
+    metadata = metadata_server(vms, FakeInstance(zone="europe-west4-a", body=body, status="RUNNING"))
     container = start_guest(
-        f"guest-{secrets.token_hex(3)}",
+        name,
         port,
         f"packer:{public}\n{vmtest.SSH_USER}:{public}",
         image=build_guest_image(),
         labels={"managed-by": CONTAINER_LABEL},
+        metadata_host=f"127.0.0.1:{metadata.server_port}",
     )
     try:
         wheel = build_wheel(ROOT, directory)
         wheel_sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        token = f"not-a-secret-{secrets.token_hex(8)}"
         extra = {
             "mlbatch_target": "vm",
             "mlbatch_version": VERSION,
@@ -98,7 +134,6 @@ def guest(infra, prepull_ref, tmp_path_factory):
             "agent_wheel_sha256": wheel_sha256,
             "base_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
             "prepull_images": [prepull_ref],
-            "prepull_registry_token": token,
         }
         result = subprocess.run(
             [ANSIBLE_PLAYBOOK, "-i", f"127.0.0.1:{port},", "-u", "packer", "--private-key", str(key)]
@@ -110,9 +145,10 @@ def guest(infra, prepull_ref, tmp_path_factory):
             timeout=1200,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        yield Guest(container, port, key, directory, token, wheel_sha256)
+        yield Guest(container, port, key, directory, vms.vm_tokens.of(name), wheel_sha256)
     finally:
         stop_guest(container)
+        metadata.shutdown()
 
 
 def test_vm_checks_pass_on_the_provisioned_guest_over_ssh(guest, prepull_ref):
@@ -133,16 +169,18 @@ def test_vm_checks_pass_on_the_provisioned_guest_over_ssh(guest, prepull_ref):
     assert set(VM_CHECKS) <= passed, result.stdout[-3000:]
 
 
-def test_the_registry_token_is_not_baked_into_the_image(guest):
+def test_the_prepull_logged_in_as_the_vm_and_baked_no_token_into_the_image(guest, registry):
+    assert guest.tokens, "the pre-pull did not ask the metadata server for the VM's token"
+    assert (RUNNER, "repository:mlbatch/guest-prepull:pull") in registry.auth.requests
     found = subprocess.run(
         [
             "docker",
             "exec",
             guest.container,
             "grep",
-            "-rIl",
+            "-rIlF",
+            *(f"--regexp={token}" for token in guest.tokens),
             "--",
-            guest.token,
             "/root",
             "/home",
             "/etc",

@@ -1,11 +1,12 @@
 """The test profile's emulated Google world for release tests: a loopback token endpoint whose
 service-account key is the Application Default Credentials, fakes of Service Usage and Resource
 Manager granting what the preflight asks, the fake Compute API, and a registry requiring the
-`oauth2accesstoken` login with the issued token."""
+`oauth2accesstoken` login (tests/support/registry.py) where the release identity (the issued
+token) pushes and pulls, and the runner (the token the metadata server of one of the fake's VMs
+running as the runner gives, within the VM's scopes) pulls."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
@@ -17,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlbatch.core.gcp_base import REGISTRY_USER
+from mlbatch.core.gcp_base import SCOPE
 from mlbatch.core.settings import load_settings
 from mlbatch.release import preflight
 from tests.conftest import ROOT, repo_config
@@ -25,7 +26,7 @@ from tests.integration.helpers import INVOKE
 from tests.support.fake_compute import FakeCompute, Latencies
 from tests.support.fake_iam import FakeIam
 from tests.support.fake_oauth import FakeOAuth
-from tests.support.registry import authenticating_registry
+from tests.support.registry import READER, WRITER, Caller, Registry, authenticating_registry
 
 PROJECT = "mlbatch-test"
 TOKEN = "ya29.fake-" + secrets.token_urlsafe(16)
@@ -38,6 +39,7 @@ class World:
     compute: FakeCompute
     registry: str  # host:port of the authenticating registry
     key_file: str
+    registry_auth: Registry
 
     def settings(self, bucket: str, **overrides):
         config = repo_config()
@@ -70,11 +72,19 @@ def gcp_world(gcs_emulator: str, directory: Path) -> Iterator[World]:
     compute = FakeCompute(PROJECT, storage_emulator=gcs_emulator, latencies=Latencies.quick()).start()
     test_profile = repo_config()["profiles"]["test"]
     compute.ready_for_runs(test_profile["region"], test_profile["network"], test_profile["service_account"])
+
+    def who(token: str) -> Caller | None:
+        if token == TOKEN:  # what mlbatch asks the token endpoint for: cloud-platform
+            return Caller(oauth.client_email, (SCOPE,))
+        issued = compute.vm_tokens.issued.get(token)
+        return Caller(issued.account, issued.scopes) if issued else None
+
+    roles = {oauth.client_email: WRITER, test_profile["service_account"]: READER}
     previous = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(key_file)
     try:
-        with authenticating_registry(REGISTRY_USER, TOKEN) as registry:
-            yield World(oauth, iam, compute, registry, str(key_file))
+        with authenticating_registry(who, roles) as registry:
+            yield World(oauth, iam, compute, registry.address, str(key_file), registry)
     finally:
         if previous is None:
             os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
@@ -87,9 +97,9 @@ def gcp_world(gcs_emulator: str, directory: Path) -> Iterator[World]:
 
 def registry_tags(world: World, repository: str) -> list[str]:
     """Tags in the authenticating registry, read with the login it expects."""
-    auth = base64.b64encode(f"{REGISTRY_USER}:{TOKEN}".encode()).decode()
+    bearer = world.registry_auth.auth.bearer(TOKEN, f"repository:mlbatch/{repository}:pull")
     request = urllib.request.Request(
-        f"http://{world.registry}/v2/mlbatch/{repository}/tags/list", headers={"Authorization": f"Basic {auth}"}
+        f"http://{world.registry}/v2/mlbatch/{repository}/tags/list", headers={"Authorization": f"Bearer {bearer}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback

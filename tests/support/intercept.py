@@ -51,6 +51,7 @@ class Proxy:
     url: str
     ca_bundle: Path  # the system bundle plus mitmproxy's CA
     log: Path
+    pid: int  # mitmdump's: it holds the token it checks, as Google's side does
 
     def env(self) -> dict[str, str]:
         return {"HTTPS_PROXY": self.url, "https_proxy": self.url, "SSL_CERT_FILE": str(self.ca_bundle)}
@@ -119,7 +120,7 @@ def intercepting_proxy(routes: list[Route], token: str = "", repair_source_disk:
                 time.sleep(0.2)
             bundle = Path(tmp, "ca-bundle.pem")
             bundle.write_text((SYSTEM_BUNDLE.read_text() if SYSTEM_BUNDLE.exists() else "") + ca.read_text())
-            yield Proxy(url=f"http://127.0.0.1:{port}", ca_bundle=bundle, log=log)
+            yield Proxy(url=f"http://127.0.0.1:{port}", ca_bundle=bundle, log=log, pid=proc.pid)
         finally:
             proc.terminate()
             try:

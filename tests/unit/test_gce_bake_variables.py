@@ -70,3 +70,14 @@ def test_a_shared_vpc_bake_vm_joins_the_host_projects_subnet():
     values = variables(network_project="mlbatch-host-net", network="shared-net", subnetwork="shared-subnet")
     assert values["network"] == "projects/mlbatch-host-net/global/networks/shared-net"
     assert values["subnetwork"] == "projects/mlbatch-host-net/regions/europe-west4/subnetworks/shared-subnet"
+
+
+def test_the_template_takes_no_secret():
+    """Whatever the template passes Ansible lands on its command line, which every user of the machine
+    reads in `ps` and Packer's plugin prints unmasked (hashicorp/packer#11078): the pre-pull logs in
+    with the bake VM's own token instead (ansible/roles/prepull), so no variable holds a secret."""
+    template = (ROOT / "packer" / "mlbatch.pkr.hcl").read_text()
+    declared = re.findall(r'^variable "([a-z_]+)"', template, re.M)
+    assert [name for name in declared if re.search("token|password|secret|credential", name)] == []
+    assert not re.search(r"^\s*sensitive\s*=", template, re.M)
+    assert not [name for name in variables() if re.search("token|password|secret", name)]

@@ -28,6 +28,7 @@ from tests.support.fake_batch.state import OWNER_LABEL, FakeJob, Faults, TaskVm
 from tests.support.fake_batch.vms import VmsMixin
 from tests.support.fake_http import ApiError, RoutedApi, error_body, json_server, not_found
 from tests.support.fake_project_iam import ProjectIam
+from tests.support.fake_vm.metadata import VmTokens
 
 
 class FakeBatch(JobsMixin, BackingMixin, VmsMixin, RoutedApi):
@@ -47,6 +48,7 @@ class FakeBatch(JobsMixin, BackingMixin, VmsMixin, RoutedApi):
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()
+        self.vm_tokens = VmTokens()  # the access tokens its VMs' metadata servers gave out
         self.images: dict[str, str] = {}  # image name -> local Docker image standing for it
         self.jobs: dict[str, FakeJob] = {}
         self.vms: dict[str, TaskVm] = {}  # VM name -> the task VM up now

@@ -107,6 +107,7 @@ class TaskVm:
     instance_id: str
     service_account: str  # the job's allocationPolicy.serviceAccount, else the project's default compute account
     guest: bool  # booted from a guest image (systemd, the image's units) rather than run as a container
+    scopes: tuple[str, ...] = ()  # the access scopes the job's allocationPolicy.serviceAccount lists
     preempted: bool = False  # instance/preempted on its metadata server
     container: str = ""
     workdir: Path | None = None

@@ -58,6 +58,7 @@ class VmsMixin:
             instance_id=str(7000 + number),
             service_account=self._service_account(job),
             guest=guest.is_guest_image(image),
+            scopes=tuple(job.body.get("allocationPolicy", {}).get("serviceAccount", {}).get("scopes") or ()),
         )
         vm.metadata_server = metadata_server(self, vm)
         with self._lock:

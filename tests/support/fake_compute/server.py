@@ -34,6 +34,7 @@ from tests.support.fake_compute.state import FakeInstance, Faults, Latencies
 from tests.support.fake_compute.subnetworks import SubnetworksMixin
 from tests.support.fake_compute.zones import ZonesMixin
 from tests.support.fake_http import RoutedApi, json_server
+from tests.support.fake_vm.metadata import VmTokens
 
 
 class FakeCompute(
@@ -68,6 +69,7 @@ class FakeCompute(
         self.storage_emulator = storage_emulator
         self.docker_socket = docker_socket
         self.faults = Faults()
+        self.vm_tokens = VmTokens()  # the access tokens its VMs' metadata servers gave out
         self.latencies = latencies or Latencies()  # how long image operations take (realistic by default)
         self._due: list = []  # (fake time, operation, effect): operations that finish later (global_operations.py)
         self.clock_offset = 0.0

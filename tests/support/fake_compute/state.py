@@ -86,5 +86,10 @@ class FakeInstance:
         """The email of its service account; "" when it was created without one (no token on its metadata server)."""
         return (self.body.get("serviceAccounts") or [{}])[0].get("email", "")
 
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The access scopes of that account, as the insert listed them."""
+        return tuple((self.body.get("serviceAccounts") or [{}])[0].get("scopes") or ())
+
     def metadata(self) -> dict[str, str]:
         return {i["key"]: i.get("value", "") for i in self.body.get("metadata", {}).get("items", [])}

@@ -15,6 +15,13 @@ and https://cloud.google.com/compute/docs/metadata/querying-metadata describe it
   does not have: nothing on such a VM gets an access token
   (https://cloud.google.com/compute/docs/access/service-accounts: applications on a VM
   authenticate as its attached service account).
+  The token is one of the VM's own, the same for every request while the VM lives (the real
+  server hands out a cached token until shortly before it expires): `ya29.vm-` and random
+  characters, recorded with its account and the VM's scopes in the fake's `vm_tokens`
+  (VmTokens), so that a fake of another service can tell whose it is and what its scopes allow
+  (a token "is limited by the access scopes of the VM",
+  https://cloud.google.com/compute/docs/access/service-accounts#accesscopesiam) and a test can
+  look for it where it must not be.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import secrets
+import threading
 import urllib.parse
 from typing import Any, Protocol
 
@@ -51,11 +60,48 @@ class MetadataVm(Protocol):
         """The email of the VM's service account; "" for a VM created without one."""
         ...
 
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The access scopes of that account on the VM."""
+        ...
+
     def metadata(self) -> dict[str, str]: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class IssuedToken:
+    account: str
+    scopes: tuple[str, ...]
+    vm: str  # the name of the VM whose metadata server gave it
+
+
+class VmTokens:
+    """The access tokens the metadata servers of one fake's VMs gave out: one per VM, kept after
+    the VM is gone (a token outlives its VM until it expires)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_vm: dict[tuple[str, str], str] = {}
+        self.issued: dict[str, IssuedToken] = {}  # token -> whose
+
+    def issue(self, vm: MetadataVm) -> str:
+        with self._lock:
+            key = (vm.name, vm.service_account)
+            if key not in self._by_vm:
+                token = "ya29.vm-" + secrets.token_urlsafe(24)
+                self._by_vm[key] = token
+                self.issued[token] = IssuedToken(vm.service_account, tuple(vm.scopes), vm.name)
+            return self._by_vm[key]
+
+    def of(self, vm_name: str) -> list[str]:
+        """The tokens the VM named `vm_name` was given (a test looks for them where they must not be)."""
+        with self._lock:
+            return [token for token, issued in self.issued.items() if issued.vm == vm_name]
+
+
 def metadata_server(fake: Any, vm: MetadataVm) -> http.server.ThreadingHTTPServer:
-    """Start `vm`'s metadata server; `fake` gives `project`, `_lock` and `faults` (MetadataFaults)."""
+    """Start `vm`'s metadata server; `fake` gives `project`, `_lock`, `faults` (MetadataFaults)
+    and `vm_tokens` (VmTokens)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -88,7 +134,7 @@ def metadata_server(fake: Any, vm: MetadataVm) -> http.server.ThreadingHTTPServe
                 return self._reply(200, values[path], "text/plain")
             account = vm.service_account
             if account and path.startswith("instance/service-accounts/default/token"):
-                token = {"access_token": "fake-token", "expires_in": 3600, "token_type": "Bearer"}
+                token = {"access_token": fake.vm_tokens.issue(vm), "expires_in": 3600, "token_type": "Bearer"}
                 return self._reply(200, json.dumps(token), "application/json")
             if account and path.startswith("instance/service-accounts/default/email"):
                 return self._reply(200, account, "text/plain")

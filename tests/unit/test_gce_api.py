@@ -149,7 +149,7 @@ def test_a_delete_under_way_is_waited_on_not_retried(fake, provider):
     meets that one: it waits on its operation (zoneOperations.wait ends as it does), where deletes
     retried on resourceNotReady found the instance gone only at their next backoff."""
     provider.create(request("mlb-wait-1"), ZONE_A)
-    fake.faults.operation_seconds = 2
+    fake.faults.operation_seconds = 0.5  # long enough for a retried delete to show: backoff starts at 10 ms here
     _delete_elsewhere(fake, "mlb-wait-1")
     deletes, waits = fake.calls["instances.delete"], fake.calls["zoneOperations.wait"]
     provider.delete("mlb-wait-1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -72,12 +73,47 @@ def summary(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned columns under a header, one row a line: greppable, and cut by nothing (a URI
-    stays whole for copy and paste); `--format json` gives the same for machines."""
+def width() -> int:
+    """The columns a listing may take: the terminal's, else $COLUMNS, else 80 (CI logs, Rundeck)."""
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def columns(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    leave_out: Sequence[str] = (),
+    shorten: str | None = None,
+    fit: int | None = None,
+) -> str:
+    """Aligned columns under a header, one row a line: greppable, and no name, id or URI ever cut
+    (it stays whole for copy and paste). Wider than `fit` (default: width()), the columns named
+    in `leave_out` are left out, in that order, until the rest fits, and a last line names them
+    (`--format json` and a wider terminal show everything); then the values of the `shorten`
+    column (free text such as metrics, the last column) are cut with "…" to the width left."""
     lines = [[str(c) for c in header], *([str(c) for c in row] for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines) + "\n"
+    limit = width() if fit is None else fit
+    shown = list(range(len(header)))
+
+    def total() -> int:
+        return sum(widths[i] for i in shown) + 2 * (len(shown) - 1)
+
+    left_out: list[str] = []
+    for name in leave_out:
+        if total() <= limit:
+            break
+        shown.remove(list(header).index(name))
+        left_out.append(name)
+    if shorten is not None and total() > limit:
+        cut = list(header).index(shorten)
+        room = max(len(header[cut]), widths[cut] - (total() - limit))
+        for line in lines[1:]:
+            line[cut] = line[cut] if len(line[cut]) <= room else line[cut][: room - 1] + "…"
+        widths[cut] = room
+    text = "\n".join("  ".join(line[i].ljust(widths[i]) for i in shown).rstrip() for line in lines) + "\n"
+    if left_out:
+        text += f"(not shown at {limit} columns: {', '.join(left_out)}; see --format json)\n"
+    return text
 
 
 def emit(fmt: str, data: Any, render: Callable[[Any], RenderableType]) -> None:

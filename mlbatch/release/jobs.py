@@ -42,7 +42,12 @@ def render_jobs(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    return columns(("JOB", "CONTAINER", "MACHINE", "VM", "TIMEOUT", "PARAMS (defaults)"), lines)
+    return columns(
+        ("JOB", "CONTAINER", "MACHINE", "VM", "TIMEOUT", "PARAMS (defaults)"),
+        lines,
+        leave_out=("CONTAINER", "TIMEOUT", "VM", "MACHINE"),
+        shorten="PARAMS (defaults)",
+    )
 
 
 # --- the JSON Schema --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def release_rows(bucket: Bucket) -> list[dict[str, Any]]:
 
 def render_releases(rows: list[dict[str, Any]]) -> str:
     lines = [(r["version"], r["created"][:19], r["git_sha"][:12], r["vm_image"], str(len(r["jobs"]))) for r in rows]
-    return columns(("VERSION", "CREATED", "GIT", "VM IMAGE", "JOBS"), lines)
+    return columns(("VERSION", "CREATED", "GIT", "VM IMAGE", "JOBS"), lines, leave_out=("GIT", "JOBS", "CREATED"))
 
 
 def render_release(data: dict[str, Any]) -> str:
@@ -77,4 +77,4 @@ def image_rows(uses: list[ImageUse]) -> list[dict[str, Any]]:
 
 def render_images(rows: list[dict[str, Any]]) -> str:
     lines = [(r["name"], r["status"], r["created"][:19], ",".join(r["releases"]) or "-") for r in rows]
-    return columns(("IMAGE", "STATUS", "CREATED", "RELEASES"), lines)
+    return columns(("IMAGE", "STATUS", "CREATED", "RELEASES"), lines, leave_out=("CREATED",))

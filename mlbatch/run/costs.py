@@ -122,7 +122,7 @@ def render_report(report: dict[str, Any]) -> str:
         )
         for r in report["rows"]
     ]
-    table = columns(("JOB", "MACHINE", "VM", "RUNS", "HOURS", "COST", "ON-DEMAND"), lines)
+    table = columns(("JOB", "MACHINE", "VM", "RUNS", "HOURS", "COST", "ON-DEMAND"), lines, leave_out=("HOURS", "ON-DEMAND"))
     total = report["total_usd"]
     saved = report["on_demand_usd"] - total
     return (

@@ -53,7 +53,12 @@ def render_list(rows: list[dict[str, Any]]) -> str:
         seconds = f"{r['seconds']:.0f}s" if r["seconds"] is not None else "-"
         exit_code = "-" if r["exit_code"] is None else str(r["exit_code"])
         lines.append((r["run_id"], r["version"], r["created"][:19], r["status"], exit_code, seconds, _list_metrics(r)))
-    return columns(("RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS"), lines)
+    return columns(
+        ("RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS"),
+        lines,
+        leave_out=("CREATED", "TIME", "VERSION", "EXIT"),  # a run id carries its start time
+        shorten="METRICS",
+    )
 
 
 def _own_lines(rows: list[tuple[str, str]]) -> Text:

@@ -17,8 +17,10 @@ def cli_env(bucket: str) -> dict[str, str]:
     return {**os.environ, "INVOKE_MLBATCH_PROFILES_LOCAL_BUCKET": bucket}
 
 
-def invoke(bucket: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([INVOKE, *args], cwd=ROOT, env=cli_env(bucket), capture_output=True, text=True, timeout=timeout)
+def invoke(bucket: str, *args: str, timeout: float = 600, width: int = 80) -> subprocess.CompletedProcess:
+    """`invoke ARGS` as a scheduler or CI runs it: output to a pipe, listings fit `width` columns."""
+    env = {**cli_env(bucket), "COLUMNS": str(width)}
+    return subprocess.run([INVOKE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def snapshot(bucket_uri: str) -> dict[str, bytes]:

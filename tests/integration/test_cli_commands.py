@@ -55,15 +55,18 @@ def test_release_ends_with_its_summary_and_the_listings_have_headers(released):
     bucket, version, printed = released
     assert printed.rstrip().splitlines()[-1].startswith("└"), "the steps' summary is the last thing printed"
     assert '"containers"' not in printed, "no manifest after the summary"
-    listing = invoke(bucket, "releases")
+    listing = invoke(bucket, "releases", width=200)
     assert listing.stdout.splitlines()[0].split() == ["VERSION", "CREATED", "GIT", "VM", "IMAGE", "JOBS"]
     assert version in listing.stdout
+    narrow = invoke(bucket, "releases").stdout  # 80 columns, as in CI logs and Rundeck's output
+    assert max(len(line) for line in narrow.splitlines()) <= 80 and version in narrow
+    assert "(not shown at 80 columns: GIT" in narrow
     rows = json.loads(invoke(bucket, "releases", "--format", "json").stdout)
     assert [r["version"] for r in rows] == [version]
     shown = json.loads(invoke(bucket, "releases.show", version, "-p", "local", "--format", "json").stdout)
     assert shown == json.loads(load(open_bucket(bucket), version).to_json())
     assert "container trainer" in invoke(bucket, "releases.show", version).stdout
-    images = invoke(bucket, "images")
+    images = invoke(bucket, "images", width=200)
     assert images.stdout.splitlines()[0].split() == ["IMAGE", "STATUS", "CREATED", "RELEASES"]
     named = [r for r in json.loads(invoke(bucket, "images", "--format", "json").stdout) if version in r["releases"]]
     assert [r["name"] for r in named] == [shown["vm_image"]["name"]]
@@ -147,7 +150,7 @@ def test_runs_download_and_runs_cost(released, tmp_path):
     sleep = [r for r in report["rows"] if r["job"] == "sleep"]
     assert sleep and sleep[0]["machine_type"] == "e2-small" and sleep[0]["spot"] is True
     assert 0 < sleep[0]["cost_usd"] < sleep[0]["on_demand_usd"], "Spot costs less than the same hours on-demand"
-    table = invoke(bucket, "runs.cost", "--since", "1h").stdout
+    table = invoke(bucket, "runs.cost", "--since", "1h", width=200).stdout
     assert table.splitlines()[0].split() == ["JOB", "MACHINE", "VM", "RUNS", "HOURS", "COST", "ON-DEMAND"]
 
 
@@ -155,8 +158,10 @@ def test_jobs_of_a_release_and_of_the_checkout(released):
     bucket, version, _ = released
     listed = json.loads(invoke(bucket, "jobs", "--version", version, "--format", "json").stdout)
     assert [j["name"] for j in listed] == list(load(open_bucket(bucket), version).jobs)
-    table = invoke(bucket, "jobs").stdout.splitlines()
+    table = invoke(bucket, "jobs", width=200).stdout.splitlines()
     assert table[0].split()[:3] == ["JOB", "CONTAINER", "MACHINE"] and any(r.startswith("train-digits ") for r in table)
+    narrow = invoke(bucket, "jobs").stdout.splitlines()
+    assert narrow[0].split()[:2] == ["JOB", "MACHINE"] and max(len(line) for line in narrow) <= 80
 
 
 def test_doctor_on_the_local_profile(released, tmp_path):

@@ -53,7 +53,7 @@ def test_runs_show_json_of_a_sweep_gives_the_same(records):
 
 def test_runs_lists_a_sweeps_best_metric(records):
     bucket, made = records
-    listed = invoke(bucket.uri, "runs", "--job", "train")
+    listed = invoke(bucket.uri, "runs", "--job", "train", width=200)  # every column, whole
     assert listed.returncode == 0, listed.stderr
     (line,) = [x for x in listed.stdout.splitlines() if x.startswith(made["sweep"])]
     assert line.split()[3:5] == ["tasks_failed", "112"] and line.endswith("best t4: accuracy=0.95 train_seconds=1.0")

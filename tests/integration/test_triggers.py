@@ -81,10 +81,13 @@ def test_runs_show_and_list_through_invoke(env):
     assert view["provenance"]["git_sha"] and view["provenance"]["container"].count("@sha256:") == 1
     assert view["metrics"]["n_estimators"] == 10 and view["spec"]["params"]["n_estimators"] == 10
 
-    listed = invoke(settings.bucket, "runs", "--job", "train-digits", "--status", "succeeded", "--since", "1h")
+    listed = invoke(settings.bucket, "runs", "--job", "train-digits", "--status", "succeeded", "--since", "1h", width=200)
     header, *rows = listed.stdout.splitlines()
     assert header.split() == ["RUN", "VERSION", "CREATED", "STATUS", "EXIT", "TIME", "METRICS"]
     assert any(row.startswith(run_id) and "accuracy=" in row for row in rows)
+    narrow = invoke(settings.bucket, "runs", "--job", "train-digits", "--status", "succeeded", "--since", "1h").stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
+    assert any(row.startswith(run_id) and "accuracy=" in row for row in narrow.splitlines()), "the run id whole, its metrics"
     as_json = json.loads(invoke(settings.bucket, "runs", "--status", "failed", "--json").stdout)
     assert all(r["status"] == "failed" for r in as_json)
     bad = invoke(settings.bucket, "runs", "--status", "finished")

@@ -55,7 +55,8 @@ def test_show_of_a_running_detached_run_and_of_an_unknown_run(controller, provid
         inspect.show(bucket, "sleep-20000101-000000-zzzz", load_prices())
 
 
-def test_list_filters_by_job_status_and_time_and_carries_metrics(controller, provider, bucket):
+def test_list_filters_by_job_status_and_time_and_carries_metrics(controller, provider, bucket, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # every column (ui.width: the terminal's, else $COLUMNS)
     provider.script(succeed(), fail(3), succeed())
     ok = controller.run(RunRequest("sleep", VERSION)).run_id
     failed = controller.run(RunRequest("sleep", VERSION)).run_id

@@ -96,7 +96,8 @@ def test_a_gcp_sweeps_tasks_are_priced_in_the_profiles_region(tmp_path):
     assert unknown["sweep"]["priced_tasks"] == 0 and "unknown" in rendered(unknown)
 
 
-def test_the_list_shows_a_sweeps_best_task_and_its_metric_first(made):
+def test_the_list_shows_a_sweeps_best_task_and_its_metric_first(made, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # every column, whole (ui.width)
     bucket, made_runs = made
     (row,) = [r for r in inspect.list_runs(bucket) if r["run_id"] == made_runs["sweep"]]
     assert row["sweep"] == {"tasks": 6, "succeeded": 5, "best_task": 4, "metric": "accuracy"}

@@ -17,6 +17,7 @@ The view (driver version, each GPU's name and memory) goes into the attempt's re
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from typing import Any
 
@@ -73,28 +74,41 @@ def host_view() -> dict[str, Any]:
     return parse_view(done.stdout)
 
 
+def _refused(count: int, exc: Exception) -> GpuUnavailable:
+    explanation = getattr(exc, "explanation", None) or exc
+    return GpuUnavailable(
+        f"the engine cannot give the job's container {count} GPU(s): {explanation} "
+        "(it needs NVIDIA's container toolkit and a working driver)"
+    )
+
+
 def container_view(client, image: str, count: int, labels: dict[str, str]) -> dict[str, Any]:
-    """nvidia-smi in a container of the job's image given the job's device request."""
+    """nvidia-smi in a container of the job's image given the job's device request. Created,
+    started and removed here rather than by `containers.run(remove=True)`, which leaves the
+    container behind when the engine refuses to start it (no toolkit: the usual refusal)."""
     import docker.errors
 
     try:
-        out = client.containers.run(
+        container = client.containers.create(
             image,
             ["nvidia-smi", *QUERY],
             entrypoint=[],
             device_requests=device_requests(count),
             labels=labels,
             network_mode="none",
-            remove=True,
-            stdout=True,
-            stderr=True,
         )
-    except docker.errors.ContainerError as exc:
-        said = scrub(" ".join((exc.stderr or b"").decode(errors="replace").split())[:400])
-        raise GpuUnavailable(f"nvidia-smi failed in the job's container (exit {exc.exit_status}: {said})") from None
     except docker.errors.APIError as exc:
-        raise GpuUnavailable(
-            f"the engine cannot give the job's container {count} GPU(s): {exc.explanation or exc} "
-            "(it needs NVIDIA's container toolkit and a working driver)"
-        ) from None
+        raise _refused(count, exc) from None
+    try:
+        container.start()
+        status = int(container.wait()["StatusCode"])
+        if status:
+            said = scrub(" ".join(container.logs(stdout=False, stderr=True).decode(errors="replace").split())[:400])
+            raise GpuUnavailable(f"nvidia-smi failed in the job's container (exit {status}: {said})")
+        out = container.logs(stdout=True, stderr=False)
+    except docker.errors.APIError as exc:
+        raise _refused(count, exc) from None
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
     return parse_view(out.decode(errors="replace"))

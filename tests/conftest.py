@@ -57,7 +57,7 @@ def infra():
     yield
     # This checkout's only: other checkouts' runs may share the engine (local.down scopes the same way).
     ours = {"label": labels.checkout_filter(settings.state_dir)}
-    leftovers = [c.name for c in local_infra.docker_client().containers.list(all=True, filters=ours)]
+    leftovers = [c.name for c in local_infra.docker_client().containers.list(all=True, ignore_removed=True, filters=ours)]
     assert not leftovers, f"mlbatch containers left behind: {leftovers}"
 
 

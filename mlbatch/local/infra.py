@@ -344,7 +344,9 @@ def status(settings: Settings) -> dict[str, str]:
     if engine:
         client = docker_client()
         out[f"base image {settings.base_image}"] = "present" if image_exists(client, settings.base_image) else "missing"
-        instances = client.containers.list(all=True, filters={"label": labels.checkout_filter(settings.state_dir)})
+        instances = client.containers.list(
+            all=True, ignore_removed=True, filters={"label": labels.checkout_filter(settings.state_dir)}
+        )
         out["mlbatch containers of this checkout"] = str(len(instances))
     return out
 
@@ -353,7 +355,9 @@ def down(settings: Settings, say: Say) -> None:
     """Stop what `up` started and remove this checkout's mlbatch containers (other checkouts
     on the same engine keep theirs); data and images stay."""
     if engine_running():
-        for container in docker_client().containers.list(all=True, filters={"label": labels.checkout_filter(settings.state_dir)}):
+        for container in docker_client().containers.list(
+            all=True, ignore_removed=True, filters={"label": labels.checkout_filter(settings.state_dir)}
+        ):
             say(f"removing container {container.name}")
             container.remove(force=True)
     if _stop_pidfile(settings.state_dir / "registry" / "pid"):

@@ -177,8 +177,12 @@ class LocalProvider:
             for event in _closed_on(events, stop):
                 yield event.get("Actor", {}).get("Attributes", {}).get("name", "")
 
+    # containers.list inspects each container it lists: ignore_removed, because one removed in
+    # between (an agent's own cleanup, a run ending) raised NotFound from a listing.
     def delete(self, name: str) -> None:
-        for container in self.client.containers.list(all=True, filters={"label": f"{labels.INSTANCE}={name}"}):
+        for container in self.client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"{labels.INSTANCE}={name}"}
+        ):
             _remove(container)  # job containers the agent started
         container = self._get(name)
         if container is not None:
@@ -188,6 +192,6 @@ class LocalProvider:
     def list_ours(self) -> list[InstanceInfo]:
         out = []
         scope = [*labels.checkout_filter(self.settings.state_dir), "role=instance"]  # not another checkout's
-        for c in self.client.containers.list(all=True, filters={"label": scope}):
+        for c in self.client.containers.list(all=True, ignore_removed=True, filters={"label": scope}):
             out.append(InstanceInfo(name=c.name, zone="local", state=_state(c), labels=c.labels))
         return out

@@ -56,7 +56,7 @@ def test_a_run_through_a_failing_bucket_ends_right_and_loses_nothing(gcs_release
         )
         injected = proxy.injected
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)  # the proxy is gone: check the bucket directly
-    left = docker_client().containers.list(all=True, filters={"label": f"run-id={outcome.run_id}"})
+    left = docker_client().containers.list(all=True, ignore_removed=True, filters={"label": f"run-id={outcome.run_id}"})
     tally["instances_left"] += len(left)
     tally["faults_injected"] += injected
     bucket = open_bucket(settings.bucket)

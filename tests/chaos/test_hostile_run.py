@@ -40,7 +40,7 @@ def _run(settings, version, *params, job="stress-output"):
     outcome = Controller(open_bucket(settings.bucket), LocalProvider(settings), lines.append, lines.append).run(
         RunRequest(job, version, params=params)
     )
-    left = docker_client().containers.list(all=True, filters={"label": f"run-id={outcome.run_id}"})
+    left = docker_client().containers.list(all=True, ignore_removed=True, filters={"label": f"run-id={outcome.run_id}"})
     return outcome, lines, left
 
 

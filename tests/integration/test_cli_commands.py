@@ -39,7 +39,12 @@ def released(infra, tmp_path_factory):
 def ours() -> set[str]:
     """This checkout's mlbatch containers (other checkouts may share the engine)."""
     state_dir = make_settings("file:///unused").state_dir
-    return {c.id for c in docker_client().containers.list(all=True, filters={"label": labels.checkout_filter(state_dir)})}
+    return {
+        c.id
+        for c in docker_client().containers.list(
+            all=True, ignore_removed=True, filters={"label": labels.checkout_filter(state_dir)}
+        )
+    }
 
 
 def registry_tags(repository: str) -> list[str]:

@@ -105,7 +105,7 @@ def test_a_driver_that_loads_is_recorded_and_an_engine_without_the_toolkit_refus
     assert "the engine cannot give the job's container 1 GPU(s)" in record.message
     assert "trained on the cpu" not in log
     image_id = docker_client().images.get(spec.container).id
-    left = [c.name for c in docker_client().containers.list(all=True) if c.attrs["Image"] == image_id]
+    left = [c.name for c in docker_client().containers.list(all=True, ignore_removed=True) if c.attrs["Image"] == image_id]
     assert left == [], "the refused check's container is removed"
 
 

@@ -44,7 +44,7 @@ def _run(settings, job, version, *params):
     outcome = Controller(open_bucket(settings.bucket), LocalProvider(settings), print, print).run(
         RunRequest(job, version, params=params)
     )
-    left = docker_client().containers.list(all=True, filters={"label": f"run-id={outcome.run_id}"})
+    left = docker_client().containers.list(all=True, ignore_removed=True, filters={"label": f"run-id={outcome.run_id}"})
     assert not left
     return outcome
 

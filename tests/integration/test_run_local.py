@@ -42,7 +42,7 @@ def instances(run_id=None):
     filters = {
         "label": labels.checkout_filter(make_settings("file:///unused").state_dir) + ([f"run-id={run_id}"] if run_id else [])
     }
-    return docker_client().containers.list(all=True, filters=filters)
+    return docker_client().containers.list(all=True, ignore_removed=True, filters=filters)
 
 
 def test_train_digits_succeeds_and_leaves_results(env):

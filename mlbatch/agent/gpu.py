@@ -56,6 +56,11 @@ def parse_view(text: str) -> dict[str, Any]:
     return {"driver": ", ".join(sorted(drivers)), "gpus": gpus}
 
 
+def _said(text: str) -> str:
+    """What nvidia-smi said, on one line, short and without secrets, for the attempt's message."""
+    return scrub(" ".join(text.split())[:400])
+
+
 def host_view() -> dict[str, Any]:
     """nvidia-smi on this VM; GpuUnavailable when it is missing or fails (the driver did not load)."""
     try:
@@ -67,7 +72,7 @@ def host_view() -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         raise GpuUnavailable(f"nvidia-smi on this VM did not answer within {SMI_TIMEOUT}s") from None
     if done.returncode != 0:
-        said = scrub(" ".join((done.stdout + done.stderr).split())[:400])
+        said = _said(done.stdout + done.stderr)
         raise GpuUnavailable(
             f"the NVIDIA driver is not working on this VM (nvidia-smi exited {done.returncode}: {said}); {SECURE_BOOT_HINT}"
         )
@@ -103,7 +108,7 @@ def container_view(client, image: str, count: int, labels: dict[str, str]) -> di
         container.start()
         status = int(container.wait()["StatusCode"])
         if status:
-            said = scrub(" ".join(container.logs(stdout=False, stderr=True).decode(errors="replace").split())[:400])
+            said = _said(container.logs(stdout=False, stderr=True).decode(errors="replace"))
             raise GpuUnavailable(f"nvidia-smi failed in the job's container (exit {status}: {said})")
         out = container.logs(stdout=True, stderr=False)
     except docker.errors.APIError as exc:

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import signal
-import subprocess
 import time
 
 import pytest
@@ -18,7 +17,7 @@ from mlbatch.local.infra import docker_client
 from mlbatch.release.flow import release
 from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
-from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke, wait_for
+from tests.integration.helpers import invoke, start_invoke, wait_for
 from tests.integration.test_run_local import instances
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
@@ -88,13 +87,8 @@ def test_a_bad_params_set_is_refused_before_anything_starts(env):
 
 def test_cancelling_a_sweep_stops_its_tasks(env):
     settings, version = env
-    proc = subprocess.Popen(
-        [INVOKE, "run-batch", "--job", "sleep", "--version", version, "--sweep", "seconds=60,61,62", "--parallelism", "2"],
-        cwd=ROOT,
-        env=cli_env(settings.bucket),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_invoke(
+        settings.bucket, "run-batch", "--job", "sleep", "--version", version, "--sweep", "seconds=60,61,62", "--parallelism", "2"
     )
     wait_for(lambda: len([c for c in instances() if c.status == "running"]) >= 2, what="two task instances")
     time.sleep(1)
@@ -126,13 +120,17 @@ def test_nodes_run_the_tasks_in_turn_and_a_stopped_nodes_task_runs_again(env):
     settings, version = env
     bucket = open_bucket(settings.bucket)
     before = set(runs.list_run_ids(bucket, "sleep"))
-    proc = subprocess.Popen(
-        [INVOKE, "run-batch", "--job", "sleep", "--version", version, "--sweep", "seconds=30,1,2,3,4", "--parallelism", "2"],
-        cwd=ROOT,
-        env=cli_env(settings.bucket),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_invoke(
+        settings.bucket,
+        "run-batch",
+        "--job",
+        "sleep",
+        "--version",
+        version,
+        "--sweep",
+        "seconds=30,1,2,3,4",
+        "--parallelism",
+        "2",
     )
     try:
         run_id = wait_for(lambda: next(iter(set(runs.list_run_ids(bucket, "sleep")) - before), None), what="the sweep's run id")

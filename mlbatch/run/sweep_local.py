@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
@@ -95,9 +95,7 @@ class LocalTasks:
 
     def stop(self, run_id: str) -> None:
         """Delete every instance of the sweep (runs.cancel; the sweep's own run-batch then stops too)."""
-        for info in self.provider.list_ours():
-            if info.labels.get("run-id") == run_id:
-                self._delete(info.name)
+        self._delete_all([info.name for info in self.provider.list_ours() if info.labels.get("run-id") == run_id])
 
     def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord], started: Callable[[], None]) -> None:
         job = sweep.prepared.job
@@ -138,8 +136,7 @@ class LocalTasks:
                 self._forget(run, gone)
         finally:
             stop.set()
-            for name in run.instances:  # cancelled or failed: nothing is left running
-                self._delete(name)
+            self._delete_all(run.instances)  # what ended last, or cancelled or failed: nothing is left running
 
     def _see_taken(self, spec: runs.RunSpec, run: _Execution, outcomes: list[TaskRecord]) -> None:
         """The tasks nodes have taken since the last look: each runs its first attempt on its node."""
@@ -159,7 +156,7 @@ class LocalTasks:
         for name in gone:
             if run.instances.pop(name, 0) is None and not run.node_tasks[name] and run.taken < run.tasks:
                 run.nodes_lost += 1  # it ended with tasks left for it, having taken none
-            self._delete(name)
+        self._delete_all(gone)
         if run.nodes_lost > LOST_NODES_LIMIT:  # nodes that fail at their start fail for a reason the next one has too
             raise SweepStopped(
                 f"{run.nodes_lost} instances of the sweep ended before taking a task (their agent failed at its start); "
@@ -274,6 +271,11 @@ class LocalTasks:
         )
         self.provider.create(request, self.provider.zones[0])
         return name, None
+
+    def _delete_all(self, names: Iterable[str]) -> None:
+        """Delete these instances side by side, as they are created: a sweep's nodes mostly end together."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.provider.creates_at_once) as pool:
+            list(pool.map(self._delete, list(names)))
 
     def _delete(self, name: str) -> None:
         try:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled
+from mlbatch.core.manifest import SWEEP_NODES
 from mlbatch.core.names import check_gce_name
 from mlbatch.core.sweeps import TaskRecord
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
@@ -73,12 +74,33 @@ class _Execution:
     ended: set[int] = dataclasses.field(default_factory=set)
 
     def starts(self) -> tuple[list[tuple[int, int]], int]:
-        """The retries to start now, each on its own instance (first: they waited), and how many new nodes."""
+        """The retries to start now, each on its own instance (first: they waited), and how many new nodes.
+        Under a release whose agent has no node mode every first attempt waits here as a retry does."""
         free = self.parallelism - len(self.instances)
         retries = [self.retries.popleft() for _ in range(min(free, len(self.retries)))]
         busy = {r.name for r in self.running.values()}
         idle_nodes = sum(1 for name, task in self.instances.items() if task is None and name not in busy)
         return retries, max(0, min(free - len(retries), self.tasks - self.taken - idle_nodes))
+
+
+class _Told:
+    """The names of instances the platform said have ended (Provider.ends), until the sweep takes them."""
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._said = threading.Condition()
+
+    def add(self, name: str) -> None:
+        with self._said:
+            self._names.add(name)
+            self._said.notify_all()
+
+    def wait(self, timeout: float) -> set[str]:
+        """The names said since the last call, waiting up to `timeout` for one."""
+        with self._said:
+            self._said.wait_for(lambda: bool(self._names), timeout)
+            names, self._names = self._names, set()
+        return names
 
 
 class LocalTasks:
@@ -100,22 +122,27 @@ class LocalTasks:
     def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord], started: Callable[[], None]) -> None:
         job = sweep.prepared.job
         run = _Execution(len(sweep.tasks), sweep.parallelism)
+        if SWEEP_NODES not in sweep.prepared.manifest.image_for(job).agent_features:
+            self.say(f"release {spec.version}'s agent predates sweep nodes: an instance a task")
+            run.retries.extend((task, 1) for task in range(run.tasks))  # each on its own instance, as a retry is
+            run.taken = run.tasks  # no node takes any
         next_state_check = time.monotonic() + self.state_check_every
-        stop, wake = threading.Event(), threading.Event()
-        threading.Thread(target=self._wake_on_ends, args=(spec.run_id, stop, wake), daemon=True).start()
+        stop, told = threading.Event(), _Told()
+        threading.Thread(target=self._wake_on_ends, args=(spec.run_id, stop, told), daemon=True).start()
         try:
             while len(run.ended) < run.tasks:
                 retries, nodes = run.starts()
                 if retries or nodes:
                     self._start_all(spec, sweep, run, retries, nodes, outcomes, started)
-                ended_one = wake.wait(self.poll)  # an instance ended: look now rather than at the next check
-                wake.clear()
-                check_state = ended_one or time.monotonic() >= next_state_check
+                said_ended = told.wait(self.poll) & run.instances.keys()  # the engine said so: look now, ask nothing
+                check_state = bool(said_ended) or time.monotonic() >= next_state_check
                 if check_state:
-                    next_state_check = time.monotonic() + self.state_check_every
                     if runs.read_result(self.bucket, spec.run_id) is not None:  # before the states: cancel deletes after
                         raise Cancelled("runs.cancel")
-                gone = {n for n in run.instances if self.provider.state(n) in (STOPPED, GONE)} if check_state else set()
+                gone = set(said_ended)
+                if time.monotonic() >= next_state_check:  # the polls find every end, told or not
+                    next_state_check = time.monotonic() + self.state_check_every
+                    gone |= {n for n in run.instances if self.provider.state(n) in (STOPPED, GONE)}
                 self._see_taken(spec, run, outcomes)
                 for task, r in list(run.running.items()):
                     ended = self._ended(spec, r, r.name in gone, check_state)
@@ -164,10 +191,10 @@ class LocalTasks:
                 runs.INFRA_FAILED,
             )
 
-    def _wake_on_ends(self, run_id: str, stop: threading.Event, wake: threading.Event) -> None:
+    def _wake_on_ends(self, run_id: str, stop: threading.Event, told: _Told) -> None:
         with contextlib.suppress(Exception):  # events only make the sweep sooner: its polls find every end
-            for _ in self.provider.ends(run_id, stop):
-                wake.set()
+            for name in self.provider.ends(run_id, stop):
+                told.add(name)
 
     def _start_all(
         self,

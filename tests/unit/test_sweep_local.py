@@ -167,3 +167,18 @@ def test_the_same_idempotency_key_gives_the_same_sweep(bucket, provider):
     second, tasks = sweep(bucket, provider, lines, idempotency_key="slot-7")
     assert second.run_id == first.run_id and second.attached and len(tasks) == 3
     assert len(provider.requests) == 3 and any("already started run" in line for line in lines)
+
+
+def test_under_a_release_whose_agent_predates_nodes_each_task_runs_on_its_own_instance(tmp_path, provider):
+    """Its agent would take a node's instance file for a single run's (an unknown field is ignored)."""
+    bucket = FileBucket(tmp_path / "old-bucket")
+    publish_release(bucket, "v0.9.0", agent_features=())
+    provider.script(succeed(), fail(2), succeed())
+    lines: list[str] = []
+    outcome, tasks = Sweep(bucket, FastTasks(bucket, provider, lines.append), lines.append).run(
+        SweepRequest("sleep", "v0.9.0", sweeps=("seconds=1,2,3",), parallelism=2)
+    )
+    assert [(r.task, r.attempt, r.node) for r, _ in provider.requests] == [(0, 1, False), (1, 1, False), (2, 1, False)]
+    assert [t.status for t in tasks] == ["succeeded", "failed", "succeeded"] and provider.running() == []
+    assert "release v0.9.0's agent predates sweep nodes: an instance a task" in lines
+    assert outcome.exit_code == ExitCode.TASKS_FAILED

@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     record: runs.AttemptRecord | None = None
     try:
         instance, on_gce = load_instance_spec()
+        if instance.node:  # a local sweep's node: each task it takes is recorded as its own, never the run
+            from mlbatch.agent.node import run_node
+
+            return run_node(instance)
         spec, attempt, name, task = instance.spec, instance.attempt, instance.instance, instance.task
         keys = RecordKeys.for_task(spec.run_id, task, attempt) if task is not None else None
         record = run_attempt(

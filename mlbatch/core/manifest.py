@@ -17,6 +17,11 @@ from mlbatch.core.versions import EXPECTED_FORM, is_version, parse_version, sort
 _log = logging.getLogger(__name__)
 
 SCHEMA = 1
+# What this checkout's agent does beyond a run's attempt and a task's. A release records them for
+# its image's agent (VmImage.agent_features): the image's input hash covers the agent's source, so
+# an image found by this checkout's hash has this agent. A controller asks before it relies on one.
+SWEEP_NODES = "sweep-nodes"  # a local sweep's node takes the tasks in turn (agent/node.py)
+AGENT_FEATURES = (SWEEP_NODES,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +45,11 @@ class VmImage:
     # sha256 of the agent wheel installed in it (pip checked it; tests/image compares it with the
     # image's own record); "" in releases made before it was recorded.
     agent_wheel_sha256: str = ""
+    agent_features: tuple[str, ...] = ()  # AGENT_FEATURES when released; () in releases made before
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VmImage:
+        return cls(**{**data, "agent_features": tuple(data.get("agent_features", ()))})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +96,12 @@ class Manifest:
             git_sha=data["git_sha"],
             created=data["created"],
             profile=data["profile"],
-            vm_image=VmImage(**data["vm_image"]),
+            vm_image=VmImage.from_dict(data["vm_image"]),
             containers={k: Container(**v) for k, v in data["containers"].items()},
             code=CodeBundle(**data["code"]),
             jobs={k: job_from_dict(v) for k, v in data["jobs"].items()},
             schema=data.get("schema", SCHEMA),
-            gpu_image=VmImage(**data["gpu_image"]) if data.get("gpu_image") else None,
+            gpu_image=VmImage.from_dict(data["gpu_image"]) if data.get("gpu_image") else None,
         )
 
 

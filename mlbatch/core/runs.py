@@ -195,6 +195,7 @@ class InstanceSpec(Record):
     instance: str
     workdir: str
     task: int | None = None  # a sweep's task: the agent records under tasks/<i>/ (core/sweeps.py)
+    node: bool = False  # a local sweep's node: it takes the sweep's tasks in turn (agent/node.py)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

@@ -6,6 +6,7 @@ runs/<job>/<run_id>/tasks/<i>/progress.json  the phase its agent is in
 runs/<job>/<run_id>/tasks/<i>/results/...  what task i wrote to $MLBATCH_RESULTS_DIR
 runs/<job>/<run_id>/tasks/<i>/attempts/<n>/log | progress.json | results/...  the same of a retry (n > 1)
 runs/<job>/<run_id>/tasks/<i>/attempt.json how task i's latest attempt ended (agent)
+runs/<job>/<run_id>/tasks/<i>/claim.json   which node of a local sweep took task i (written once)
 runs/<job>/<run_id>/sweep.json             params, status, exit code and metrics of every task
 runs/<job>/<run_id>/summary.csv            the same, one row per task, best first
 runs/<job>/<run_id>/result.json            how the sweep ended; written last
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mlbatch.core import runs
-from mlbatch.core.errors import BadInput
+from mlbatch.core.errors import AlreadyExists, BadInput
 from mlbatch.core.runs import SCHEMA_VERSION, Record
 
 MAX_TASKS = 1000  # task indexes stay at three digits: instance names fit in 63 characters
@@ -158,6 +159,36 @@ def read_plan(bucket, run_id: str) -> SweepPlan | None:
     if not isinstance(data, dict) or "sweep" not in data:
         return None
     return SweepPlan.from_dict(data["sweep"], bucket.url(runs.spec_key(run_id)) + " (sweep)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskClaim(Record):
+    """tasks/<i>/claim.json: the node of a local sweep that took task i's first attempt."""
+
+    run_id: str
+    task: int
+    node: str
+    claimed: str  # when, ISO 8601
+    schema_version: int = SCHEMA_VERSION
+
+
+def claim_key(run_id: str, task: int) -> str:
+    return task_key(run_id, task, "claim.json")
+
+
+def claim_next(bucket, run_id: str, tasks: int, node: str, start: int = 0) -> int | None:
+    """The first of the sweep's `tasks` from `start` on that no node has taken, now taken by
+    `node`; None when every one is. The claim is written once (the bucket's precondition picks
+    one node of any that race for a task), and a node starts after its last one, so the taken
+    tasks are always 0..k-1: the controller reads them in that order (run/sweep_local.py)."""
+    for task in range(start, tasks):
+        claim = TaskClaim(run_id=run_id, task=task, node=node, claimed=runs.now_iso())
+        try:
+            runs.write_record(bucket, claim_key(run_id, task), claim, immutable=True)
+        except AlreadyExists:
+            continue
+        return task
+    return None
 
 
 def sweep_key(run_id: str) -> str:

@@ -31,6 +31,7 @@ class InstanceRequest:
     spot: bool
     detached: bool = False  # nobody watches: the instance removes itself when its agent is done
     task: int | None = None  # a sweep's task index: the agent records under tasks/<i>/
+    node: bool = False  # a local sweep's node: it takes the sweep's tasks in turn (run/sweep_local.py)
 
 
 @dataclasses.dataclass(frozen=True)

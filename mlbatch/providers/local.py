@@ -101,7 +101,12 @@ class LocalProvider:
         workdir = self._workdir(request.name)
         instance_file = workdir / "instance.json"
         instance = InstanceSpec(
-            spec=request.spec, attempt=request.attempt, instance=request.name, workdir=str(workdir), task=request.task
+            spec=request.spec,
+            attempt=request.attempt,
+            instance=request.name,
+            workdir=str(workdir),
+            task=request.task,
+            node=request.node,
         )
         volumes = {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}, str(workdir): {"bind": str(workdir), "mode": "rw"}}
         bucket_dir = file_bucket_dir(request.spec.bucket)
@@ -180,13 +185,15 @@ class LocalProvider:
     # containers.list inspects each container it lists: ignore_removed, because one removed in
     # between (an agent's own cleanup, a run ending) raised NotFound from a listing.
     def delete(self, name: str) -> None:
+        # The instance first: its agent then starts no job container after the listing below (a
+        # sweep's node starts one a task, and one it started as this ran was left behind).
+        container = self._get(name)
+        if container is not None:
+            _remove(container)
         for container in self.client.containers.list(
             all=True, ignore_removed=True, filters={"label": f"{labels.INSTANCE}={name}"}
         ):
             _remove(container)  # job containers the agent started
-        container = self._get(name)
-        if container is not None:
-            _remove(container)
         shutil.rmtree(self._workdir(name), ignore_errors=True)
 
     def list_ours(self) -> list[InstanceInfo]:

@@ -1,10 +1,15 @@
-"""A sweep on the local provider: one instance per task attempt, at most P at once.
+"""A sweep on the local provider: at most P instances at once, nodes that run tasks in turn.
 
-Each instance is the same throw-away instance a single run uses (its spec and labels from
-mlbatch/run/launch.py), told its task index: its agent records under tasks/<i>/. A task
-whose instance was preempted (its agent recorded so, or it vanished without a record)
-runs again, up to the job's retries. An attempt's deadline follows its agent's phase, as a
-run's does. A result.json written by someone else (runs.cancel) stops the sweep.
+A Cloud Batch VM runs a sweep's tasks one after another; so does a local sweep's node
+(agent/node.py): the sweep starts min(P, N) nodes, each takes the next task no node has taken
+(tasks/<i>/claim.json), runs its first attempt and records it under tasks/<i>/, and ends when
+none is left. A 200-task sweep at parallelism 4 so boots four instances, not 200. Each node is
+the throw-away instance a single run uses (its spec and labels from mlbatch/run/launch.py).
+A task whose attempt was preempted (its agent recorded so, or its instance vanished without a
+record) runs again on an instance of its own, up to the job's retries; a node that ends while
+tasks are left untaken is replaced. An attempt's deadline follows its agent's phase, as a run's
+does; a node past it is deleted. A result.json written by someone else (runs.cancel) stops the
+sweep.
 """
 
 from __future__ import annotations
@@ -13,35 +18,89 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled
+from mlbatch.core.manifest import SWEEP_NODES
 from mlbatch.core.names import check_gce_name
 from mlbatch.core.sweeps import TaskRecord
 from mlbatch.providers.base import GONE, STOPPED, InstanceRequest, Provider
 from mlbatch.run import launch as launching
 from mlbatch.run.controller import POLL, STATE_CHECK_EVERY
-from mlbatch.run.deadlines import Margins
-from mlbatch.run.sweep import PreparedSweep, read_task_attempt
+from mlbatch.run.deadlines import SELF_DELETE_SLACK, Margins
+from mlbatch.run.sweep import PreparedSweep, SweepStopped, read_task_attempt
 from mlbatch.ui import Say
+
+LOST_NODES_LIMIT = 2  # nodes that may end before taking a task (a stop, a crash) before the sweep stops
 
 
 def task_instance_name(run_id: str, task: int, attempt: int) -> str:
+    """A retry's own instance."""
     return check_gce_name(f"mlb-{run_id}-t{task}-{attempt}", "instance name")
+
+
+def node_name(run_id: str, node: int) -> str:
+    return check_gce_name(f"mlb-{run_id}-n{node}", "instance name")
 
 
 @dataclasses.dataclass
 class _Running:
     task: int
     attempt: int
-    name: str
-    created_at: float  # unix seconds
+    name: str  # the instance it runs on: a node, or the retry's own
+    created_at: float  # unix seconds: the instance's creation, or when the node was seen to take it
     deadline: float  # unix seconds, as of the agent's last known phase
     awaited: str  # what the deadline waits for
+
+
+@dataclasses.dataclass
+class _Execution:
+    """What one sweep has under way: its instances, the tasks running on them, the retries waiting."""
+
+    tasks: int
+    parallelism: int
+    instances: dict[str, int | None] = dataclasses.field(default_factory=dict)  # live: a retry's task, or None (a node)
+    running: dict[int, _Running] = dataclasses.field(default_factory=dict)  # by task: its attempt under way
+    retries: collections.deque[tuple[int, int]] = dataclasses.field(default_factory=collections.deque)
+    taken: int = 0  # tasks 0..taken-1 have been taken by nodes (they take them in order)
+    node_tasks: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # tasks each node took
+    nodes_made: int = 0
+    nodes_lost: int = 0  # nodes that ended without taking a task while tasks were left
+    ended: set[int] = dataclasses.field(default_factory=set)
+
+    def starts(self) -> tuple[list[tuple[int, int]], int]:
+        """The retries to start now, each on its own instance (first: they waited), and how many new nodes.
+        Under a release whose agent has no node mode every first attempt waits here as a retry does."""
+        free = self.parallelism - len(self.instances)
+        retries = [self.retries.popleft() for _ in range(min(free, len(self.retries)))]
+        busy = {r.name for r in self.running.values()}
+        idle_nodes = sum(1 for name, task in self.instances.items() if task is None and name not in busy)
+        return retries, max(0, min(free - len(retries), self.tasks - self.taken - idle_nodes))
+
+
+class _Told:
+    """The names of instances the platform said have ended (Provider.ends), until the sweep takes them."""
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._said = threading.Condition()
+
+    def add(self, name: str) -> None:
+        with self._said:
+            self._names.add(name)
+            self._said.notify_all()
+
+    def wait(self, timeout: float) -> set[str]:
+        """The names said since the last call, waiting up to `timeout` for one."""
+        with self._said:
+            self._said.wait_for(lambda: bool(self._names), timeout)
+            names, self._names = self._names, set()
+        return names
 
 
 class LocalTasks:
@@ -58,93 +117,136 @@ class LocalTasks:
 
     def stop(self, run_id: str) -> None:
         """Delete every instance of the sweep (runs.cancel; the sweep's own run-batch then stops too)."""
-        for info in self.provider.list_ours():
-            if info.labels.get("run-id") == run_id:
-                self._delete(info.name)
+        self._delete_all([info.name for info in self.provider.list_ours() if info.labels.get("run-id") == run_id])
 
     def execute(self, spec: runs.RunSpec, sweep: PreparedSweep, outcomes: list[TaskRecord], started: Callable[[], None]) -> None:
         job = sweep.prepared.job
-        pending = collections.deque((i, 1) for i in range(len(sweep.tasks)))
-        running: dict[int, _Running] = {}
+        run = _Execution(len(sweep.tasks), sweep.parallelism)
+        if SWEEP_NODES not in sweep.prepared.manifest.image_for(job).agent_features:
+            self.say(f"release {spec.version}'s agent predates sweep nodes: an instance a task")
+            run.retries.extend((task, 1) for task in range(run.tasks))  # each on its own instance, as a retry is
+            run.taken = run.tasks  # no node takes any
         next_state_check = time.monotonic() + self.state_check_every
-        stop, wake = threading.Event(), threading.Event()
-        threading.Thread(target=self._wake_on_ends, args=(spec.run_id, stop, wake), daemon=True).start()
+        stop, told = threading.Event(), _Told()
+        threading.Thread(target=self._wake_on_ends, args=(spec.run_id, stop, told), daemon=True).start()
         try:
-            while pending or running:
-                starts = [pending.popleft() for _ in range(min(len(pending), sweep.parallelism - len(running)))]
-                if starts:
-                    self._start_all(spec, sweep, starts, running, outcomes, started)
-                if wake.wait(self.poll):  # an instance ended: read its record now rather than at the next poll
-                    wake.clear()
-                check_state = time.monotonic() >= next_state_check
+            while len(run.ended) < run.tasks:
+                retries, nodes = run.starts()
+                if retries or nodes:
+                    self._start_all(spec, sweep, run, retries, nodes, outcomes, started)
+                said_ended = told.wait(self.poll) & run.instances.keys()  # the engine said so: look now, ask nothing
+                check_state = bool(said_ended) or time.monotonic() >= next_state_check
                 if check_state:
-                    next_state_check = time.monotonic() + self.state_check_every
                     if runs.read_result(self.bucket, spec.run_id) is not None:  # before the states: cancel deletes after
                         raise Cancelled("runs.cancel")
-                for task, r in list(running.items()):
-                    ended = self._ended(spec, r, check_state)
+                gone = set(said_ended)
+                if time.monotonic() >= next_state_check:  # the polls find every end, told or not
+                    next_state_check = time.monotonic() + self.state_check_every
+                    gone |= {n for n in run.instances if self.provider.state(n) in (STOPPED, GONE)}
+                self._see_taken(spec, run, outcomes)
+                for task, r in list(run.running.items()):
+                    ended = self._ended(spec, r, r.name in gone, check_state)
                     if ended is None:
                         continue
-                    del running[task]
-                    self._delete(r.name)
+                    del run.running[task]
                     status, exit_code, message = ended
+                    if run.instances.get(r.name) == task or status == runs.TIMEOUT:  # a retry's own instance, or a stuck node
+                        gone.add(r.name)
                     if status == runs.PREEMPTED and r.attempt <= job.max_preemption_retries:
                         self.say(f"task {task}: attempt {r.attempt} was preempted; retrying")
-                        pending.appendleft((task, r.attempt + 1))
+                        run.retries.append((task, r.attempt + 1))
                         continue
                     outcomes[task].ended(status, exit_code, r.attempt, message)
+                    run.ended.add(task)
                     done = sum(1 for o in outcomes if o.attempts and o.status != runs.CANCELLED)
                     self.say(f"task {task} {status} ({done}/{len(outcomes)} done)")
+                self._forget(run, gone)
         finally:
             stop.set()
-            for r in running.values():  # cancelled or failed: nothing is left running
-                self._delete(r.name)
+            self._delete_all(run.instances)  # what ended last, or cancelled or failed: nothing is left running
 
-    def _wake_on_ends(self, run_id: str, stop: threading.Event, wake: threading.Event) -> None:
+    def _see_taken(self, spec: runs.RunSpec, run: _Execution, outcomes: list[TaskRecord]) -> None:
+        """The tasks nodes have taken since the last look: each runs its first attempt on its node."""
+        while run.taken < run.tasks:
+            claim = runs.read_record(self.bucket, sweeps.claim_key(spec.run_id, run.taken), sweeps.TaskClaim)
+            if claim is None:
+                return
+            created_at = time.time()
+            deadline, awaited = self.margins.deadline(created_at, spec.timeout_seconds, None)
+            run.running[run.taken] = _Running(run.taken, 1, claim.node, created_at, deadline, awaited)
+            run.node_tasks[claim.node] += 1
+            outcomes[run.taken].attempts = 1
+            run.taken += 1
+
+    def _forget(self, run: _Execution, gone: set[str]) -> None:
+        """Delete the instances that ended (or must end); stop a sweep whose nodes fail before taking a task."""
+        for name in gone:
+            if run.instances.pop(name, 0) is None and not run.node_tasks[name] and run.taken < run.tasks:
+                run.nodes_lost += 1  # it ended with tasks left for it, having taken none
+        self._delete_all(gone)
+        if run.nodes_lost > LOST_NODES_LIMIT:  # nodes that fail at their start fail for a reason the next one has too
+            raise SweepStopped(
+                f"{run.nodes_lost} instances of the sweep ended before taking a task (their agent failed at its start); "
+                "each one's console is the engine's log of its container",
+                runs.INFRA_FAILED,
+            )
+
+    def _wake_on_ends(self, run_id: str, stop: threading.Event, told: _Told) -> None:
         with contextlib.suppress(Exception):  # events only make the sweep sooner: its polls find every end
-            for _ in self.provider.ends(run_id, stop):
-                wake.set()
+            for name in self.provider.ends(run_id, stop):
+                told.add(name)
 
     def _start_all(
         self,
         spec: runs.RunSpec,
         sweep: PreparedSweep,
-        starts: list[tuple[int, int]],
-        running: dict[int, _Running],
+        run: _Execution,
+        retries: list[tuple[int, int]],
+        nodes: int,
         outcomes: list[TaskRecord],
         started: Callable[[], None],
     ) -> None:
-        """Create the instances of these (task, attempt)s at once (each create waits on the engine
+        """Create these retries' instances and `nodes` nodes at once (each create waits on the engine
         or the API, not on this machine's CPU alone). Every create is over before this returns, a
-        failed or cancelled one included, and each instance made is in `running`, so the sweep's
+        failed or cancelled one included, and each instance made is in `run`, so the sweep's
         teardown finds it; `started` once one exists; then the first failure is raised."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(starts), self.provider.creates_at_once)))
-        futures = [(pool.submit(self._start, spec, sweep, task, attempt), task, attempt) for task, attempt in starts]
+        creates: list[tuple[Callable[[], tuple[str, _Running | None]], int | None, int]] = []
+        for task, attempt in retries:
+            creates.append((functools.partial(self._start_retry, spec, sweep, task, attempt), task, attempt))
+        for _ in range(nodes):
+            run.nodes_made += 1
+            creates.append((functools.partial(self._start_node, spec, sweep, run.nodes_made), None, 0))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(creates), self.provider.creates_at_once)))
+        futures = [(pool.submit(create), of, attempt) for create, of, attempt in creates]
         try:
             concurrent.futures.wait([f for f, _, _ in futures])
         finally:
             pool.shutdown(wait=True)  # a signal's Cancelled may come while waiting: the creates end first
             failure = None
-            for future, task, attempt in futures:
+            for future, of, attempt in futures:
                 if future.exception() is not None:
                     failure = failure or future.exception()
                     continue
-                running[task] = future.result()
-                outcomes[task].attempts = attempt
+                name, running = future.result()
+                run.instances[name] = of
+                if running is not None:  # a retry: its task runs on it from now
+                    run.running[running.task] = running
+                    outcomes[running.task].attempts = attempt
             if any(future.exception() is None for future, _, _ in futures):
                 started()
         if failure is not None:
             raise failure
 
-    def _ended(self, spec: runs.RunSpec, r: _Running, check_state: bool) -> tuple[str, int, str] | None:
-        """(status, exit code, message) once the task's attempt has ended, else None."""
+    def _ended(self, spec: runs.RunSpec, r: _Running, instance_ended: bool, check_state: bool) -> tuple[str, int, str] | None:
+        """(status, exit code, message) once the task's attempt has ended, else None. `instance_ended`:
+        its instance was seen stopped or gone at this check."""
 
         def record() -> runs.AttemptRecord | None:
             found = read_task_attempt(self.bucket, spec.run_id, r.task)
             return found if found is not None and found.attempt == r.attempt else None  # not an earlier attempt's
 
         found = record()
-        if found is None and check_state and self.provider.state(r.name) in (STOPPED, GONE):
+        if found is None and instance_ended:
             time.sleep(self.poll)  # the agent writes its record before it ends: read once more
             found = record()
             if found is None:
@@ -159,7 +261,8 @@ class LocalTasks:
                 return runs.TIMEOUT, runs.NO_EXIT_CODE, f"no record from instance {r.name}: timed out waiting for {r.awaited}"
         return None
 
-    def _start(self, spec: runs.RunSpec, sweep: PreparedSweep, task: int, attempt: int) -> _Running:
+    def _start_retry(self, spec: runs.RunSpec, sweep: PreparedSweep, task: int, attempt: int) -> tuple[str, _Running]:
+        """A retry on its own instance, as a single run's attempt is: told its task, it records under tasks/<i>/."""
         job = sweep.prepared.job
         name = task_instance_name(spec.run_id, task, attempt)
         max_run = self.margins.instance_seconds(spec.timeout_seconds)
@@ -176,7 +279,30 @@ class LocalTasks:
         )
         self.provider.create(request, self.provider.zones[0])
         deadline, awaited = self.margins.deadline(created_at, spec.timeout_seconds, None)
-        return _Running(task, attempt, name, created_at, deadline, awaited)
+        return name, _Running(task, attempt, name, created_at, deadline, awaited)
+
+    def _start_node(self, spec: runs.RunSpec, sweep: PreparedSweep, node: int) -> tuple[str, None]:
+        """A node: it takes the sweep's tasks in turn (agent/node.py) for as long as the sweep may last."""
+        job = sweep.prepared.job
+        name = node_name(spec.run_id, node)
+        max_run = int(sweep.seconds(self.margins) + SELF_DELETE_SLACK)
+        request = InstanceRequest(
+            name=name,
+            spec=spec,
+            job=job,
+            attempt=1,
+            labels=launching.labels(spec, launching.ROLE_INSTANCE, time.time() + max_run),
+            max_run_seconds=max_run,
+            spot=job.spot,
+            node=True,
+        )
+        self.provider.create(request, self.provider.zones[0])
+        return name, None
+
+    def _delete_all(self, names: Iterable[str]) -> None:
+        """Delete these instances side by side, as they are created: a sweep's nodes mostly end together."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.provider.creates_at_once) as pool:
+            list(pool.map(self._delete, list(names)))
 
     def _delete(self, name: str) -> None:
         try:

@@ -23,6 +23,13 @@ def invoke(bucket: str, *args: str, timeout: float = 600, width: int = 80) -> su
     return subprocess.run([INVOKE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def start_invoke(bucket: str, *args: str) -> subprocess.Popen:
+    """`invoke ARGS` started as a scheduler starts it, its output (stdout and stderr) on one pipe."""
+    return subprocess.Popen(
+        [INVOKE, *args], cwd=ROOT, env=cli_env(bucket), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
 def snapshot(bucket_uri: str) -> dict[str, bytes]:
     from mlbatch.core.bucket import open_bucket
 

@@ -20,7 +20,7 @@ from mlbatch.run.controller import Controller, RunRequest
 from mlbatch.run.records import collect_garbage, list_runs, read_logs
 from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
-from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke, wait_for
+from tests.integration.helpers import invoke, start_invoke, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
 
@@ -142,14 +142,7 @@ def test_bad_input_through_the_cli_gets_its_reserved_exit_code(env):
 @pytest.mark.parametrize("moment", ["[mlbatch] running", "tick 1/"], ids=["as-the-job-starts", "mid-job"])
 def test_sigterm_to_the_controller_cancels_and_cleans_up(env, moment):
     settings, version = env
-    proc = subprocess.Popen(
-        [INVOKE, "run-batch", "--job", "sleep", "--version", version, "--param", "seconds=120"],
-        cwd=ROOT,
-        env=cli_env(settings.bucket),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_invoke(settings.bucket, "run-batch", "--job", "sleep", "--version", version, "--param", "seconds=120")
     try:
         instance = wait_for(lambda: [c for c in instances() if c.status == "running"], what="a running instance")[0]
         run_id = instance.labels["run-id"]

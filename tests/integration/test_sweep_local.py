@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import signal
-import subprocess
 import time
 
 import pytest
@@ -14,10 +13,11 @@ import pytest
 from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import ExitCode
+from mlbatch.local.infra import docker_client
 from mlbatch.release.flow import release
 from mlbatch.ui import Steps
 from tests.conftest import make_settings, unique_version
-from tests.integration.helpers import INVOKE, ROOT, cli_env, invoke, wait_for
+from tests.integration.helpers import invoke, start_invoke, wait_for
 from tests.integration.test_run_local import instances
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("infra")]  # a release first: minutes
@@ -87,13 +87,8 @@ def test_a_bad_params_set_is_refused_before_anything_starts(env):
 
 def test_cancelling_a_sweep_stops_its_tasks(env):
     settings, version = env
-    proc = subprocess.Popen(
-        [INVOKE, "run-batch", "--job", "sleep", "--version", version, "--sweep", "seconds=60,61,62", "--parallelism", "2"],
-        cwd=ROOT,
-        env=cli_env(settings.bucket),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_invoke(
+        settings.bucket, "run-batch", "--job", "sleep", "--version", version, "--sweep", "seconds=60,61,62", "--parallelism", "2"
     )
     wait_for(lambda: len([c for c in instances() if c.status == "running"]) >= 2, what="two task instances")
     time.sleep(1)
@@ -116,3 +111,46 @@ def test_the_idempotency_key_gives_one_sweep(env):
     assert f"already started run {run_id}" in second.stdout
     assert len([k for k in open_bucket(settings.bucket).list("runs/sleep") if k.endswith("/sweep.json")]) >= 1
     assert json.loads(open_bucket(settings.bucket).read(runs.result_key(run_id)))["tasks"] == 2
+
+
+def test_nodes_run_the_tasks_in_turn_and_a_stopped_nodes_task_runs_again(env):
+    """Five tasks at parallelism 2 run on two nodes taking them in turn (agent/node.py), not on five
+    instances. Stopping the node that runs task 0 is a local preemption: its agent records the attempt
+    as preempted, the task runs again on an instance of its own, and the tasks left go on."""
+    settings, version = env
+    bucket = open_bucket(settings.bucket)
+    before = set(runs.list_run_ids(bucket, "sleep"))
+    proc = start_invoke(
+        settings.bucket,
+        "run-batch",
+        "--job",
+        "sleep",
+        "--version",
+        version,
+        "--sweep",
+        "seconds=30,1,2,3,4",
+        "--parallelism",
+        "2",
+    )
+    try:
+        run_id = wait_for(lambda: next(iter(set(runs.list_run_ids(bucket, "sleep")) - before), None), what="the sweep's run id")
+
+        def task_0_running():
+            progress = runs.read_json(bucket, sweeps.RecordKeys.for_task(run_id, 0).progress) or {}
+            return progress.get("phase") == runs.RUN and runs.read_record(bucket, sweeps.claim_key(run_id, 0), sweeps.TaskClaim)
+
+        claim = wait_for(task_0_running, what="task 0 running on a node")
+        docker_client().containers.get(claim.node).kill(signal="SIGTERM")
+    except BaseException:  # the sweep is cancelled, not left running
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=180)
+        raise
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, output
+    record = runs.read_json(bucket, sweeps.sweep_key(run_id))
+    assert [(t["status"], t["attempts"]) for t in record["tasks"]] == [("succeeded", 2)] + [("succeeded", 1)] * 4
+    ran_on = {i: runs.read_json(bucket, sweeps.task_key(run_id, i, "attempt.json"))["instance"] for i in range(5)}
+    assert ran_on[0] == f"mlb-{run_id}-t0-2", "the retry ran on an instance of its own"
+    assert {ran_on[i] for i in range(1, 5)} <= {f"mlb-{run_id}-n{n}" for n in (1, 2, 3)}, "the rest on nodes"
+    assert "task 0: attempt 1 was preempted; retrying" in output
+    assert instances(run_id) == []

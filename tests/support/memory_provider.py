@@ -13,6 +13,11 @@ the container part (pull, run) is replaced by the scripted outcome.
     provider.raise_from("state", Cancelled("SIGTERM"))  # the next state() raises it
     provider.raise_from("create", QuotaError("..."), after=1)  # the second create raises it
     provider.script(succeed(metrics={"accuracy": 0.9}))  # the job wrote results/metrics.json
+    provider.nodes_fail = 1                          # the next node's agent fails at its start
+
+A local sweep's node (request.node, agent/node.py) takes the sweep's tasks in turn through the
+real claims (core/sweeps.py), each task doing the next scripted behaviour; one that does not
+end (hang, stay_in), is preempted or vanishes ends the node's turn there.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from mlbatch.agent.runner import Attempt
-from mlbatch.core import runs
+from mlbatch.core import runs, sweeps
+from mlbatch.core.bucket import open_bucket
 from mlbatch.core.errors import AlreadyExists, CapacityError, NotFound, QuotaError
 from mlbatch.core.names import is_managed
 from mlbatch.core.sweeps import RecordKeys
@@ -106,6 +112,8 @@ class MemoryProvider:
         self.deleted: list[str] = []
         self.adopted: dict[str, str] = {}  # instance -> the zone a controller was told it is in
         self.state_checks = 0  # state() calls: how a test knows a watcher has looked again
+        self.node_tasks: list[InstanceRequest] = []  # what each task a node took ran: its spec, its node (name)
+        self.nodes_fail = 0  # how many of the next nodes end at their start, taking no task
         self._script: list[Behaviour] = []
         self._raise: dict[str, tuple[BaseException, int]] = {}  # method -> (what to raise, calls to let pass first)
         self._lock = threading.Lock()  # console() runs in the controller's streaming thread
@@ -158,15 +166,46 @@ class MemoryProvider:
             raise QuotaError(f"creating {request.name} in {zone}: Quota 'CPUS' exceeded")
         if zone in self.no_capacity_in:
             raise CapacityError(f"{zone}: ZONE_RESOURCE_POOL_EXHAUSTED")
-        if not self._script:
-            raise AssertionError(f"the test scripted no behaviour for instance {request.name}")
-        behaviour = self._script.pop(0)
+        if request.node:
+            self._node(request, zone)
+            return
+        behaviour = self._next(request.name)
         instance = MemoryInstance(request, zone, dict(request.labels), RUNNING, lines=behaviour.lines)
         with self._lock:
             self.instances[request.name] = instance
             self.requests.append((request, zone))
         if behaviour.status is not None or behaviour.phase:
             self._agent(request, behaviour)
+        instance.state, instance.preempted = behaviour.end_state, behaviour.preempted
+
+    def _next(self, what: str) -> Behaviour:
+        if not self._script:
+            raise AssertionError(f"the test scripted no behaviour for {what}")
+        return self._script.pop(0)
+
+    def _node(self, request: InstanceRequest, zone: str) -> None:
+        """A sweep's node: the real claims, then each task taken does the next scripted behaviour."""
+        instance = MemoryInstance(request, zone, dict(request.labels), RUNNING)
+        with self._lock:
+            self.instances[request.name] = instance
+            self.requests.append((request, zone))
+        if self.nodes_fail:
+            self.nodes_fail -= 1
+            instance.state = STOPPED
+            return
+        bucket = open_bucket(request.spec.bucket)
+        plan = sweeps.read_plan(bucket, request.spec.run_id)
+        assert plan is not None, "a node is started for a sweep, whose spec.json has its plan"
+        last, behaviour = -1, Behaviour(runs.SUCCEEDED)
+        while (task := sweeps.claim_next(bucket, request.spec.run_id, len(plan.tasks), request.name, last + 1)) is not None:
+            last, behaviour = task, self._next(f"task {task} on node {request.name}")
+            spec = dataclasses.replace(request.spec, params=plan.tasks[task].params, argv=plan.tasks[task].argv)
+            taken = dataclasses.replace(request, spec=spec, task=task, node=False)
+            self.node_tasks.append(taken)
+            if behaviour.status is not None or behaviour.phase:
+                self._agent(taken, behaviour)
+            if behaviour.status in (None, runs.PREEMPTED):  # it does not end, or the node goes with it
+                break
         instance.state, instance.preempted = behaviour.end_state, behaviour.preempted
 
     def _agent(self, request: InstanceRequest, behaviour: Behaviour) -> None:

@@ -31,14 +31,19 @@ jobs:
 """
 
 
-def publish_release(bucket: Bucket, version: str = "v1.0.0", catalog: str = CATALOG) -> Manifest:
-    """Publish a manifest whose pins point at nothing real (no instance pulls them in these tests)."""
+def publish_release(
+    bucket: Bucket, version: str = "v1.0.0", catalog: str = CATALOG, agent_features: tuple[str, ...] = manifests.AGENT_FEATURES
+) -> Manifest:
+    """Publish a manifest whose pins point at nothing real (no instance pulls them in these tests);
+    `agent_features`: what its image's agent does (() as in a release made before they were recorded)."""
     manifest = Manifest(
         version=version,
         git_sha="0" * 40,
         created="2026-11-25T00:00:00+00:00",
         profile="local",
-        vm_image=VmImage("mlbatch-v1-0-0-1", "mlbatch-vm-image:mlbatch-v1-0-0-1", "h" * 64, version),
+        vm_image=VmImage(
+            "mlbatch-v1-0-0-1", "mlbatch-vm-image:mlbatch-v1-0-0-1", "h" * 64, version, agent_features=agent_features
+        ),
         containers={"trainer": Container("trainer", "127.0.0.1:5000/trainer", "sha256:" + "0" * 64)},
         code=CodeBundle(f"{bucket.uri}/batch_code/{version}/batch_code.tar.gz", "f" * 64, 10),
         jobs=parse_catalog(catalog),

@@ -1,4 +1,6 @@
+import dataclasses
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -77,6 +79,15 @@ def test_manifest_round_trips_and_is_immutable(tmp_path):
         manifests.publish(bucket, _manifest())
     manifests.publish(bucket, _manifest("v1.0.0-rc.1"))
     assert manifests.list_versions(bucket) == ["v1.0.0-rc.1", "v1.0.0"]
+
+
+def test_a_manifest_keeps_what_its_images_agent_does_and_an_older_one_reads_as_doing_nothing_more():
+    image = VmImage("mlbatch-v1-0-0-1", "ref", "h", "v1.0.0", agent_features=manifests.AGENT_FEATURES)
+    manifest = Manifest.from_json(dataclasses.replace(_manifest(), vm_image=image).to_json())
+    assert manifest.vm_image.agent_features == (manifests.SWEEP_NODES,)
+    older = json.loads(_manifest().to_json())
+    del older["vm_image"]["agent_features"]  # a release made before they were recorded
+    assert Manifest.from_json(json.dumps(older)).vm_image.agent_features == ()
 
 
 def test_missing_release_says_so(tmp_path):

@@ -26,7 +26,7 @@ from invoke.parser import ParserContext
 
 from mlbatch import __version__
 from mlbatch.core.errors import ExitCode
-from mlbatch.core.process import exiting
+from mlbatch.core.process import exiting, starting
 
 _UNKNOWN = re.compile(r"^No idea what '(?P<token>.*)' is!$", re.S)
 _NEEDS_VALUE = re.compile(r"^Flag <Argument: (?P<name>[^ >]+).*needed value and was not given one!$", re.S)
@@ -152,6 +152,7 @@ program = MlbatchProgram(name="mlbatch", binary="mlbatch", binary_names=["mlbatc
 
 
 def main() -> None:
+    starting()  # the process starts here: invoke is loaded, the task's modules are to come
     try:
         program.run(sys.argv)
     except BrokenPipeError:  # `mlbatch runs | head` read enough: no traceback for that

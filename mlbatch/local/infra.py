@@ -22,13 +22,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlbatch.core import image_paths, labels
 from mlbatch.core.bucket import file_bucket_dir
 from mlbatch.core.errors import BadInput, InfraError, MlbatchError
 from mlbatch.core.settings import Settings
-from mlbatch.local import base_images
 from mlbatch.ui import Say
+
+if TYPE_CHECKING:  # loaded where a base image is made: a run's provider takes only docker_client
+    from mlbatch.local import base_images
 
 CA_LABEL = labels.CA_BUNDLE_SHA256
 CA_PATH = image_paths.CA_BUNDLE
@@ -225,6 +228,8 @@ def layer_ca(client, base: str, pristine: str, ca_bundle: Path, digest: str, say
 
 def _pull_source(settings: Settings) -> str:
     """The pinned digest of the base (containers/base-images.yaml) when it has one, else its tag."""
+    from mlbatch.local import base_images
+
     try:
         pin = base_images.load(settings.project_root / base_images.LOCK).get(settings.base_image)
     except BadInput:  # no lock in this folder: pull the tag
@@ -268,6 +273,8 @@ def build_base(settings: Settings, client, say: Say) -> base_images.BuildBase:
     """The base the release builds FROM (containers, the local bake), CA bundle layered on."""
     import docker.errors
 
+    from mlbatch.local import base_images
+
     pin = base_images.load(settings.project_root / base_images.LOCK).get(settings.base_image)
     reason = f"{base_images.LOCK} has no entry for it"
     if pin is not None:
@@ -294,6 +301,8 @@ def build_base(settings: Settings, client, say: Say) -> base_images.BuildBase:
 def current_base(settings: Settings, client) -> base_images.BuildBase | None:
     """What `build_base` would give, from what the engine holds now, pulling and building nothing
     (`release --dry-run`); None when neither the pinned base nor the local one is there."""
+    from mlbatch.local import base_images
+
     pin = base_images.load(settings.project_root / base_images.LOCK).get(settings.base_image)
     if pin is not None:
         ref = (
@@ -309,6 +318,8 @@ def current_base(settings: Settings, client) -> base_images.BuildBase | None:
 
 
 def _with_ca(settings: Settings, client, pin: base_images.PinnedBase, say: Say) -> base_images.BuildBase:
+    from mlbatch.local import base_images
+
     if settings.ca_bundle is None:
         return base_images.BuildBase(pin.ref, pinned=True, image_id=client.images.get(pin.ref).id)
     ca = hashlib.sha256(settings.ca_bundle.read_bytes()).hexdigest()

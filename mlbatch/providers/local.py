@@ -38,12 +38,13 @@ def _state(container) -> str:
     return RUNNING if container.status in ("created", "running", "restarting") else STOPPED
 
 
-def _remove(container) -> None:
-    """Remove a container; one that is gone, or removing itself (a detached instance), counts as removed."""
+def _remove(client, container: str) -> None:
+    """Remove a container by id or name; one that is gone, or removing itself (a detached
+    instance), counts as removed."""
     import docker.errors
 
     try:
-        container.remove(force=True)
+        client.api.remove_container(container, force=True)
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
@@ -182,20 +183,20 @@ class LocalProvider:
             for event in _closed_on(events, stop):
                 yield event.get("Actor", {}).get("Attributes", {}).get("name", "")
 
-    # containers.list inspects each container it lists: ignore_removed, because one removed in
-    # between (an agent's own cleanup, a run ending) raised NotFound from a listing.
     def delete(self, name: str) -> None:
-        # The instance first: its agent then starts no job container after the listing below (a
-        # sweep's node starts one a task, and one it started as this ran was left behind).
-        container = self._get(name)
-        if container is not None:
-            _remove(container)
-        for container in self.client.containers.list(
-            all=True, ignore_removed=True, filters={"label": f"{labels.INSTANCE}={name}"}
-        ):
-            _remove(container)  # job containers the agent started
+        """The instance, then its job containers (the agent's, if it could not remove them). The
+        instance first: its agent then starts no job container after the listing (a sweep's node
+        starts one a task, and one it started as this ran was left behind). By the engine's own
+        removal by name and listing: two requests in all when the agent cleaned up, rather than
+        `containers.list` and `containers.get`, which inspect each container first (a run's
+        teardown is on every run's path)."""
+        _remove(self.client, name)
+        for listed in self.client.api.containers(all=True, filters={"label": f"{labels.INSTANCE}={name}"}):
+            _remove(self.client, listed["Id"])  # job containers the agent started
         shutil.rmtree(self._workdir(name), ignore_errors=True)
 
+    # containers.list inspects each container it lists: ignore_removed, because one removed in
+    # between (an agent's own cleanup, a run ending) raised NotFound from a listing.
     def list_ours(self) -> list[InstanceInfo]:
         out = []
         scope = [*labels.checkout_filter(self.settings.state_dir), "role=instance"]  # not another checkout's

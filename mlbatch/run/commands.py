@@ -68,11 +68,15 @@ class RunOptions:
     parallelism: int | None = None
     allow_cpu: bool = False
 
+    @property
+    def is_sweep(self) -> bool:
+        return bool(self.sweeps or self.sweep_file)
+
     def request(self) -> RunRequest | SweepRequest:
         """A run's request, or a sweep's; options that do not go together are refused (100)."""
-        from mlbatch.run.sweep import SweepRequest, is_sweep
+        if self.is_sweep:
+            from mlbatch.run.sweep import SweepRequest  # only a sweep loads the sweep's modules (~10 ms)
 
-        if is_sweep(self.sweeps, self.sweep_file):
             if self.detach:
                 raise BadInput("--detach does not apply to sweeps yet: a sweep is followed to its end")
             if self.allow_cpu:
@@ -88,10 +92,8 @@ class RunOptions:
 
 def run_batch(settings: Settings, options: RunOptions) -> int:
     """`invoke run-batch`: a run, a detached run (prints its id last) or a sweep; the exit code."""
-    from mlbatch.run.sweep import SweepRequest
-
     request = options.request()
-    if isinstance(request, SweepRequest):
+    if not isinstance(request, RunRequest):
         outcome = run_sweep(settings, request)
     elif options.detach:
         from mlbatch.run.detach import start

@@ -15,9 +15,9 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlbatch.core import machines, runs, sweeps
+from mlbatch.core import machines, runs
 from mlbatch.core import manifest as manifests
 from mlbatch.core.bucket import Bucket
 from mlbatch.core.cancel import Cancelled, cancel_on_signals
@@ -41,6 +41,9 @@ from mlbatch.run.claims import Claim, Existing
 from mlbatch.run.deadlines import CREATE_BUDGET, Margins
 from mlbatch.run.echo import BoundedEcho, LogFollower
 from mlbatch.ui import Say
+
+if TYPE_CHECKING:  # a single run never reads a sweep's plan: core.sweeps loads with a sweep's modules
+    from mlbatch.core import sweeps
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 # The `role` label: what kind of thing of a run it is (gc and list_ours select on it).
@@ -325,6 +328,8 @@ def follow(bucket: Bucket, run_id: str, echo: Say, margins: Margins, poll: float
     spec = runs.read_spec(bucket, run_id)
     if spec is None:
         raise MlbatchError(f"run {run_id} has an idempotency record but no spec.json yet")
+    from mlbatch.core import sweeps  # a followed run may be a sweep
+
     plan = sweeps.read_plan(bucket, run_id)
     seconds = margins.attempt_seconds(spec.timeout_seconds)
     if plan is not None:

@@ -93,3 +93,21 @@ def test_a_local_instance_carries_the_checkouts_label_and_hands_it_to_its_agent(
         assert LocalProvider(checkout(tmp_path / "theirs")).list_ours() == []
     finally:
         provider.delete(name)
+
+
+def test_delete_removes_the_instance_its_job_containers_and_work_dir_and_nothing_else(tmp_path, containers):
+    """Teardown by the engine's list and remove (no inspect of each): the instance, a job container
+    its agent left behind, its work dir; another instance's job container stays; a second delete of
+    the gone instance is a no-op."""
+    ours = checkout(tmp_path / "ours")
+    stamp = time.time_ns()
+    instance = start(containers, f"mlb-scope-del-{stamp}-1", ours.state_dir, role="instance")
+    left = start(containers, f"mlb-scope-del-{stamp}-job", ours.state_dir, **{labels.INSTANCE: instance.name})
+    other = start(containers, f"mlb-scope-keep-{stamp}-job", ours.state_dir, **{labels.INSTANCE: f"mlb-scope-keep-{stamp}-1"})
+    provider = LocalProvider(ours)
+    workdir = ours.state_dir / "instances" / instance.name
+    workdir.mkdir(parents=True)
+    provider.delete(instance.name)
+    assert not exists(instance) and not exists(left) and not workdir.exists()
+    assert exists(other)
+    provider.delete(instance.name)  # gone already: nothing to do, no error

@@ -65,3 +65,29 @@ def test_a_run_builds_no_catalog_model():
         text=True,
     )
     assert "jobs.yaml" in checked.stderr, "not vacuous: a catalog is still validated (every problem with its path)"
+
+
+def test_a_single_run_loads_no_sweep_module_and_no_base_image_module():
+    """run-batch of one job (docs/architecture.md, "Launch overhead"): the sweep's modules load
+    with a sweep, the base-image lock with local.up and a release."""
+    lazy = {"mlbatch.run.sweep", "mlbatch.run.ranking", "mlbatch.core.sweeps", "mlbatch.local.base_images"}
+    run = "import tasks; from mlbatch.run import commands; from mlbatch.providers import local"
+    loaded = modules_after(f"{run}; commands.RunOptions('sleep', 'v1.0.0').request()")
+    assert "mlbatch.run.controller" in loaded and lazy & loaded == set()
+    sweep = modules_after(f"{run}; commands.RunOptions('sleep', 'v1.0.0', sweeps=('seconds=1,2',)).request()")
+    assert {"mlbatch.run.sweep", "mlbatch.core.sweeps"} <= sweep, "not vacuous: a sweep loads them"
+
+
+def test_mlbatch_starts_with_what_invoke_loaded_frozen_and_young_collections_spaced_out():
+    """`mlbatch` (cli.main) calls core.process.starting: ~120 collections scanned the modules as
+    they loaded, ~35 ms of a run's CPU."""
+    code = (
+        "import atexit, gc, sys; default = gc.get_threshold();"
+        "atexit.register(lambda: print(gc.get_threshold()[0] > default[0], gc.get_threshold()[1:] == default[1:]));"
+        "sys.argv = ['mlbatch', '--version']; from mlbatch.cli import main; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout
+    assert out.split()[-2:] == ["True", "True"]
+    frozen = "import gc; from mlbatch.core.process import starting; starting(); print(gc.get_freeze_count() > 0)"
+    out = subprocess.run([sys.executable, "-c", frozen], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True"]

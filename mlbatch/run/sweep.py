@@ -88,10 +88,6 @@ class TaskRunner(Protocol):
         """Stop every task of the sweep (runs.cancel from another process)."""
 
 
-def is_sweep(sweep_options: tuple[str, ...], sweep_file: str) -> bool:
-    return bool(sweep_options or sweep_file)
-
-
 def prepare_sweep(bucket: Bucket, request: SweepRequest) -> PreparedSweep:
     """Every check that can refuse the sweep, each task's params included, before anything is written."""
     grid = sweeps.parse_sweeps(request.sweeps)

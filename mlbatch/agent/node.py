@@ -5,7 +5,8 @@ the next one Batch gives it, so a sweep of 200 tasks at parallelism 4 boots abou
 not 200. A local sweep's node does the same: it takes the first task no node has taken
 (core/sweeps.py `claim_next`: a claim written once, so two nodes never take one task), runs
 its first attempt exactly as a task's own instance would (the task's params and argv from
-spec.json's plan, its records under tasks/<i>/), and takes the next, until none is left.
+spec.json's plan, its records under tasks/<i>/), and takes the next, until none is left; what
+the tasks share is set up once (`runner.Reuse`: the engine client, the container check, the code).
 A retry runs on an instance of its own (run/sweep_local.py). A stop is how a local instance
 is preempted: the attempt under way is recorded as preempted and the node ends.
 """
@@ -16,7 +17,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from mlbatch.agent.runner import run_attempt
+from mlbatch.agent.runner import Reuse, run_attempt
 from mlbatch.core import runs, sweeps
 from mlbatch.core.bucket import open_bucket
 from mlbatch.core.sweeps import RecordKeys
@@ -31,6 +32,7 @@ def run_node(instance: runs.InstanceSpec) -> int:
     plan = sweeps.read_plan(bucket, spec.run_id)
     if plan is None:
         raise RuntimeError(f"run {spec.run_id} has no sweep plan in its spec.json: a node runs a sweep's tasks")
+    reuse = Reuse(code_dir=Path(instance.workdir) / "code")
     last = -1
     while (task := sweeps.claim_next(bucket, spec.run_id, len(plan.tasks), name, last + 1)) is not None:
         last = task
@@ -42,8 +44,9 @@ def run_node(instance: runs.InstanceSpec) -> int:
             instance=name,
             workdir=workdir,
             keys=RecordKeys.for_task(spec.run_id, task, FIRST_ATTEMPT),
+            reuse=reuse,
         )
-        shutil.rmtree(workdir, ignore_errors=True)  # its code and results are in the bucket; the next task's come fresh
+        shutil.rmtree(workdir, ignore_errors=True)  # its results are in the bucket; the next task's come fresh
         if record.status == runs.PREEMPTED:  # the node is being stopped: take nothing more
             return 1
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -141,6 +142,18 @@ def upload_results(bucket: Bucket, results: Path, prefix: str, say: Callable[[st
 ENDPOINT_ENV = ("API_ENDPOINT_OVERRIDE",)
 
 
+@dataclasses.dataclass
+class Reuse:
+    """What a sweep node's attempts share (agent/node.py), each task being the same release's:
+    one engine client, the container checked once, the code bundle fetched and checked once
+    (it is mounted read-only into every job container, so no task changes it for the next)."""
+
+    code_dir: Path
+    client: Any = None
+    pulled: str = ""  # the container checked or pulled
+    code: Path | None = None  # the code bundle, once fetched
+
+
 class Attempt:
     def __init__(
         self,
@@ -201,7 +214,15 @@ class Attempt:
         names = ", ".join(g["name"] for g in self.gpu_view["gpus"])
         self.log.info(f"GPUs: {names} (driver {self.gpu_view['driver']})")
 
-    def pull(self, client, registry_login: bool) -> None:
+    def pull(self, client, registry_login: bool, reuse: Reuse | None = None) -> None:
+        if reuse is not None and reuse.pulled == self.spec.container:
+            self.log.info(f"{self.spec.container} is here since an earlier task: no pull")
+            return
+        self._pull(client, registry_login)
+        if reuse is not None:
+            reuse.pulled = self.spec.container
+
+    def _pull(self, client, registry_login: bool) -> None:
         if "@sha256:" in self.spec.container and _present(client, self.spec.container):
             # Pre-pulled into the VM image at bake time; a digest names exactly these bytes.
             self.log.info(f"{self.spec.container} is pre-pulled in the image: no pull")
@@ -216,7 +237,10 @@ class Attempt:
         except Exception as exc:
             raise FetchFailed(f"cannot pull {self.spec.container}: {exc}") from exc
 
-    def fetch(self) -> Path:
+    def fetch(self, reuse: Reuse | None = None) -> Path:
+        if reuse is not None and reuse.code is not None:
+            self.log.info(f"code {self.bucket.url(self.spec.code_key)}: fetched for an earlier task, sha256 checked")
+            return reuse.code
         self.log.info(f"fetching code {self.bucket.url(self.spec.code_key)}")
         try:
             data = self.bucket.read(self.spec.code_key)
@@ -225,9 +249,11 @@ class Attempt:
         digest = hashlib.sha256(data).hexdigest()
         if digest != self.spec.code_sha256:
             raise FetchFailed(f"code bundle sha256 {digest} does not match the release's {self.spec.code_sha256}")
-        code = self.workdir / "code"
+        code = reuse.code_dir if reuse is not None else self.workdir / "code"
         shutil.rmtree(code, ignore_errors=True)
         extract_bundle(data, code)
+        if reuse is not None:
+            reuse.code = code
         return code
 
     @contextlib.contextmanager
@@ -408,21 +434,25 @@ def run_attempt(
     registry_login: bool = False,
     keys: RecordKeys | None = None,
     on_vm: bool = False,
+    reuse: Reuse | None = None,
 ) -> runs.AttemptRecord:
     """One attempt, start to record; the attempt's record. `on_vm`: the agent runs on the VM itself
-    (GCE, Batch), whose GPU driver it checks; a local instance's GPUs are the engine's."""
+    (GCE, Batch), whose GPU driver it checks; a local instance's GPUs are the engine's. `reuse`:
+    what an earlier attempt of the same node left to use (agent/node.py)."""
     import docker
 
     att = Attempt(spec, attempt, instance, workdir, keys, on_vm=registry_login)
     att.log.info(f"agent on {instance}: run {spec.run_id} attempt {attempt}, release {spec.version}")
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
-        client = docker.from_env(timeout=300)
+        client = reuse.client if reuse is not None and reuse.client is not None else docker.from_env(timeout=300)
+        if reuse is not None:
+            reuse.client = client
         with att.phase(runs.PULL):
-            att.pull(client, registry_login)
+            att.pull(client, registry_login, reuse)
         att.find_gpus(client, on_vm)
         with att.phase(runs.FETCH):
-            code = att.fetch()
+            code = att.fetch(reuse)
         with att.phase(runs.RUN):
             status, exit_code, message = att.run(client, code)
         with att.phase(runs.UPLOAD):

@@ -153,4 +153,6 @@ def test_nodes_run_the_tasks_in_turn_and_a_stopped_nodes_task_runs_again(env):
     assert ran_on[0] == f"mlb-{run_id}-t0-2", "the retry ran on an instance of its own"
     assert {ran_on[i] for i in range(1, 5)} <= {f"mlb-{run_id}-n{n}" for n in (1, 2, 3)}, "the rest on nodes"
     assert "task 0: attempt 1 was preempted; retrying" in output
+    logs = [bucket.read(sweeps.task_key(run_id, i, "log")).decode() for i in range(1, 5)]
+    assert any("fetched for an earlier task" in log for log in logs), "a node fetches the code once for its tasks"
     assert instances(run_id) == []

@@ -27,7 +27,7 @@ def test_the_local_path_never_imports_the_compute_client():
 
 
 def test_the_agent_depends_only_on_core():
-    loaded = modules_after("import mlbatch.agent.main, mlbatch.agent.runner, mlbatch.agent.gce")
+    loaded = modules_after("import mlbatch.agent.main, mlbatch.agent.runner, mlbatch.agent.gce, mlbatch.agent.node")
     outside = {m for m in loaded if m.startswith("mlbatch.") and not m.startswith(("mlbatch.core", "mlbatch.agent"))}
     assert outside == set()
 

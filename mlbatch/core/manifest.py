@@ -17,9 +17,9 @@ from mlbatch.core.versions import EXPECTED_FORM, is_version, parse_version, sort
 _log = logging.getLogger(__name__)
 
 SCHEMA = 1
-# What this checkout's agent does beyond a run's attempt and a task's. A release records them for
-# its image's agent (VmImage.agent_features): the image's input hash covers the agent's source, so
-# an image found by this checkout's hash has this agent. A controller asks before it relies on one.
+# What this checkout's agent does beyond a run's attempt and a task's. An image baked, or found by
+# this checkout's input hash, records them (VmImage.agent_features): the hash covers the agent's
+# source, so such an image has this agent. A controller asks the release before it relies on one.
 SWEEP_NODES = "sweep-nodes"  # a local sweep's node takes the tasks in turn (agent/node.py)
 AGENT_FEATURES = (SWEEP_NODES,)
 

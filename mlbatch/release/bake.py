@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlbatch.core import labels
 from mlbatch.core.errors import BadInput, MlbatchError
-from mlbatch.core.manifest import VmImage
+from mlbatch.core.manifest import AGENT_FEATURES, VmImage
 from mlbatch.core.scrub import scrub
 from mlbatch.core.settings import Settings
 from mlbatch.ui import Say
@@ -246,6 +246,7 @@ def find_local_image(client, digest: str, max_age_days: int, say: Say) -> VmImag
         input_hash=digest,
         baked_by_version=found_labels.get(labels.VERSION, ""),
         agent_wheel_sha256=found_labels.get(labels.AGENT_WHEEL_SHA256, ""),
+        agent_features=AGENT_FEATURES,  # found or baked by this checkout's input hash: this agent
     )
 
 
@@ -311,4 +312,5 @@ def bake_local(client, root: Path, request: BakeRequest, say: Say) -> VmImage:
         input_hash=baked.input_hash,
         baked_by_version=request.version,
         agent_wheel_sha256=baked.agent_wheel_sha256,
+        agent_features=AGENT_FEATURES,  # found or baked by this checkout's input hash: this agent
     )

@@ -189,11 +189,11 @@ def release(settings: Settings, version_text: str, steps: Steps, target: Release
             git_sha=sha,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             profile=settings.profile,
-            vm_image=dataclasses.replace(image, agent_features=manifests.AGENT_FEATURES),
+            vm_image=image,
             containers=pinned,
             code=code_bundle,
             jobs=catalog,
-            gpu_image=gpu_image and dataclasses.replace(gpu_image, agent_features=manifests.AGENT_FEATURES),
+            gpu_image=gpu_image,
         )
         until = retain_until(settings)
         manifests.publish(bucket, manifest, until)

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlbatch import ui
 from mlbatch.core.errors import AlreadyExists, BadInput, MlbatchError, NotFound
-from mlbatch.core.manifest import Container, VmImage
+from mlbatch.core.manifest import AGENT_FEATURES, Container, VmImage
 from mlbatch.core.names import GCE_NAME, is_managed
 from mlbatch.core.settings import Settings, bake_zone
 from mlbatch.gcp import errors
@@ -117,6 +117,7 @@ def _vm_image(image, input_hash: str) -> VmImage:
         input_hash=input_hash,
         baked_by_version=_version_of(image.description),
         agent_wheel_sha256=wheel[1] if wheel else "",
+        agent_features=AGENT_FEATURES,  # found or baked by this checkout's input hash: this agent
     )
 
 

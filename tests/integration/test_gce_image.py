@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlbatch.core.errors import BadInput
-from mlbatch.core.manifest import VmImage
+from mlbatch.core.manifest import AGENT_FEATURES, VmImage
 from mlbatch.release import gce_image
 from tests.integration.helpers import fake_compute_settings
 from tests.support.fake_compute import FakeCompute, Latencies
@@ -30,7 +30,8 @@ def add_candidate(fake, name="mlbatch-v1-0-0-20260101000000-candidate", family="
     labels = {"managed-by": "mlbatch", "version": "v1-0-0", "git-sha": "abc", "input-hash": HASH[:63]}
     link = fake.add_image(name, "debian:bookworm-slim", family=family, labels=labels)
     fake.images[name]["description"] = "mlbatch v1.0.0 abc"
-    return VmImage(name=name, ref=link, input_hash=HASH, baked_by_version="v1.0.0")
+    # baked by this checkout (its input hash): this checkout's agent
+    return VmImage(name=name, ref=link, input_hash=HASH, baked_by_version="v1.0.0", agent_features=AGENT_FEATURES)
 
 
 def image_names(fake, family):

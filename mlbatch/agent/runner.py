@@ -148,10 +148,10 @@ class Reuse:
     one engine client, the container checked once, the code bundle fetched and checked once
     (it is mounted read-only into every job container, so no task changes it for the next)."""
 
-    code_dir: Path
+    code_dir: Path  # where the code bundle is, once fetched
     client: Any = None
     pulled: str = ""  # the container checked or pulled
-    code: Path | None = None  # the code bundle, once fetched
+    fetched: str = ""  # the sha256 of the code bundle fetched and checked into code_dir
 
 
 class Attempt:
@@ -238,9 +238,9 @@ class Attempt:
             raise FetchFailed(f"cannot pull {self.spec.container}: {exc}") from exc
 
     def fetch(self, reuse: Reuse | None = None) -> Path:
-        if reuse is not None and reuse.code is not None:
+        if reuse is not None and reuse.fetched == self.spec.code_sha256:
             self.log.info(f"code {self.bucket.url(self.spec.code_key)}: fetched for an earlier task, sha256 checked")
-            return reuse.code
+            return reuse.code_dir
         self.log.info(f"fetching code {self.bucket.url(self.spec.code_key)}")
         try:
             data = self.bucket.read(self.spec.code_key)
@@ -253,7 +253,7 @@ class Attempt:
         shutil.rmtree(code, ignore_errors=True)
         extract_bundle(data, code)
         if reuse is not None:
-            reuse.code = code
+            reuse.fetched = digest
         return code
 
     @contextlib.contextmanager

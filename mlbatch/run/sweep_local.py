@@ -68,7 +68,7 @@ class _Execution:
     running: dict[int, _Running] = dataclasses.field(default_factory=dict)  # by task: its attempt under way
     retries: collections.deque[tuple[int, int]] = dataclasses.field(default_factory=collections.deque)
     taken: int = 0  # tasks 0..taken-1 have been taken by nodes (they take them in order)
-    node_tasks: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # tasks each node took
+    took: set[str] = dataclasses.field(default_factory=set)  # the nodes that took a task
     nodes_made: int = 0
     nodes_lost: int = 0  # nodes that ended without taking a task while tasks were left
     ended: set[int] = dataclasses.field(default_factory=set)
@@ -160,7 +160,8 @@ class LocalTasks:
                     run.ended.add(task)
                     done = sum(1 for o in outcomes if o.attempts and o.status != runs.CANCELLED)
                     self.say(f"task {task} {status} ({done}/{len(outcomes)} done)")
-                self._forget(run, gone)
+                if gone:
+                    self._forget(run, gone)
         finally:
             stop.set()
             self._delete_all(run.instances)  # what ended last, or cancelled or failed: nothing is left running
@@ -174,14 +175,14 @@ class LocalTasks:
             created_at = time.time()
             deadline, awaited = self.margins.deadline(created_at, spec.timeout_seconds, None)
             run.running[run.taken] = _Running(run.taken, 1, claim.node, created_at, deadline, awaited)
-            run.node_tasks[claim.node] += 1
+            run.took.add(claim.node)
             outcomes[run.taken].attempts = 1
             run.taken += 1
 
     def _forget(self, run: _Execution, gone: set[str]) -> None:
         """Delete the instances that ended (or must end); stop a sweep whose nodes fail before taking a task."""
         for name in gone:
-            if run.instances.pop(name, 0) is None and not run.node_tasks[name] and run.taken < run.tasks:
+            if run.instances.pop(name, 0) is None and name not in run.took and run.taken < run.tasks:
                 run.nodes_lost += 1  # it ended with tasks left for it, having taken none
         self._delete_all(gone)
         if run.nodes_lost > LOST_NODES_LIMIT:  # nodes that fail at their start fail for a reason the next one has too

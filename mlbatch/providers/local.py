@@ -18,7 +18,7 @@ from typing import Any
 from mlbatch.core import labels
 from mlbatch.core.bucket import file_bucket_dir
 from mlbatch.core.catalog import Job
-from mlbatch.core.errors import BadInput
+from mlbatch.core.errors import BadInput, InfraError
 from mlbatch.core.runs import InstanceSpec
 from mlbatch.core.settings import Settings
 from mlbatch.local.infra import docker_client
@@ -136,10 +136,35 @@ class LocalProvider:
         return {"docker_run": run, "instance_file": instance.to_dict()}
 
     def create(self, request: InstanceRequest, zone: str) -> None:
+        """Create and start the instance. A container of its name that is this run's attempt
+        (a resumed launch whose launcher died after its create: docs/architecture.md,
+        "Idempotency") is the instance, started if it never was; one that is not is refused and
+        left alone, its work dir untouched (the name alone is the engine's key, as it is
+        Compute Engine's: GceProvider.create takes its 409 the same way)."""
+        import docker.errors
+
         workdir, instance, run = self._instance(request)
+        run.pop("detach")  # `containers.run`'s; create and start are two calls here
+        try:
+            container = self.client.containers.create(run.pop("image"), **run)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            container = self._get(request.name)
+            if container is None:  # removed in between: nothing of ours stands
+                raise
+            found = {key: container.labels.get(key) for key in ("run-id", "attempt")}
+            if found != {key: request.labels.get(key) for key in found}:
+                raise InfraError(
+                    f"creating {request.name}: the engine has a container of that name that is not this run's "
+                    f"attempt (run-id {found['run-id']!r}, attempt {found['attempt']!r}); it is left alone: "
+                    f"`docker rm -f {request.name}` if it is stale"
+                ) from None
+            if container.status != "created":  # ours, started by the launcher that created it
+                return
         workdir.mkdir(parents=True, exist_ok=True)
         Path(run["environment"]["MLBATCH_INSTANCE_FILE"]).write_text(instance.to_json())
-        self.client.containers.run(run.pop("image"), **run)
+        container.start()
 
     def adopt(self, name: str, zone: str) -> None:
         """One engine, one zone: a container is found by its name alone."""

@@ -10,6 +10,7 @@ import pytest
 
 from mlbatch.core import labels
 from mlbatch.core.bucket import open_bucket
+from mlbatch.core.errors import MlbatchError
 from mlbatch.core.runs import RunSpec
 from mlbatch.core.settings import load_settings
 from mlbatch.local import infra
@@ -111,3 +112,51 @@ def test_delete_removes_the_instance_its_job_containers_and_work_dir_and_nothing
     assert not exists(instance) and not exists(left) and not workdir.exists()
     assert exists(other)
     provider.delete(instance.name)  # gone already: nothing to do, no error
+
+
+def first_instance(tmp_path) -> tuple[LocalProvider, InstanceRequest]:
+    """A checkout's provider, and what it is asked to create for a run's first attempt."""
+    ours = checkout(tmp_path / "ours")
+    manifest = publish_release(open_bucket(ours.bucket))
+    job = manifest.jobs["sleep"]
+    run_id = f"sleep-20260101-000000-{time.time_ns() % 10**6:06d}"
+    spec = RunSpec(
+        run_id=run_id, job="sleep", version=manifest.version, bucket=ours.bucket,
+        container=manifest.containers["trainer"].ref, code_key="x", code_sha256="0" * 64, argv=("sleep", "300"),
+        params={}, timeout_seconds=10, created="2026-01-01T00:00:00+00:00", vm_image=IMAGE,
+    )  # fmt: skip
+    request_labels = {"role": "instance", "run-id": run_id, "attempt": "1"}
+    return LocalProvider(ours), InstanceRequest(f"mlb-{run_id}-1", spec, job, 1, request_labels, 60, False)
+
+
+def test_a_second_create_of_the_same_instance_is_taken_as_done_and_anothers_is_refused(tmp_path, containers):
+    """A resumed launch (its launcher died after the create: docs/architecture.md, "Idempotency")
+    creates the run's first instance again. The engine answers 409 for the name, as Compute
+    Engine does: ours, by its run id and attempt, is taken as done (as GceProvider.create does);
+    a container of that name that is not this run's attempt is refused, and left alone."""
+    provider, request = first_instance(tmp_path)
+    name = request.name
+    provider.create(request, "local")
+    try:
+        first = infra.docker_client().containers.get(name).id
+        provider.create(request, "local")
+        assert infra.docker_client().containers.get(name).id == first, "the instance that stood is the run's instance"
+    finally:
+        provider.delete(name)
+    foreign = start(containers, name, provider.settings.state_dir, role="instance", **{"run-id": "other-run", "attempt": "1"})
+    with pytest.raises(MlbatchError, match=f"{name}.*not this run's attempt.*other-run"):
+        provider.create(request, "local")
+    assert exists(foreign)
+
+
+def test_an_instance_created_and_never_started_is_started_by_the_resumed_create(tmp_path, containers):
+    """The launcher died between the engine's create and start: the resumed create writes the
+    instance file and starts the container that stands."""
+    provider, request = first_instance(tmp_path)
+    labelled = {**labels.checkout_labels(provider.settings.state_dir), **request.labels}
+    stood = infra.docker_client().containers.create(IMAGE, ["true"], name=request.name, labels=labelled)
+    containers.append(stood)
+    provider.create(request, "local")
+    stood.reload()
+    assert stood.status != "created", "the resumed create started it"
+    assert (provider.settings.state_dir / "instances" / request.name / "instance.json").exists()

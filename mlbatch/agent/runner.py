@@ -144,14 +144,16 @@ ENDPOINT_ENV = ("API_ENDPOINT_OVERRIDE",)
 
 @dataclasses.dataclass
 class Reuse:
-    """What a sweep node's attempts share (agent/node.py), each task being the same release's:
-    one engine client, the container checked once, the code bundle fetched and checked once
-    (it is mounted read-only into every job container, so no task changes it for the next)."""
+    """What an attempt sets up and a later attempt of the same agent may use. A single run's
+    attempt has one of its own, empty; a sweep node's attempts share one (agent/node.py), each
+    task being the same release's: one engine client, the container checked once, the code
+    bundle fetched and checked once (it is mounted read-only into every job container, so no
+    task changes it for the next)."""
 
     code_dir: Path  # where the code bundle is, once fetched
     client: Any = None
-    pulled: str = ""  # the container checked or pulled
-    fetched: str = ""  # the sha256 of the code bundle fetched and checked into code_dir
+    pulled: str | None = None  # the container checked or pulled
+    fetched: str | None = None  # the sha256 of the code bundle fetched and checked into code_dir
 
 
 class Attempt:
@@ -214,13 +216,12 @@ class Attempt:
         names = ", ".join(g["name"] for g in self.gpu_view["gpus"])
         self.log.info(f"GPUs: {names} (driver {self.gpu_view['driver']})")
 
-    def pull(self, client, registry_login: bool, reuse: Reuse | None = None) -> None:
-        if reuse is not None and reuse.pulled == self.spec.container:
+    def pull(self, client, registry_login: bool, reuse: Reuse) -> None:
+        if reuse.pulled == self.spec.container:
             self.log.info(f"{self.spec.container} is here since an earlier task: no pull")
             return
         self._pull(client, registry_login)
-        if reuse is not None:
-            reuse.pulled = self.spec.container
+        reuse.pulled = self.spec.container
 
     def _pull(self, client, registry_login: bool) -> None:
         if "@sha256:" in self.spec.container and _present(client, self.spec.container):
@@ -237,8 +238,8 @@ class Attempt:
         except Exception as exc:
             raise FetchFailed(f"cannot pull {self.spec.container}: {exc}") from exc
 
-    def fetch(self, reuse: Reuse | None = None) -> Path:
-        if reuse is not None and reuse.fetched == self.spec.code_sha256:
+    def fetch(self, reuse: Reuse) -> Path:
+        if reuse.fetched == self.spec.code_sha256:
             self.log.info(f"code {self.bucket.url(self.spec.code_key)}: fetched for an earlier task, sha256 checked")
             return reuse.code_dir
         self.log.info(f"fetching code {self.bucket.url(self.spec.code_key)}")
@@ -249,12 +250,10 @@ class Attempt:
         digest = hashlib.sha256(data).hexdigest()
         if digest != self.spec.code_sha256:
             raise FetchFailed(f"code bundle sha256 {digest} does not match the release's {self.spec.code_sha256}")
-        code = reuse.code_dir if reuse is not None else self.workdir / "code"
-        shutil.rmtree(code, ignore_errors=True)
-        extract_bundle(data, code)
-        if reuse is not None:
-            reuse.fetched = digest
-        return code
+        shutil.rmtree(reuse.code_dir, ignore_errors=True)
+        extract_bundle(data, reuse.code_dir)
+        reuse.fetched = digest
+        return reuse.code_dir
 
     @contextlib.contextmanager
     def job_network(self, client) -> Iterator[jobnet.JobNetwork]:
@@ -438,16 +437,17 @@ def run_attempt(
 ) -> runs.AttemptRecord:
     """One attempt, start to record; the attempt's record. `on_vm`: the agent runs on the VM itself
     (GCE, Batch), whose GPU driver it checks; a local instance's GPUs are the engine's. `reuse`:
-    what an earlier attempt of the same node left to use (agent/node.py)."""
+    what an earlier attempt of the same node left to use (agent/node.py); a single run's is its own."""
     import docker
 
+    reuse = reuse if reuse is not None else Reuse(code_dir=workdir / "code")
     att = Attempt(spec, attempt, instance, workdir, keys, on_vm=registry_login)
     att.log.info(f"agent on {instance}: run {spec.run_id} attempt {attempt}, release {spec.version}")
     status, exit_code, message = runs.INFRA_FAILED, -1, ""
     try:
-        client = reuse.client if reuse is not None and reuse.client is not None else docker.from_env(timeout=300)
-        if reuse is not None:
-            reuse.client = client
+        if reuse.client is None:
+            reuse.client = docker.from_env(timeout=300)
+        client = reuse.client
         with att.phase(runs.PULL):
             att.pull(client, registry_login, reuse)
         att.find_gpus(client, on_vm)

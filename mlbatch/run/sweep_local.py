@@ -135,12 +135,13 @@ class LocalTasks:
                 if retries or nodes:
                     self._start_all(spec, sweep, run, retries, nodes, outcomes, started)
                 said_ended = told.wait(self.poll) & run.instances.keys()  # the engine said so: look now, ask nothing
-                check_state = bool(said_ended) or time.monotonic() >= next_state_check
+                ask_states = time.monotonic() >= next_state_check  # the polls find every end, told or not
+                check_state = bool(said_ended) or ask_states
                 if check_state:
                     if runs.read_result(self.bucket, spec.run_id) is not None:  # before the states: cancel deletes after
                         raise Cancelled("runs.cancel")
                 gone = set(said_ended)
-                if time.monotonic() >= next_state_check:  # the polls find every end, told or not
+                if ask_states:
                     next_state_check = time.monotonic() + self.state_check_every
                     gone |= {n for n in run.instances if self.provider.state(n) in (STOPPED, GONE)}
                 self._see_taken(spec, run, outcomes)
